@@ -1,0 +1,94 @@
+// Engine: the only API the GUI and the CLI use. Torch-free: it hands out plain structs.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/eval/eval_result.h"
+#include "core/model/config.h"
+#include "core/progress.h"
+#include "core/train/train_options.h"
+
+namespace nestscope {
+
+struct ModelInfo {
+  std::string source;          // file path or "<embedded default model>"
+  ModelConfig config;
+  std::string tokenizer_kind;
+  int64_t parameters = 0;
+  int64_t macs_per_token = 0;  // one decode step at a full context
+  std::string device;          // "cpu" or "cuda"
+  std::string training_json;   // what the trainer recorded, "{}" if nothing
+};
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 200;
+  double temperature = 0.8;  // 0 = greedy
+  int64_t top_k = 0;         // 0 = off
+  uint64_t seed = 0;
+};
+
+struct GeneratedToken {
+  int64_t index = 0;    // 0-based position among the generated tokens
+  int64_t id = 0;
+  std::string text;     // the decoded piece (UTF-8)
+  double prob = 0;      // model probability of the chosen token
+  double entropy = 0;   // predictive entropy (nats) before choosing it
+};
+
+struct GenerateResult {
+  std::string text;          // everything generated (without the prompt)
+  int64_t prompt_tokens = 0;
+  int64_t generated_tokens = 0;
+  double prefill_ms = 0;
+  double decode_ms = 0;
+  double tokens_per_s = 0;   // decode throughput
+  bool stopped = false;      // the callback asked to stop early
+};
+
+// Called for every generated token; return false to stop.
+using TokenFn = std::function<bool(const GeneratedToken&)>;
+
+class Engine {
+ public:
+  Engine();
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Loading validates the whole file first; on error the current model stays loaded.
+  void load(const std::string& path);
+  void load_default();
+  bool has_model() const;
+  ModelInfo info() const;  // throws Error when no model is loaded
+  // "auto" (CUDA when present), "cpu" or "cuda".
+  void set_device(const std::string& device);
+
+  // Streams tokens after the prompt. The prompt must be non-empty, valid UTF-8, in the
+  // vocabulary and shorter than the context; generation past the context keeps the latest
+  // half of the context and re-reads it (a sliding window).
+  GenerateResult generate(const std::string& prompt, const GenerateOptions& options, const TokenFn& on_token = {});
+
+  // Scores the text's tokens (the last (1 - train_fraction) of it when `validation_split`).
+  EvalResult evaluate(const std::string& text, bool validation_split, double train_fraction = 0.9,
+                      const ProgressFn& progress = {});
+
+  // Trains on `corpus_text`: a fresh model of `config` with a character vocabulary built from the
+  // corpus (config.vocab_size is set from it), or, with `continue_current`, the loaded model.
+  // The trained model becomes the current one only when training finished.
+  TrainResult train(const std::string& corpus_text, const ModelConfig& config, const TrainOptions& options,
+                    bool continue_current = false, const ProgressFn& progress = {});
+  // Atomic save of the current model, tokenizer and training record.
+  void save(const std::string& path) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Sets LibTorch's intra-op threads (0 = all cores). Called by Engine's constructor.
+void init_threads(int threads = 0);
+
+}  // namespace nestscope

@@ -1,0 +1,16 @@
+// EvalResult: language-model metrics on a token sequence (torch-free).
+#pragma once
+#include <cstdint>
+
+namespace nestscope {
+
+struct EvalResult {
+  double loss = 0;            // mean next-token cross-entropy (nats)
+  double perplexity = 0;      // exp(loss)
+  double token_accuracy = 0;  // top-1 next-token accuracy over every scored position
+  int64_t tokens = 0;         // scored positions
+  int64_t windows = 0;        // non-overlapping context windows
+  double seconds = 0;
+};
+
+}  // namespace nestscope

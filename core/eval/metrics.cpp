@@ -1,0 +1,47 @@
+#include "core/eval/metrics.h"
+
+#include <chrono>
+
+namespace nestscope {
+
+EvalResult evaluate_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64_t max_windows, int64_t batch,
+                           const ProgressFn& progress) {
+  const int64_t T = model->config().context;
+  const int64_t n = int64_t(tokens.size());
+  int64_t windows = n > 1 ? (n - 1) / T : 0;
+  if (max_windows > 0) windows = std::min(windows, max_windows);
+  check(windows > 0, "evaluation text has " + std::to_string(n) + " tokens; at least " + std::to_string(T + 1) +
+                         " (one context window plus one) are needed");
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool was_training = model->is_training();
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const auto device = model->tok_emb->weight.device();
+  auto all = torch::from_blob(const_cast<int64_t*>(tokens.data()), {n}, torch::kInt64);  // [n]
+  double loss_sum = 0;
+  int64_t correct = 0;
+  for (int64_t w0 = 0; w0 < windows; w0 += batch) {
+    const int64_t b = std::min(batch, windows - w0);
+    auto seq = all.narrow(0, w0 * T, b * T + 1);                         // [bT+1]
+    auto x = seq.narrow(0, 0, b * T).view({b, T}).to(device);            // [B, T]
+    auto y = seq.narrow(0, 1, b * T).view({b, T}).to(device);            // [B, T]
+    auto logits = model->forward(x);                                     // [B, T, V]
+    auto flat = logits.view({b * T, -1});
+    loss_sum += torch::nn::functional::cross_entropy(
+                    flat, y.view({-1}), torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                    .item<double>();
+    correct += flat.argmax(-1).eq(y.view({-1})).sum().item<int64_t>();
+    report(progress, {"eval", w0 + b, windows});
+  }
+  if (was_training) model->train();
+  EvalResult r;
+  r.windows = windows;
+  r.tokens = windows * T;
+  r.loss = loss_sum / double(r.tokens);
+  r.perplexity = std::exp(r.loss);
+  r.token_accuracy = double(correct) / double(r.tokens);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+}  // namespace nestscope

@@ -1,0 +1,30 @@
+// Checkpoint: model weights as safetensors, config/tokenizer/training facts as JSON metadata.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/model/config.h"
+#include "core/model/transformer.h"
+#include "core/text/tokenizer.h"
+
+namespace nestscope {
+
+struct LoadedModel {
+  std::string source;  // path, or "<embedded default model>"
+  ModelConfig config;
+  std::unique_ptr<Tokenizer> tokenizer;
+  Gpt model{nullptr};
+  std::string training_json;  // "{}" when the checkpoint has no training record
+};
+
+// Writes atomically; the model's parameters go out as F32 under their module names.
+void save_checkpoint(const std::string& path, Gpt& model, const Tokenizer& tokenizer,
+                     const std::string& training_json);
+// Validates everything (format, config, every tensor's name, dtype, shape and finiteness)
+// before returning; throws Error naming the file and the tensor at fault.
+LoadedModel load_checkpoint(const std::string& path);
+LoadedModel load_checkpoint_bytes(std::vector<uint8_t> bytes, const std::string& source);
+
+}  // namespace nestscope

@@ -1,0 +1,35 @@
+// ElasticLinear: the one interface every projection of the model goes through (Dense, NSN, MPO).
+#pragma once
+#include <torch/nn/module.h>
+
+#include <cstdint>
+
+namespace nestscope {
+
+// y = x·Wᵀ + b for some parameterization of W. The model never branches on the concrete type;
+// a budget changes how much of the parameterization is used, not which code path runs.
+class ElasticLinear : public torch::nn::Module {
+ public:
+  ElasticLinear(int64_t in_features, int64_t out_features)
+      : in_features_(in_features), out_features_(out_features) {}
+
+  int64_t in_features() const { return in_features_; }
+  int64_t out_features() const { return out_features_; }
+
+  // x: [..., in] -> [..., out]
+  virtual torch::Tensor forward(const torch::Tensor& x) = 0;
+  // Multiply-accumulates per input row at the current budget.
+  virtual int64_t macs() const = 0;
+  // Parameters in use at the current budget (bias included).
+  virtual int64_t params() const = 0;
+  // The reference: W as a dense [out, in] matrix at the current budget.
+  virtual torch::Tensor to_dense() const = 0;
+  // The bias [out], or an undefined tensor when there is none.
+  virtual torch::Tensor bias() const = 0;
+
+ private:
+  int64_t in_features_;
+  int64_t out_features_;
+};
+
+}  // namespace nestscope

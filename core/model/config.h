@@ -1,0 +1,44 @@
+// ModelConfig: every architectural choice of the decoder-only transformer, as data.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace nestscope {
+
+enum class PositionEncoding { Sinusoidal, Learned };
+enum class Activation { Relu, Gelu };
+
+struct ModelConfig {
+  int64_t vocab_size = 65;
+  int64_t d_model = 128;  // C
+  int64_t n_heads = 4;    // H
+  int64_t n_layers = 4;
+  int64_t context = 256;  // longest sequence T the model accepts
+  int64_t d_ff = 512;     // N, MLP width
+  PositionEncoding position = PositionEncoding::Sinusoidal;
+  Activation activation = Activation::Relu;
+  bool qkv_bias = false;      // bias on the q/k/v projections
+  bool out_bias = true;       // bias on the attention output projection
+  bool mlp_bias = true;       // biases on the MLP up/down projections
+  bool lm_head_bias = false;  // bias on the LM head (untied only)
+  bool tied_head = false;     // LM head shares the token embedding
+  double ln_eps = 1e-5;
+  double init_std = 0.02;
+
+  int64_t head_dim() const { return d_model / n_heads; }
+
+  // Throws Error naming the first field that makes no sense.
+  void validate() const;
+  // Exact count of trainable parameters implied by the shapes.
+  int64_t parameter_count() const;
+
+  std::string to_json() const;
+  static ModelConfig from_json(const std::string& text);  // throws Error on bad JSON or values
+
+  // The MPO paper's PicoGPT: 808,448 parameters.
+  static ModelConfig pico_gpt();
+
+  bool operator==(const ModelConfig&) const = default;
+};
+
+}  // namespace nestscope

@@ -1,0 +1,55 @@
+#include "core/model/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "core/error.h"
+
+namespace nestscope {
+
+Sampler::Sampler(const SamplerOptions& opts) : opts_(opts), rng_(opts.seed) {
+  check(opts.temperature >= 0 && std::isfinite(opts.temperature),
+        "temperature must be a finite number >= 0 (0 = greedy), got " + std::to_string(opts.temperature));
+  check(opts.top_k >= 0, "top-k must be >= 0 (0 = off), got " + std::to_string(opts.top_k));
+}
+
+Sample Sampler::next(const std::vector<float>& logits) {
+  check(!logits.empty(), "sampler: empty logits");
+  const size_t V = logits.size();
+  const float max_logit = *std::max_element(logits.begin(), logits.end());
+  check(std::isfinite(max_logit), "sampler: the model produced non-finite logits");
+
+  // Temperature-1 distribution: reported probability and entropy.
+  probs_.resize(V);
+  double z = 0;
+  for (size_t i = 0; i < V; ++i) z += probs_[i] = std::exp(double(logits[i]) - max_logit);
+  double entropy = 0;
+  for (size_t i = 0; i < V; ++i) {
+    probs_[i] /= z;
+    if (probs_[i] > 0) entropy -= probs_[i] * std::log(probs_[i]);
+  }
+  const size_t argmax = std::max_element(logits.begin(), logits.end()) - logits.begin();
+  if (opts_.temperature == 0) return {int64_t(argmax), probs_[argmax], entropy};
+
+  // Sampling distribution: logits / T, restricted to the top k.
+  std::vector<double> w(V);
+  for (size_t i = 0; i < V; ++i) w[i] = (double(logits[i]) - max_logit) / opts_.temperature;
+  if (opts_.top_k > 0 && size_t(opts_.top_k) < V) {
+    std::vector<double> sorted = w;
+    std::nth_element(sorted.begin(), sorted.begin() + (opts_.top_k - 1), sorted.end(), std::greater<>());
+    const double kth = sorted[opts_.top_k - 1];
+    for (auto& x : w) if (x < kth) x = -INFINITY;
+  }
+  double total = 0;
+  for (auto& x : w) total += x = std::exp(x);
+  double u = std::uniform_real_distribution<double>(0.0, total)(rng_);
+  size_t pick = V - 1;
+  for (size_t i = 0; i < V; ++i) {
+    if (w[i] > 0 && (u -= w[i]) <= 0) { pick = i; break; }
+  }
+  while (w[pick] == 0 && pick > 0) --pick;  // guard against rounding at the tail
+  return {int64_t(pick), probs_[pick], entropy};
+}
+
+}  // namespace nestscope

@@ -1,0 +1,96 @@
+// Gpt: a decoder-only transformer (pre-LayerNorm, GPT-2 style) whose variants are config fields.
+#pragma once
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/nn/pimpl.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/layers/elastic_linear.h"
+#include "core/model/config.h"
+
+namespace nestscope {
+
+// Keys and values of every layer for incremental decoding.
+struct KvCache {
+  std::vector<torch::Tensor> k;  // per layer [B, H, context, hd]
+  std::vector<torch::Tensor> v;  // per layer [B, H, context, hd]
+  int64_t length = 0;            // positions filled so far
+};
+
+class CausalSelfAttentionImpl : public torch::nn::Module {
+ public:
+  explicit CausalSelfAttentionImpl(const ModelConfig& cfg);
+  // x: [B, T, C]. With a cache, x holds positions cache.length .. cache.length+T-1 and the
+  // layer's keys/values are appended to cache.k/v[layer].
+  torch::Tensor forward(const torch::Tensor& x, KvCache* cache, int64_t layer);
+
+  std::shared_ptr<ElasticLinear> q, k, v, o;
+
+ private:
+  int64_t n_heads_;
+};
+TORCH_MODULE(CausalSelfAttention);
+
+class MlpImpl : public torch::nn::Module {
+ public:
+  explicit MlpImpl(const ModelConfig& cfg);
+  torch::Tensor forward(const torch::Tensor& x);  // [B, T, C] -> [B, T, C]
+
+  std::shared_ptr<ElasticLinear> up, down;
+
+ private:
+  Activation activation_;
+};
+TORCH_MODULE(Mlp);
+
+class BlockImpl : public torch::nn::Module {
+ public:
+  explicit BlockImpl(const ModelConfig& cfg);
+  torch::Tensor forward(const torch::Tensor& x, KvCache* cache, int64_t layer);
+
+  torch::nn::LayerNorm ln1{nullptr}, ln2{nullptr};
+  CausalSelfAttention attn{nullptr};
+  Mlp mlp{nullptr};
+};
+TORCH_MODULE(Block);
+
+class GptImpl : public torch::nn::Module {
+ public:
+  // Builds the model with fresh N(0, init_std) weights from the current torch seed.
+  explicit GptImpl(const ModelConfig& cfg);
+
+  // idx: [B, T] token ids -> logits [B, T, V]. With a cache, idx continues the cached prefix.
+  torch::Tensor forward(const torch::Tensor& idx, KvCache* cache = nullptr);
+
+  // An empty cache for batch B on the model's device.
+  KvCache make_cache(int64_t batch) const;
+
+  const ModelConfig& config() const { return cfg_; }
+  // Every projection, named like the checkpoint ("blk.0.attn.q", ..., "head").
+  std::vector<std::pair<std::string, std::shared_ptr<ElasticLinear>>> projections() const;
+  // Multiply-accumulates for one token at position `context_len`-1 (attention scores included).
+  int64_t macs_per_token(int64_t context_len) const;
+  int64_t parameter_count() const;
+
+  torch::nn::Embedding tok_emb{nullptr};
+  torch::Tensor pos_emb;  // [context, C]: learned parameter or fixed sinusoidal buffer
+  torch::nn::ModuleList blk{nullptr};
+  torch::nn::LayerNorm ln_f{nullptr};
+  std::shared_ptr<ElasticLinear> head;  // null when tied to tok_emb
+
+ private:
+  ModelConfig cfg_;
+  std::vector<Block> blocks_;
+};
+TORCH_MODULE(Gpt);
+
+// The fixed sinusoidal table of "Attention Is All You Need" §3.5: [context, C].
+torch::Tensor sinusoidal_positions(int64_t context, int64_t channels);
+
+}  // namespace nestscope

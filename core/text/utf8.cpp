@@ -1,0 +1,71 @@
+#include "core/text/utf8.h"
+
+#include <cstdio>
+
+#include "core/error.h"
+
+namespace nestscope {
+
+std::vector<char32_t> utf8_decode(std::string_view s, const std::string& what) {
+  std::vector<char32_t> out;
+  out.reserve(s.size());
+  size_t i = 0;
+  auto fail = [&](size_t at) { throw Error(what + ": invalid UTF-8 at byte " + std::to_string(at)); };
+  while (i < s.size()) {
+    const auto b0 = static_cast<unsigned char>(s[i]);
+    int len;
+    char32_t cp;
+    if (b0 < 0x80) { len = 1; cp = b0; }
+    else if ((b0 & 0xE0) == 0xC0) { len = 2; cp = b0 & 0x1F; }
+    else if ((b0 & 0xF0) == 0xE0) { len = 3; cp = b0 & 0x0F; }
+    else if ((b0 & 0xF8) == 0xF0) { len = 4; cp = b0 & 0x07; }
+    else fail(i);
+    if (i + len > s.size()) fail(i);
+    for (int j = 1; j < len; ++j) {
+      const auto b = static_cast<unsigned char>(s[i + j]);
+      if ((b & 0xC0) != 0x80) fail(i);
+      cp = (cp << 6) | (b & 0x3F);
+    }
+    // Reject overlong forms, surrogates and values past U+10FFFF.
+    static constexpr char32_t min_for_len[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min_for_len[len] || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) fail(i);
+    out.push_back(cp);
+    i += len;
+  }
+  return out;
+}
+
+std::string utf8_encode(char32_t cp) {
+  std::string out;
+  if (cp < 0x80) {
+    out += char(cp);
+  } else if (cp < 0x800) {
+    out += char(0xC0 | (cp >> 6));
+    out += char(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    out += char(0xE0 | (cp >> 12));
+    out += char(0x80 | ((cp >> 6) & 0x3F));
+    out += char(0x80 | (cp & 0x3F));
+  } else {
+    out += char(0xF0 | (cp >> 18));
+    out += char(0x80 | ((cp >> 12) & 0x3F));
+    out += char(0x80 | ((cp >> 6) & 0x3F));
+    out += char(0x80 | (cp & 0x3F));
+  }
+  return out;
+}
+
+std::string utf8_encode(const std::vector<char32_t>& cps) {
+  std::string out;
+  for (char32_t cp : cps) out += utf8_encode(cp);
+  return out;
+}
+
+std::string describe_code_point(char32_t cp) {
+  if (cp >= 0x21 && cp < 0x7F) return std::string("'") + char(cp) + "'";
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "U+%04X", unsigned(cp));
+  return buf;
+}
+
+}  // namespace nestscope

@@ -1,0 +1,17 @@
+// UTF-8 decoding and encoding with errors that name the byte offset.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace nestscope {
+
+// Decodes UTF-8 into code points; throws Error("<what>: invalid UTF-8 at byte N") on bad input.
+std::vector<char32_t> utf8_decode(std::string_view text, const std::string& what = "text");
+std::string utf8_encode(char32_t cp);
+std::string utf8_encode(const std::vector<char32_t>& cps);
+// A printable description of one code point for error messages: 'x' or U+00E9.
+std::string describe_code_point(char32_t cp);
+
+}  // namespace nestscope

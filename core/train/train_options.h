@@ -1,0 +1,51 @@
+// TrainOptions / TrainResult: the trainer's plain settings and report (torch-free).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/eval/eval_result.h"
+
+namespace nestscope {
+
+// Defaults are the MPO paper's PicoGPT protocol.
+struct TrainOptions {
+  int64_t steps = 2000;
+  int64_t batch = 32;
+  int64_t warmup = 100;        // linear warmup steps, then cosine to min_lr
+  double lr = 3e-4;
+  double min_lr = 0.0;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double weight_decay = 0.1;   // applied to matrices and embeddings, not to biases or LayerNorms
+  double grad_clip = 1.0;      // global L2 norm; 0 = off
+  double train_fraction = 0.9; // first part of the corpus trains, the rest validates
+  uint64_t seed = 1337;
+  int64_t eval_every = 0;      // 0 = evaluate at the end only
+  int64_t eval_windows = 0;    // windows per intermediate evaluation; 0 = the whole split
+  int threads = 0;             // 0 = all cores
+
+  void validate() const;       // throws Error naming the bad field
+};
+
+struct TrainLogRow {
+  int64_t step = 0;
+  double loss = 0;
+  double lr = 0;
+  double val_loss = -1;        // -1 when not evaluated at this step
+  double val_token_accuracy = -1;
+};
+
+struct TrainResult {
+  int64_t steps = 0;
+  double final_train_loss = 0;  // mean over the last 50 steps
+  double seconds = 0;
+  double tokens_per_s = 0;
+  EvalResult validation;
+  std::vector<TrainLogRow> log;
+};
+
+// One JSON object with the options and the result, stored in checkpoints and printed by the CLI.
+std::string train_record_json(const TrainOptions& o, const TrainResult& r, int64_t corpus_bytes);
+
+}  // namespace nestscope

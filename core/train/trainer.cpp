@@ -1,0 +1,137 @@
+#include "core/train/trainer.h"
+
+#include <chrono>
+#include <deque>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <random>
+#include <thread>
+
+#include "core/error.h"
+#include "core/eval/metrics.h"
+
+namespace nestscope {
+
+void TrainOptions::validate() const {
+  check(steps > 0, "steps must be positive, got " + std::to_string(steps));
+  check(batch > 0, "batch must be positive, got " + std::to_string(batch));
+  check(warmup >= 0 && warmup <= steps, "warmup must be in [0, steps], got " + std::to_string(warmup));
+  check(lr > 0 && std::isfinite(lr), "learning rate must be positive");
+  check(min_lr >= 0 && min_lr <= lr, "min_lr must be in [0, lr]");
+  check(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "Adam betas must be in [0, 1)");
+  check(weight_decay >= 0, "weight decay must be >= 0");
+  check(grad_clip >= 0, "gradient clip must be >= 0");
+  check(train_fraction > 0 && train_fraction < 1, "train fraction must be in (0, 1)");
+  check(eval_every >= 0 && eval_windows >= 0, "eval_every and eval_windows must be >= 0");
+  check(threads >= 0, "threads must be >= 0");
+}
+
+double learning_rate_at(const TrainOptions& o, int64_t step) {
+  if (step < o.warmup) return o.lr * double(step + 1) / double(o.warmup);
+  const double span = double(std::max<int64_t>(1, o.steps - o.warmup));
+  const double progress = std::min(1.0, double(step - o.warmup) / span);
+  return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1.0 + std::cos(M_PI * progress));
+}
+
+TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o, const ProgressFn& progress) {
+  o.validate();
+  const int64_t T = model->config().context;
+  const int64_t n_train = int64_t(corpus.train.size());
+  check(n_train > T + 1, "training split has " + std::to_string(n_train) + " tokens; it needs more than the context " +
+                             std::to_string(T) + " + 1");
+  at::set_num_threads(o.threads > 0 ? o.threads : int(std::max(1u, std::thread::hardware_concurrency())));
+
+  // Decay matrices and embeddings only (nanoGPT's grouping); biases and LayerNorm gains are not.
+  std::vector<torch::Tensor> decay, no_decay;
+  for (auto& p : model->parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
+  auto opts = [&](double wd) {
+    return std::make_unique<torch::optim::AdamWOptions>(
+        torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).weight_decay(wd));
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, opts(o.weight_decay));
+  if (!no_decay.empty()) groups.emplace_back(no_decay, opts(0.0));
+  torch::optim::AdamW optimizer(groups, torch::optim::AdamWOptions(o.lr));
+
+  const auto device = model->tok_emb->weight.device();
+  auto data = torch::from_blob(const_cast<int64_t*>(corpus.train.data()), {n_train}, torch::kInt64);  // [n]
+  auto offsets = torch::arange(T, torch::kInt64);                                                     // [T]
+  std::mt19937_64 rng(o.seed);
+  std::uniform_int_distribution<int64_t> pick(0, n_train - T - 1);
+
+  TrainResult result;
+  std::deque<double> recent;
+  model->train();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t step = 0; step < o.steps; ++step) {
+    const double lr = learning_rate_at(o, step);
+    for (auto& g : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+
+    std::vector<int64_t> starts(o.batch);
+    for (auto& s : starts) s = pick(rng);
+    auto idx = torch::tensor(starts, torch::kInt64).unsqueeze(1) + offsets;  // [B, T]
+    auto x = data.index({idx}).to(device);                                     // [B, T]
+    auto y = data.index({idx + 1}).to(device);                                 // [B, T]
+
+    auto logits = model->forward(x);  // [B, T, V]
+    auto loss = torch::nn::functional::cross_entropy(logits.view({-1, logits.size(-1)}), y.view({-1}));
+    optimizer.zero_grad();
+    loss.backward();
+    if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), o.grad_clip);
+    optimizer.step();
+
+    const double loss_v = loss.item<double>();
+    check(std::isfinite(loss_v), "training diverged at step " + std::to_string(step) + " (loss is not finite)");
+    recent.push_back(loss_v);
+    if (recent.size() > 50) recent.pop_front();
+    TrainLogRow row{step + 1, loss_v, lr};
+    if (o.eval_every > 0 && (step + 1) % o.eval_every == 0 && step + 1 < o.steps) {
+      auto ev = evaluate_tokens(model, corpus.validation, o.eval_windows);
+      row.val_loss = ev.loss;
+      row.val_token_accuracy = ev.token_accuracy;
+    }
+    result.log.push_back(row);
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    Progress p{"train", step + 1, o.steps, loss_v, double((step + 1) * o.batch * T) / elapsed};
+    report(progress, p);
+  }
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  result.steps = o.steps;
+  result.tokens_per_s = double(o.steps * o.batch * T) / result.seconds;
+  result.final_train_loss = std::accumulate(recent.begin(), recent.end(), 0.0) / double(recent.size());
+  result.validation = evaluate_tokens(model, corpus.validation, 0, 16, progress);
+  result.log.back().val_loss = result.validation.loss;
+  result.log.back().val_token_accuracy = result.validation.token_accuracy;
+  model->eval();
+  return result;
+}
+
+std::string train_record_json(const TrainOptions& o, const TrainResult& r, int64_t corpus_bytes) {
+  nlohmann::json log = nlohmann::json::array();
+  for (const auto& row : r.log) {
+    if (row.step % 100 != 0 && row.val_loss < 0 && row.step != r.steps) continue;  // keep it small
+    nlohmann::json j = {{"step", row.step}, {"loss", row.loss}, {"lr", row.lr}};
+    if (row.val_loss >= 0) {
+      j["val_loss"] = row.val_loss;
+      j["val_token_accuracy"] = row.val_token_accuracy;
+    }
+    log.push_back(j);
+  }
+  nlohmann::json j = {
+      {"options",
+       {{"steps", o.steps}, {"batch", o.batch}, {"warmup", o.warmup}, {"lr", o.lr}, {"min_lr", o.min_lr},
+        {"betas", {o.beta1, o.beta2}}, {"weight_decay", o.weight_decay}, {"grad_clip", o.grad_clip},
+        {"train_fraction", o.train_fraction}, {"seed", o.seed}}},
+      {"corpus_bytes", corpus_bytes},
+      {"seconds", r.seconds},
+      {"tokens_per_s", r.tokens_per_s},
+      {"final_train_loss", r.final_train_loss},
+      {"validation",
+       {{"loss", r.validation.loss}, {"perplexity", r.validation.perplexity},
+        {"token_accuracy", r.validation.token_accuracy}, {"tokens", r.validation.tokens}}},
+      {"log", log},
+  };
+  return j.dump();
+}
+
+}  // namespace nestscope
