@@ -17,8 +17,8 @@ Sampler::Sampler(const SamplerOptions& opts) : opts_(opts), rng_(opts.seed) {
 Sample Sampler::next(const std::vector<float>& logits) {
   check(!logits.empty(), "sampler: empty logits");
   const size_t V = logits.size();
+  for (float l : logits) check(std::isfinite(l), "sampler: the model produced non-finite logits");
   const float max_logit = *std::max_element(logits.begin(), logits.end());
-  check(std::isfinite(max_logit), "sampler: the model produced non-finite logits");
 
   // Temperature-1 distribution: reported probability and entropy.
   probs_.resize(V);

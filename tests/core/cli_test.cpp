@@ -1,0 +1,89 @@
+// End-to-end: the nestscope-cli binary trains a tiny model, evaluates it and generates from it.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "core/io/atomic_file.h"
+#include "tests/core/test_util.h"
+
+namespace nestscope::test {
+
+int run_command(const std::string& cmd, std::string* out) {
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return -1;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0)
+    if (out) out->append(buf.data(), n);
+  const int status = ::pclose(p);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+}  // namespace nestscope::test
+
+using namespace nestscope;
+using nlohmann::json;
+
+namespace {
+const std::string kCli = NESTSCOPE_CLI;
+
+json run_json(const std::string& args) {
+  std::string out;
+  const int rc = test::run_command(kCli + " " + args + " 2>/dev/null", &out);
+  EXPECT_EQ(rc, 0) << args << "\n" << out;
+  auto j = json::parse(out, nullptr, false);
+  EXPECT_TRUE(j.is_object()) << out;
+  return j;
+}
+}  // namespace
+
+TEST(Cli, TrainEvalGenerateEndToEnd) {
+  test::TempDir dir;
+  std::string text;
+  for (int i = 0; i < 80; ++i) text += "O Romeo, Romeo! wherefore art thou Romeo?\n";
+  write_file_atomic(dir.file("c.txt"), text);
+  const auto model = dir.file("m.safetensors");
+  auto t = run_json("train --corpus " + dir.file("c.txt") + " --out " + model +
+                    " --steps 150 --batch 8 --context 32 --layers 1 --d-model 32 --heads 2 --d-ff 64 --warmup 5"
+                    " --lr 3e-3 --json");
+  EXPECT_EQ(t["steps"], 150);
+  EXPECT_GT(t["token_accuracy"].get<double>(), 0.3);
+  auto e = run_json("eval --model " + model + " --corpus " + dir.file("c.txt") + " --json");
+  for (const char* key : {"token_accuracy", "loss", "perplexity", "parameters", "tokens"}) EXPECT_TRUE(e.contains(key)) << key;
+  EXPECT_NEAR(e["token_accuracy"].get<double>(), t["token_accuracy"].get<double>(), 1e-9);
+  EXPECT_NEAR(e["perplexity"].get<double>(), std::exp(e["loss"].get<double>()), 1e-9);
+  auto g = run_json("generate --model " + model + " --prompt Romeo --tokens 25 --seed 4 --json");
+  EXPECT_EQ(g["generated_tokens"], 25);
+  EXPECT_EQ(g["tokens"].size(), 25u);
+  EXPECT_EQ(g["text"].get<std::string>().size(), 25u);
+  auto g2 = run_json("generate --model " + model + " --prompt Romeo --tokens 25 --seed 4 --json");
+  EXPECT_EQ(g2["text"], g["text"]);
+}
+
+TEST(Cli, BadInputGivesAMessageAndNonZeroExit) {
+  test::TempDir dir;
+  std::string out;
+  EXPECT_EQ(test::run_command(kCli + " eval --model " + dir.file("none.safetensors") + " --corpus x 2>&1", &out), 1);
+  EXPECT_NE(out.find("no such file"), std::string::npos) << out;
+  write_file_atomic(dir.file("bad.safetensors"), std::string(100, 'x'));
+  out.clear();
+  EXPECT_EQ(test::run_command(kCli + " generate --model " + dir.file("bad.safetensors") + " --prompt hi 2>&1", &out), 1);
+  EXPECT_NE(out.find("bad.safetensors"), std::string::npos) << out;
+  out.clear();
+  EXPECT_NE(test::run_command(kCli + " train --corpus " + dir.file("absent.txt") + " --out " + dir.file("o") + " 2>&1", &out), 0);
+  EXPECT_NE(out.find("absent.txt"), std::string::npos) << out;
+}
+
+TEST(Cli, DefaultModelIsUsedWithoutModelFlag) {
+  std::string out;
+  const int rc = test::run_command(kCli + " info --json 2>&1", &out);
+  if (rc != 0 && out.find("no embedded default model") != std::string::npos) GTEST_SKIP() << out;
+  ASSERT_EQ(rc, 0) << out;
+  auto j = json::parse(out);
+  EXPECT_EQ(j["parameters"], 808448);
+  out.clear();
+  EXPECT_EQ(test::run_command(kCli + " generate --prompt '' 2>&1", &out), 1);
+  EXPECT_NE(out.find("prompt is empty"), std::string::npos) << out;
+}

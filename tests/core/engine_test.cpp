@@ -1,0 +1,115 @@
+#include <gtest/gtest.h>
+
+#include "core/engine/engine.h"
+#include "core/error.h"
+#include "core/io/atomic_file.h"
+#include "core/io/default_model.h"
+#include "tests/core/test_util.h"
+
+using namespace nestscope;
+
+namespace {
+ModelConfig small_config() {
+  auto c = test::tiny_config();
+  c.context = 24;
+  return c;
+}
+std::string text() {
+  std::string s;
+  for (int i = 0; i < 60; ++i) s += "To be, or not to be: that is the question.\n";
+  return s;
+}
+TrainOptions quick(int64_t steps) {
+  TrainOptions o;
+  o.steps = steps;
+  o.batch = 4;
+  o.warmup = 2;
+  return o;
+}
+}  // namespace
+
+TEST(Engine, GenerateStreamsTokensAndValidatesPrompts) {
+  Engine e;
+  EXPECT_FALSE(e.has_model());
+  EXPECT_THROW(e.generate("To", {}), Error);  // no model yet
+  e.train(text(), small_config(), quick(20));
+  std::string streamed;
+  GenerateOptions o;
+  o.max_new_tokens = 50;  // more than the context of 24: exercises the sliding window
+  o.seed = 3;
+  auto r = e.generate("To be", o, [&](const GeneratedToken& t) {
+    streamed += t.text;
+    EXPECT_GE(t.entropy, 0);
+    EXPECT_GT(t.prob, 0);
+    return true;
+  });
+  EXPECT_EQ(r.generated_tokens, 50);
+  EXPECT_EQ(r.text, streamed);
+  EXPECT_EQ(e.generate("To be", o).text, r.text);  // same seed, same text
+  // A callback returning false stops generation.
+  auto stopped = e.generate("To be", o, [](const GeneratedToken& t) { return t.index < 4; });
+  EXPECT_TRUE(stopped.stopped);
+  EXPECT_EQ(stopped.generated_tokens, 5);
+  // Bad prompts: empty, invalid UTF-8, unknown characters, longer than the context.
+  auto expect_msg = [&](const std::string& prompt, const std::string& needle) {
+    try {
+      e.generate(prompt, o);
+      FAIL() << "prompt accepted";
+    } catch (const Error& err) {
+      EXPECT_NE(std::string(err.what()).find(needle), std::string::npos) << err.what();
+    }
+  };
+  expect_msg("", "empty");
+  expect_msg("To \xff", "invalid UTF-8");
+  expect_msg("To #", "'#'");
+  expect_msg(std::string(30, 'o'), "context");
+}
+
+TEST(Engine, FailedLoadKeepsTheCurrentModel) {
+  test::TempDir dir;
+  Engine e;
+  e.train(text(), small_config(), quick(5));
+  const auto before = e.info();
+  write_file_atomic(dir.file("junk.safetensors"), "this is not a checkpoint");
+  EXPECT_THROW(e.load(dir.file("junk.safetensors")), Error);
+  EXPECT_THROW(e.load(dir.file("absent.safetensors")), Error);
+  EXPECT_EQ(e.info().parameters, before.parameters);
+  EXPECT_EQ(e.info().source, before.source);
+}
+
+TEST(Engine, CancelledTrainingLeavesStateAndFilesIntact) {
+  test::TempDir dir;
+  Engine e;
+  e.train(text(), small_config(), quick(5));
+  const auto path = dir.file("m.safetensors");
+  e.save(path);
+  const auto bytes = read_file_bytes(path);
+  const auto gen_before = e.generate("To", {10, 0.0, 0, 0}).text;
+  auto cancel_at_3 = [](const Progress& p) { return p.done < 3; };
+  EXPECT_THROW(e.train(text(), small_config(), quick(50), /*continue_current=*/true, cancel_at_3), Cancelled);
+  EXPECT_EQ(e.generate("To", {10, 0.0, 0, 0}).text, gen_before);
+  EXPECT_EQ(read_file_bytes(path), bytes);
+}
+
+TEST(Engine, EmbeddedDefaultModelIsPicoGpt) {
+  if (!has_default_model()) GTEST_SKIP() << "this build embedded no default model";
+  Engine e;
+  e.load_default();
+  const auto i = e.info();
+  EXPECT_EQ(i.parameters, 808448);
+  EXPECT_EQ(i.config, ModelConfig::pico_gpt());
+  auto r = e.generate("ROMEO:\n", {40, 0.8, 0, 1});
+  EXPECT_EQ(r.generated_tokens, 40);
+}
+
+TEST(Engine, DefaultModelScoresAtLeast50PercentOnTheValidationSplit) {
+  if (!has_default_model()) GTEST_SKIP() << "this build embedded no default model";
+  NESTSCOPE_NEED_CORPUS();
+  Engine e;
+  e.load_default();
+  const auto r = e.evaluate(read_text_file(NESTSCOPE_CORPUS), /*validation_split=*/true);
+  EXPECT_EQ(r.windows, 435);  // (111,540 - 1) / 256 non-overlapping windows
+  EXPECT_GE(r.token_accuracy, 0.50);
+  EXPECT_LT(r.loss, 2.0);
+  std::printf("default model on the validation split: token accuracy %.4f, loss %.4f\n", r.token_accuracy, r.loss);
+}

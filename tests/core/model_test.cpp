@@ -1,0 +1,96 @@
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "core/error.h"
+#include "core/model/transformer.h"
+#include "tests/core/test_util.h"
+
+using namespace nestscope;
+
+TEST(ModelConfig, PicoGptHasExactly808448Parameters) {
+  const auto cfg = ModelConfig::pico_gpt();
+  EXPECT_EQ(cfg.parameter_count(), 808448);
+  torch::manual_seed(0);
+  Gpt m(cfg);
+  EXPECT_EQ(m->parameter_count(), 808448);
+  // The published layout: no q/k/v bias, o bias, MLP biases, untied LM head without bias.
+  auto params = m->named_parameters();
+  EXPECT_EQ(params.find("blk.0.attn.q.bias"), nullptr);
+  EXPECT_NE(params.find("blk.0.attn.o.bias"), nullptr);
+  EXPECT_NE(params.find("blk.3.mlp.down.bias"), nullptr);
+  EXPECT_NE(params.find("head.weight"), nullptr);
+  EXPECT_EQ(params.find("head.bias"), nullptr);
+  EXPECT_EQ(m->projections().size(), 4u * 6u + 1u);
+}
+
+TEST(ModelConfig, JsonRoundTripAndValidation) {
+  ModelConfig c = test::tiny_config();
+  c.position = PositionEncoding::Learned;
+  c.activation = Activation::Gelu;
+  c.tied_head = true;
+  c.qkv_bias = true;
+  EXPECT_EQ(ModelConfig::from_json(c.to_json()), c);
+  EXPECT_EQ(c.parameter_count(), [&] {
+    Gpt m(c);
+    return m->parameter_count();
+  }());
+  ModelConfig bad = c;
+  bad.n_heads = 3;
+  EXPECT_THROW(bad.validate(), Error);
+  EXPECT_THROW(ModelConfig::from_json(R"({"vocab_size":5})"), Error);
+  EXPECT_THROW(ModelConfig::from_json("[1,2"), Error);
+}
+
+TEST(Model, SinusoidalPositionsFollowTheFormula) {
+  auto pe = sinusoidal_positions(10, 8);
+  EXPECT_NEAR(pe[3][0].item<float>(), std::sin(3.0), 1e-6);
+  EXPECT_NEAR(pe[3][1].item<float>(), std::cos(3.0), 1e-6);
+  EXPECT_NEAR(pe[5][2].item<float>(), std::sin(5.0 / std::pow(10000.0, 2.0 / 8)), 1e-6);
+  EXPECT_NEAR(pe[5][7].item<float>(), std::cos(5.0 / std::pow(10000.0, 6.0 / 8)), 1e-6);
+}
+
+// The KV-cache decode path must reproduce a full forward over the same prefix.
+class KvCacheEquivalence : public ::testing::TestWithParam<PositionEncoding> {};
+
+TEST_P(KvCacheEquivalence, DecodeMatchesFullForward) {
+  auto cfg = test::tiny_config();
+  cfg.position = GetParam();
+  torch::manual_seed(3);
+  Gpt m(cfg);
+  m->eval();
+  torch::NoGradGuard g;
+  auto seq = torch::randint(0, cfg.vocab_size, {2, cfg.context}, torch::kInt64);  // [B, T]
+  auto full = m->forward(seq);                                                    // [B, T, V]
+  auto cache = m->make_cache(2);
+  std::vector<torch::Tensor> pieces;
+  pieces.push_back(m->forward(seq.narrow(1, 0, 7), &cache));  // prefill 7 tokens
+  for (int64_t t = 7; t < 20; ++t) pieces.push_back(m->forward(seq.narrow(1, t, 1), &cache));
+  pieces.push_back(m->forward(seq.narrow(1, 20, cfg.context - 20), &cache));  // a second chunk
+  auto incremental = torch::cat(pieces, 1);
+  EXPECT_EQ(cache.length, cfg.context);
+  EXPECT_LT((incremental - full).abs().max().item<double>(), 1e-4);
+  EXPECT_THROW(m->forward(seq.narrow(1, 0, 1), &cache), Error);  // context exceeded
+}
+
+INSTANTIATE_TEST_SUITE_P(Positions, KvCacheEquivalence,
+                         ::testing::Values(PositionEncoding::Sinusoidal, PositionEncoding::Learned));
+
+TEST(Model, CausalityFutureTokensDoNotChangeEarlierLogits) {
+  torch::manual_seed(4);
+  Gpt m(test::tiny_config());
+  m->eval();
+  torch::NoGradGuard g;
+  auto a = torch::randint(0, 11, {1, 16}, torch::kInt64);
+  auto b = a.clone();
+  b.narrow(1, 10, 6).fill_(3);
+  auto la = m->forward(a), lb = m->forward(b);
+  EXPECT_TRUE(torch::allclose(la.narrow(1, 0, 10), lb.narrow(1, 0, 10)));
+  EXPECT_FALSE(torch::allclose(la.narrow(1, 10, 6), lb.narrow(1, 10, 6)));
+}
+
+TEST(Model, MacsPerTokenCountsEveryProjectionAndAttention) {
+  Gpt m(ModelConfig::pico_gpt());
+  // Projections: 4 layers x (4·128² + 2·128·512) + head 128·65, attention 4 layers x 2·256·128.
+  const int64_t expected = 4 * (4 * 128 * 128 + 2 * 128 * 512) + 128 * 65 + 4 * 2 * 256 * 128;
+  EXPECT_EQ(m->macs_per_token(256), expected);
+}
