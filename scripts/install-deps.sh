@@ -6,7 +6,7 @@ pkgs=(
   libtorch-dev libopenblas0-pthread
   qt6-base-dev qt6-charts-dev qt6-svg-dev libgl-dev
   libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev
-  xvfb xauth python3-torch
+  xvfb xauth fonts-dejavu-core python3-torch
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,7 +1,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
+
 #include "core/error.h"
+#include "core/io/checkpoint.h"
+#include "core/text/char_tokenizer.h"
 #include "core/model/transformer.h"
 #include "tests/core/test_util.h"
 
@@ -94,3 +98,44 @@ TEST(Model, MacsPerTokenCountsEveryProjectionAndAttention) {
   const int64_t expected = 4 * (4 * 128 * 128 + 2 * 128 * 512) + 128 * 65 + 4 * 2 * 256 * 128;
   EXPECT_EQ(m->macs_per_token(256), expected);
 }
+
+// Our forward against an independent PyTorch implementation of the same checkpoint.
+class PyTorchReference : public ::testing::TestWithParam<bool> {};
+
+TEST_P(PyTorchReference, LogitsMatchWithin1e4) {
+  std::string probe;
+  if (test::run_command("/usr/bin/python3 -c 'import torch' 2>&1", &probe) != 0)
+    GTEST_SKIP() << "/usr/bin/python3 with torch (Debian python3-torch) is not installed";
+  test::TempDir dir;
+  auto cfg = test::tiny_config();
+  if (GetParam()) {  // the other variants: learned positions, GELU, tied head, q/k/v bias
+    cfg.position = PositionEncoding::Learned;
+    cfg.activation = Activation::Gelu;
+    cfg.tied_head = true;
+    cfg.qkv_bias = true;
+  }
+  torch::manual_seed(11);
+  Gpt m(cfg);
+  {
+    torch::NoGradGuard g;  // non-zero biases and LayerNorm params so every term is exercised
+    for (auto& p : m->parameters()) p.add_(torch::randn_like(p) * 0.1);
+  }
+  m->eval();
+  const auto path = dir.file("ref.safetensors");
+  save_checkpoint(path, m, CharTokenizer::from_corpus("abcdefghijk"), "{}");
+  std::vector<int64_t> ids = {1, 5, 2, 9, 0, 3, 3, 7, 10, 4, 6, 8};
+  std::string cmd = "/usr/bin/python3 " NESTSCOPE_PYTHON_REF " " + path;
+  for (auto i : ids) cmd += " " + std::to_string(i);
+  std::string out;
+  ASSERT_EQ(test::run_command(cmd + " 2>&1", &out), 0) << out;
+  auto ref = nlohmann::json::parse(out);
+  torch::NoGradGuard g;
+  auto logits = m->forward(torch::tensor(ids, torch::kInt64).view({1, -1}))[0];  // [T, V]
+  double max_diff = 0;
+  for (size_t t = 0; t < ids.size(); ++t)
+    for (int64_t v = 0; v < cfg.vocab_size; ++v)
+      max_diff = std::max(max_diff, std::abs(ref[t][v].get<double>() - logits[t][v].item<double>()));
+  EXPECT_LT(max_diff, 1e-4);
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, PyTorchReference, ::testing::Values(false, true));
