@@ -39,6 +39,78 @@ ProgressFn bar_fn(cli::ProgressBar& bar) {
   return [&bar](const Progress& p) { return bar.update(p); };
 }
 
+std::vector<std::string> split_list(const std::string& csv) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char c : csv + ",") {
+    if (c == ',') {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else if (c != ' ') {
+      cur += c;
+    }
+  }
+  return out;
+}
+
+int64_t parse_int(const std::string& s, const char* what) {
+  try {
+    size_t used = 0;
+    const int64_t v = std::stoll(s, &used);
+    if (used == s.size()) return v;
+  } catch (const std::exception&) {
+  }
+  throw Error(std::string(what) + ": '" + s + "' is not an integer");
+}
+
+double parse_double(const std::string& s, const char* what) {
+  try {
+    size_t used = 0;
+    const double v = std::stod(s, &used);
+    if (used == s.size()) return v;
+  } catch (const std::exception&) {
+  }
+  throw Error(std::string(what) + ": '" + s + "' is not a number");
+}
+
+json frontier_json(const FrontierRow& r, double dense_acc) {
+  return {{"method", r.method},
+          {"allocation", r.allocation},
+          {"rank", r.rank},
+          {"mac_fraction", r.mac_fraction},
+          {"linear_macs", r.linear_macs},
+          {"model_macs", r.model_macs},
+          {"parameters", r.parameters},
+          {"token_accuracy", r.eval.token_accuracy},
+          {"perplexity", r.eval.perplexity},
+          {"loss", r.eval.loss},
+          {"top1_agreement", r.eval.top1_agreement},
+          {"kl", r.eval.kl},
+          {"ms_per_token", r.ms_per_token},
+          {"dense_token_accuracy", dense_acc},
+          {"accuracy_drop_pp", 100.0 * (dense_acc - r.eval.token_accuracy)}};
+}
+
+// Rows as CSV (header from the first row's keys) or JSON lines, written atomically.
+void write_rows(const std::string& path, const json& rows) {
+  std::string text;
+  const bool csv = path.size() >= 4 && path.compare(path.size() - 4, 4, ".csv") == 0;
+  if (csv && !rows.empty()) {
+    std::string header;
+    for (auto it = rows[0].begin(); it != rows[0].end(); ++it) header += (header.empty() ? "" : ",") + it.key();
+    text += header + "\n";
+    for (const auto& r : rows) {
+      std::string line;
+      for (auto it = r.begin(); it != r.end(); ++it)
+        line += (line.empty() ? "" : ",") + (it->is_string() ? it->get<std::string>() : it->dump());
+      text += line + "\n";
+    }
+  } else {
+    for (const auto& r : rows) text += r.dump() + "\n";
+  }
+  write_file_atomic(path, text);
+}
+
 json eval_json(const EvalResult& e) {
   return {{"token_accuracy", e.token_accuracy}, {"loss", e.loss}, {"perplexity", e.perplexity},
           {"tokens", e.tokens}, {"windows", e.windows}, {"seconds", e.seconds}};
@@ -105,6 +177,57 @@ int main(int argc, char** argv) {
   // info
   auto* info = app.add_subcommand("info", "describe a model");
   add_common(info, common);
+
+  // nsn convert | finetune | frontier
+  auto* nsn = app.add_subcommand("nsn", "Nested Subspace Networks: convert, fine-tune, sweep ranks");
+  nsn->require_subcommand(1);
+  std::string families_csv;
+  int64_t max_rank = 0;
+  auto* nsn_convert = nsn->add_subcommand("convert", "surgical conversion of a dense model by truncated SVD");
+  nsn_convert->add_option("-o,--out", out, "where to write the NSN checkpoint")->required();
+  nsn_convert->add_option("--families", families_csv,
+                          "comma-separated projections to convert (attn.q,attn.k,attn.v,attn.o,mlp.up,mlp.down,head); "
+                          "default: attention and MLP");
+  nsn_convert->add_option("--max-rank", max_rank, "largest rank R kept (0 = full)")->capture_default_str();
+  add_common(nsn_convert, common);
+
+  auto* nsn_finetune = nsn->add_subcommand("finetune", "multi-rank fine-tuning with learned per-rank log-variances");
+  NsnTrainOptions nopt;
+  TrainOptions fopt;
+  fopt.steps = 500;
+  fopt.warmup = 20;
+  fopt.lr = 3e-4;
+  fopt.weight_decay = 0.0;
+  nsn_finetune->add_option("--corpus", corpus, "training text; the last 10% validates")->required();
+  nsn_finetune->add_option("-o,--out", out, "where to write the fine-tuned checkpoint")->required();
+  nsn_finetune->add_option("--steps", fopt.steps)->capture_default_str();
+  nsn_finetune->add_option("--batch", fopt.batch)->capture_default_str();
+  nsn_finetune->add_option("--lr", fopt.lr)->capture_default_str();
+  nsn_finetune->add_option("--warmup", fopt.warmup)->capture_default_str();
+  nsn_finetune->add_option("--weight-decay", fopt.weight_decay)->capture_default_str();
+  nsn_finetune->add_option("--seed", fopt.seed)->capture_default_str();
+  nsn_finetune->add_option("--min-rank", nopt.min_rank, "lowest rank sampled")->capture_default_str();
+  nsn_finetune->add_option("--buckets", nopt.buckets, "log-variance buckets")->capture_default_str();
+  nsn_finetune->add_option("--curriculum", nopt.curriculum, "fraction of steps to widen the rank range")
+      ->capture_default_str();
+  nsn_finetune->add_option("--max-rank", max_rank, "R when the model is dense and gets converted first (0 = full)")
+      ->capture_default_str();
+  add_common(nsn_finetune, common);
+
+  auto* nsn_frontier = nsn->add_subcommand("frontier", "accuracy against linear-layer MACs over NSN ranks");
+  std::string ranks_csv, fractions_csv, rows_out, dense_model;
+  double mac_fraction = 0;
+  bool energy = false;
+  int64_t windows = 0;
+  nsn_frontier->add_option("--corpus", corpus, "text; its last 10% is scored")->required();
+  nsn_frontier->add_option("--ranks", ranks_csv, "comma-separated global ranks");
+  nsn_frontier->add_option("--fractions", fractions_csv, "comma-separated fractions of dense linear MACs");
+  nsn_frontier->add_option("--mac-fraction", mac_fraction, "evaluate the one budget closest to this fraction");
+  nsn_frontier->add_flag("--energy", energy, "also evaluate per-layer ranks allocated by spectral energy");
+  nsn_frontier->add_option("--dense", dense_model, "dense reference model (default: the embedded PicoGPT)");
+  nsn_frontier->add_option("--windows", windows, "validation windows to score (0 = all)")->capture_default_str();
+  nsn_frontier->add_option("--rows", rows_out, "also write the rows to this file (.csv or .jsonl)");
+  add_common(nsn_frontier, common);
 
   CLI11_PARSE(app, argc, argv);
   cli::install_interrupt_handler();
@@ -183,6 +306,61 @@ int main(int argc, char** argv) {
       } else {
         std::printf("\n");
         std::fprintf(stderr, "[%lld tokens, %.1f tokens/s]\n", (long long)r.generated_tokens, r.tokens_per_s);
+      }
+    } else if (*nsn_convert) {
+      open_model(engine, common);
+      engine.convert_nsn(split_list(families_csv), max_rank);
+      engine.save(out);
+      const auto i = engine.info();
+      json j = {{"out", out}, {"parameters", i.parameters}, {"max_rank", i.max_rank},
+                {"linear_macs", i.linear_macs}, {"dense_linear_macs", i.dense_linear_macs}};
+      std::cout << (common.json_out ? j.dump() : j.dump(2)) << "\n";
+    } else if (*nsn_finetune) {
+      open_model(engine, common);
+      if (engine.info().max_rank == 0) engine.convert_nsn({}, max_rank);
+      const std::string text = read_text_file(corpus);
+      const auto r = engine.finetune_nsn(text, fopt, nopt, bar_fn(bar));
+      bar.finish();
+      engine.save(out);
+      json buckets = json::array();
+      for (const auto& b : r.buckets)
+        buckets.push_back({{"lo", b.lo}, {"hi", b.hi}, {"samples", b.samples}, {"mean_loss", b.mean_loss},
+                           {"sigma", b.sigma}});
+      json j = {{"out", out}, {"steps", r.train.steps}, {"seconds", r.train.seconds},
+                {"token_accuracy", r.train.validation.token_accuracy}, {"loss", r.train.validation.loss},
+                {"perplexity", r.train.validation.perplexity}, {"buckets", buckets}};
+      std::cout << (common.json_out ? j.dump() : j.dump(2)) << "\n";
+    } else if (*nsn_frontier) {
+      open_model(engine, common);
+      const std::string text = read_text_file(corpus);
+      NsnFrontierOptions fo;
+      for (const auto& r : split_list(ranks_csv)) fo.ranks.push_back(parse_int(r, "--ranks"));
+      for (const auto& f : split_list(fractions_csv)) fo.mac_fractions.push_back(parse_double(f, "--fractions"));
+      if (mac_fraction > 0) fo.mac_fractions = {mac_fraction};
+      if (fo.ranks.empty() && fo.mac_fractions.empty()) fo.mac_fractions = {0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0};
+      fo.energy_allocation = energy;
+      fo.max_windows = windows;
+      const auto rows = engine.nsn_frontier(text, true, fo, bar_fn(bar));
+      bar.finish();
+      // The dense reference: this model if it is dense, else --dense or the embedded default.
+      double dense_acc;
+      if (engine.info().max_rank == 0) {
+        dense_acc = engine.evaluate(text, true).token_accuracy;
+      } else {
+        Engine dense;
+        dense.set_device(common.device);
+        if (dense_model.empty()) dense.load_default(); else dense.load(dense_model);
+        EvalResult de = dense.evaluate(text, true);
+        dense_acc = de.token_accuracy;
+      }
+      json arr = json::array();
+      for (const auto& r : rows) arr.push_back(frontier_json(r, dense_acc));
+      if (!rows_out.empty()) write_rows(rows_out, arr);
+      if (mac_fraction > 0) {
+        std::cout << (common.json_out ? arr[0].dump() : arr[0].dump(2)) << "\n";
+      } else {
+        json j = {{"dense_token_accuracy", dense_acc}, {"rows", arr}};
+        std::cout << (common.json_out ? j.dump() : j.dump(2)) << "\n";
       }
     } else if (*info) {
       open_model(engine, common);

@@ -6,6 +6,7 @@
 #include <QLabel>
 #include <QMenuBar>
 #include <QMessageBox>
+#include <QSettings>
 #include <QStatusBar>
 #include <QTimer>
 
@@ -27,6 +28,13 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
   panel_ = new GenerationPanel(this);
   panel_->setPrompt(options.prompt);
   auto s = panel_->settings();
+  QSettings settings;
+  if (options.screenshot.isEmpty()) {  // a screenshot run stays reproducible: no saved state
+    restoreGeometry(settings.value("window/geometry").toByteArray());
+    s.temperature = settings.value("generate/temperature", s.temperature).toDouble();
+    s.top_k = settings.value("generate/top_k", s.top_k).toInt();
+    s.seed = settings.value("generate/seed", s.seed).toULongLong();
+  }
   s.max_new_tokens = options.tokens;
   panel_->setSettings(s);
   setCentralWidget(panel_);
@@ -67,6 +75,18 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
   panel_->setBusy(true);  // until the model is loaded
   thread_.start();
   Q_EMIT loadRequested(options.model);
+}
+
+void MainWindow::closeEvent(QCloseEvent* event) {
+  if (options_.screenshot.isEmpty()) {
+    QSettings settings;
+    const auto s = panel_->settings();
+    settings.setValue("window/geometry", saveGeometry());
+    settings.setValue("generate/temperature", s.temperature);
+    settings.setValue("generate/top_k", s.top_k);
+    settings.setValue("generate/seed", s.seed);
+  }
+  QMainWindow::closeEvent(event);
 }
 
 MainWindow::~MainWindow() {

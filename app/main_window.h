@@ -34,6 +34,9 @@ class MainWindow : public QMainWindow {
   void onFinished(qint64 tokens, double tokensPerSecond, bool stopped);
   void onFailed(const QString& message);
 
+ protected:
+  void closeEvent(QCloseEvent* event) override;
+
  private:
   void saveScreenshotAndQuit();
 

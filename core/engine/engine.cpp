@@ -1,10 +1,14 @@
 #include "core/engine/engine.h"
 
 #include <chrono>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "core/error.h"
 #include "core/eval/metrics.h"
+#include "core/eval/rank_allocation.h"
+#include "core/model/convert.h"
+#include "core/train/nsn_objective.h"
 #include "core/io/checkpoint.h"
 #include "core/io/default_model.h"
 #include "core/model/sampler.h"
@@ -35,6 +39,7 @@ void init_threads(int threads) {
 struct Engine::Impl {
   std::unique_ptr<LoadedModel> loaded;
   torch::Device device = torch::kCPU;
+  Budget budget;
 
   LoadedModel& need() const {
     check(loaded != nullptr, "no model is loaded");
@@ -44,6 +49,7 @@ struct Engine::Impl {
     m.model->to(device);
     m.model->eval();
     loaded = std::make_unique<LoadedModel>(std::move(m));
+    budget = Budget{};
   }
 };
 
@@ -71,6 +77,10 @@ ModelInfo Engine::info() const {
   i.macs_per_token = m.model->macs_per_token(m.config.context);
   i.device = impl_->device.is_cuda() ? "cuda" : "cpu";
   i.training_json = m.training_json;
+  for (const auto& [name, p] : m.model->projections()) i.max_rank = std::max(i.max_rank, p->max_rank());
+  i.active_parameters = m.model->active_parameter_count();
+  i.linear_macs = m.model->linear_macs_per_token();
+  i.dense_linear_macs = dense_linear_macs(m.model);
   return i;
 }
 
@@ -146,10 +156,8 @@ TrainResult Engine::train(const std::string& corpus_text, const ModelConfig& con
     auto& cur = impl_->need();
     next.config = cur.config;
     next.tokenizer = tokenizer_from_json(cur.tokenizer->to_json());
-    next.model = Gpt(cur.config);
-    torch::NoGradGuard no_grad;
-    auto src = cur.model->named_parameters();
-    for (auto& p : next.model->named_parameters()) p.value().copy_(src[p.key()]);
+    next.model = clone_model(cur.model);
+    next.model->apply_budget(Budget{});
   } else {
     auto tok = std::make_unique<CharTokenizer>(CharTokenizer::from_corpus(corpus_text));
     next.config = config;
@@ -170,7 +178,109 @@ TrainResult Engine::train(const std::string& corpus_text, const ModelConfig& con
 
 void Engine::save(const std::string& path) const {
   auto& m = impl_->need();
-  save_checkpoint(path, m.model, *m.tokenizer, m.training_json);
+  save_checkpoint(path, m.model, *m.tokenizer, m.training_json, m.extras);
+}
+
+void Engine::set_budget(const Budget& budget) {
+  impl_->need().model->apply_budget(budget);
+  impl_->budget = budget;
+}
+
+Budget Engine::budget() const { return impl_->budget; }
+
+void Engine::convert_nsn(const std::vector<std::string>& families, int64_t max_rank) {
+  auto& m = impl_->need();
+  LoadedModel next;
+  next.config = nsn_config(m.config, families, max_rank);
+  next.model = convert_model(m.model, next.config);
+  next.tokenizer = tokenizer_from_json(m.tokenizer->to_json());
+  next.source = m.source + " (NSN)";
+  nlohmann::json rec = {{"converted_from", m.source}, {"conversion", "nsn-svd"}, {"max_rank", max_rank},
+                        {"families", families}, {"source_training", nlohmann::json::parse(m.training_json, nullptr, false)}};
+  next.training_json = rec.dump();
+  impl_->adopt(std::move(next));
+}
+
+NsnFinetuneReport Engine::finetune_nsn(const std::string& corpus_text, const TrainOptions& options,
+                                       const NsnTrainOptions& nsn, const ProgressFn& progress) {
+  auto& cur = impl_->need();
+  options.validate();
+  LoadedModel next;
+  next.config = cur.config;
+  next.tokenizer = tokenizer_from_json(cur.tokenizer->to_json());
+  next.model = clone_model(cur.model);
+  next.model->apply_budget(Budget{});
+  next.source = cur.source;
+  auto prior = cur.extras.find("train.nsn.log_var");
+  const Corpus corpus = make_corpus(*next.tokenizer, corpus_text, options.train_fraction);
+  auto r = train_nsn_multirank(next.model, corpus, options, nsn, progress,
+                               prior == cur.extras.end() ? torch::Tensor() : prior->second);
+  nlohmann::json rec = nlohmann::json::parse(train_record_json(options, r.train, int64_t(corpus_text.size())));
+  rec["objective"] = "nsn-multirank";
+  rec["nsn"] = {{"min_rank", nsn.min_rank}, {"buckets", nsn.buckets}, {"curriculum", nsn.curriculum}};
+  for (const auto& b : r.buckets)
+    rec["nsn"]["per_bucket"].push_back({{"lo", b.lo}, {"hi", b.hi}, {"samples", b.samples},
+                                        {"mean_loss", b.mean_loss}, {"sigma", b.sigma}});
+  rec["previous"] = nlohmann::json::parse(cur.training_json, nullptr, false);
+  next.training_json = rec.dump();
+  next.extras = cur.extras;
+  next.extras["train.nsn.log_var"] = r.log_var;
+  impl_->adopt(std::move(next));
+  return {r.train, r.buckets};
+}
+
+std::vector<FrontierRow> Engine::nsn_frontier(const std::string& text, bool validation_split,
+                                              const NsnFrontierOptions& o, const ProgressFn& progress) {
+  auto& m = impl_->need();
+  std::vector<int64_t> tokens = validation_split ? make_corpus(*m.tokenizer, text, 0.9).validation
+                                                 : m.tokenizer->encode(text);
+  // A dense model is swept as plain SVD truncation of a full-rank conversion.
+  const bool is_nsn = info().max_rank > 0;
+  Gpt model = is_nsn ? m.model : convert_model(m.model, nsn_config(m.config, {}, 0));
+  const std::string method = is_nsn ? "nsn" : "svd";
+  const Budget saved = impl_->budget;
+  const int64_t dense_macs = dense_linear_macs(model);
+
+  std::vector<std::pair<std::string, Budget>> budgets;  // (allocation, budget)
+  for (int64_t r : o.ranks) {
+    model->apply_budget(Budget{r});  // validates the rank before any work
+    budgets.emplace_back("uniform", Budget{r});
+  }
+  for (double f : o.mac_fractions) {
+    budgets.emplace_back("uniform", uniform_rank_budget(model, f));
+    if (o.energy_allocation) budgets.emplace_back("energy", energy_rank_budget(model, f));
+  }
+  std::vector<FrontierRow> rows;
+  const Budget full{};
+  int64_t done = 0;
+  try {
+    for (const auto& [allocation, b] : budgets) {
+      model->apply_budget(b);
+      FrontierRow row;
+      row.method = method;
+      row.allocation = allocation;
+      if (b.layer_rank.empty()) {
+        row.rank = b.rank;
+      } else {
+        double sum = 0;
+        for (const auto& [n, r] : b.layer_rank) sum += double(r);
+        row.rank = int64_t(std::llround(sum / double(b.layer_rank.size())));
+      }
+      row.linear_macs = model->linear_macs_per_token();
+      row.mac_fraction = double(row.linear_macs) / double(dense_macs);
+      row.model_macs = model->macs_per_token(m.config.context);
+      row.parameters = model->active_parameter_count();
+      row.eval = evaluate_tokens(model, tokens, o.max_windows, 16, {}, &full, &b);
+      row.ms_per_token = o.measure_latency ? measure_decode_ms(model) : 0;
+      rows.push_back(row);
+      report(progress, {"frontier", ++done, int64_t(budgets.size())});
+    }
+  } catch (...) {
+    m.model->apply_budget(saved);
+    throw;
+  }
+  m.model->apply_budget(saved);
+  return rows;
 }
 
 }  // namespace nestscope

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/eval/eval_result.h"
+#include "core/model/budget.h"
 #include "core/model/config.h"
 #include "core/progress.h"
 #include "core/train/train_options.h"
@@ -21,6 +22,36 @@ struct ModelInfo {
   int64_t macs_per_token = 0;  // one decode step at a full context
   std::string device;          // "cpu" or "cuda"
   std::string training_json;   // what the trainer recorded, "{}" if nothing
+  int64_t max_rank = 0;        // largest NSN rank (0 = no rank-elastic layers)
+  int64_t active_parameters = 0;  // in use at the current budget
+  int64_t linear_macs = 0;        // projection MACs per token at the current budget
+  int64_t dense_linear_macs = 0;  // the same for the dense equivalent
+};
+
+// One point of a compute–accuracy frontier.
+struct FrontierRow {
+  std::string method;          // "dense", "svd" (truncation, no training) or "nsn" (fine-tuned)
+  std::string allocation;      // "uniform" (one global rank) or "energy" (per-layer ranks)
+  int64_t rank = 0;            // global rank (uniform) or the mean rank (energy); 0 = dense
+  double mac_fraction = 1;     // linear-layer MACs / dense linear-layer MACs
+  int64_t linear_macs = 0;     // projections only, per token
+  int64_t model_macs = 0;      // whole model per token at full context (attention included)
+  int64_t parameters = 0;      // in use at this budget
+  EvalResult eval;             // token accuracy, perplexity, agreement/KL with full rank
+  double ms_per_token = 0;     // measured batch-1 decode step (median)
+};
+
+struct NsnFrontierOptions {
+  std::vector<int64_t> ranks;         // uniform global ranks to evaluate
+  std::vector<double> mac_fractions;  // budgets as fractions of dense linear MACs
+  bool energy_allocation = false;     // also evaluate the per-layer energy allocation per fraction
+  int64_t max_windows = 0;            // 0 = every validation window
+  bool measure_latency = true;
+};
+
+struct NsnFinetuneReport {
+  TrainResult train;
+  std::vector<NsnBucketLog> buckets;  // per-rank-bucket loss and learned σ
 };
 
 struct GenerateOptions {
@@ -80,8 +111,23 @@ class Engine {
   // The trained model becomes the current one only when training finished.
   TrainResult train(const std::string& corpus_text, const ModelConfig& config, const TrainOptions& options,
                     bool continue_current = false, const ProgressFn& progress = {});
-  // Atomic save of the current model, tokenizer and training record.
+  // Atomic save of the current model, tokenizer, training record and objective state.
   void save(const std::string& path) const;
+
+  // Budgets act on the next token; an invalid one throws and changes nothing.
+  void set_budget(const Budget& budget);
+  Budget budget() const;
+
+  // Surgical NSN conversion of the current model by truncated SVD (`families` empty = attention
+  // q/k/v/o and MLP up/down; max_rank 0 = full rank). The current model is replaced only on success.
+  void convert_nsn(const std::vector<std::string>& families, int64_t max_rank);
+  // Multi-rank fine-tuning of the current NSN model; it is replaced only when training finished.
+  NsnFinetuneReport finetune_nsn(const std::string& corpus_text, const TrainOptions& options,
+                                 const NsnTrainOptions& nsn, const ProgressFn& progress = {});
+  // Sweeps NSN budgets on the validation split of `text`. A dense model is swept as plain SVD
+  // truncation (method "svd"), an NSN model as "nsn". The budget is restored afterwards.
+  std::vector<FrontierRow> nsn_frontier(const std::string& text, bool validation_split,
+                                        const NsnFrontierOptions& options, const ProgressFn& progress = {});
 
  private:
   struct Impl;

@@ -11,6 +11,9 @@ struct EvalResult {
   int64_t tokens = 0;         // scored positions
   int64_t windows = 0;        // non-overlapping context windows
   double seconds = 0;
+  // Against a reference budget of the same model (the full model), when asked; -1 otherwise.
+  double top1_agreement = -1;  // fraction of positions whose argmax matches the reference's
+  double kl = -1;              // mean KL(reference || this) in nats per position
 };
 
 }  // namespace nestscope

@@ -5,7 +5,8 @@
 namespace nestscope {
 
 EvalResult evaluate_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64_t max_windows, int64_t batch,
-                           const ProgressFn& progress) {
+                           const ProgressFn& progress, const Budget* reference, const Budget* budget) {
+  check(!reference || budget, "evaluate_tokens: a reference budget needs the budget under test too");
   const int64_t T = model->config().context;
   const int64_t n = int64_t(tokens.size());
   int64_t windows = n > 1 ? (n - 1) / T : 0;
@@ -18,15 +19,26 @@ EvalResult evaluate_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64
   torch::NoGradGuard no_grad;
   const auto device = model->tok_emb->weight.device();
   auto all = torch::from_blob(const_cast<int64_t*>(tokens.data()), {n}, torch::kInt64);  // [n]
-  double loss_sum = 0;
-  int64_t correct = 0;
+  double loss_sum = 0, kl_sum = 0;
+  int64_t correct = 0, agree = 0;
   for (int64_t w0 = 0; w0 < windows; w0 += batch) {
     const int64_t b = std::min(batch, windows - w0);
     auto seq = all.narrow(0, w0 * T, b * T + 1);                         // [bT+1]
     auto x = seq.narrow(0, 0, b * T).view({b, T}).to(device);            // [B, T]
     auto y = seq.narrow(0, 1, b * T).view({b, T}).to(device);            // [B, T]
+    torch::Tensor ref_flat;
+    if (reference) {
+      model->apply_budget(*reference);
+      ref_flat = model->forward(x).view({b * T, -1});                    // [BT, V]
+      model->apply_budget(*budget);
+    }
     auto logits = model->forward(x);                                     // [B, T, V]
-    auto flat = logits.view({b * T, -1});
+    auto flat = logits.view({b * T, -1});                                // [BT, V]
+    if (reference) {
+      auto ref_logp = torch::log_softmax(ref_flat, -1), logp = torch::log_softmax(flat, -1);
+      kl_sum += (ref_logp.exp() * (ref_logp - logp)).sum().item<double>();
+      agree += ref_flat.argmax(-1).eq(flat.argmax(-1)).sum().item<int64_t>();
+    }
     loss_sum += torch::nn::functional::cross_entropy(
                     flat, y.view({-1}), torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
                     .item<double>();
@@ -40,8 +52,37 @@ EvalResult evaluate_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64
   r.loss = loss_sum / double(r.tokens);
   r.perplexity = std::exp(r.loss);
   r.token_accuracy = double(correct) / double(r.tokens);
+  if (reference) {
+    r.top1_agreement = double(agree) / double(r.tokens);
+    r.kl = kl_sum / double(r.tokens);
+  }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
+}
+
+}  // namespace nestscope
+
+namespace nestscope {
+
+double measure_decode_ms(Gpt& model, int64_t prompt, int64_t tokens) {
+  torch::NoGradGuard no_grad;
+  const auto& cfg = model->config();
+  prompt = std::clamp<int64_t>(prompt, 1, cfg.context - 1);
+  tokens = std::clamp<int64_t>(tokens, 1, cfg.context - prompt);
+  const auto device = model->tok_emb->weight.device();
+  auto cache = model->make_cache(1);
+  model->forward(torch::zeros({1, prompt}, torch::kInt64).to(device), &cache);
+  auto x = torch::ones({1, 1}, torch::kInt64).to(device);
+  std::vector<double> ms;
+  for (int64_t i = 0; i < tokens; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto logits = model->forward(x, &cache);
+    x = logits.argmax(-1);  // [1, 1]
+    (void)x.item<int64_t>();  // include the device sync, as a real decode loop pays it
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
+  return ms[ms.size() / 2];
 }
 
 }  // namespace nestscope

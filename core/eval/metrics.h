@@ -11,7 +11,14 @@ namespace nestscope {
 // Scores every position of floor((n-1)/T) non-overlapping windows of T = context tokens:
 // window w feeds tokens[wT, wT+T) and predicts tokens[wT+1, wT+T+1).
 // max_windows > 0 scores only the first max_windows windows.
+// With `reference`, the model is also run at that budget on every window (then put back to the
+// budget it had) to fill top1_agreement and kl.
 EvalResult evaluate_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64_t max_windows = 0,
-                           int64_t batch = 16, const ProgressFn& progress = {});
+                           int64_t batch = 16, const ProgressFn& progress = {}, const Budget* reference = nullptr,
+                           const Budget* budget = nullptr);
+
+// Median wall time (ms) of one batch-1 decode step with the KV cache, over `tokens` steps after
+// a `prompt`-token prefill, at the model's current budget.
+double measure_decode_ms(Gpt& model, int64_t prompt = 64, int64_t tokens = 64);
 
 }  // namespace nestscope

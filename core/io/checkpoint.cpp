@@ -12,6 +12,7 @@ namespace nestscope {
 namespace {
 
 constexpr const char* kFormat = "nestscope.checkpoint.v1";
+constexpr const char* kExtraPrefix = "train.";
 
 std::string shape_str(c10::IntArrayRef s) {
   std::string out = "[";
@@ -39,13 +40,18 @@ torch::Tensor to_float_tensor(const SafetensorsFile& f, const TensorRecord& r) {
 }  // namespace
 
 void save_checkpoint(const std::string& path, Gpt& model, const Tokenizer& tokenizer,
-                     const std::string& training_json) {
+                     const std::string& training_json, const std::map<std::string, torch::Tensor>& extras) {
   std::vector<torch::Tensor> keep;  // owns the CPU copies while serializing
   std::vector<TensorToWrite> out;
-  for (const auto& item : model->named_parameters()) {
-    auto t = item.value().detach().to(torch::kCPU, torch::kFloat32).contiguous();
+  auto add = [&](const std::string& name, const torch::Tensor& value) {
+    auto t = value.detach().to(torch::kCPU, torch::kFloat32).contiguous();
     keep.push_back(t);
-    out.push_back({item.key(), DType::F32, t.sizes().vec(), t.data_ptr()});
+    out.push_back({name, DType::F32, t.sizes().vec(), t.data_ptr()});
+  };
+  for (const auto& item : model->named_parameters()) add(item.key(), item.value());
+  for (const auto& [name, t] : extras) {
+    check(name.rfind(kExtraPrefix, 0) == 0, "checkpoint extra '" + name + "' must start with 'train.'");
+    add(name, t);
   }
   std::map<std::string, std::string> meta = {
       {"format", kFormat},
@@ -100,8 +106,13 @@ LoadedModel load_checkpoint_bytes(std::vector<uint8_t> bytes, const std::string&
     if (!torch::isfinite(t).all().item<bool>()) fail("tensor '" + name + "' contains NaN or Inf values");
     param.copy_(t);
   }
-  for (const auto& r : file.tensors())
-    if (!expected.count(r.name)) fail("unexpected tensor '" + r.name + "' (not part of this architecture)");
+  for (const auto& r : file.tensors()) {
+    if (expected.count(r.name)) continue;
+    if (r.name.rfind(kExtraPrefix, 0) != 0) fail("unexpected tensor '" + r.name + "' (not part of this architecture)");
+    auto t = to_float_tensor(file, r);
+    if (!torch::isfinite(t).all().item<bool>()) fail("tensor '" + r.name + "' contains NaN or Inf values");
+    m.extras[r.name] = t;
+  }
   m.model->eval();
   return m;
 }

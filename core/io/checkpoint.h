@@ -1,6 +1,7 @@
 // Checkpoint: model weights as safetensors, config/tokenizer/training facts as JSON metadata.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,11 +18,13 @@ struct LoadedModel {
   std::unique_ptr<Tokenizer> tokenizer;
   Gpt model{nullptr};
   std::string training_json;  // "{}" when the checkpoint has no training record
+  // Tensors that are not model parameters (e.g. "train.nsn.log_var"): names start with "train.".
+  std::map<std::string, torch::Tensor> extras;
 };
 
 // Writes atomically; the model's parameters go out as F32 under their module names.
 void save_checkpoint(const std::string& path, Gpt& model, const Tokenizer& tokenizer,
-                     const std::string& training_json);
+                     const std::string& training_json, const std::map<std::string, torch::Tensor>& extras = {});
 // Validates everything (format, config, every tensor's name, dtype, shape and finiteness)
 // before returning; throws Error naming the file and the tensor at fault.
 LoadedModel load_checkpoint(const std::string& path);

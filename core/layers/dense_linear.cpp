@@ -1,5 +1,7 @@
 #include "core/layers/dense_linear.h"
 
+#include "core/error.h"
+
 namespace nestscope {
 
 DenseLinear::DenseLinear(int64_t in_features, int64_t out_features, bool with_bias, double init_std)
@@ -9,6 +11,14 @@ DenseLinear::DenseLinear(int64_t in_features, int64_t out_features, bool with_bi
 }
 
 torch::Tensor DenseLinear::forward(const torch::Tensor& x) { return torch::linear(x, weight_, bias_); }
+
+void DenseLinear::load_from_dense(const torch::Tensor& weight, const torch::Tensor& bias) {
+  check(weight.sizes() == weight_.sizes(), "dense conversion: weight shape does not match the layer");
+  check(bias.defined() == bias_.defined(), "dense conversion: bias presence does not match the layer");
+  torch::NoGradGuard no_grad;
+  weight_.copy_(weight);
+  if (bias_.defined()) bias_.copy_(bias);
+}
 
 int64_t DenseLinear::macs() const { return in_features() * out_features(); }
 

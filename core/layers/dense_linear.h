@@ -14,6 +14,7 @@ class DenseLinear : public ElasticLinear {
   int64_t params() const override;
   torch::Tensor to_dense() const override { return weight_; }
   torch::Tensor bias() const override { return bias_; }
+  void load_from_dense(const torch::Tensor& weight, const torch::Tensor& bias) override;
 
  private:
   torch::Tensor weight_;  // [out, in]

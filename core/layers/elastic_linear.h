@@ -27,6 +27,16 @@ class ElasticLinear : public torch::nn::Module {
   // The bias [out], or an undefined tensor when there is none.
   virtual torch::Tensor bias() const = 0;
 
+  // Re-parameterizes from a dense weight [out, in] and bias [out] (undefined = none): a copy for
+  // Dense, a truncated SVD for NSN. Throws Error on a shape mismatch.
+  virtual void load_from_dense(const torch::Tensor& weight, const torch::Tensor& bias) = 0;
+
+  // Rank elasticity (NSN): the largest rank (0 = this layer has no rank knob), the rank in
+  // use, and a new rank in [1, max_rank()] that takes effect on the next forward.
+  virtual int64_t max_rank() const { return 0; }
+  virtual int64_t rank() const { return 0; }
+  virtual void set_rank(int64_t /*rank*/) {}
+
  private:
   int64_t in_features_;
   int64_t out_features_;

@@ -1,5 +1,6 @@
 #include "core/model/config.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -7,6 +8,37 @@
 namespace nestscope {
 
 using nlohmann::json;
+
+const std::vector<std::string>& projection_families() {
+  static const std::vector<std::string> f = {"attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.down", "head"};
+  return f;
+}
+
+LinearSpec ModelConfig::linear_spec(const std::string& family) const {
+  auto it = linear.find(family);
+  return it == linear.end() ? LinearSpec{} : it->second;
+}
+
+std::pair<int64_t, int64_t> ModelConfig::family_shape(const std::string& family) const {
+  if (family == "mlp.up") return {d_model, d_ff};
+  if (family == "mlp.down") return {d_ff, d_model};
+  if (family == "head") return {d_model, vocab_size};
+  check(family.rfind("attn.", 0) == 0, "unknown projection family '" + family + "'");
+  return {d_model, d_model};
+}
+
+bool ModelConfig::family_has_bias(const std::string& family) const {
+  if (family == "attn.o") return out_bias;
+  if (family == "mlp.up" || family == "mlp.down") return mlp_bias;
+  if (family == "head") return lm_head_bias;
+  return qkv_bias;
+}
+
+int64_t ModelConfig::nsn_max_rank(const std::string& family) const {
+  const auto [in, out] = family_shape(family);
+  const auto spec = linear_spec(family);
+  return spec.max_rank > 0 ? spec.max_rank : std::min(in, out);
+}
 
 void ModelConfig::validate() const {
   auto positive = [](int64_t v, const char* name) {
@@ -25,21 +57,33 @@ void ModelConfig::validate() const {
   check(ln_eps > 0 && std::isfinite(ln_eps), "model config: ln_eps must be positive");
   check(init_std > 0 && std::isfinite(init_std), "model config: init_std must be positive");
   check(!(tied_head && lm_head_bias), "model config: a tied LM head has no bias");
+  for (const auto& [family, spec] : linear) {
+    const auto& fams = projection_families();
+    check(std::find(fams.begin(), fams.end(), family) != fams.end(),
+          "model config: unknown projection family '" + family + "'");
+    check(!(family == "head" && tied_head), "model config: a tied LM head cannot be re-parameterized");
+    const auto [in, out] = family_shape(family);
+    check(spec.max_rank >= 0 && spec.max_rank <= std::min(in, out),
+          "model config: max rank " + std::to_string(spec.max_rank) + " of '" + family + "' is outside [1, " +
+              std::to_string(std::min(in, out)) + "]");
+  }
   check(vocab_size <= (int64_t(1) << 24) && d_model <= 65536 && d_ff <= (1 << 20) &&
             n_layers <= 1024 && context <= (1 << 20),
         "model config: sizes are implausibly large");
 }
 
 int64_t ModelConfig::parameter_count() const {
-  const int64_t C = d_model, N = d_ff, V = vocab_size;
-  int64_t per_block = 2 * (2 * C)                    // two LayerNorms
-                      + 3 * (C * C + (qkv_bias ? C : 0))  // q, k, v
-                      + C * C + (out_bias ? C : 0)        // o
-                      + C * N + (mlp_bias ? N : 0)        // up
-                      + N * C + (mlp_bias ? C : 0);       // down
-  int64_t total = V * C + n_layers * per_block + 2 * C;
-  if (position == PositionEncoding::Learned) total += context * C;
-  if (!tied_head) total += V * C + (lm_head_bias ? V : 0);
+  auto projection = [&](const std::string& family) {
+    const auto [in, out] = family_shape(family);
+    const int64_t weights = linear_spec(family).kind == LinearKind::Nsn ? nsn_max_rank(family) * (in + out) : in * out;
+    return weights + (family_has_bias(family) ? out : 0);
+  };
+  int64_t per_block = 2 * (2 * d_model);  // two LayerNorms
+  for (const auto& f : projection_families())
+    if (f != "head") per_block += projection(f);
+  int64_t total = vocab_size * d_model + n_layers * per_block + 2 * d_model;
+  if (position == PositionEncoding::Learned) total += context * d_model;
+  if (!tied_head) total += projection("head");
   return total;
 }
 
@@ -61,6 +105,10 @@ std::string ModelConfig::to_json() const {
       {"ln_eps", ln_eps},
       {"init_std", init_std},
   };
+  for (const auto& [family, spec] : linear) {
+    if (spec.kind == LinearKind::Dense) continue;
+    j["linear"][family] = {{"kind", "nsn"}, {"max_rank", spec.max_rank}};
+  }
   return j.dump();
 }
 
@@ -88,6 +136,17 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
     c.tied_head = j.at("tied_head").get<bool>();
     c.ln_eps = j.at("ln_eps").get<double>();
     c.init_std = j.at("init_std").get<double>();
+    if (j.contains("linear")) {
+      check(j["linear"].is_object(), "model config: 'linear' must be an object");
+      for (auto it = j["linear"].begin(); it != j["linear"].end(); ++it) {
+        const auto kind = it.value().at("kind").get<std::string>();
+        check(kind == "nsn" || kind == "dense", "model config: unknown linear kind '" + kind + "'");
+        LinearSpec spec;
+        spec.kind = kind == "nsn" ? LinearKind::Nsn : LinearKind::Dense;
+        spec.max_rank = it.value().value("max_rank", int64_t(0));
+        c.linear[it.key()] = spec;
+      }
+    }
   } catch (const json::exception& e) {
     throw Error(std::string("model config: ") + e.what());
   }

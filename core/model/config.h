@@ -1,12 +1,26 @@
 // ModelConfig: every architectural choice of the decoder-only transformer, as data.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
+#include <vector>
 
 namespace nestscope {
 
 enum class PositionEncoding { Sinusoidal, Learned };
 enum class Activation { Relu, Gelu };
+
+// How a projection family is parameterized: the registry of ElasticLinear kinds.
+enum class LinearKind { Dense, Nsn };
+
+struct LinearSpec {
+  LinearKind kind = LinearKind::Dense;
+  int64_t max_rank = 0;  // NSN: the largest rank R kept (0 = min(d_in, d_out))
+  bool operator==(const LinearSpec&) const = default;
+};
+
+// Projection families, named as in checkpoints ("blk.3.attn.q", "head").
+const std::vector<std::string>& projection_families();
 
 struct ModelConfig {
   int64_t vocab_size = 65;
@@ -24,6 +38,15 @@ struct ModelConfig {
   bool tied_head = false;     // LM head shares the token embedding
   double ln_eps = 1e-5;
   double init_std = 0.02;
+  // Family ("attn.q", ..., "mlp.down", "head") -> parameterization; absent families are dense.
+  std::map<std::string, LinearSpec> linear;
+
+  LinearSpec linear_spec(const std::string& family) const;
+  // (d_in, d_out) of a family's projections.
+  std::pair<int64_t, int64_t> family_shape(const std::string& family) const;
+  bool family_has_bias(const std::string& family) const;
+  // R actually used for an NSN family: max_rank, or min(d_in, d_out) when 0.
+  int64_t nsn_max_rank(const std::string& family) const;
 
   int64_t head_dim() const { return d_model / n_heads; }
 

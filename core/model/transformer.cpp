@@ -1,15 +1,9 @@
 #include "core/model/transformer.h"
 
 #include "core/error.h"
-#include "core/layers/dense_linear.h"
+#include "core/layers/factory.h"
 
 namespace nestscope {
-
-namespace {
-std::shared_ptr<ElasticLinear> dense(int64_t in, int64_t out, bool bias, const ModelConfig& cfg) {
-  return std::make_shared<DenseLinear>(in, out, bias, cfg.init_std);
-}
-}  // namespace
 
 torch::Tensor sinusoidal_positions(int64_t context, int64_t channels) {
   // PE[t, 2i] = sin(t / 10000^(2i/C)), PE[t, 2i+1] = cos(t / 10000^(2i/C))
@@ -21,11 +15,10 @@ torch::Tensor sinusoidal_positions(int64_t context, int64_t channels) {
 }
 
 CausalSelfAttentionImpl::CausalSelfAttentionImpl(const ModelConfig& cfg) : n_heads_(cfg.n_heads) {
-  const int64_t C = cfg.d_model;
-  q = register_module("q", dense(C, C, cfg.qkv_bias, cfg));
-  k = register_module("k", dense(C, C, cfg.qkv_bias, cfg));
-  v = register_module("v", dense(C, C, cfg.qkv_bias, cfg));
-  o = register_module("o", dense(C, C, cfg.out_bias, cfg));
+  q = register_module("q", make_linear(cfg, "attn.q"));
+  k = register_module("k", make_linear(cfg, "attn.k"));
+  v = register_module("v", make_linear(cfg, "attn.v"));
+  o = register_module("o", make_linear(cfg, "attn.o"));
 }
 
 torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, KvCache* cache, int64_t layer) {
@@ -56,8 +49,8 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, KvCache* 
 }
 
 MlpImpl::MlpImpl(const ModelConfig& cfg) : activation_(cfg.activation) {
-  up = register_module("up", dense(cfg.d_model, cfg.d_ff, cfg.mlp_bias, cfg));
-  down = register_module("down", dense(cfg.d_ff, cfg.d_model, cfg.mlp_bias, cfg));
+  up = register_module("up", make_linear(cfg, "mlp.up"));
+  down = register_module("down", make_linear(cfg, "mlp.down"));
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
@@ -95,7 +88,7 @@ GptImpl::GptImpl(const ModelConfig& cfg) : cfg_(cfg) {
     blk->push_back(blocks_.back());
   }
   ln_f = register_module("ln_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({cfg.d_model}).eps(cfg.ln_eps)));
-  if (!cfg.tied_head) head = register_module("head", dense(cfg.d_model, cfg.vocab_size, cfg.lm_head_bias, cfg));
+  if (!cfg.tied_head) head = register_module("head", make_linear(cfg, "head"));
 }
 
 torch::Tensor GptImpl::forward(const torch::Tensor& idx, KvCache* cache) {
@@ -148,6 +141,55 @@ int64_t GptImpl::parameter_count() const {
   int64_t n = 0;
   for (const auto& p : parameters()) n += p.numel();
   return n;
+}
+
+}  // namespace nestscope
+
+namespace nestscope {
+
+int64_t GptImpl::active_parameter_count() const {
+  int64_t n = parameter_count();
+  for (const auto& [name, p] : projections()) {
+    int64_t full = 0;
+    for (const auto& t : p->parameters()) full += t.numel();
+    n += p->params() - full;
+  }
+  return n;
+}
+
+int64_t GptImpl::linear_macs_per_token() const {
+  int64_t macs = 0;
+  for (const auto& [name, p] : projections()) macs += p->macs();
+  return macs;
+}
+
+void GptImpl::apply_budget(const Budget& budget) {
+  const auto layers = projections();
+  int64_t largest = 0;
+  for (const auto& [name, p] : layers) largest = std::max(largest, p->max_rank());
+  check(budget.rank >= 0, "rank must be >= 1 (or 0 for full rank), got " + std::to_string(budget.rank));
+  check(budget.rank == 0 || largest > 0, "this model has no rank-elastic (NSN) layers; convert it first");
+  check(budget.rank <= largest, "rank " + std::to_string(budget.rank) + " is outside [1, " + std::to_string(largest) +
+                                    "], the largest NSN rank of this model");
+  std::vector<int64_t> ranks;  // validate everything before changing anything
+  for (const auto& [name, p] : layers) {
+    int64_t r = p->max_rank() == 0 ? 0 : (budget.rank == 0 ? p->max_rank() : std::min(budget.rank, p->max_rank()));
+    if (auto it = budget.layer_rank.find(name); it != budget.layer_rank.end()) {
+      check(p->max_rank() > 0, "layer '" + name + "' is not rank-elastic");
+      check(it->second >= 1 && it->second <= p->max_rank(), "rank " + std::to_string(it->second) + " of layer '" +
+                                                                name + "' is outside [1, " +
+                                                                std::to_string(p->max_rank()) + "]");
+      r = it->second;
+    }
+    ranks.push_back(r);
+  }
+  for (const auto& [name, r] : budget.layer_rank) {
+    bool known = false;
+    for (const auto& l : layers) known |= l.first == name;
+    check(known, "budget names an unknown layer '" + name + "'");
+  }
+  for (size_t i = 0; i < layers.size(); ++i)
+    if (ranks[i] > 0) layers[i].second->set_rank(ranks[i]);
 }
 
 }  // namespace nestscope

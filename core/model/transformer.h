@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/layers/elastic_linear.h"
+#include "core/model/budget.h"
 #include "core/model/config.h"
 
 namespace nestscope {
@@ -77,6 +78,13 @@ class GptImpl : public torch::nn::Module {
   // Multiply-accumulates for one token at position `context_len`-1 (attention scores included).
   int64_t macs_per_token(int64_t context_len) const;
   int64_t parameter_count() const;
+  // Parameters used at the current budget (a truncated NSN layer counts r·(in+out) + bias).
+  int64_t active_parameter_count() const;
+  // Multiply-accumulates of the projections alone for one token at the current budget.
+  int64_t linear_macs_per_token() const;
+  // Sets every elastic layer for `budget`; takes effect on the next forward. Throws Error (and
+  // changes nothing) when a rank is out of range.
+  void apply_budget(const Budget& budget);
 
   torch::nn::Embedding tok_emb{nullptr};
   torch::Tensor pos_emb;  // [context, C]: learned parameter or fixed sinusoidal buffer

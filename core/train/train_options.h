@@ -45,6 +45,21 @@ struct TrainResult {
   std::vector<TrainLogRow> log;
 };
 
+// Multi-rank NSN fine-tuning (see core/train/nsn_objective.h).
+struct NsnTrainOptions {
+  int64_t min_rank = 4;     // lowest global rank ever sampled
+  int64_t buckets = 8;      // log-variance buckets over [min_rank, R]
+  double curriculum = 0.5;  // fraction of the steps over which the range widens to min_rank
+  void validate(int64_t max_rank) const;  // throws Error
+};
+
+struct NsnBucketLog {
+  int64_t lo = 0, hi = 0;  // ranks in this bucket
+  int64_t samples = 0;     // steps that sampled it (the anchor counts in the top bucket)
+  double mean_loss = 0;    // mean CE over those steps
+  double sigma = 0;        // exp(s_k / 2) at the end
+};
+
 // One JSON object with the options and the result, stored in checkpoints and printed by the CLI.
 std::string train_record_json(const TrainOptions& o, const TrainResult& r, int64_t corpus_bytes);
 

@@ -33,7 +33,13 @@ double learning_rate_at(const TrainOptions& o, int64_t step) {
   return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1.0 + std::cos(M_PI * progress));
 }
 
-TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o, const ProgressFn& progress) {
+torch::Tensor next_token_loss(Gpt& model, const torch::Tensor& x, const torch::Tensor& y) {
+  auto logits = model->forward(x);  // [B, T, V]
+  return torch::nn::functional::cross_entropy(logits.view({-1, logits.size(-1)}), y.view({-1}));
+}
+
+TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o, const ProgressFn& progress,
+                        const LossFn& loss_fn, const std::vector<torch::Tensor>& extra_params) {
   o.validate();
   const int64_t T = model->config().context;
   const int64_t n_train = int64_t(corpus.train.size());
@@ -44,6 +50,7 @@ TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o,
   // Decay matrices and embeddings only (nanoGPT's grouping); biases and LayerNorm gains are not.
   std::vector<torch::Tensor> decay, no_decay;
   for (auto& p : model->parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
+  no_decay.insert(no_decay.end(), extra_params.begin(), extra_params.end());
   auto opts = [&](double wd) {
     return std::make_unique<torch::optim::AdamWOptions>(
         torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).weight_decay(wd));
@@ -73,8 +80,7 @@ TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o,
     auto x = data.index({idx}).to(device);                                     // [B, T]
     auto y = data.index({idx + 1}).to(device);                                 // [B, T]
 
-    auto logits = model->forward(x);  // [B, T, V]
-    auto loss = torch::nn::functional::cross_entropy(logits.view({-1, logits.size(-1)}), y.view({-1}));
+    auto loss = loss_fn ? loss_fn(x, y, step) : next_token_loss(model, x, y);
     optimizer.zero_grad();
     loss.backward();
     if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), o.grad_clip);

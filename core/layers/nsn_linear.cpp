@@ -1,0 +1,55 @@
+#include "core/layers/nsn_linear.h"
+
+#include "core/error.h"
+
+namespace nestscope {
+
+NsnLinear::NsnLinear(int64_t in_features, int64_t out_features, int64_t max_rank, bool with_bias, double init_std)
+    : ElasticLinear(in_features, out_features), rank_(max_rank) {
+  check(max_rank >= 1 && max_rank <= std::min(in_features, out_features),
+        "NSN max rank " + std::to_string(max_rank) + " is outside [1, " +
+            std::to_string(std::min(in_features, out_features)) + "]");
+  // Var(W_ij) = R·Var(B)·Var(A) = init_std² with std(A) = √init_std, std(B) = √(init_std / R).
+  A_ = register_parameter("A", torch::randn({max_rank, in_features}) * std::sqrt(init_std));
+  B_ = register_parameter("B", torch::randn({out_features, max_rank}) * std::sqrt(init_std / double(max_rank)));
+  if (with_bias) bias_ = register_parameter("bias", torch::zeros({out_features}));
+}
+
+void NsnLinear::load_from_dense(const torch::Tensor& weight, const torch::Tensor& bias) {
+  check(weight.dim() == 2 && weight.size(0) == out_features() && weight.size(1) == in_features(),
+        "NSN conversion: weight shape does not match the layer");
+  const int64_t R = max_rank();
+  auto [U, S, Vh] = torch::linalg::svd(weight.detach().to(torch::kFloat64), /*full_matrices=*/false, c10::nullopt);
+  auto root = S.narrow(0, 0, R).sqrt();                                       // [R]
+  auto B = U.narrow(1, 0, R) * root.unsqueeze(0);                             // [out, R]
+  auto A = root.unsqueeze(1) * Vh.narrow(0, 0, R);                            // [R, in]
+  torch::NoGradGuard no_grad;
+  A_.copy_(A);
+  B_.copy_(B);
+  if (bias_.defined()) {
+    check(bias.defined(), "NSN conversion: the dense layer has no bias to copy");
+    bias_.copy_(bias);
+  }
+}
+
+torch::Tensor NsnLinear::forward(const torch::Tensor& x) {
+  // Views, not copies: A_r = A[:r] and B_r = B[:, :r]. Two skinny matmuls, r·(in+out) MACs.
+  auto h = torch::linear(x, A_.narrow(0, 0, rank_));          // [..., r]
+  return torch::linear(h, B_.narrow(1, 0, rank_), bias_);     // [..., out]
+}
+
+int64_t NsnLinear::params() const {
+  return rank_ * (in_features() + out_features()) + (bias_.defined() ? bias_.numel() : 0);
+}
+
+torch::Tensor NsnLinear::to_dense() const {
+  return torch::matmul(B_.narrow(1, 0, rank_), A_.narrow(0, 0, rank_));  // [out, in]
+}
+
+void NsnLinear::set_rank(int64_t rank) {
+  check(rank >= 1 && rank <= max_rank(),
+        "rank " + std::to_string(rank) + " is outside [1, " + std::to_string(max_rank()) + "]");
+  rank_ = rank;
+}
+
+}  // namespace nestscope

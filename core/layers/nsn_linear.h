@@ -1,0 +1,37 @@
+// NsnLinear: a Nested Subspace Network layer, y = B_r (A_r x) + b, every rank a prefix of the next.
+// Rauba & van der Schaar, "Deep Hierarchical Learning with Nested Subspace Networks", ICLR 2026.
+#pragma once
+#include "core/layers/elastic_linear.h"
+
+namespace nestscope {
+
+class NsnLinear : public ElasticLinear {
+ public:
+  // A, B random with std(B·A) ≈ init_std; bias zero. Rank starts at max_rank.
+  NsnLinear(int64_t in_features, int64_t out_features, int64_t max_rank, bool with_bias, double init_std);
+
+  // Surgical conversion (Eckart–Young): W = U·S·Vᵀ → B = U·√S, A = √S·Vᵀ over the first R
+  // singular triplets, bias copied. Rank r then gives the best rank-r approximation of W.
+  void load_from_dense(const torch::Tensor& weight, const torch::Tensor& bias) override;
+
+  torch::Tensor forward(const torch::Tensor& x) override;
+  int64_t macs() const override { return rank_ * (in_features() + out_features()); }
+  int64_t params() const override;
+  torch::Tensor to_dense() const override;
+  torch::Tensor bias() const override { return bias_; }
+
+  int64_t max_rank() const override { return A_.size(0); }
+  int64_t rank() const override { return rank_; }
+  void set_rank(int64_t rank) override;  // throws Error outside [1, max_rank]
+
+  const torch::Tensor& A() const { return A_; }  // [R, in]
+  const torch::Tensor& B() const { return B_; }  // [out, R]
+
+ private:
+  torch::Tensor A_;     // [R, in]: rows are the nested input subspace
+  torch::Tensor B_;     // [out, R]
+  torch::Tensor bias_;  // [out] or undefined; never truncated
+  int64_t rank_;
+};
+
+}  // namespace nestscope

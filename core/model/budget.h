@@ -1,0 +1,15 @@
+// Budget: how much of an elastic model to use. A plain struct; applying it is instant (views).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+
+namespace nestscope {
+
+struct Budget {
+  int64_t rank = 0;  // global NSN rank (0 = full); each layer uses min(rank, its max rank)
+  std::map<std::string, int64_t> layer_rank;  // per-projection overrides ("blk.0.mlp.up" -> r)
+  bool operator==(const Budget&) const = default;
+};
+
+}  // namespace nestscope

@@ -1,0 +1,59 @@
+#include "core/model/convert.h"
+
+#include "core/error.h"
+
+namespace nestscope {
+
+ModelConfig nsn_config(const ModelConfig& src, const std::vector<std::string>& families, int64_t max_rank) {
+  ModelConfig c = src;
+  std::vector<std::string> chosen = families;
+  if (chosen.empty())
+    for (const auto& f : projection_families())
+      if (f != "head") chosen.push_back(f);
+  for (const auto& f : chosen) {
+    const auto [in, out] = src.family_shape(f);  // throws on unknown families
+    check(max_rank >= 0, "NSN max rank must be >= 0 (0 = full rank), got " + std::to_string(max_rank));
+    c.linear[f] = {LinearKind::Nsn, max_rank == 0 ? 0 : std::min(max_rank, std::min(in, out))};
+  }
+  c.validate();
+  return c;
+}
+
+Gpt clone_model(Gpt& src) {
+  Gpt dst(src->config());
+  torch::NoGradGuard no_grad;
+  auto src_params = src->named_parameters();
+  for (auto& p : dst->named_parameters()) p.value().copy_(src_params[p.key()]);
+  dst->to(src->tok_emb->weight.device());
+  size_t i = 0;
+  const auto from = src->projections();
+  for (const auto& [name, p] : dst->projections())
+    if (p->max_rank() > 0) p->set_rank(from[i++].second->rank()); else ++i;
+  dst->eval();
+  return dst;
+}
+
+Gpt convert_model(Gpt& src, const ModelConfig& target) {
+  ModelConfig a = src->config(), b = target;
+  a.linear.clear();
+  b.linear.clear();
+  check(a == b, "conversion: target config differs from the source in more than the parameterization");
+  Gpt dst(target);
+  torch::NoGradGuard no_grad;
+  const auto src_proj = src->projections();
+  const auto dst_proj = dst->projections();
+  for (size_t i = 0; i < dst_proj.size(); ++i)
+    dst_proj[i].second->load_from_dense(src_proj[i].second->to_dense(), src_proj[i].second->bias());
+  // Everything that is not a projection (embeddings, LayerNorms, learned positions) is copied.
+  auto src_params = src->named_parameters();
+  for (auto& p : dst->named_parameters()) {
+    bool is_projection = false;
+    for (const auto& [name, layer] : dst_proj) is_projection |= p.key().rfind(name + ".", 0) == 0;
+    if (!is_projection) p.value().copy_(src_params[p.key()]);
+  }
+  dst->to(src->tok_emb->weight.device());
+  dst->eval();
+  return dst;
+}
+
+}  // namespace nestscope

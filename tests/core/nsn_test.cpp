@@ -1,0 +1,182 @@
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "core/engine/engine.h"
+#include "core/error.h"
+#include "core/eval/rank_allocation.h"
+#include "core/io/checkpoint.h"
+#include "core/layers/nsn_linear.h"
+#include "core/model/convert.h"
+#include "core/text/char_tokenizer.h"
+#include "core/train/nsn_objective.h"
+#include "tests/core/test_util.h"
+
+using namespace nestscope;
+
+TEST(NsnLinear, RankRUsesOnlyThePrefix) {
+  torch::manual_seed(1);
+  NsnLinear l(12, 10, 8, true, 0.02);
+  torch::NoGradGuard g;
+  l.set_rank(3);
+  auto x = torch::randn({5, 12});
+  auto before = l.forward(x);
+  // Entries beyond rank 3 (rows 3.. of A, columns 3.. of B) do not matter at rank 3.
+  l.A().narrow(0, 3, 5).normal_();
+  l.B().narrow(1, 3, 5).normal_();
+  EXPECT_TRUE(torch::equal(l.forward(x), before));
+  // ...but they do at rank 4: the rank-3 model is a strict prefix of the rank-4 one.
+  l.set_rank(4);
+  EXPECT_FALSE(torch::allclose(l.forward(x), before));
+  EXPECT_EQ(l.macs(), 4 * (12 + 10));
+  EXPECT_EQ(l.params(), 4 * (12 + 10) + 10);
+}
+
+TEST(NsnLinear, ForwardEqualsTheDenseReference) {
+  torch::manual_seed(2);
+  NsnLinear l(16, 24, 16, true, 0.02);
+  torch::NoGradGuard g;
+  l.bias().normal_();
+  auto x = torch::randn({3, 7, 16});
+  for (int64_t r : {1, 5, 16}) {
+    l.set_rank(r);
+    auto ref = torch::matmul(x, l.to_dense().t()) + l.bias();
+    EXPECT_LT((l.forward(x) - ref).abs().max().item<double>(), 1e-5) << "rank " << r;
+  }
+}
+
+TEST(NsnLinear, SvdConversionIsTheEckartYoungBestApproximation) {
+  torch::manual_seed(3);
+  auto W = torch::randn({20, 14}, torch::kFloat64).to(torch::kFloat32);
+  NsnLinear l(14, 20, 14, false, 0.02);
+  l.load_from_dense(W, {});
+  auto S = std::get<1>(torch::linalg::svd(W.to(torch::kFloat64), false, c10::nullopt));  // [14]
+  torch::NoGradGuard g;
+  for (int64_t r = 1; r <= 14; ++r) {
+    l.set_rank(r);
+    const double err = (l.to_dense().to(torch::kFloat64) - W.to(torch::kFloat64)).norm().item<double>();
+    const double best = r < 14 ? S.narrow(0, r, 14 - r).pow(2).sum().sqrt().item<double>() : 0.0;
+    EXPECT_NEAR(err, best, 1e-4 * (1 + best)) << "rank " << r;
+  }
+}
+
+TEST(NsnLinear, RanksOutOfRangeAreClearErrors) {
+  NsnLinear l(8, 8, 6, false, 0.02);
+  EXPECT_THROW(l.set_rank(0), Error);
+  EXPECT_THROW(l.set_rank(7), Error);
+  EXPECT_THROW(NsnLinear(8, 8, 9, false, 0.02), Error);
+  try {
+    l.set_rank(-2);
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("outside [1, 6]"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(l.rank(), 6);  // unchanged by the failed calls
+}
+
+namespace {
+Gpt trained_like_model(const ModelConfig& cfg) {
+  torch::manual_seed(5);
+  Gpt m(cfg);
+  torch::NoGradGuard g;
+  for (auto& p : m->parameters()) p.add_(torch::randn_like(p) * 0.2);  // weights far from init
+  m->eval();
+  return m;
+}
+}  // namespace
+
+TEST(NsnConversion, FullRankModelMatchesTheDenseModel) {
+  auto dense = trained_like_model(test::tiny_config());
+  auto nsn = convert_model(dense, nsn_config(dense->config(), {}, 0));
+  torch::NoGradGuard g;
+  auto x = torch::randint(0, 11, {2, 20}, torch::kInt64);
+  auto a = dense->forward(x), b = nsn->forward(x);
+  EXPECT_LT(((a - b).norm() / a.norm()).item<double>(), 1e-4);
+  // Six families converted in every block, the head left dense.
+  EXPECT_EQ(nsn->config().linear.size(), 6u);
+  EXPECT_EQ(nsn->parameter_count(), nsn->config().parameter_count());
+}
+
+TEST(NsnConversion, BudgetsApplyInstantlyAndBadRanksChangeNothing) {
+  auto dense = trained_like_model(test::tiny_config());
+  auto nsn = convert_model(dense, nsn_config(dense->config(), {"mlp.up", "mlp.down"}, 12));
+  nsn->apply_budget(Budget{4});
+  for (const auto& [name, p] : nsn->projections()) EXPECT_EQ(p->rank(), p->max_rank() ? 4 : 0) << name;
+  const int64_t macs4 = nsn->linear_macs_per_token();
+  EXPECT_EQ(macs4, 2 * (4 * 16 * 16 + 2 * 4 * (16 + 32)) + 16 * 11);
+  EXPECT_THROW(nsn->apply_budget(Budget{13}), Error);
+  EXPECT_THROW(nsn->apply_budget(Budget{-1}), Error);
+  EXPECT_THROW(nsn->apply_budget(Budget{0, {{"blk.0.mlp.up", 40}}}), Error);
+  EXPECT_THROW(nsn->apply_budget(Budget{0, {{"blk.0.attn.q", 2}}}), Error);  // not elastic
+  EXPECT_THROW(nsn->apply_budget(Budget{0, {{"blk.7.mlp.up", 2}}}), Error);  // no such layer
+  EXPECT_EQ(nsn->linear_macs_per_token(), macs4);  // all rejected before any change
+  nsn->apply_budget(Budget{0, {{"blk.1.mlp.down", 2}}});
+  EXPECT_EQ(nsn->projections()[11].second->rank(), 2);
+  EXPECT_EQ(nsn->projections()[4].second->rank(), 12);
+}
+
+TEST(NsnConversion, CheckpointRoundTripKeepsTheNestedFactors) {
+  test::TempDir dir;
+  auto dense = trained_like_model(test::tiny_config());
+  auto nsn = convert_model(dense, nsn_config(dense->config(), {}, 8));
+  save_checkpoint(dir.file("n.safetensors"), nsn, CharTokenizer::from_corpus("abcdefghijk"), "{}",
+                  {{"train.nsn.log_var", torch::tensor({0.5f, -0.25f})}});
+  auto back = load_checkpoint(dir.file("n.safetensors"));
+  EXPECT_EQ(back.config, nsn->config());
+  EXPECT_TRUE(torch::equal(back.extras.at("train.nsn.log_var"), torch::tensor({0.5f, -0.25f})));
+  torch::NoGradGuard g;
+  auto x = torch::randint(0, 11, {1, 12}, torch::kInt64);
+  nsn->apply_budget(Budget{3});
+  back.model->apply_budget(Budget{3});
+  EXPECT_TRUE(torch::equal(nsn->forward(x), back.model->forward(x)));
+}
+
+TEST(NsnObjective, GradientsReachEveryLogVarianceAndTheCurriculumWidens) {
+  NsnTrainOptions n;
+  n.min_rank = 2;
+  n.buckets = 4;
+  n.curriculum = 0.5;
+  EXPECT_EQ(nsn_curriculum_floor(n, 16, 0, 100), 16);
+  EXPECT_EQ(nsn_curriculum_floor(n, 16, 49, 100), 2);
+  EXPECT_EQ(nsn_curriculum_floor(n, 16, 99, 100), 2);
+  EXPECT_EQ(nsn_bucket(2, 2, 16, 4), 0);
+  EXPECT_EQ(nsn_bucket(16, 2, 16, 4), 3);
+  EXPECT_THROW(n.validate(0), Error);
+  NsnTrainOptions bad = n;
+  bad.min_rank = 20;
+  EXPECT_THROW(bad.validate(16), Error);
+
+  std::string text;
+  for (int i = 0; i < 80; ++i) text += "abcdefghij k\n";
+  auto tok = CharTokenizer::from_corpus(text);
+  auto cfg = test::tiny_config();
+  cfg.vocab_size = tok.vocab_size();
+  auto base = trained_like_model(cfg);
+  auto nsn = convert_model(base, nsn_config(cfg, {}, 16));
+  TrainOptions o;
+  o.steps = 40;
+  o.batch = 4;
+  o.warmup = 2;
+  o.lr = 1e-2;
+  auto r = train_nsn_multirank(nsn, make_corpus(tok, text), o, n);
+  ASSERT_EQ(r.log_var.numel(), 4);
+  for (int64_t k = 0; k < 4; ++k) {
+    EXPECT_GT(r.buckets[k].samples, 0) << "bucket " << k;
+    EXPECT_NE(r.log_var[k].item<float>(), 0.f) << "s_" << k << " got no gradient";
+  }
+  for (const auto& [name, p] : nsn->projections()) EXPECT_EQ(p->rank(), p->max_rank() ? 16 : 0);
+}
+
+TEST(RankAllocation, UniformAndEnergyBudgetsHitTheMacTarget) {
+  auto dense = trained_like_model(ModelConfig{.vocab_size = 11, .d_model = 32, .n_heads = 2, .n_layers = 2,
+                                              .context = 16, .d_ff = 64});
+  auto nsn = convert_model(dense, nsn_config(dense->config(), {}, 0));
+  const double full = double(dense_linear_macs(nsn));
+  for (double f : {0.25, 0.5, 0.75}) {
+    const auto u = uniform_rank_budget(nsn, f);
+    const auto e = energy_rank_budget(nsn, f);
+    EXPECT_NEAR(double(linear_macs_at(nsn, u)) / full, f, 0.03) << f;
+    EXPECT_NEAR(double(linear_macs_at(nsn, e)) / full, f, 0.03) << f;
+    EXPECT_EQ(e.layer_rank.size(), 12u);
+  }
+  EXPECT_THROW(uniform_rank_budget(nsn, 0.0), Error);
+  EXPECT_THROW(uniform_rank_budget(dense, 0.5), Error);
+}
