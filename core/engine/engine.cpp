@@ -109,12 +109,13 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
   r.prompt_tokens = int64_t(ids.size());
   auto t0 = Clock::now();
   auto logits = run(ids);
+  int64_t step_macs = model->macs_per_token(cache.length);
   r.prefill_ms = ms_since(t0);
   t0 = Clock::now();
   for (int64_t i = 0; i < options.max_new_tokens; ++i) {
     const Sample s = sampler.next(logits);
     ids.push_back(s.id);
-    GeneratedToken tok{i, s.id, m.tokenizer->decode_one(s.id), s.prob, s.entropy};
+    GeneratedToken tok{i, s.id, m.tokenizer->decode_one(s.id), s.prob, s.entropy, step_macs};
     r.text += tok.text;
     ++r.generated_tokens;
     if (on_token && !on_token(tok)) {
@@ -130,6 +131,7 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
     } else {
       logits = run({s.id});
     }
+    step_macs = model->macs_per_token(cache.length);
   }
   r.decode_ms = ms_since(t0);
   r.tokens_per_s = r.decode_ms > 0 ? double(r.generated_tokens) / (r.decode_ms / 1000.0) : 0;

@@ -67,6 +67,7 @@ struct GeneratedToken {
   std::string text;     // the decoded piece (UTF-8)
   double prob = 0;      // model probability of the chosen token
   double entropy = 0;   // predictive entropy (nats) before choosing it
+  int64_t macs = 0;     // MACs of the forward step that produced it, at the budget then in force
 };
 
 struct GenerateResult {

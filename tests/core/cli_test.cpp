@@ -87,3 +87,35 @@ TEST(Cli, DefaultModelIsUsedWithoutModelFlag) {
   EXPECT_EQ(test::run_command(kCli + " generate --prompt '' 2>&1", &out), 1);
   EXPECT_NE(out.find("prompt is empty"), std::string::npos) << out;
 }
+
+TEST(Cli, NsnConvertFrontierAndBadRanks) {
+  test::TempDir dir;
+  std::string text;
+  for (int i = 0; i < 80; ++i) text += "O Romeo, Romeo! wherefore art thou Romeo?\n";
+  write_file_atomic(dir.file("c.txt"), text);
+  const auto dense = dir.file("d.safetensors"), nsn = dir.file("n.safetensors");
+  run_json("train --corpus " + dir.file("c.txt") + " --out " + dense +
+           " --steps 20 --batch 4 --context 32 --layers 1 --d-model 32 --heads 2 --d-ff 64 --warmup 2 --json");
+  auto c = run_json("nsn convert --model " + dense + " --out " + nsn + " --json");
+  EXPECT_EQ(c["max_rank"], 32);
+  auto f = run_json("nsn frontier --model " + nsn + " --dense " + dense + " --corpus " + dir.file("c.txt") +
+                    " --mac-fraction 0.5 --json");
+  for (const char* key : {"mac_fraction", "rank", "token_accuracy", "dense_token_accuracy", "accuracy_drop_pp",
+                          "top1_agreement", "kl", "ms_per_token", "linear_macs", "parameters"})
+    EXPECT_TRUE(f.contains(key)) << key;
+  EXPECT_NEAR(f["mac_fraction"].get<double>(), 0.5, 0.05);
+  EXPECT_NEAR(f["accuracy_drop_pp"].get<double>(),
+              100 * (f["dense_token_accuracy"].get<double>() - f["token_accuracy"].get<double>()), 1e-9);
+  auto sweep = run_json("nsn frontier --model " + dense + " --corpus " + dir.file("c.txt") + " --ranks 1,8,32 --rows " +
+                        dir.file("rows.csv") + " --json");
+  ASSERT_EQ(sweep["rows"].size(), 3u);
+  EXPECT_EQ(sweep["rows"][0]["method"], "svd");
+  EXPECT_NEAR(sweep["rows"][2]["top1_agreement"].get<double>(), 1.0, 1e-12);
+  EXPECT_TRUE(std::filesystem::exists(dir.file("rows.csv")));
+  std::string out;
+  EXPECT_EQ(test::run_command(kCli + " nsn frontier --model " + nsn + " --corpus " + dir.file("c.txt") +
+                                  " --ranks 0,40 2>&1",
+                              &out),
+            1);
+  EXPECT_NE(out.find("outside [1, 32]"), std::string::npos) << out;
+}

@@ -180,3 +180,36 @@ TEST(RankAllocation, UniformAndEnergyBudgetsHitTheMacTarget) {
   EXPECT_THROW(uniform_rank_budget(nsn, 0.0), Error);
   EXPECT_THROW(uniform_rank_budget(dense, 0.5), Error);
 }
+
+TEST(NsnEngine, ABudgetSetDuringGenerationActsOnTheNextToken) {
+  std::string text;
+  for (int i = 0; i < 60; ++i) text += "To be, or not to be: that is the question.\n";
+  Engine e;
+  auto cfg = test::tiny_config();
+  cfg.context = 24;
+  TrainOptions o;
+  o.steps = 5;
+  o.batch = 4;
+  o.warmup = 1;
+  e.train(text, cfg, o);
+  EXPECT_THROW(e.set_budget(Budget{2}), Error);  // dense: nothing to truncate yet
+  e.convert_nsn({}, 0);
+  const auto full = e.info();
+  EXPECT_EQ(full.max_rank, 16);
+  std::vector<int64_t> macs;
+  GenerateOptions g;
+  g.max_new_tokens = 8;
+  g.temperature = 0;
+  e.generate("To be", g, [&](const GeneratedToken& t) {
+    macs.push_back(t.macs);
+    if (t.index == 3) e.set_budget(Budget{2});
+    return true;
+  });
+  ASSERT_EQ(macs.size(), 8u);
+  for (int i = 1; i <= 3; ++i) EXPECT_GT(macs[i], macs[i - 1]);  // attention grows with context
+  EXPECT_LT(macs[4], macs[3] / 2);  // the next token already runs at rank 2
+  // Per block: q,k,v,o at rank 2 cost 2·(16+16), up/down 2·(16+32); the dense head 16·vocab.
+  EXPECT_EQ(e.info().linear_macs, 2 * (4 * 2 * 32 + 2 * 2 * 48) + 16 * e.info().config.vocab_size);
+  EXPECT_THROW(e.set_budget(Budget{17}), Error);
+  EXPECT_EQ(e.budget(), Budget{2});
+}

@@ -1,0 +1,70 @@
+// nestscope_bench_nsn: time of NSN linear layers vs dense at rank fractions of r* (JSON).
+// r* = d_in·d_out / (d_in + d_out) is the rank where NSN's r·(d_in+d_out) MACs equal dense's.
+// usage: nestscope_bench_nsn [--threads N] [--iters N]
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "core/engine/engine.h"
+#include "core/layers/dense_linear.h"
+#include "core/layers/nsn_linear.h"
+
+using namespace nestscope;
+
+namespace {
+// Median over 7 repeats of the mean time (µs) of `iters` calls.
+template <class F>
+double time_us(F&& f, int iters) {
+  std::vector<double> reps;
+  for (int w = 0; w < 20; ++w) f();  // warm-up
+  for (int rep = 0; rep < 7; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < iters; ++i) f();
+    reps.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / iters);
+  }
+  std::nth_element(reps.begin(), reps.begin() + 3, reps.end());
+  return reps[3];
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = 0, iters = 2000;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--threads")) threads = std::stoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--iters")) iters = std::stoi(argv[i + 1]);
+  }
+  init_threads(threads);
+  torch::NoGradGuard no_grad;
+  nlohmann::json rows = nlohmann::json::array();
+  const std::pair<int64_t, int64_t> shapes[] = {{128, 128}, {128, 512}, {512, 128}};  // (in, out) of PicoGPT
+  for (const auto& [in, out] : shapes) {
+    torch::manual_seed(0);
+    DenseLinear dense(in, out, true, 0.02);
+    NsnLinear nsn(in, out, std::min(in, out), true, 0.02);
+    nsn.load_from_dense(dense.to_dense(), dense.bias());
+    const double r_star = double(in * out) / double(in + out);
+    for (int64_t tokens : {int64_t(1), int64_t(64)}) {
+      auto x = torch::randn({tokens, in});
+      const double dense_us = time_us([&] { return dense.forward(x); }, iters);
+      for (double f : {0.125, 0.25, 0.5, 1.0}) {
+        const int64_t r = std::max<int64_t>(1, std::llround(f * r_star));
+        nsn.set_rank(r);
+        const double nsn_us = time_us([&] { return nsn.forward(x); }, iters);
+        const double mac_ratio = double(r * (in + out)) / double(in * out);
+        rows.push_back({{"shape", std::to_string(out) + "x" + std::to_string(in)},
+                        {"tokens", tokens},
+                        {"fraction_of_r_star", f},
+                        {"rank", r},
+                        {"dense_us", dense_us},
+                        {"nsn_us", nsn_us},
+                        {"time_ratio", nsn_us / dense_us},
+                        {"mac_ratio", mac_ratio},
+                        {"time_over_mac_ratio", (nsn_us / dense_us) / mac_ratio}});
+      }
+    }
+  }
+  nlohmann::json outj = {{"threads", at::get_num_threads()}, {"rows", rows}};
+  std::printf("%s\n", outj.dump(2).c_str());
+  return 0;
+}
