@@ -1,6 +1,7 @@
 // nestscope-cli: train, evaluate and sample NestScope models without a GUI.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <type_traits>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -53,24 +54,16 @@ std::vector<std::string> split_list(const std::string& csv) {
   return out;
 }
 
-int64_t parse_int(const std::string& s, const char* what) {
+// Parses a whole string as a number of type T; throws Error naming the option otherwise.
+template <class T>
+T parse_number(const std::string& s, const char* what) {
   try {
     size_t used = 0;
-    const int64_t v = std::stoll(s, &used);
+    const T v = std::is_integral_v<T> ? T(std::stoll(s, &used)) : T(std::stod(s, &used));
     if (used == s.size()) return v;
   } catch (const std::exception&) {
   }
-  throw Error(std::string(what) + ": '" + s + "' is not an integer");
-}
-
-double parse_double(const std::string& s, const char* what) {
-  try {
-    size_t used = 0;
-    const double v = std::stod(s, &used);
-    if (used == s.size()) return v;
-  } catch (const std::exception&) {
-  }
-  throw Error(std::string(what) + ": '" + s + "' is not a number");
+  throw Error(std::string(what) + ": '" + s + "' is not a " + (std::is_integral_v<T> ? "whole number" : "number"));
 }
 
 json frontier_json(const FrontierRow& r, double dense_acc) {
@@ -334,8 +327,8 @@ int main(int argc, char** argv) {
       open_model(engine, common);
       const std::string text = read_text_file(corpus);
       NsnFrontierOptions fo;
-      for (const auto& r : split_list(ranks_csv)) fo.ranks.push_back(parse_int(r, "--ranks"));
-      for (const auto& f : split_list(fractions_csv)) fo.mac_fractions.push_back(parse_double(f, "--fractions"));
+      for (const auto& r : split_list(ranks_csv)) fo.ranks.push_back(parse_number<int64_t>(r, "--ranks"));
+      for (const auto& f : split_list(fractions_csv)) fo.mac_fractions.push_back(parse_number<double>(f, "--fractions"));
       if (mac_fraction > 0) fo.mac_fractions = {mac_fraction};
       if (fo.ranks.empty() && fo.mac_fractions.empty()) fo.mac_fractions = {0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0};
       fo.energy_allocation = energy;
