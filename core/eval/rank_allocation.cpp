@@ -21,9 +21,9 @@ struct RankGuard {
     for (const auto& [n, p] : m->projections()) ranks.push_back(p->rank());
   }
   ~RankGuard() {
-    size_t i = 0;
-    for (const auto& [n, p] : model->projections())
-      if (ranks[i++] > 0) p->set_rank(ranks[i - 1]);
+    const auto layers = model->projections();
+    for (size_t i = 0; i < layers.size(); ++i)
+      if (ranks[i] > 0) layers[i].second->set_rank(ranks[i]);
   }
 };
 

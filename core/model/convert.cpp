@@ -25,10 +25,10 @@ Gpt clone_model(Gpt& src) {
   auto src_params = src->named_parameters();
   for (auto& p : dst->named_parameters()) p.value().copy_(src_params[p.key()]);
   dst->to(src->tok_emb->weight.device());
-  size_t i = 0;
   const auto from = src->projections();
-  for (const auto& [name, p] : dst->projections())
-    if (p->max_rank() > 0) p->set_rank(from[i++].second->rank()); else ++i;
+  const auto to = dst->projections();
+  for (size_t i = 0; i < to.size(); ++i)
+    if (to[i].second->max_rank() > 0) to[i].second->set_rank(from[i].second->rank());
   dst->eval();
   return dst;
 }
