@@ -282,12 +282,13 @@ int main(int argc, char** argv) {
         if (common.json_out) {
           tokens.push_back({{"id", t.id}, {"text", t.text}, {"prob", t.prob}, {"entropy", t.entropy}});
         } else {
+          // The prompt is echoed once it has been accepted, so a rejected prompt prints only the error.
+          if (t.index == 0) std::fwrite(prompt.data(), 1, prompt.size(), stdout);
           std::fwrite(t.text.data(), 1, t.text.size(), stdout);
           std::fflush(stdout);
         }
         return !cli::interrupted();
       };
-      if (!common.json_out) std::fwrite(prompt.data(), 1, prompt.size(), stdout);
       const auto r = engine.generate(prompt, gopt, on_token);
       if (common.json_out) {
         json j = {{"prompt", prompt},           {"text", r.text},
