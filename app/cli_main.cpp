@@ -210,13 +210,18 @@ int main(int argc, char** argv) {
   auto* nsn_frontier = nsn->add_subcommand("frontier", "accuracy against linear-layer MACs over NSN ranks");
   std::string ranks_csv, fractions_csv, rows_out, dense_model;
   double mac_fraction = 0;
-  bool energy = false;
-  int64_t windows = 0;
+  bool energy = false, sensitivity = false;
+  int64_t windows = 0, calibration_windows = 8;
   nsn_frontier->add_option("--corpus", corpus, "text; its last 10% is scored")->required();
   nsn_frontier->add_option("--ranks", ranks_csv, "comma-separated global ranks");
   nsn_frontier->add_option("--fractions", fractions_csv, "comma-separated fractions of dense linear MACs");
   nsn_frontier->add_option("--mac-fraction", mac_fraction, "evaluate the one budget closest to this fraction");
   nsn_frontier->add_flag("--energy", energy, "also evaluate per-layer ranks allocated by spectral energy");
+  nsn_frontier->add_flag("--sensitivity", sensitivity,
+                         "also evaluate per-layer ranks allocated by measured loss sensitivity");
+  nsn_frontier->add_option("--calibration-windows", calibration_windows,
+                           "training-split windows that measure the sensitivity")
+      ->capture_default_str();
   nsn_frontier->add_option("--dense", dense_model, "dense reference model (default: the embedded PicoGPT)");
   nsn_frontier->add_option("--windows", windows, "validation windows to score (0 = all)")->capture_default_str();
   nsn_frontier->add_option("--rows", rows_out, "also write the rows to this file (.csv or .jsonl)");
@@ -333,6 +338,8 @@ int main(int argc, char** argv) {
       if (mac_fraction > 0) fo.mac_fractions = {mac_fraction};
       if (fo.ranks.empty() && fo.mac_fractions.empty()) fo.mac_fractions = {0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0};
       fo.energy_allocation = energy;
+      fo.sensitivity_allocation = sensitivity;
+      fo.calibration_windows = calibration_windows;
       fo.max_windows = windows;
       const auto rows = engine.nsn_frontier(text, true, fo, bar_fn(bar));
       bar.finish();

@@ -15,11 +15,11 @@ FRACTIONS=0.125,0.25,0.375,0.5,0.625,0.75,0.875
 mkdir -p "$OUT"
 [ -f "$CORPUS" ] || { echo "nsn-experiment: $CORPUS is missing" >&2; exit 1; }
 
-$CLI nsn frontier --corpus "$CORPUS" --fractions $FRACTIONS --energy --rows "$OUT/svd.csv" --json > "$OUT/svd.json"
+$CLI nsn frontier --corpus "$CORPUS" --fractions $FRACTIONS --energy --sensitivity --rows "$OUT/svd.csv" --json > "$OUT/svd.json"
 $CLI nsn frontier --corpus "$CORPUS" --ranks 8,16,24,32,40,48,56,64,80,96,112,128 --rows "$OUT/svd-ranks.csv" --json > "$OUT/svd-ranks.json"
 $CLI nsn finetune --corpus "$CORPUS" --out "$OUT/picogpt-nsn.safetensors" --steps "$STEPS" --batch "$BATCH" \
     --min-rank 16 --buckets 8 --curriculum 0.3 --json > "$OUT/finetune.json"
-$CLI nsn frontier --model "$OUT/picogpt-nsn.safetensors" --corpus "$CORPUS" --fractions $FRACTIONS --energy \
+$CLI nsn frontier --model "$OUT/picogpt-nsn.safetensors" --corpus "$CORPUS" --fractions $FRACTIONS --energy --sensitivity \
     --rows "$OUT/nsn.csv" --json > "$OUT/nsn.json"
 $CLI nsn frontier --model "$OUT/picogpt-nsn.safetensors" --corpus "$CORPUS" \
     --ranks 8,16,24,32,40,48,56,64,80,96,112,128 --rows "$OUT/nsn-ranks.csv" --json > "$OUT/nsn-ranks.json"

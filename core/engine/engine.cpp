@@ -234,8 +234,12 @@ NsnFinetuneReport Engine::finetune_nsn(const std::string& corpus_text, const Tra
 std::vector<FrontierRow> Engine::nsn_frontier(const std::string& text, bool validation_split,
                                               const NsnFrontierOptions& o, const ProgressFn& progress) {
   auto& m = impl_->need();
-  std::vector<int64_t> tokens = validation_split ? make_corpus(*m.tokenizer, text, 0.9).validation
-                                                 : m.tokenizer->encode(text);
+  Corpus corpus;
+  if (validation_split)
+    corpus = make_corpus(*m.tokenizer, text, 0.9);
+  else
+    corpus.validation = corpus.train = m.tokenizer->encode(text);
+  const std::vector<int64_t>& tokens = corpus.validation;
   // A dense model is swept as plain SVD truncation of a full-rank conversion.
   const bool is_nsn = info().max_rank > 0;
   Gpt model = is_nsn ? m.model : convert_model(m.model, nsn_config(m.config, {}, 0));
@@ -248,9 +252,13 @@ std::vector<FrontierRow> Engine::nsn_frontier(const std::string& text, bool vali
     model->apply_budget(Budget{r});  // validates the rank before any work
     budgets.emplace_back("uniform", Budget{r});
   }
+  RankSensitivity sensitivity;
+  if (o.sensitivity_allocation && !o.mac_fractions.empty())  // the model's ranks are restored after
+    sensitivity = measure_rank_sensitivity(model, corpus.train, o.calibration_windows, 8, progress);
   for (double f : o.mac_fractions) {
     budgets.emplace_back("uniform", uniform_rank_budget(model, f));
     if (o.energy_allocation) budgets.emplace_back("energy", energy_rank_budget(model, f));
+    if (o.sensitivity_allocation) budgets.emplace_back("sensitivity", sensitivity_rank_budget(model, sensitivity, f));
   }
   std::vector<FrontierRow> rows;
   const Budget full{};

@@ -31,7 +31,7 @@ struct ModelInfo {
 // One point of a compute–accuracy frontier.
 struct FrontierRow {
   std::string method;          // "dense", "svd" (truncation, no training) or "nsn" (fine-tuned)
-  std::string allocation;      // "uniform" (one global rank) or "energy" (per-layer ranks)
+  std::string allocation;      // "uniform" (one global rank), "energy" or "sensitivity" (per-layer)
   int64_t rank = 0;            // global rank (uniform) or the mean rank (energy); 0 = dense
   double mac_fraction = 1;     // linear-layer MACs / dense linear-layer MACs
   int64_t linear_macs = 0;     // projections only, per token
@@ -45,6 +45,8 @@ struct NsnFrontierOptions {
   std::vector<int64_t> ranks;         // uniform global ranks to evaluate
   std::vector<double> mac_fractions;  // budgets as fractions of dense linear MACs
   bool energy_allocation = false;     // also evaluate the per-layer energy allocation per fraction
+  bool sensitivity_allocation = false;  // ... and per-layer ranks from measured loss sensitivity
+  int64_t calibration_windows = 8;    // training-split windows that measure the sensitivity
   int64_t max_windows = 0;            // 0 = every validation window
   bool measure_latency = true;
 };

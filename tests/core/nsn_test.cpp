@@ -3,6 +3,7 @@
 
 #include "core/engine/engine.h"
 #include "core/error.h"
+#include "core/eval/metrics.h"
 #include "core/eval/rank_allocation.h"
 #include "core/io/checkpoint.h"
 #include "core/layers/nsn_linear.h"
@@ -179,6 +180,44 @@ TEST(RankAllocation, UniformAndEnergyBudgetsHitTheMacTarget) {
   }
   EXPECT_THROW(uniform_rank_budget(nsn, 0.0), Error);
   EXPECT_THROW(uniform_rank_budget(dense, 0.5), Error);
+}
+
+TEST(RankAllocation, SensitivityBudgetsHitTheTargetAndFavourTheSensitiveLayer) {
+  auto dense = trained_like_model(ModelConfig{.vocab_size = 11, .d_model = 32, .n_heads = 2, .n_layers = 2,
+                                              .context = 16, .d_ff = 64});
+  auto nsn = convert_model(dense, nsn_config(dense->config(), {}, 0));
+  std::vector<int64_t> tokens;
+  for (int i = 0; i < 200; ++i) tokens.push_back((i * 7 + i / 3) % 11);
+  nsn->apply_budget(Budget{24});
+  const auto measured = measure_rank_sensitivity(nsn, tokens, 4);
+  for (const auto& [name, p] : nsn->projections()) EXPECT_EQ(p->rank(), p->max_rank() ? 24 : 0) << name;
+  EXPECT_EQ(measured.grid, (std::vector<int64_t>{8, 16, 24, 32}));
+  ASSERT_EQ(measured.loss.size(), 12u);
+  for (const auto& [name, curve] : measured.loss) {
+    EXPECT_DOUBLE_EQ(curve.back(), measured.full_loss) << name;
+    EXPECT_NE(curve.front(), measured.full_loss) << name << ": rank 8 of 32 should change the loss";
+  }
+  {  // one point, recomputed: only that layer is cut
+    const Budget one{0, {{"blk.0.mlp.down", 16}}};
+    nsn->apply_budget(one);
+    EXPECT_NEAR(evaluate_tokens(nsn, tokens, 4).loss, measured.loss.at("blk.0.mlp.down")[1], 1e-6);
+    nsn->apply_budget(Budget{24});
+  }
+  const double full = double(dense_linear_macs(nsn));
+  for (double f : {0.5, 0.7, 0.9}) {
+    const auto b = sensitivity_rank_budget(nsn, measured, f);
+    EXPECT_EQ(b.layer_rank.size(), 12u);
+    EXPECT_NEAR(double(linear_macs_at(nsn, b)) / full, f, 0.05) << f;
+  }
+  // A made-up profile where only blk.1.mlp.up matters: it gets its full rank first.
+  RankSensitivity fake = measured;
+  for (auto& [name, curve] : fake.loss) curve = {1.0, 1.0, 1.0, 1.0};
+  fake.loss["blk.1.mlp.up"] = {3.0, 2.0, 1.5, 1.0};
+  const auto b = sensitivity_rank_budget(nsn, fake, 0.6);
+  EXPECT_EQ(b.layer_rank.at("blk.1.mlp.up"), 32);
+  EXPECT_EQ(b.layer_rank.at("blk.0.mlp.up"), 8);
+  EXPECT_THROW(sensitivity_rank_budget(nsn, RankSensitivity{}, 0.5), Error);
+  EXPECT_THROW(measure_rank_sensitivity(nsn, std::vector<int64_t>(10, 1), 4), Error);  // shorter than a window
 }
 
 TEST(NsnEngine, ABudgetSetDuringGenerationActsOnTheNextToken) {
