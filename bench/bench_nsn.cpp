@@ -1,6 +1,8 @@
 // nestscope_bench_nsn: time of NSN linear layers vs dense at rank fractions of r* (JSON).
 // r* = d_in·d_out / (d_in + d_out) is the rank where NSN's r·(d_in+d_out) MACs equal dense's.
+// Shapes: PicoGPT's projections (overhead-bound at batch 1) and GPT-2 small's (compute-bound).
 // usage: nestscope_bench_nsn [--threads N] [--iters N]
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -37,8 +39,13 @@ int main(int argc, char** argv) {
   init_threads(threads);
   torch::NoGradGuard no_grad;
   nlohmann::json rows = nlohmann::json::array();
-  const std::pair<int64_t, int64_t> shapes[] = {{128, 128}, {128, 512}, {512, 128}};  // (in, out) of PicoGPT
-  for (const auto& [in, out] : shapes) {
+  struct Shape {
+    const char* model;
+    int64_t in, out;
+  };
+  const Shape shapes[] = {{"picogpt", 128, 128}, {"picogpt", 128, 512}, {"picogpt", 512, 128},
+                          {"gpt2", 768, 768},    {"gpt2", 768, 3072},   {"gpt2", 3072, 768}};
+  for (const auto& [model, in, out] : shapes) {
     torch::manual_seed(0);
     DenseLinear dense(in, out, true, 0.02);
     NsnLinear nsn(in, out, std::min(in, out), true, 0.02);
@@ -46,13 +53,16 @@ int main(int argc, char** argv) {
     const double r_star = double(in * out) / double(in + out);
     for (int64_t tokens : {int64_t(1), int64_t(64)}) {
       auto x = torch::randn({tokens, in});
-      const double dense_us = time_us([&] { return dense.forward(x); }, iters);
+      // About the same work per repeat for every shape: fewer calls for big layers.
+      const int n = int(std::clamp<int64_t>(int64_t(iters) * 128 * 128 / (in * out * tokens), 20, iters));
+      const double dense_us = time_us([&] { return dense.forward(x); }, n);
       for (double f : {0.125, 0.25, 0.5, 1.0}) {
         const int64_t r = std::max<int64_t>(1, std::llround(f * r_star));
         nsn.set_rank(r);
-        const double nsn_us = time_us([&] { return nsn.forward(x); }, iters);
+        const double nsn_us = time_us([&] { return nsn.forward(x); }, n);
         const double mac_ratio = double(r * (in + out)) / double(in * out);
-        rows.push_back({{"shape", std::to_string(out) + "x" + std::to_string(in)},
+        rows.push_back({{"model", model},
+                        {"shape", std::to_string(out) + "x" + std::to_string(in)},
                         {"tokens", tokens},
                         {"fraction_of_r_star", f},
                         {"rank", r},

@@ -37,6 +37,12 @@ class ElasticLinear : public torch::nn::Module {
   virtual int64_t rank() const { return 0; }
   virtual void set_rank(int64_t /*rank*/) {}
 
+  // Bond elasticity (MPO): the largest bond dimension χ (0 = no bond knob), the χ in use, and a
+  // new χ in [1, max_bond()] that takes effect on the next forward.
+  virtual int64_t max_bond() const { return 0; }
+  virtual int64_t bond() const { return 0; }
+  virtual void set_bond(int64_t /*bond*/) {}
+
  private:
   int64_t in_features_;
   int64_t out_features_;

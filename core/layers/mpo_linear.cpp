@@ -1,0 +1,201 @@
+#include "core/layers/mpo_linear.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "core/error.h"
+
+namespace nestscope {
+
+namespace {
+
+int64_t product(const std::vector<int64_t>& v) {
+  return std::accumulate(v.begin(), v.end(), int64_t(1), std::multiplies<>());
+}
+
+std::string join(const std::vector<int64_t>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? "·" : "") + std::to_string(v[i]);
+  return s;
+}
+
+}  // namespace
+
+std::vector<int64_t> balanced_factors(int64_t n, int64_t sites) {
+  check(n >= 1 && sites >= 1, "cannot split " + std::to_string(n) + " into " + std::to_string(sites) + " factors");
+  std::vector<int64_t> primes;
+  for (int64_t p = 2, m = n; m > 1; ++p) {
+    if (p * p > m) p = m;
+    while (m % p == 0) primes.push_back(p), m /= p;
+  }
+  std::vector<int64_t> f(size_t(sites), 1);
+  for (auto it = primes.rbegin(); it != primes.rend(); ++it) *std::min_element(f.begin(), f.end()) *= *it;
+  std::sort(f.begin(), f.end());
+  return f;
+}
+
+int64_t default_mpo_sites(int64_t in_features, int64_t out_features) {
+  return std::max(in_features, out_features) >= 512 ? 3 : 2;
+}
+
+MpoLinear::MpoLinear(int64_t in_features, int64_t out_features, std::vector<int64_t> out_factors,
+                     std::vector<int64_t> in_factors, int64_t max_bond, bool with_bias, double init_std)
+    : ElasticLinear(in_features, out_features),
+      out_factors_(std::move(out_factors)),
+      in_factors_(std::move(in_factors)),
+      max_bond_(max_bond),
+      bond_(max_bond) {
+  const std::string shape = std::to_string(out_features) + "×" + std::to_string(in_features);
+  check(!out_factors_.empty() && out_factors_.size() == in_factors_.size(),
+        "MPO " + shape + ": out factors (" + join(out_factors_) + ") and in factors (" + join(in_factors_) +
+            ") must have the same number of sites");
+  for (size_t l = 0; l < out_factors_.size(); ++l)
+    check(out_factors_[l] >= 1 && in_factors_[l] >= 1, "MPO " + shape + ": factors must be positive");
+  check(product(out_factors_) == out_features,
+        "MPO " + shape + ": out factors " + join(out_factors_) + " multiply to " +
+            std::to_string(product(out_factors_)) + ", not " + std::to_string(out_features));
+  check(product(in_factors_) == in_features,
+        "MPO " + shape + ": in factors " + join(in_factors_) + " multiply to " +
+            std::to_string(product(in_factors_)) + ", not " + std::to_string(in_features));
+  check(max_bond >= 1, "MPO bond dimension must be at least 1, got " + std::to_string(max_bond));
+
+  // D_l = min(χ, D_{l-1}·n_l, n_{l+1}·…·n_L): what TT-SVD can produce at this χ.
+  const size_t L = out_factors_.size();
+  full_bonds_.assign(L + 1, 1);
+  for (size_t l = 1; l < L; ++l) {
+    int64_t right = 1;
+    for (size_t k = l; k < L; ++k) right *= out_factors_[k] * in_factors_[k];
+    full_bonds_[l] =
+        std::min({max_bond, full_bonds_[l - 1] * out_factors_[l - 1] * in_factors_[l - 1], right});
+  }
+  // Var(W_ij) = (Π interior D_l) · Π σ_l² = init_std²: every core gets the same σ.
+  double paths = 1;
+  for (size_t l = 1; l < L; ++l) paths *= double(full_bonds_[l]);
+  const double sigma = std::pow(init_std * init_std / paths, 0.5 / double(L));
+  for (size_t l = 0; l < L; ++l)
+    cores_.push_back(register_parameter(
+        "core" + std::to_string(l),
+        torch::randn({full_bonds_[l], out_factors_[l], in_factors_[l], full_bonds_[l + 1]}) * sigma));
+  if (with_bias) bias_ = register_parameter("bias", torch::zeros({out_features}));
+}
+
+int64_t MpoLinear::bond_dim(size_t l) const { return std::min(bond_, full_bonds_[l]); }
+
+torch::Tensor MpoLinear::core(size_t l) const {
+  auto c = cores_[l];
+  if (bond_ >= max_bond_) return c;
+  return c.narrow(0, 0, bond_dim(l)).narrow(3, 0, bond_dim(l + 1));
+}
+
+void MpoLinear::set_bond(int64_t bond) {
+  check(bond >= 1 && bond <= max_bond_,
+        "bond dimension " + std::to_string(bond) + " is outside [1, " + std::to_string(max_bond_) + "]");
+  bond_ = bond;
+}
+
+void MpoLinear::load_from_dense(const torch::Tensor& weight, const torch::Tensor& bias) {
+  check(weight.dim() == 2 && weight.size(0) == out_features() && weight.size(1) == in_features(),
+        "MPO conversion: weight shape does not match the layer");
+  const int64_t L = sites();
+  // W[o_1…o_L, i_1…i_L] → interleaved [(o_1,i_1), …, (o_L,i_L)].
+  std::vector<int64_t> dims(out_factors_.begin(), out_factors_.end());
+  dims.insert(dims.end(), in_factors_.begin(), in_factors_.end());
+  std::vector<int64_t> order;
+  for (int64_t l = 0; l < L; ++l) order.push_back(l), order.push_back(L + l);
+  auto rest = weight.detach().to(torch::kFloat64).reshape(dims).permute(order).contiguous();
+
+  std::vector<torch::Tensor> cores;
+  int64_t left = 1;
+  for (int64_t l = 0; l + 1 < L; ++l) {
+    const int64_t n = out_factors_[l] * in_factors_[l];
+    auto m = rest.reshape({left * n, -1});
+    auto [U, S, Vh] = torch::linalg::svd(m, /*full_matrices=*/false, c10::nullopt);
+    const int64_t D = full_bonds_[l + 1];
+    cores.push_back(U.narrow(1, 0, D).reshape({left, out_factors_[l], in_factors_[l], D}));
+    rest = S.narrow(0, 0, D).unsqueeze(1) * Vh.narrow(0, 0, D);  // [D, rest]
+    left = D;
+  }
+  cores.push_back(rest.reshape({left, out_factors_[L - 1], in_factors_[L - 1], 1}));
+
+  torch::NoGradGuard no_grad;
+  for (int64_t l = 0; l < L; ++l) cores_[l].copy_(cores[l]);
+  if (bias_.defined()) {
+    check(bias.defined(), "MPO conversion: the dense layer has no bias to copy");
+    bias_.copy_(bias);
+  }
+}
+
+void MpoLinear::canonicalize() {
+  const int64_t keep = bond_;
+  bond_ = max_bond_;
+  torch::Tensor w;
+  {
+    torch::NoGradGuard no_grad;
+    w = to_dense();
+  }
+  load_from_dense(w, bias_);
+  bond_ = keep;
+}
+
+torch::Tensor MpoLinear::to_dense() const {
+  // Contract the chain into [o_1…o_l, i_1…i_l, D_l], then unfold to [out, in].
+  const size_t L = cores_.size();
+  auto t = core(0).reshape({out_factors_[0], in_factors_[0], -1});  // [P, Q, D]
+  int64_t P = out_factors_[0], Q = in_factors_[0];
+  for (size_t l = 1; l < L; ++l) {
+    auto g = core(l);                                        // [D, o, i, D']
+    auto m = torch::matmul(t.reshape({P * Q, -1}), g.reshape({g.size(0), -1}));  // [PQ, o·i·D']
+    const int64_t o = out_factors_[l], i = in_factors_[l];
+    t = m.reshape({P, Q, o, i, -1}).permute({0, 2, 1, 3, 4}).reshape({P * o, Q * i, -1});
+    P *= o, Q *= i;
+  }
+  return t.reshape({P, Q});
+}
+
+torch::Tensor MpoLinear::forward(const torch::Tensor& x) {
+  // State [M, D, i_l, rest]: M = batch · (out factors done), D = bond, rest = inputs to come.
+  const auto lead = x.sizes().slice(0, x.dim() - 1);
+  const int64_t N = x.numel() / in_features();
+  const size_t L = cores_.size();
+  auto s = x.reshape({N, 1, in_features()});  // [M, D_0, in]
+  int64_t M = N;
+  for (size_t l = 0; l < L; ++l) {
+    auto g = core(l);  // [D, o, i, D']
+    const int64_t D = g.size(0), o = g.size(1), i = g.size(2), D2 = g.size(3);
+    const int64_t rest = s.size(2) / i;
+    // [M, D, i, rest] → [M, rest, D·i] · [D·i, o·D'] → [M, rest, o, D'] → [M·o, D', rest]
+    auto a = s.reshape({M, D, i, rest}).permute({0, 3, 1, 2}).reshape({M * rest, D * i});
+    auto b = g.permute({0, 2, 1, 3}).reshape({D * i, o * D2});
+    s = torch::matmul(a, b).reshape({M, rest, o, D2}).permute({0, 2, 3, 1}).reshape({M * o, D2, rest});
+    M *= o;
+  }
+  auto y = s.reshape({N, out_features()});
+  if (bias_.defined()) y = y + bias_;
+  std::vector<int64_t> shape(lead.begin(), lead.end());
+  shape.push_back(out_features());
+  return y.reshape(shape);
+}
+
+torch::Tensor MpoLinear::forward_rebuilt(const torch::Tensor& x) const {
+  return torch::linear(x, to_dense(), bias_);
+}
+
+int64_t MpoLinear::macs() const {
+  int64_t macs = 0, done_out = 1, rest_in = in_features();
+  for (size_t l = 0; l < cores_.size(); ++l) {
+    const int64_t o = out_factors_[l], i = in_factors_[l];
+    rest_in /= i;
+    macs += done_out * rest_in * bond_dim(l) * i * o * bond_dim(l + 1);
+    done_out *= o;
+  }
+  return macs;
+}
+
+int64_t MpoLinear::params() const {
+  int64_t n = bias_.defined() ? bias_.numel() : 0;
+  for (size_t l = 0; l < cores_.size(); ++l)
+    n += bond_dim(l) * out_factors_[l] * in_factors_[l] * bond_dim(l + 1);
+  return n;
+}
+
+}  // namespace nestscope

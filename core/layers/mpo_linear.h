@@ -1,0 +1,64 @@
+// MpoLinear: a Matrix Product Operator layer. W (out×in), with out = o_1·…·o_L and in = i_1·…·i_L,
+// is a chain of cores G_l [D_{l-1}, o_l, i_l, D_l] (D_0 = D_L = 1); the bond dimension χ caps
+// every D_l. Javanmard et al., "Compressing Transformer Language Models via Matrix Product
+// Operator Decomposition: A Case Study on PicoGPT", 2026.
+#pragma once
+#include <vector>
+
+#include "core/layers/elastic_linear.h"
+
+namespace nestscope {
+
+// Splits n into `sites` factors whose product is n, as equal as possible, ascending
+// (128 → 8·16, 512 → 8·8·8, 128 into 3 → 4·4·8, 65 → 5·13). Factors of 1 are allowed.
+std::vector<int64_t> balanced_factors(int64_t n, int64_t sites);
+// The default number of sites for a d_out×d_in weight: 3 when a side reaches 512, else 2.
+int64_t default_mpo_sites(int64_t in_features, int64_t out_features);
+
+class MpoLinear : public ElasticLinear {
+ public:
+  // Random cores with std(W) ≈ init_std; bias zero; the bond starts at max_bond. Throws Error
+  // when the factors do not multiply to the shape, their counts differ, or max_bond < 1.
+  MpoLinear(int64_t in_features, int64_t out_features, std::vector<int64_t> out_factors,
+            std::vector<int64_t> in_factors, int64_t max_bond, bool with_bias, double init_std);
+
+  // TT-SVD: sequential SVDs over the interleaved (o_l, i_l) indices, keeping at most max_bond
+  // singular vectors per bond. The cores are left-orthogonal with the bond indices sorted by
+  // singular value, so a lower χ is a truncation of every bond (the slider), not a new TT-SVD.
+  void load_from_dense(const torch::Tensor& weight, const torch::Tensor& bias) override;
+  // Re-runs TT-SVD on the chain's own full-χ weight: restores the sorted canonical form after
+  // fine-tuning without changing the full-χ function (up to rounding).
+  void canonicalize();
+
+  // Direct contraction of x with the chain, site by site; W is never formed.
+  torch::Tensor forward(const torch::Tensor& x) override;
+  // The reference path: rebuild W from the cores, then one matmul.
+  torch::Tensor forward_rebuilt(const torch::Tensor& x) const;
+  int64_t macs() const override;  // of the direct contraction, per input row
+  int64_t params() const override;
+  torch::Tensor to_dense() const override;
+  torch::Tensor bias() const override { return bias_; }
+
+  int64_t max_bond() const override { return max_bond_; }
+  int64_t bond() const override { return bond_; }
+  void set_bond(int64_t bond) override;  // throws Error outside [1, max_bond]
+
+  const std::vector<int64_t>& out_factors() const { return out_factors_; }
+  const std::vector<int64_t>& in_factors() const { return in_factors_; }
+  int64_t sites() const { return int64_t(cores_.size()); }
+  // Bond l (1 ≤ l < sites) at the current χ, and at the maximum χ.
+  int64_t bond_dim(size_t l) const;
+  int64_t full_bond_dim(size_t l) const { return full_bonds_[l]; }
+  // Core l at the current χ (a view).
+  torch::Tensor core(size_t l) const;
+
+ private:
+  std::vector<int64_t> out_factors_, in_factors_;
+  std::vector<int64_t> full_bonds_;  // D_0 … D_L at max χ
+  std::vector<torch::Tensor> cores_; // [D_{l-1}, o_l, i_l, D_l]
+  torch::Tensor bias_;
+  int64_t max_bond_;
+  int64_t bond_;
+};
+
+}  // namespace nestscope

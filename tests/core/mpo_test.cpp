@@ -1,0 +1,131 @@
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "core/error.h"
+#include "core/layers/mpo_linear.h"
+
+using namespace nestscope;
+
+namespace {
+
+double rel_error(const torch::Tensor& a, const torch::Tensor& b) {
+  return ((a - b).norm() / b.norm()).item<double>();
+}
+
+// A weight with a decaying spectrum, like a trained one (a random Gaussian matrix has none).
+torch::Tensor trained_like_weight(int64_t out, int64_t in, uint64_t seed) {
+  torch::manual_seed(seed);
+  auto u = torch::linalg::qr(torch::randn({out, out}), "reduced");
+  auto v = torch::linalg::qr(torch::randn({in, in}), "reduced");
+  const int64_t k = std::min(out, in);
+  auto s = torch::exp(-torch::arange(k, torch::kFloat) / double(k) * 4.0);
+  return torch::matmul(std::get<0>(u).narrow(1, 0, k) * s, std::get<0>(v).narrow(1, 0, k).t()) +
+         0.01 * torch::randn({out, in});
+}
+
+}  // namespace
+
+TEST(MpoFactors, BalancedDefaultsReproduceThePublishedScheme) {
+  using V = std::vector<int64_t>;
+  EXPECT_EQ(balanced_factors(128, 2), (V{8, 16}));
+  EXPECT_EQ(balanced_factors(512, 3), (V{8, 8, 8}));
+  EXPECT_EQ(balanced_factors(128, 3), (V{4, 4, 8}));
+  EXPECT_EQ(balanced_factors(65, 2), (V{5, 13}));
+  EXPECT_EQ(balanced_factors(50257, 2), (V{29, 1733}));
+  EXPECT_EQ(balanced_factors(7, 3), (V{1, 1, 7}));
+  EXPECT_EQ(default_mpo_sites(128, 128), 2);
+  EXPECT_EQ(default_mpo_sites(128, 512), 3);
+  EXPECT_THROW(balanced_factors(0, 2), Error);
+}
+
+TEST(MpoLinear, PublishedShapesHaveThePublishedCoreCounts) {
+  for (int64_t chi : {4, 8, 16, 32}) {
+    MpoLinear attn(128, 128, {8, 16}, {8, 16}, chi, false, 0.02);
+    MpoLinear up(128, 512, {8, 8, 8}, {4, 4, 8}, chi, false, 0.02);
+    MpoLinear down(512, 128, {4, 4, 8}, {8, 8, 8}, chi, false, 0.02);
+    MpoLinear head(128, 65, {5, 13}, {8, 16}, chi, false, 0.02);
+    EXPECT_EQ(attn.params(), 320 * chi);
+    EXPECT_EQ(up.params(), 96 * chi + 32 * chi * chi);
+    EXPECT_EQ(down.params(), 96 * chi + 32 * chi * chi);
+    EXPECT_EQ(head.params(), 248 * chi);
+  }
+  MpoLinear biased(128, 128, {8, 16}, {8, 16}, 8, true, 0.02);
+  EXPECT_EQ(biased.params(), 320 * 8 + 128);
+}
+
+TEST(MpoLinear, DirectContractionEqualsTheRebuiltWeight) {
+  MpoLinear up(128, 512, {8, 8, 8}, {4, 4, 8}, 16, true, 0.02);
+  up.load_from_dense(trained_like_weight(512, 128, 1), torch::randn({512}) * 0.1);
+  torch::NoGradGuard g;
+  auto x = torch::randn({3, 5, 128});
+  for (int64_t chi : {1, 3, 8, 16}) {
+    up.set_bond(chi);
+    auto direct = up.forward(x);
+    ASSERT_EQ(direct.sizes(), (std::vector<int64_t>{3, 5, 512}));
+    auto reference = torch::matmul(x, up.to_dense().t()) + up.bias();
+    EXPECT_LT(rel_error(direct, reference), 1e-5) << "χ=" << chi;
+    EXPECT_LT(rel_error(up.forward_rebuilt(x), reference), 1e-5) << "χ=" << chi;
+  }
+}
+
+TEST(MpoLinear, FullBondTtSvdReproducesTheWeight) {
+  auto w = trained_like_weight(128, 512, 2);
+  MpoLinear down(512, 128, {4, 4, 8}, {8, 8, 8}, 1 << 20, false, 0.02);
+  down.load_from_dense(w, {});
+  EXPECT_EQ(down.full_bond_dim(1), 32);  // min(4·8, 4·8·8·8)
+  EXPECT_EQ(down.full_bond_dim(2), 64);  // min(32·4·8, 8·8)
+  EXPECT_LT(rel_error(down.to_dense(), w), 1e-5);
+}
+
+TEST(MpoLinear, TruncationErrorFallsWithChiAndMatchesAFreshTtSvd) {
+  auto w = trained_like_weight(512, 128, 3);
+  MpoLinear up(128, 512, {8, 8, 8}, {4, 4, 8}, 64, false, 0.02);
+  up.load_from_dense(w, {});
+  double previous = 1e9;
+  for (int64_t chi = 1; chi <= 64; chi *= 2) {
+    up.set_bond(chi);
+    const double live = rel_error(up.to_dense(), w);
+    MpoLinear fresh(128, 512, {8, 8, 8}, {4, 4, 8}, chi, false, 0.02);
+    fresh.load_from_dense(w, {});
+    const double optimal = rel_error(fresh.to_dense(), w);
+    EXPECT_LE(live, previous + 1e-9) << "χ=" << chi;
+    EXPECT_LE(live, 1.10 * optimal + 1e-6) << "χ=" << chi << ": live truncation vs fresh TT-SVD";
+    previous = live;
+  }
+}
+
+TEST(MpoLinear, CanonicalizeKeepsTheFunction) {
+  MpoLinear attn(128, 128, {8, 16}, {8, 16}, 32, true, 0.02);
+  attn.load_from_dense(trained_like_weight(128, 128, 4), torch::zeros({128}));
+  {
+    torch::NoGradGuard g;
+    for (auto& p : attn.parameters()) p.add_(torch::randn_like(p) * 0.01);  // "fine-tuned"
+  }
+  attn.set_bond(8);
+  const auto before = attn.to_dense().detach().clone();
+  attn.set_bond(32);
+  const auto full = attn.to_dense().detach().clone();
+  attn.set_bond(8);
+  attn.canonicalize();
+  EXPECT_EQ(attn.bond(), 8);
+  attn.set_bond(32);
+  EXPECT_LT(rel_error(attn.to_dense(), full), 1e-5);
+  attn.set_bond(8);  // re-sorted bonds: truncation is no worse than before
+  EXPECT_LE(rel_error(attn.to_dense(), full), rel_error(before, full) + 1e-6);
+}
+
+TEST(MpoLinear, BadShapesAndBondsAreClearErrors) {
+  EXPECT_THROW(MpoLinear(128, 128, {8, 16}, {8, 8}, 4, false, 0.02), Error);     // 64 ≠ 128
+  EXPECT_THROW(MpoLinear(128, 128, {8, 16}, {2, 4, 16}, 4, false, 0.02), Error);  // site counts differ
+  EXPECT_THROW(MpoLinear(128, 128, {8, 16}, {8, 16}, 0, false, 0.02), Error);
+  MpoLinear attn(128, 128, {8, 16}, {8, 16}, 16, false, 0.02);
+  EXPECT_THROW(attn.set_bond(0), Error);
+  EXPECT_THROW(attn.set_bond(17), Error);
+  EXPECT_EQ(attn.bond(), 16);
+  try {
+    MpoLinear(128, 128, {8, 16}, {8, 8}, 4, false, 0.02);
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("multiply to 64, not 128"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(attn.load_from_dense(torch::zeros({128, 64}), {}), Error);
+}
