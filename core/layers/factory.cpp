@@ -1,6 +1,7 @@
 #include "core/layers/factory.h"
 
 #include "core/layers/dense_linear.h"
+#include "core/layers/mpo_linear.h"
 #include "core/layers/nsn_linear.h"
 
 namespace nestscope {
@@ -11,6 +12,11 @@ std::shared_ptr<ElasticLinear> make_linear(const ModelConfig& cfg, const std::st
   switch (cfg.linear_spec(family).kind) {
     case LinearKind::Nsn:
       return std::make_shared<NsnLinear>(in, out, cfg.nsn_max_rank(family), bias, cfg.init_std);
+    case LinearKind::Mpo: {
+      auto [of, inf] = cfg.mpo_factors(family);
+      return std::make_shared<MpoLinear>(in, out, std::move(of), std::move(inf), cfg.linear_spec(family).bond, bias,
+                                         cfg.init_std);
+    }
     case LinearKind::Dense:
       break;
   }

@@ -21,23 +21,6 @@ std::string join(const std::vector<int64_t>& v) {
 
 }  // namespace
 
-std::vector<int64_t> balanced_factors(int64_t n, int64_t sites) {
-  check(n >= 1 && sites >= 1, "cannot split " + std::to_string(n) + " into " + std::to_string(sites) + " factors");
-  std::vector<int64_t> primes;
-  for (int64_t p = 2, m = n; m > 1; ++p) {
-    if (p * p > m) p = m;
-    while (m % p == 0) primes.push_back(p), m /= p;
-  }
-  std::vector<int64_t> f(size_t(sites), 1);
-  for (auto it = primes.rbegin(); it != primes.rend(); ++it) *std::min_element(f.begin(), f.end()) *= *it;
-  std::sort(f.begin(), f.end());
-  return f;
-}
-
-int64_t default_mpo_sites(int64_t in_features, int64_t out_features) {
-  return std::max(in_features, out_features) >= 512 ? 3 : 2;
-}
-
 MpoLinear::MpoLinear(int64_t in_features, int64_t out_features, std::vector<int64_t> out_factors,
                      std::vector<int64_t> in_factors, int64_t max_bond, bool with_bias, double init_std)
     : ElasticLinear(in_features, out_features),
@@ -59,15 +42,8 @@ MpoLinear::MpoLinear(int64_t in_features, int64_t out_features, std::vector<int6
             std::to_string(product(in_factors_)) + ", not " + std::to_string(in_features));
   check(max_bond >= 1, "MPO bond dimension must be at least 1, got " + std::to_string(max_bond));
 
-  // D_l = min(χ, D_{l-1}·n_l, n_{l+1}·…·n_L): what TT-SVD can produce at this χ.
+  full_bonds_ = mpo_bond_dims(out_factors_, in_factors_, max_bond);
   const size_t L = out_factors_.size();
-  full_bonds_.assign(L + 1, 1);
-  for (size_t l = 1; l < L; ++l) {
-    int64_t right = 1;
-    for (size_t k = l; k < L; ++k) right *= out_factors_[k] * in_factors_[k];
-    full_bonds_[l] =
-        std::min({max_bond, full_bonds_[l - 1] * out_factors_[l - 1] * in_factors_[l - 1], right});
-  }
   // Var(W_ij) = (Π interior D_l) · Π σ_l² = init_std²: every core gets the same σ.
   double paths = 1;
   for (size_t l = 1; l < L; ++l) paths *= double(full_bonds_[l]);

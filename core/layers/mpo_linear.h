@@ -6,14 +6,9 @@
 #include <vector>
 
 #include "core/layers/elastic_linear.h"
+#include "core/layers/mpo_shape.h"
 
 namespace nestscope {
-
-// Splits n into `sites` factors whose product is n, as equal as possible, ascending
-// (128 → 8·16, 512 → 8·8·8, 128 into 3 → 4·4·8, 65 → 5·13). Factors of 1 are allowed.
-std::vector<int64_t> balanced_factors(int64_t n, int64_t sites);
-// The default number of sites for a d_out×d_in weight: 3 when a side reaches 512, else 2.
-int64_t default_mpo_sites(int64_t in_features, int64_t out_features);
 
 class MpoLinear : public ElasticLinear {
  public:

@@ -9,6 +9,7 @@ namespace nestscope {
 struct Budget {
   int64_t rank = 0;  // global NSN rank (0 = full); each layer uses min(rank, its max rank)
   std::map<std::string, int64_t> layer_rank;  // per-projection overrides ("blk.0.mlp.up" -> r)
+  int64_t bond = 0;  // global MPO bond dimension χ (0 = full); each layer uses min(bond, its max)
   bool operator==(const Budget&) const = default;
 };
 

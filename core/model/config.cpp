@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/layers/mpo_shape.h"
 
 namespace nestscope {
 
@@ -40,6 +41,14 @@ int64_t ModelConfig::nsn_max_rank(const std::string& family) const {
   return spec.max_rank > 0 ? spec.max_rank : std::min(in, out);
 }
 
+std::pair<std::vector<int64_t>, std::vector<int64_t>> ModelConfig::mpo_factors(const std::string& family) const {
+  const auto [in, out] = family_shape(family);
+  const auto spec = linear_spec(family);
+  if (!spec.out_factors.empty() || !spec.in_factors.empty()) return {spec.out_factors, spec.in_factors};
+  const int64_t sites = default_mpo_sites(in, out);
+  return {balanced_factors(out, sites), balanced_factors(in, sites)};
+}
+
 void ModelConfig::validate() const {
   auto positive = [](int64_t v, const char* name) {
     check(v > 0, std::string("model config: ") + name + " must be positive, got " + std::to_string(v));
@@ -66,6 +75,21 @@ void ModelConfig::validate() const {
     check(spec.max_rank >= 0 && spec.max_rank <= std::min(in, out),
           "model config: max rank " + std::to_string(spec.max_rank) + " of '" + family + "' is outside [1, " +
               std::to_string(std::min(in, out)) + "]");
+    if (spec.kind == LinearKind::Mpo) {
+      check(spec.bond >= 1 && spec.bond <= 65536,
+            "model config: bond dimension " + std::to_string(spec.bond) + " of '" + family + "' is outside [1, 65536]");
+      const auto [of, inf] = mpo_factors(family);
+      auto product = [](const std::vector<int64_t>& v) {
+        int64_t p = 1;
+        for (int64_t x : v) p = x >= 1 && p <= (int64_t(1) << 40) ? p * x : -1;
+        return p;
+      };
+      check(!of.empty() && of.size() == inf.size(),
+            "model config: '" + family + "' needs the same number (≥ 1) of out and in factors");
+      check(product(of) == out && product(inf) == in,
+            "model config: the MPO factors of '" + family + "' do not multiply to its shape " + std::to_string(out) +
+                "×" + std::to_string(in));
+    }
   }
   check(vocab_size <= (int64_t(1) << 24) && d_model <= 65536 && d_ff <= (1 << 20) &&
             n_layers <= 1024 && context <= (1 << 20),
@@ -75,7 +99,13 @@ void ModelConfig::validate() const {
 int64_t ModelConfig::parameter_count() const {
   auto projection = [&](const std::string& family) {
     const auto [in, out] = family_shape(family);
-    const int64_t weights = linear_spec(family).kind == LinearKind::Nsn ? nsn_max_rank(family) * (in + out) : in * out;
+    const auto spec = linear_spec(family);
+    int64_t weights = in * out;
+    if (spec.kind == LinearKind::Nsn) weights = nsn_max_rank(family) * (in + out);
+    if (spec.kind == LinearKind::Mpo) {
+      const auto [of, inf] = mpo_factors(family);
+      weights = mpo_core_params(of, inf, spec.bond);
+    }
     return weights + (family_has_bias(family) ? out : 0);
   };
   int64_t per_block = 2 * (2 * d_model);  // two LayerNorms
@@ -106,8 +136,11 @@ std::string ModelConfig::to_json() const {
       {"init_std", init_std},
   };
   for (const auto& [family, spec] : linear) {
-    if (spec.kind == LinearKind::Dense) continue;
-    j["linear"][family] = {{"kind", "nsn"}, {"max_rank", spec.max_rank}};
+    if (spec.kind == LinearKind::Nsn) j["linear"][family] = {{"kind", "nsn"}, {"max_rank", spec.max_rank}};
+    if (spec.kind == LinearKind::Mpo) {
+      const auto [of, inf] = mpo_factors(family);
+      j["linear"][family] = {{"kind", "mpo"}, {"bond", spec.bond}, {"out_factors", of}, {"in_factors", inf}};
+    }
   }
   return j.dump();
 }
@@ -140,10 +173,13 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
       check(j["linear"].is_object(), "model config: 'linear' must be an object");
       for (auto it = j["linear"].begin(); it != j["linear"].end(); ++it) {
         const auto kind = it.value().at("kind").get<std::string>();
-        check(kind == "nsn" || kind == "dense", "model config: unknown linear kind '" + kind + "'");
+        check(kind == "nsn" || kind == "dense" || kind == "mpo", "model config: unknown linear kind '" + kind + "'");
         LinearSpec spec;
-        spec.kind = kind == "nsn" ? LinearKind::Nsn : LinearKind::Dense;
+        spec.kind = kind == "nsn" ? LinearKind::Nsn : kind == "mpo" ? LinearKind::Mpo : LinearKind::Dense;
         spec.max_rank = it.value().value("max_rank", int64_t(0));
+        spec.bond = it.value().value("bond", int64_t(0));
+        spec.out_factors = it.value().value("out_factors", std::vector<int64_t>{});
+        spec.in_factors = it.value().value("in_factors", std::vector<int64_t>{});
         c.linear[it.key()] = spec;
       }
     }

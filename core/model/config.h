@@ -11,11 +11,13 @@ enum class PositionEncoding { Sinusoidal, Learned };
 enum class Activation { Relu, Gelu };
 
 // How a projection family is parameterized: the registry of ElasticLinear kinds.
-enum class LinearKind { Dense, Nsn };
+enum class LinearKind { Dense, Nsn, Mpo };
 
 struct LinearSpec {
   LinearKind kind = LinearKind::Dense;
   int64_t max_rank = 0;  // NSN: the largest rank R kept (0 = min(d_in, d_out))
+  int64_t bond = 0;      // MPO: the largest bond dimension χ kept (≥ 1)
+  std::vector<int64_t> out_factors, in_factors;  // MPO: per-site factors (empty = balanced default)
   bool operator==(const LinearSpec&) const = default;
 };
 
@@ -47,6 +49,9 @@ struct ModelConfig {
   bool family_has_bias(const std::string& family) const;
   // R actually used for an NSN family: max_rank, or min(d_in, d_out) when 0.
   int64_t nsn_max_rank(const std::string& family) const;
+  // (out factors, in factors) of an MPO family: the spec's, or balanced_factors with
+  // default_mpo_sites when the spec leaves them empty.
+  std::pair<std::vector<int64_t>, std::vector<int64_t>> mpo_factors(const std::string& family) const;
 
   int64_t head_dim() const { return d_model / n_heads; }
 

@@ -19,6 +19,25 @@ ModelConfig nsn_config(const ModelConfig& src, const std::vector<std::string>& f
   return c;
 }
 
+ModelConfig mpo_config(const ModelConfig& src, const std::vector<std::string>& families, int64_t bond) {
+  check(bond >= 1, "bond dimension must be at least 1, got " + std::to_string(bond));
+  ModelConfig c = src;
+  std::vector<std::string> chosen = families;
+  if (chosen.empty())
+    for (const auto& f : projection_families())
+      if (f != "head" || !src.tied_head) chosen.push_back(f);
+  for (const auto& f : chosen) {
+    src.family_shape(f);  // throws on unknown families
+    LinearSpec spec{LinearKind::Mpo};
+    spec.bond = bond;
+    c.linear[f] = spec;
+    std::tie(spec.out_factors, spec.in_factors) = c.mpo_factors(f);
+    c.linear[f] = spec;
+  }
+  c.validate();
+  return c;
+}
+
 Gpt clone_model(Gpt& src) {
   Gpt dst(src->config());
   torch::NoGradGuard no_grad;
@@ -27,8 +46,10 @@ Gpt clone_model(Gpt& src) {
   dst->to(src->tok_emb->weight.device());
   const auto from = src->projections();
   const auto to = dst->projections();
-  for (size_t i = 0; i < to.size(); ++i)
+  for (size_t i = 0; i < to.size(); ++i) {
     if (to[i].second->max_rank() > 0) to[i].second->set_rank(from[i].second->rank());
+    if (to[i].second->max_bond() > 0) to[i].second->set_bond(from[i].second->bond());
+  }
   dst->eval();
   return dst;
 }

@@ -19,4 +19,8 @@ Gpt clone_model(Gpt& src);
 // (0 = full rank min(d_in, d_out)).
 ModelConfig nsn_config(const ModelConfig& src, const std::vector<std::string>& families, int64_t max_rank);
 
+// src's config with `families` (empty = every projection, the LM head included, as published)
+// made MPO chains of bond dimension `bond`, with each family's balanced default factors.
+ModelConfig mpo_config(const ModelConfig& src, const std::vector<std::string>& families, int64_t bond);
+
 }  // namespace nestscope

@@ -171,6 +171,12 @@ void GptImpl::apply_budget(const Budget& budget) {
   check(budget.rank == 0 || largest > 0, "this model has no rank-elastic (NSN) layers; convert it first");
   check(budget.rank <= largest, "rank " + std::to_string(budget.rank) + " is outside [1, " + std::to_string(largest) +
                                     "], the largest NSN rank of this model");
+  int64_t largest_bond = 0;
+  for (const auto& [name, p] : layers) largest_bond = std::max(largest_bond, p->max_bond());
+  check(budget.bond >= 0, "bond dimension must be >= 1 (or 0 for full), got " + std::to_string(budget.bond));
+  check(budget.bond == 0 || largest_bond > 0, "this model has no bond-elastic (MPO) layers; convert it first");
+  check(budget.bond <= largest_bond, "bond dimension " + std::to_string(budget.bond) + " is outside [1, " +
+                                         std::to_string(largest_bond) + "], the largest χ of this model");
   std::vector<int64_t> ranks;  // validate everything before changing anything
   for (const auto& [name, p] : layers) {
     int64_t r = p->max_rank() == 0 ? 0 : (budget.rank == 0 ? p->max_rank() : std::min(budget.rank, p->max_rank()));
@@ -188,8 +194,11 @@ void GptImpl::apply_budget(const Budget& budget) {
     for (const auto& l : layers) known |= l.first == name;
     check(known, "budget names an unknown layer '" + name + "'");
   }
-  for (size_t i = 0; i < layers.size(); ++i)
-    if (ranks[i] > 0) layers[i].second->set_rank(ranks[i]);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    auto& p = *layers[i].second;
+    if (ranks[i] > 0) p.set_rank(ranks[i]);
+    if (p.max_bond() > 0) p.set_bond(budget.bond == 0 ? p.max_bond() : std::min(budget.bond, p.max_bond()));
+  }
 }
 
 }  // namespace nestscope

@@ -3,6 +3,8 @@
 
 #include "core/error.h"
 #include "core/layers/mpo_linear.h"
+#include "core/model/convert.h"
+#include "core/model/transformer.h"
 
 using namespace nestscope;
 
@@ -128,4 +130,52 @@ TEST(MpoLinear, BadShapesAndBondsAreClearErrors) {
     EXPECT_NE(std::string(e.what()).find("multiply to 64, not 128"), std::string::npos) << e.what();
   }
   EXPECT_THROW(attn.load_from_dense(torch::zeros({128, 64}), {}), Error);
+}
+
+TEST(MpoModel, PicoGptCountsAre13696Plus6136ChiPlus256ChiSquared) {
+  const ModelConfig pico = ModelConfig::pico_gpt();
+  const std::map<int64_t, int64_t> published = {{4, 42336}, {8, 79168}, {16, 177408}, {32, 472192}};
+  for (const auto& [chi, total] : published) {
+    const ModelConfig c = mpo_config(pico, {}, chi);
+    EXPECT_EQ(c.parameter_count(), 13696 + 6136 * chi + 256 * chi * chi);
+    EXPECT_EQ(c.parameter_count(), total) << "χ=" << chi;
+    Gpt model(c);
+    int64_t counted = 0;
+    for (const auto& p : model->parameters()) counted += p.numel();
+    EXPECT_EQ(counted, total) << "χ=" << chi;
+    EXPECT_EQ(ModelConfig::from_json(c.to_json()), c);
+  }
+  const auto up = mpo_config(pico, {}, 8).linear.at("mlp.up");
+  EXPECT_EQ(up.out_factors, (std::vector<int64_t>{8, 8, 8}));
+  EXPECT_EQ(up.in_factors, (std::vector<int64_t>{4, 4, 8}));
+  EXPECT_THROW(mpo_config(pico, {}, 0), Error);
+  ModelConfig bad = mpo_config(pico, {"attn.q"}, 8);
+  bad.linear["attn.q"].out_factors = {8, 8};
+  EXPECT_THROW(bad.validate(), Error);
+}
+
+TEST(MpoModel, FullBondConversionKeepsTheLogitsAndBudgetsSetChi) {
+  ModelConfig cfg{.vocab_size = 12, .d_model = 16, .n_heads = 2, .n_layers = 2, .context = 16, .d_ff = 64};
+  torch::manual_seed(7);
+  Gpt dense(cfg);
+  {
+    torch::NoGradGuard g;
+    for (auto& p : dense->parameters()) p.add_(torch::randn_like(p) * 0.2);
+  }
+  dense->eval();
+  auto mpo = convert_model(dense, mpo_config(cfg, {}, 1024));
+  torch::NoGradGuard g;
+  auto x = torch::randint(0, 12, {2, 10}, torch::kInt64);
+  auto a = dense->forward(x), b = mpo->forward(x);
+  EXPECT_LT(((a - b).abs().max() / a.abs().max()).item<double>(), 1e-4);
+
+  mpo->apply_budget(Budget{.bond = 2});
+  for (const auto& [name, p] : mpo->projections()) EXPECT_EQ(p->bond(), 2) << name;
+  const auto c = mpo->forward(x);
+  EXPECT_GT((a - c).abs().max().item<double>(), 1e-3);  // χ = 2 is a real truncation
+  EXPECT_THROW(mpo->apply_budget(Budget{.bond = 5000}), Error);
+  for (const auto& [name, p] : mpo->projections()) EXPECT_EQ(p->bond(), 2) << name << ": a bad budget changed state";
+  EXPECT_THROW(dense->apply_budget(Budget{.bond = 2}), Error);
+  mpo->apply_budget(Budget{});
+  EXPECT_LT(((a - mpo->forward(x)).abs().max() / a.abs().max()).item<double>(), 1e-4);
 }
