@@ -227,6 +227,26 @@ int main(int argc, char** argv) {
   nsn_frontier->add_option("--rows", rows_out, "also write the rows to this file (.csv or .jsonl)");
   add_common(nsn_frontier, common);
 
+  // mpo convert | frontier
+  auto* mpo = app.add_subcommand("mpo", "Matrix Product Operators: convert by TT-SVD, sweep bond dimensions");
+  mpo->require_subcommand(1);
+  int64_t bond = 0;
+  auto* mpo_convert = mpo->add_subcommand("convert", "TT-SVD conversion of a dense model into MPO chains");
+  mpo_convert->add_option("-o,--out", out, "where to write the MPO checkpoint")->required();
+  mpo_convert->add_option("--families", families_csv,
+                          "comma-separated projections to convert (attn.q,...,mlp.down,head); default: all");
+  mpo_convert->add_option("--bond", bond, "bond dimension χ kept")->required();
+  add_common(mpo_convert, common);
+  auto* mpo_frontier = mpo->add_subcommand("frontier", "accuracy against parameters over bond dimensions");
+  std::string bonds_csv;
+  mpo_frontier->add_option("--corpus", corpus, "text; its last 10% is scored")->required();
+  mpo_frontier->add_option("--bonds", bonds_csv, "comma-separated bond dimensions (default 2,4,8,16,32,64)");
+  mpo_frontier->add_option("--bond", bond, "evaluate this one bond dimension and print one object");
+  mpo_frontier->add_option("--dense", dense_model, "dense reference model (default: the embedded PicoGPT)");
+  mpo_frontier->add_option("--windows", windows, "validation windows to score (0 = all)")->capture_default_str();
+  mpo_frontier->add_option("--rows", rows_out, "also write the rows to this file (.csv or .jsonl)");
+  add_common(mpo_frontier, common);
+
   CLI11_PARSE(app, argc, argv);
   cli::install_interrupt_handler();
 
@@ -361,6 +381,51 @@ int main(int argc, char** argv) {
         std::cout << (common.json_out ? arr[0].dump() : arr[0].dump(2)) << "\n";
       } else {
         json j = {{"dense_token_accuracy", dense_acc}, {"rows", arr}};
+        std::cout << (common.json_out ? j.dump() : j.dump(2)) << "\n";
+      }
+    } else if (*mpo_convert) {
+      open_model(engine, common);
+      engine.convert_mpo(split_list(families_csv), bond);
+      engine.save(out);
+      const auto i = engine.info();
+      json j = {{"out", out}, {"parameters", i.parameters}, {"bond", i.max_bond},
+                {"linear_macs", i.linear_macs}, {"dense_linear_macs", i.dense_linear_macs}};
+      std::cout << (common.json_out ? j.dump() : j.dump(2)) << "\n";
+    } else if (*mpo_frontier) {
+      open_model(engine, common);
+      const std::string text = read_text_file(corpus);
+      MpoFrontierOptions mo;
+      for (const auto& b : split_list(bonds_csv)) mo.bonds.push_back(parse_number<int64_t>(b, "--bonds"));
+      if (bond > 0) mo.bonds = {bond};
+      if (mo.bonds.empty()) mo.bonds = {2, 4, 8, 16, 32, 64};
+      mo.max_windows = windows;
+      const auto rows = engine.mpo_frontier(text, true, mo, bar_fn(bar));
+      bar.finish();
+      EvalResult dense_eval;
+      int64_t dense_params = 0;
+      if (engine.info().max_bond == 0) {
+        dense_eval = engine.evaluate(text, true);
+        dense_params = engine.info().parameters;
+      } else {
+        Engine dense;
+        dense.set_device(common.device);
+        if (dense_model.empty()) dense.load_default(); else dense.load(dense_model);
+        dense_eval = dense.evaluate(text, true);
+        dense_params = dense.info().parameters;
+      }
+      json arr = json::array();
+      for (const auto& r : rows) {
+        json j = frontier_json(r, dense_eval.token_accuracy);
+        j["bond"] = r.bond;
+        j["compression_ratio"] = double(dense_params) / double(r.parameters);
+        j["accuracy_vs_dense"] = r.eval.token_accuracy / dense_eval.token_accuracy;
+        arr.push_back(j);
+      }
+      if (!rows_out.empty()) write_rows(rows_out, arr);
+      if (bond > 0) {
+        std::cout << (common.json_out ? arr[0].dump() : arr[0].dump(2)) << "\n";
+      } else {
+        json j = {{"dense_token_accuracy", dense_eval.token_accuracy}, {"dense_parameters", dense_params}, {"rows", arr}};
         std::cout << (common.json_out ? j.dump() : j.dump(2)) << "\n";
       }
     } else if (*info) {

@@ -77,7 +77,10 @@ ModelInfo Engine::info() const {
   i.macs_per_token = m.model->macs_per_token(m.config.context);
   i.device = impl_->device.is_cuda() ? "cuda" : "cpu";
   i.training_json = m.training_json;
-  for (const auto& [name, p] : m.model->projections()) i.max_rank = std::max(i.max_rank, p->max_rank());
+  for (const auto& [name, p] : m.model->projections()) {
+    i.max_rank = std::max(i.max_rank, p->max_rank());
+    i.max_bond = std::max(i.max_bond, p->max_bond());
+  }
   i.active_parameters = m.model->active_parameter_count();
   i.linear_macs = m.model->linear_macs_per_token();
   i.dense_linear_macs = dense_linear_macs(m.model);
@@ -284,6 +287,62 @@ std::vector<FrontierRow> Engine::nsn_frontier(const std::string& text, bool vali
       row.ms_per_token = o.measure_latency ? measure_decode_ms(model) : 0;
       rows.push_back(row);
       report(progress, {"frontier", ++done, int64_t(budgets.size())});
+    }
+  } catch (...) {
+    m.model->apply_budget(saved);
+    throw;
+  }
+  m.model->apply_budget(saved);
+  return rows;
+}
+
+void Engine::convert_mpo(const std::vector<std::string>& families, int64_t bond) {
+  auto& m = impl_->need();
+  LoadedModel next;
+  next.config = mpo_config(m.config, families, bond);
+  next.model = convert_model(m.model, next.config);
+  next.tokenizer = tokenizer_from_json(m.tokenizer->to_json());
+  next.source = m.source + " (MPO)";
+  nlohmann::json rec = {{"converted_from", m.source}, {"conversion", "mpo-tt-svd"}, {"bond", bond},
+                        {"families", families}, {"source_training", nlohmann::json::parse(m.training_json, nullptr, false)}};
+  next.training_json = rec.dump();
+  impl_->adopt(std::move(next));
+}
+
+std::vector<FrontierRow> Engine::mpo_frontier(const std::string& text, bool validation_split,
+                                              const MpoFrontierOptions& o, const ProgressFn& progress) {
+  auto& m = impl_->need();
+  check(!o.bonds.empty(), "MPO frontier: give at least one bond dimension");
+  const std::vector<int64_t> tokens = validation_split ? make_corpus(*m.tokenizer, text, 0.9).validation
+                                                       : m.tokenizer->encode(text);
+  const bool is_mpo = info().max_bond > 0;
+  // A dense model: one lossless TT-SVD (χ capped only by the shapes), then live truncations.
+  Gpt model = is_mpo ? m.model : convert_model(m.model, mpo_config(m.config, {}, int64_t(1) << 16));
+  int64_t largest = 0;
+  for (const auto& [name, p] : model->projections()) largest = std::max(largest, p->max_bond());
+  for (int64_t b : o.bonds)
+    check(b >= 1 && b <= largest, "bond dimension " + std::to_string(b) + " is outside [1, " + std::to_string(largest) + "]");
+  const Budget saved = impl_->budget;
+  const int64_t dense_macs = dense_linear_macs(model);
+  std::vector<FrontierRow> rows;
+  const Budget full{};
+  int64_t done = 0;
+  try {
+    for (int64_t bond : o.bonds) {
+      const Budget b{.bond = bond};
+      model->apply_budget(b);
+      FrontierRow row;
+      row.method = is_mpo ? "mpo" : "tt-svd";
+      row.allocation = "uniform";
+      row.bond = bond;
+      row.linear_macs = model->linear_macs_per_token();
+      row.mac_fraction = double(row.linear_macs) / double(dense_macs);
+      row.model_macs = model->macs_per_token(m.config.context);
+      row.parameters = model->active_parameter_count();
+      row.eval = evaluate_tokens(model, tokens, o.max_windows, 16, {}, &full, &b);
+      row.ms_per_token = o.measure_latency ? measure_decode_ms(model) : 0;
+      rows.push_back(row);
+      report(progress, {"frontier", ++done, int64_t(o.bonds.size())});
     }
   } catch (...) {
     m.model->apply_budget(saved);

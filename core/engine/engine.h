@@ -23,6 +23,7 @@ struct ModelInfo {
   std::string device;          // "cpu" or "cuda"
   std::string training_json;   // what the trainer recorded, "{}" if nothing
   int64_t max_rank = 0;        // largest NSN rank (0 = no rank-elastic layers)
+  int64_t max_bond = 0;        // largest MPO bond dimension χ (0 = no bond-elastic layers)
   int64_t active_parameters = 0;  // in use at the current budget
   int64_t linear_macs = 0;        // projection MACs per token at the current budget
   int64_t dense_linear_macs = 0;  // the same for the dense equivalent
@@ -30,9 +31,10 @@ struct ModelInfo {
 
 // One point of a compute–accuracy frontier.
 struct FrontierRow {
-  std::string method;          // "dense", "svd" (truncation, no training) or "nsn" (fine-tuned)
+  std::string method;          // "svd" / "tt-svd" (truncating a dense model, no training), "nsn", "mpo"
   std::string allocation;      // "uniform" (one global rank), "energy" or "sensitivity" (per-layer)
   int64_t rank = 0;            // global rank (uniform) or the mean rank (energy); 0 = dense
+  int64_t bond = 0;            // MPO bond dimension χ; 0 = not an MPO row
   double mac_fraction = 1;     // linear-layer MACs / dense linear-layer MACs
   int64_t linear_macs = 0;     // projections only, per token
   int64_t model_macs = 0;      // whole model per token at full context (attention included)
@@ -47,6 +49,12 @@ struct NsnFrontierOptions {
   bool energy_allocation = false;     // also evaluate the per-layer energy allocation per fraction
   bool sensitivity_allocation = false;  // ... and per-layer ranks from measured loss sensitivity
   int64_t calibration_windows = 8;    // training-split windows that measure the sensitivity
+  int64_t max_windows = 0;            // 0 = every validation window
+  bool measure_latency = true;
+};
+
+struct MpoFrontierOptions {
+  std::vector<int64_t> bonds;         // bond dimensions χ to evaluate
   int64_t max_windows = 0;            // 0 = every validation window
   bool measure_latency = true;
 };
@@ -131,6 +139,15 @@ class Engine {
   // truncation (method "svd"), an NSN model as "nsn". The budget is restored afterwards.
   std::vector<FrontierRow> nsn_frontier(const std::string& text, bool validation_split,
                                         const NsnFrontierOptions& options, const ProgressFn& progress = {});
+
+  // MPO conversion of the current model by TT-SVD (`families` empty = every projection, the LM
+  // head included) at bond dimension χ = `bond`. The current model is replaced only on success.
+  void convert_mpo(const std::vector<std::string>& families, int64_t bond);
+  // Sweeps bond dimensions on the validation split of `text`. A dense model is converted once
+  // at full (lossless) χ and swept as live TT-SVD truncation (method "tt-svd"); an MPO model as
+  // "mpo". Agreement and KL are against the model at its full χ. The budget is restored afterwards.
+  std::vector<FrontierRow> mpo_frontier(const std::string& text, bool validation_split,
+                                        const MpoFrontierOptions& options, const ProgressFn& progress = {});
 
  private:
   struct Impl;

@@ -128,24 +128,74 @@ torch::Tensor MpoLinear::to_dense() const {
   return t.reshape({P, Q});
 }
 
-torch::Tensor MpoLinear::forward(const torch::Tensor& x) {
-  // State [M, D, i_l, rest]: M = batch · (out factors done), D = bond, rest = inputs to come.
-  const auto lead = x.sizes().slice(0, x.dim() - 1);
-  const int64_t N = x.numel() / in_features();
-  const size_t L = cores_.size();
-  auto s = x.reshape({N, 1, in_features()});  // [M, D_0, in]
+namespace {
+
+// MACs of contracting one input row left to right through cores with these factors and bonds.
+int64_t chain_macs(const std::vector<int64_t>& of, const std::vector<int64_t>& inf, const std::vector<int64_t>& d) {
+  int64_t macs = 0, done_out = 1, rest_in = 1;
+  for (int64_t i : inf) rest_in *= i;
+  for (size_t l = 0; l < of.size(); ++l) {
+    rest_in /= inf[l];
+    macs += done_out * rest_in * d[l] * inf[l] * of[l] * d[l + 1];
+    done_out *= of[l];
+  }
+  return macs;
+}
+
+// x [N, Π in] through cores [D, o, i, D'] left to right → [N, Π out] (out index o_1 major).
+torch::Tensor contract(const torch::Tensor& x, const std::vector<torch::Tensor>& cores) {
+  const int64_t N = x.size(0);
+  auto s = x.reshape({N, 1, x.size(1)});  // [M, D, inputs to come]; M = N · outputs done
   int64_t M = N;
-  for (size_t l = 0; l < L; ++l) {
-    auto g = core(l);  // [D, o, i, D']
+  for (const auto& g : cores) {
     const int64_t D = g.size(0), o = g.size(1), i = g.size(2), D2 = g.size(3);
     const int64_t rest = s.size(2) / i;
-    // [M, D, i, rest] → [M, rest, D·i] · [D·i, o·D'] → [M, rest, o, D'] → [M·o, D', rest]
+    // [M, D, i, rest] → [M·rest, D·i] · [D·i, o·D'] → [M, rest, o, D'] → [M·o, D', rest]
     auto a = s.reshape({M, D, i, rest}).permute({0, 3, 1, 2}).reshape({M * rest, D * i});
     auto b = g.permute({0, 2, 1, 3}).reshape({D * i, o * D2});
     s = torch::matmul(a, b).reshape({M, rest, o, D2}).permute({0, 2, 3, 1}).reshape({M * o, D2, rest});
     M *= o;
   }
-  auto y = s.reshape({N, out_features()});
+  return s.reshape({N, -1});
+}
+
+template <class T>
+std::vector<T> reversed(std::vector<T> v) {
+  std::reverse(v.begin(), v.end());
+  return v;
+}
+
+}  // namespace
+
+bool MpoLinear::right_to_left() const {
+  std::vector<int64_t> d(cores_.size() + 1);
+  for (size_t l = 0; l < d.size(); ++l) d[l] = bond_dim(l);
+  return chain_macs(reversed(out_factors_), reversed(in_factors_), reversed(d)) <
+         chain_macs(out_factors_, in_factors_, d);
+}
+
+torch::Tensor MpoLinear::forward(const torch::Tensor& x) {
+  const auto lead = x.sizes().slice(0, x.dim() - 1);
+  const int64_t N = x.numel() / in_features();
+  const int64_t L = sites();
+  std::vector<torch::Tensor> cores;
+  for (int64_t l = 0; l < L; ++l) cores.push_back(core(size_t(l)));
+  torch::Tensor y;
+  if (!right_to_left()) {
+    y = contract(x.reshape({N, in_features()}), cores);
+  } else {
+    // The same chain read from its last site: reverse the sites of x, of every core (bonds
+    // swapped) and of the result.
+    std::vector<int64_t> xdims{N}, order{0};
+    for (int64_t f : in_factors_) xdims.push_back(f);
+    for (int64_t l = L; l >= 1; --l) order.push_back(l);
+    std::vector<torch::Tensor> back;
+    for (int64_t l = L - 1; l >= 0; --l) back.push_back(cores[size_t(l)].permute({3, 1, 2, 0}));
+    auto xr = x.reshape(xdims).permute(order).reshape({N, in_features()});
+    std::vector<int64_t> ydims{N};
+    for (int64_t l = L - 1; l >= 0; --l) ydims.push_back(out_factors_[size_t(l)]);
+    y = contract(xr, back).reshape(ydims).permute(order).reshape({N, out_features()});
+  }
   if (bias_.defined()) y = y + bias_;
   std::vector<int64_t> shape(lead.begin(), lead.end());
   shape.push_back(out_features());
@@ -157,14 +207,10 @@ torch::Tensor MpoLinear::forward_rebuilt(const torch::Tensor& x) const {
 }
 
 int64_t MpoLinear::macs() const {
-  int64_t macs = 0, done_out = 1, rest_in = in_features();
-  for (size_t l = 0; l < cores_.size(); ++l) {
-    const int64_t o = out_factors_[l], i = in_factors_[l];
-    rest_in /= i;
-    macs += done_out * rest_in * bond_dim(l) * i * o * bond_dim(l + 1);
-    done_out *= o;
-  }
-  return macs;
+  std::vector<int64_t> d(cores_.size() + 1);
+  for (size_t l = 0; l < d.size(); ++l) d[l] = bond_dim(l);
+  return std::min(chain_macs(out_factors_, in_factors_, d),
+                  chain_macs(reversed(out_factors_), reversed(in_factors_), reversed(d)));
 }
 
 int64_t MpoLinear::params() const {

@@ -25,11 +25,13 @@ class MpoLinear : public ElasticLinear {
   // fine-tuning without changing the full-χ function (up to rounding).
   void canonicalize();
 
-  // Direct contraction of x with the chain, site by site; W is never formed.
+  // Direct contraction of x with the chain, site by site, from whichever end costs fewer MACs;
+  // W is never formed.
   torch::Tensor forward(const torch::Tensor& x) override;
   // The reference path: rebuild W from the cores, then one matmul.
   torch::Tensor forward_rebuilt(const torch::Tensor& x) const;
   int64_t macs() const override;  // of the direct contraction, per input row
+  bool right_to_left() const;     // the cheaper order at the current χ
   int64_t params() const override;
   torch::Tensor to_dense() const override;
   torch::Tensor bias() const override { return bias_; }

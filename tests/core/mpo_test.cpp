@@ -70,6 +70,19 @@ TEST(MpoLinear, DirectContractionEqualsTheRebuiltWeight) {
   }
 }
 
+TEST(MpoLinear, BothContractionOrdersAreExactAndTheCheaperOneRuns) {
+  MpoLinear up(128, 512, {8, 8, 8}, {4, 4, 8}, 16, false, 0.02);
+  MpoLinear down(512, 128, {4, 4, 8}, {8, 8, 8}, 16, true, 0.02);
+  EXPECT_TRUE(up.right_to_left());
+  EXPECT_FALSE(down.right_to_left());
+  EXPECT_EQ(up.macs(), 1024 * 16 + 1024 * 16 * 16 + 2048 * 16);    // from the last site
+  EXPECT_EQ(down.macs(), 2048 * 16 + 1024 * 16 * 16 + 1024 * 16);  // from the first site
+  torch::NoGradGuard g;
+  auto x = torch::randn({7, 128}), z = torch::randn({7, 512});
+  EXPECT_LT(rel_error(up.forward(x), torch::matmul(x, up.to_dense().t())), 1e-5);
+  EXPECT_LT(rel_error(down.forward(z), torch::matmul(z, down.to_dense().t()) + down.bias()), 1e-5);
+}
+
 TEST(MpoLinear, FullBondTtSvdReproducesTheWeight) {
   auto w = trained_like_weight(128, 512, 2);
   MpoLinear down(512, 128, {4, 4, 8}, {8, 8, 8}, 1 << 20, false, 0.02);
