@@ -434,6 +434,8 @@ int main(int argc, char** argv) {
       json j = {{"model", i.source},
                 {"parameters", i.parameters},
                 {"macs_per_token", i.macs_per_token},
+                {"max_rank", i.max_rank},
+                {"max_bond", i.max_bond},
                 {"device", i.device},
                 {"tokenizer", i.tokenizer_kind},
                 {"config", json::parse(i.config.to_json())},

@@ -119,3 +119,42 @@ TEST(Cli, NsnConvertFrontierAndBadRanks) {
             1);
   EXPECT_NE(out.find("outside [1, 32]"), std::string::npos) << out;
 }
+
+TEST(Cli, NsnSensitivityAllocationAndMpoConvertFrontier) {
+  test::TempDir dir;
+  std::string text;
+  for (int i = 0; i < 80; ++i) text += "Now is the winter of our discontent, made glorious summer.\n";
+  write_file_atomic(dir.file("c.txt"), text);
+  const auto dense = dir.file("d.safetensors"), mpo = dir.file("m.safetensors");
+  run_json("train --corpus " + dir.file("c.txt") + " --out " + dense +
+           " --steps 20 --batch 4 --context 32 --layers 1 --d-model 32 --heads 2 --d-ff 64 --warmup 2 --json");
+  auto s = run_json("nsn frontier --model " + dense + " --corpus " + dir.file("c.txt") +
+                    " --fractions 0.5 --sensitivity --calibration-windows 2 --json");
+  ASSERT_EQ(s["rows"].size(), 2u);
+  EXPECT_EQ(s["rows"][1]["allocation"], "sensitivity");
+  EXPECT_NEAR(s["rows"][1]["mac_fraction"].get<double>(), 0.5, 0.05);
+
+  auto c = run_json("mpo convert --model " + dense + " --out " + mpo + " --bond 4 --json");
+  EXPECT_EQ(c["bond"], 4);
+  auto info = run_json("info --model " + mpo + " --json");
+  EXPECT_EQ(info["max_bond"], 4);
+  EXPECT_EQ(info["parameters"], c["parameters"]);
+  auto f = run_json("mpo frontier --model " + mpo + " --dense " + dense + " --corpus " + dir.file("c.txt") +
+                    " --bond 2 --json");
+  for (const char* key : {"bond", "parameters", "token_accuracy", "dense_token_accuracy", "accuracy_vs_dense",
+                          "compression_ratio", "linear_macs", "top1_agreement", "kl", "ms_per_token"})
+    EXPECT_TRUE(f.contains(key)) << key;
+  EXPECT_EQ(f["method"], "mpo");
+  EXPECT_NEAR(f["accuracy_vs_dense"].get<double>(),
+              f["token_accuracy"].get<double>() / f["dense_token_accuracy"].get<double>(), 1e-9);
+  auto sweep = run_json("mpo frontier --model " + dense + " --corpus " + dir.file("c.txt") + " --bonds 2,16 --json");
+  ASSERT_EQ(sweep["rows"].size(), 2u);
+  EXPECT_EQ(sweep["rows"][0]["method"], "tt-svd");
+  std::string out;
+  EXPECT_EQ(test::run_command(kCli + " mpo frontier --model " + mpo + " --corpus " + dir.file("c.txt") +
+                                  " --bonds 0 2>&1", &out), 1);
+  EXPECT_NE(out.find("outside [1, 4]"), std::string::npos) << out;
+  EXPECT_EQ(test::run_command(kCli + " mpo convert --model " + dense + " --out " + mpo + " --bond 0 2>&1", &out), 1);
+  EXPECT_NE(out.find("at least 1"), std::string::npos) << out;
+  EXPECT_EQ(run_json("info --model " + mpo + " --json")["max_bond"], 4);  // the failed convert left the file
+}
