@@ -237,6 +237,30 @@ int main(int argc, char** argv) {
                           "comma-separated projections to convert (attn.q,...,mlp.down,head); default: all");
   mpo_convert->add_option("--bond", bond, "bond dimension χ kept")->required();
   add_common(mpo_convert, common);
+  auto* mpo_finetune = mpo->add_subcommand("finetune", "fine-tune MPO cores (full χ, or nested-χ with --nested)");
+  TrainOptions mopt;
+  mopt.steps = 500;
+  mopt.warmup = 20;
+  mopt.lr = 1e-3;
+  mopt.weight_decay = 0.0;
+  NsnTrainOptions mnest;
+  mnest.min_rank = 2;
+  bool nested = false;
+  mpo_finetune->add_option("--corpus", corpus, "training text; the last 10% validates")->required();
+  mpo_finetune->add_option("-o,--out", out, "where to write the fine-tuned checkpoint")->required();
+  mpo_finetune->add_option("--steps", mopt.steps)->capture_default_str();
+  mpo_finetune->add_option("--batch", mopt.batch)->capture_default_str();
+  mpo_finetune->add_option("--lr", mopt.lr)->capture_default_str();
+  mpo_finetune->add_option("--warmup", mopt.warmup)->capture_default_str();
+  mpo_finetune->add_option("--weight-decay", mopt.weight_decay)->capture_default_str();
+  mpo_finetune->add_option("--seed", mopt.seed)->capture_default_str();
+  mpo_finetune->add_flag("--nested", nested, "each step trains the full χ and one sampled χ (learned weights)");
+  mpo_finetune->add_option("--min-bond", mnest.min_rank, "lowest χ sampled with --nested")->capture_default_str();
+  mpo_finetune->add_option("--buckets", mnest.buckets, "log-variance buckets with --nested")->capture_default_str();
+  mpo_finetune->add_option("--curriculum", mnest.curriculum, "fraction of steps to widen the χ range")
+      ->capture_default_str();
+  mpo_finetune->add_option("--bond", bond, "χ when the model is dense and gets converted first")->capture_default_str();
+  add_common(mpo_finetune, common);
   auto* mpo_frontier = mpo->add_subcommand("frontier", "accuracy against parameters over bond dimensions");
   std::string bonds_csv;
   mpo_frontier->add_option("--corpus", corpus, "text; its last 10% is scored")->required();
@@ -390,6 +414,23 @@ int main(int argc, char** argv) {
       const auto i = engine.info();
       json j = {{"out", out}, {"parameters", i.parameters}, {"bond", i.max_bond},
                 {"linear_macs", i.linear_macs}, {"dense_linear_macs", i.dense_linear_macs}};
+      std::cout << (common.json_out ? j.dump() : j.dump(2)) << "\n";
+    } else if (*mpo_finetune) {
+      open_model(engine, common);
+      if (engine.info().max_bond == 0) engine.convert_mpo({}, bond > 0 ? bond : 32);
+      const std::string text = read_text_file(corpus);
+      const auto r = engine.finetune_mpo(text, mopt, nested ? std::optional<NsnTrainOptions>(mnest) : std::nullopt,
+                                         bar_fn(bar));
+      bar.finish();
+      engine.save(out);
+      json buckets = json::array();
+      for (const auto& b : r.buckets)
+        buckets.push_back({{"lo", b.lo}, {"hi", b.hi}, {"samples", b.samples}, {"mean_loss", b.mean_loss},
+                           {"sigma", b.sigma}});
+      json j = {{"out", out}, {"steps", r.train.steps}, {"seconds", r.train.seconds},
+                {"bond", engine.info().max_bond}, {"parameters", engine.info().parameters},
+                {"token_accuracy", r.train.validation.token_accuracy}, {"loss", r.train.validation.loss},
+                {"perplexity", r.train.validation.perplexity}, {"buckets", buckets}};
       std::cout << (common.json_out ? j.dump() : j.dump(2)) << "\n";
     } else if (*mpo_frontier) {
       open_model(engine, common);

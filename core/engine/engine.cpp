@@ -309,6 +309,46 @@ void Engine::convert_mpo(const std::vector<std::string>& families, int64_t bond)
   impl_->adopt(std::move(next));
 }
 
+NsnFinetuneReport Engine::finetune_mpo(const std::string& corpus_text, const TrainOptions& options,
+                                       const std::optional<NsnTrainOptions>& nested, const ProgressFn& progress) {
+  auto& cur = impl_->need();
+  options.validate();
+  check(info().max_bond > 0, "the model has no MPO layers: convert it first (nestscope-cli mpo convert)");
+  LoadedModel next;
+  next.config = cur.config;
+  next.tokenizer = tokenizer_from_json(cur.tokenizer->to_json());
+  next.model = clone_model(cur.model);
+  next.model->apply_budget(Budget{});
+  next.source = cur.source;
+  const Corpus corpus = make_corpus(*next.tokenizer, corpus_text, options.train_fraction);
+  NsnFinetuneReport report;
+  nlohmann::json rec;
+  next.extras = cur.extras;
+  if (nested) {
+    NsnTrainOptions n = *nested;
+    n.axis = NestedAxis::Bond;
+    auto prior = cur.extras.find("train.mpo.log_var");
+    auto r = train_nsn_multirank(next.model, corpus, options, n, progress,
+                                 prior == cur.extras.end() ? torch::Tensor() : prior->second);
+    rec = nlohmann::json::parse(train_record_json(options, r.train, int64_t(corpus_text.size())));
+    rec["objective"] = "mpo-nested-bond";
+    rec["nested"] = {{"min_bond", n.min_rank}, {"buckets", n.buckets}, {"curriculum", n.curriculum}};
+    for (const auto& b : r.buckets)
+      rec["nested"]["per_bucket"].push_back({{"lo", b.lo}, {"hi", b.hi}, {"samples", b.samples},
+                                             {"mean_loss", b.mean_loss}, {"sigma", b.sigma}});
+    next.extras["train.mpo.log_var"] = r.log_var;
+    report = {r.train, r.buckets};
+  } else {
+    report.train = train_model(next.model, corpus, options, progress);
+    rec = nlohmann::json::parse(train_record_json(options, report.train, int64_t(corpus_text.size())));
+    rec["objective"] = "mpo-full-bond";
+  }
+  rec["previous"] = nlohmann::json::parse(cur.training_json, nullptr, false);
+  next.training_json = rec.dump();
+  impl_->adopt(std::move(next));
+  return report;
+}
+
 std::vector<FrontierRow> Engine::mpo_frontier(const std::string& text, bool validation_split,
                                               const MpoFrontierOptions& o, const ProgressFn& progress) {
   auto& m = impl_->need();

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -143,6 +144,12 @@ class Engine {
   // MPO conversion of the current model by TT-SVD (`families` empty = every projection, the LM
   // head included) at bond dimension χ = `bond`. The current model is replaced only on success.
   void convert_mpo(const std::vector<std::string>& families, int64_t bond);
+  // Fine-tunes the current MPO model (autograd through the cores). With `nested`, every step
+  // trains the full χ and one sampled χ under the NSN objective (nested.axis is set to Bond), so
+  // every χ of the slider stays good; without, it trains at the full χ only. The model is
+  // replaced only when training finished.
+  NsnFinetuneReport finetune_mpo(const std::string& corpus_text, const TrainOptions& options,
+                                 const std::optional<NsnTrainOptions>& nested, const ProgressFn& progress = {});
   // Sweeps bond dimensions on the validation split of `text`. A dense model is converted once
   // at full (lossless) χ and swept as live TT-SVD truncation (method "tt-svd"); an MPO model as
   // "mpo". Agreement and KL are against the model at its full χ. The budget is restored afterwards.

@@ -7,9 +7,12 @@
 namespace nestscope {
 
 void NsnTrainOptions::validate(int64_t max_rank) const {
-  check(max_rank > 0, "the model has no NSN layers: convert it first (nestscope-cli nsn convert)");
-  check(min_rank >= 1 && min_rank <= max_rank,
-        "min rank " + std::to_string(min_rank) + " is outside [1, " + std::to_string(max_rank) + "]");
+  const bool bond = axis == NestedAxis::Bond;
+  check(max_rank > 0, bond ? "the model has no MPO layers: convert it first (nestscope-cli mpo convert)"
+                           : "the model has no NSN layers: convert it first (nestscope-cli nsn convert)");
+  check(min_rank >= 1 && min_rank <= max_rank, std::string(bond ? "min bond " : "min rank ") +
+                                                   std::to_string(min_rank) + " is outside [1, " +
+                                                   std::to_string(max_rank) + "]");
   check(buckets >= 1 && buckets <= max_rank - min_rank + 1,
         "rank buckets must be in [1, " + std::to_string(max_rank - min_rank + 1) + "], got " + std::to_string(buckets));
   check(curriculum >= 0 && curriculum <= 1, "curriculum must be a fraction in [0, 1]");
@@ -28,8 +31,10 @@ int64_t nsn_curriculum_floor(const NsnTrainOptions& n, int64_t max_rank, int64_t
 
 NsnTrainResult train_nsn_multirank(Gpt& model, const Corpus& corpus, const TrainOptions& options,
                                    const NsnTrainOptions& nsn, const ProgressFn& progress, torch::Tensor log_var) {
+  const bool bond = nsn.axis == NestedAxis::Bond;
   int64_t R = 0;
-  for (const auto& [name, p] : model->projections()) R = std::max(R, p->max_rank());
+  for (const auto& [name, p] : model->projections()) R = std::max(R, bond ? p->max_bond() : p->max_rank());
+  auto budget_at = [bond](int64_t level) { return bond ? Budget{.bond = level} : Budget{.rank = level}; };
   nsn.validate(R);
   const int64_t K = nsn.buckets;
   if (!log_var.defined() || log_var.numel() != K) log_var = torch::zeros({K});
@@ -44,7 +49,7 @@ NsnTrainResult train_nsn_multirank(Gpt& model, const Corpus& corpus, const Train
     const int64_t lo = nsn_curriculum_floor(nsn, R, step, options.steps);
     const int64_t r = std::uniform_int_distribution<int64_t>(lo, R)(rng);
     const int64_t k = nsn_bucket(r, nsn.min_rank, R, K);
-    model->apply_budget(Budget{r});
+    model->apply_budget(budget_at(r));
     auto ce_r = next_token_loss(model, x, y);
     model->apply_budget(Budget{});  // the anchor: full rank, and the budget left after training
     auto ce_full = next_token_loss(model, x, y);

@@ -45,9 +45,14 @@ struct TrainResult {
   std::vector<TrainLogRow> log;
 };
 
-// Multi-rank NSN fine-tuning (see core/train/nsn_objective.h).
+// Which budget knob the nested objective samples: NSN rank or MPO bond dimension χ.
+enum class NestedAxis { Rank, Bond };
+
+// Multi-rank NSN fine-tuning (see core/train/nsn_objective.h); with axis Bond the same objective
+// samples MPO bond dimensions ("nested-χ" training) and min_rank is the lowest χ.
 struct NsnTrainOptions {
-  int64_t min_rank = 4;     // lowest global rank ever sampled
+  NestedAxis axis = NestedAxis::Rank;
+  int64_t min_rank = 4;     // lowest global rank (or χ) ever sampled
   int64_t buckets = 8;      // log-variance buckets over [min_rank, R]
   double curriculum = 0.5;  // fraction of the steps over which the range widens to min_rank
   void validate(int64_t max_rank) const;  // throws Error

@@ -3,7 +3,11 @@
 
 #include "core/error.h"
 #include "core/layers/mpo_linear.h"
+#include "core/eval/metrics.h"
 #include "core/model/convert.h"
+#include "core/text/char_tokenizer.h"
+#include "core/train/corpus.h"
+#include "core/train/nsn_objective.h"
 #include "core/model/transformer.h"
 
 using namespace nestscope;
@@ -191,4 +195,44 @@ TEST(MpoModel, FullBondConversionKeepsTheLogitsAndBudgetsSetChi) {
   EXPECT_THROW(dense->apply_budget(Budget{.bond = 2}), Error);
   mpo->apply_budget(Budget{});
   EXPECT_LT(((a - mpo->forward(x)).abs().max() / a.abs().max()).item<double>(), 1e-4);
+}
+
+TEST(MpoModel, NestedChiTrainingReachesEveryLogVarianceAndLowersLowChiLoss) {
+  std::string text;
+  for (int i = 0; i < 80; ++i) text += "abcdefghij k\n";
+  auto tok = CharTokenizer::from_corpus(text);
+  ModelConfig cfg{.vocab_size = tok.vocab_size(), .d_model = 16, .n_heads = 2, .n_layers = 1, .context = 16,
+                  .d_ff = 64};
+  torch::manual_seed(3);
+  Gpt dense(cfg);
+  auto mpo = convert_model(dense, mpo_config(cfg, {}, 8));
+  const auto corpus = make_corpus(tok, text);
+  auto low_chi_loss = [&] {
+    mpo->apply_budget(Budget{.bond = 2});
+    const double l = evaluate_tokens(mpo, corpus.validation).loss;
+    mpo->apply_budget(Budget{});
+    return l;
+  };
+  const double before = low_chi_loss();
+  NsnTrainOptions n;
+  n.axis = NestedAxis::Bond;
+  n.min_rank = 2;
+  n.buckets = 3;
+  n.curriculum = 0.3;
+  TrainOptions o;
+  o.steps = 60;
+  o.batch = 4;
+  o.warmup = 2;
+  o.lr = 1e-2;
+  auto r = train_nsn_multirank(mpo, corpus, o, n);
+  ASSERT_EQ(r.log_var.numel(), 3);
+  for (int64_t k = 0; k < 3; ++k) {
+    EXPECT_GT(r.buckets[k].samples, 0) << "bucket " << k;
+    EXPECT_NE(r.log_var[k].item<float>(), 0.f) << "s_" << k << " got no gradient";
+  }
+  for (const auto& [name, p] : mpo->projections()) EXPECT_EQ(p->bond(), p->max_bond()) << name;
+  EXPECT_LT(low_chi_loss(), before - 0.5) << "χ = 2 was trained through the shared cores";
+  NsnTrainOptions too_low = n;
+  too_low.min_rank = 9;
+  EXPECT_THROW(train_nsn_multirank(mpo, corpus, o, too_low), Error);
 }
