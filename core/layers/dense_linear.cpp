@@ -1,6 +1,7 @@
 #include "core/layers/dense_linear.h"
 
 #include "core/error.h"
+#include "core/layers/cpu_gemm.h"
 
 namespace nestscope {
 
@@ -10,7 +11,11 @@ DenseLinear::DenseLinear(int64_t in_features, int64_t out_features, bool with_bi
   if (with_bias) bias_ = register_parameter("bias", torch::zeros({out_features}));
 }
 
-torch::Tensor DenseLinear::forward(const torch::Tensor& x) { return torch::linear(x, weight_, bias_); }
+torch::Tensor DenseLinear::forward(const torch::Tensor& x) {
+  if (cpu_gemm_applies(x, weight_) && weight_.is_contiguous())
+    return cpu_gemm_nt(x, weight_.data_ptr<float>(), out_features(), in_features(), bias_);
+  return torch::linear(x, weight_, bias_);
+}
 
 void DenseLinear::load_from_dense(const torch::Tensor& weight, const torch::Tensor& bias) {
   check(weight.sizes() == weight_.sizes(), "dense conversion: weight shape does not match the layer");

@@ -1,6 +1,7 @@
 #include "core/layers/nsn_linear.h"
 
 #include "core/error.h"
+#include "core/layers/cpu_gemm.h"
 
 namespace nestscope {
 
@@ -34,6 +35,9 @@ void NsnLinear::load_from_dense(const torch::Tensor& weight, const torch::Tensor
 
 torch::Tensor NsnLinear::forward(const torch::Tensor& x) {
   // Views, not copies: A_r = A[:r] and B_r = B[:, :r]. Two skinny matmuls, r·(in+out) MACs.
+  if (cpu_gemm_applies(x, A_) && A_.is_contiguous() && B_.is_contiguous()) {
+    return cpu_low_rank(x, A_, B_, rank_, bias_);
+  }
   auto h = torch::linear(x, A_.narrow(0, 0, rank_));          // [..., r]
   return torch::linear(h, B_.narrow(1, 0, rank_), bias_);     // [..., out]
 }

@@ -1,0 +1,80 @@
+#include "core/layers/cpu_gemm.h"
+
+#include <ATen/core/grad_mode.h>
+
+#include <cstring>
+
+#ifdef NESTSCOPE_HAVE_CBLAS
+#include <cblas.h>
+#endif
+
+namespace nestscope {
+
+bool cpu_gemm_applies(const torch::Tensor& x, const torch::Tensor& weight) {
+#ifdef NESTSCOPE_HAVE_CBLAS
+  return !at::GradMode::is_enabled() && x.device().is_cpu() && weight.device().is_cpu() &&
+         x.scalar_type() == torch::kFloat32 && weight.scalar_type() == torch::kFloat32 && x.is_contiguous() &&
+         weight.stride(-1) == 1;
+#else
+  (void)x, (void)weight;
+  return false;
+#endif
+}
+
+void cpu_gemm_nt_raw(int64_t N, int64_t n, int64_t k, const float* x, const float* w, int64_t ldw, float beta,
+                     float* y) {
+#ifdef NESTSCOPE_HAVE_CBLAS
+  if (N == 1)
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, int(n), int(k), 1.f, w, int(ldw), x, 1, beta, y, 1);
+  else
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(N), int(n), int(k), 1.f, x, int(k), w, int(ldw), beta, y,
+                int(n));
+#else
+  (void)N, (void)n, (void)k, (void)x, (void)w, (void)ldw, (void)beta, (void)y;
+#endif
+}
+
+namespace {
+
+// [N, n] output rows, pre-filled with the bias when there is one (then beta = 1).
+std::pair<torch::Tensor, float> output_rows(const torch::Tensor& x, int64_t N, int64_t n, const torch::Tensor& bias) {
+  auto y = torch::empty({N, n}, x.options());
+  if (!bias.defined() || !bias.is_contiguous() || bias.scalar_type() != torch::kFloat32) {
+    if (bias.defined()) y.copy_(bias.expand({N, n}));
+    return {y, bias.defined() ? 1.f : 0.f};
+  }
+  const float* b = bias.data_ptr<float>();
+  float* out = y.data_ptr<float>();
+  for (int64_t i = 0; i < N; ++i) std::memcpy(out + i * n, b, size_t(n) * sizeof(float));
+  return {y, 1.f};
+}
+
+std::vector<int64_t> with_last(const torch::Tensor& x, int64_t n) {
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = n;
+  return shape;
+}
+
+}  // namespace
+
+torch::Tensor cpu_gemm_nt(const torch::Tensor& x, const float* w, int64_t n, int64_t ldw, const torch::Tensor& bias) {
+  const int64_t k = x.size(-1);
+  const int64_t N = x.numel() / std::max<int64_t>(k, 1);
+  auto [y, beta] = output_rows(x, N, n, bias);
+  cpu_gemm_nt_raw(N, n, k, x.data_ptr<float>(), w, ldw, beta, y.data_ptr<float>());
+  return y.view(with_last(x, n));
+}
+
+torch::Tensor cpu_low_rank(const torch::Tensor& x, const torch::Tensor& A, const torch::Tensor& B, int64_t r,
+                           const torch::Tensor& bias) {
+  const int64_t k = x.size(-1), n = B.size(0);
+  const int64_t N = x.numel() / std::max<int64_t>(k, 1);
+  thread_local std::vector<float> h;
+  if (int64_t(h.size()) < N * r) h.resize(size_t(N * r));
+  cpu_gemm_nt_raw(N, r, k, x.data_ptr<float>(), A.data_ptr<float>(), A.size(1), 0.f, h.data());  // [N, r]
+  auto [y, beta] = output_rows(x, N, n, bias);
+  cpu_gemm_nt_raw(N, n, r, h.data(), B.data_ptr<float>(), B.size(1), beta, y.data_ptr<float>());  // [N, n]
+  return y.view(with_last(x, n));
+}
+
+}  // namespace nestscope
