@@ -102,16 +102,15 @@ TEST(Engine, EmbeddedDefaultModelIsPicoGpt) {
   EXPECT_EQ(r.generated_tokens, 40);
 }
 
-// Issue 2 asks for >= 50%; the committed model reaches 45.35% (val loss 1.835), so this pins what
-// it measures today. Raise the bar with the model, never lower it.
-TEST(Engine, DefaultModelScoresAtLeast45PercentOnTheValidationSplit) {
+// The committed model measures 53.62% (val loss 1.559); the bar is the project's 50%.
+TEST(Engine, DefaultModelScoresAtLeast50PercentOnTheValidationSplit) {
   if (!has_default_model()) GTEST_SKIP() << "this build embedded no default model";
   NESTSCOPE_NEED_CORPUS();
   Engine e;
   e.load_default();
   const auto r = e.evaluate(read_text_file(NESTSCOPE_CORPUS), /*validation_split=*/true);
   EXPECT_EQ(r.windows, 435);  // (111,540 - 1) / 256 non-overlapping windows
-  EXPECT_GE(r.token_accuracy, 0.45);
-  EXPECT_LT(r.loss, 1.85);
+  EXPECT_GE(r.token_accuracy, 0.50);
+  EXPECT_LT(r.loss, 1.60);
   std::printf("default model on the validation split: token accuracy %.4f, loss %.4f\n", r.token_accuracy, r.loss);
 }
