@@ -161,7 +161,8 @@ class Engine {
   std::unique_ptr<Impl> impl_;
 };
 
-// Sets LibTorch's intra-op threads (0 = all cores). Called by Engine's constructor.
+// Sets LibTorch's intra-op threads (0 = all cores) and OpenBLAS's to 1 (see engine.cpp).
+// Called by Engine's constructor.
 void init_threads(int threads = 0);
 
 }  // namespace nestscope
