@@ -84,6 +84,33 @@ json frontier_json(const FrontierRow& r, double dense_acc) {
           {"accuracy_drop_pp", 100.0 * (dense_acc - r.eval.token_accuracy)}};
 }
 
+// A frontier's dense reference: the loaded model when it has no elastic layers, else `dense_model`
+// (or the embedded default), scored on the same validation split.
+struct DenseReference {
+  double token_accuracy = 0;
+  int64_t parameters = 0;
+};
+DenseReference dense_reference(Engine& engine, const std::string& dense_model, const std::string& device,
+                               const std::string& text) {
+  const auto i = engine.info();
+  if (i.max_rank == 0 && i.max_bond == 0) return {engine.evaluate(text, true).token_accuracy, i.parameters};
+  Engine dense;
+  dense.set_device(device);
+  if (dense_model.empty()) dense.load_default(); else dense.load(dense_model);
+  return {dense.evaluate(text, true).token_accuracy, dense.info().parameters};
+}
+
+// The result of `nsn finetune` / `mpo finetune`: validation scores and per-bucket loss and σ.
+json finetune_json(const NsnFinetuneReport& r, const std::string& out) {
+  json buckets = json::array();
+  for (const auto& b : r.buckets)
+    buckets.push_back({{"lo", b.lo}, {"hi", b.hi}, {"samples", b.samples}, {"mean_loss", b.mean_loss},
+                       {"sigma", b.sigma}});
+  return {{"out", out}, {"steps", r.train.steps}, {"seconds", r.train.seconds},
+          {"token_accuracy", r.train.validation.token_accuracy}, {"loss", r.train.validation.loss},
+          {"perplexity", r.train.validation.perplexity}, {"buckets", buckets}};
+}
+
 // Rows as CSV (header from the first row's keys) or JSON lines, written atomically.
 void write_rows(const std::string& path, const json& rows) {
   std::string text;
@@ -365,13 +392,7 @@ int main(int argc, char** argv) {
       const auto r = engine.finetune_nsn(text, fopt, nopt, bar_fn(bar));
       bar.finish();
       engine.save(out);
-      json buckets = json::array();
-      for (const auto& b : r.buckets)
-        buckets.push_back({{"lo", b.lo}, {"hi", b.hi}, {"samples", b.samples}, {"mean_loss", b.mean_loss},
-                           {"sigma", b.sigma}});
-      json j = {{"out", out}, {"steps", r.train.steps}, {"seconds", r.train.seconds},
-                {"token_accuracy", r.train.validation.token_accuracy}, {"loss", r.train.validation.loss},
-                {"perplexity", r.train.validation.perplexity}, {"buckets", buckets}};
+      const json j = finetune_json(r, out);
       std::cout << (common.json_out ? j.dump() : j.dump(2)) << "\n";
     } else if (*nsn_frontier) {
       open_model(engine, common);
@@ -387,17 +408,7 @@ int main(int argc, char** argv) {
       fo.max_windows = windows;
       const auto rows = engine.nsn_frontier(text, true, fo, bar_fn(bar));
       bar.finish();
-      // The dense reference: this model if it is dense, else --dense or the embedded default.
-      double dense_acc;
-      if (engine.info().max_rank == 0) {
-        dense_acc = engine.evaluate(text, true).token_accuracy;
-      } else {
-        Engine dense;
-        dense.set_device(common.device);
-        if (dense_model.empty()) dense.load_default(); else dense.load(dense_model);
-        EvalResult de = dense.evaluate(text, true);
-        dense_acc = de.token_accuracy;
-      }
+      const double dense_acc = dense_reference(engine, dense_model, common.device, text).token_accuracy;
       json arr = json::array();
       for (const auto& r : rows) arr.push_back(frontier_json(r, dense_acc));
       if (!rows_out.empty()) write_rows(rows_out, arr);
@@ -423,14 +434,9 @@ int main(int argc, char** argv) {
                                          bar_fn(bar));
       bar.finish();
       engine.save(out);
-      json buckets = json::array();
-      for (const auto& b : r.buckets)
-        buckets.push_back({{"lo", b.lo}, {"hi", b.hi}, {"samples", b.samples}, {"mean_loss", b.mean_loss},
-                           {"sigma", b.sigma}});
-      json j = {{"out", out}, {"steps", r.train.steps}, {"seconds", r.train.seconds},
-                {"bond", engine.info().max_bond}, {"parameters", engine.info().parameters},
-                {"token_accuracy", r.train.validation.token_accuracy}, {"loss", r.train.validation.loss},
-                {"perplexity", r.train.validation.perplexity}, {"buckets", buckets}};
+      json j = finetune_json(r, out);
+      j["bond"] = engine.info().max_bond;
+      j["parameters"] = engine.info().parameters;
       std::cout << (common.json_out ? j.dump() : j.dump(2)) << "\n";
     } else if (*mpo_frontier) {
       open_model(engine, common);
@@ -442,31 +448,20 @@ int main(int argc, char** argv) {
       mo.max_windows = windows;
       const auto rows = engine.mpo_frontier(text, true, mo, bar_fn(bar));
       bar.finish();
-      EvalResult dense_eval;
-      int64_t dense_params = 0;
-      if (engine.info().max_bond == 0) {
-        dense_eval = engine.evaluate(text, true);
-        dense_params = engine.info().parameters;
-      } else {
-        Engine dense;
-        dense.set_device(common.device);
-        if (dense_model.empty()) dense.load_default(); else dense.load(dense_model);
-        dense_eval = dense.evaluate(text, true);
-        dense_params = dense.info().parameters;
-      }
+      const DenseReference ref = dense_reference(engine, dense_model, common.device, text);
       json arr = json::array();
       for (const auto& r : rows) {
-        json j = frontier_json(r, dense_eval.token_accuracy);
+        json j = frontier_json(r, ref.token_accuracy);
         j["bond"] = r.bond;
-        j["compression_ratio"] = double(dense_params) / double(r.parameters);
-        j["accuracy_vs_dense"] = r.eval.token_accuracy / dense_eval.token_accuracy;
+        j["compression_ratio"] = double(ref.parameters) / double(r.parameters);
+        j["accuracy_vs_dense"] = r.eval.token_accuracy / ref.token_accuracy;
         arr.push_back(j);
       }
       if (!rows_out.empty()) write_rows(rows_out, arr);
       if (bond > 0) {
         std::cout << (common.json_out ? arr[0].dump() : arr[0].dump(2)) << "\n";
       } else {
-        json j = {{"dense_token_accuracy", dense_eval.token_accuracy}, {"dense_parameters", dense_params}, {"rows", arr}};
+        json j = {{"dense_token_accuracy", ref.token_accuracy}, {"dense_parameters", ref.parameters}, {"rows", arr}};
         std::cout << (common.json_out ? j.dump() : j.dump(2)) << "\n";
       }
     } else if (*info) {

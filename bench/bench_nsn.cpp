@@ -8,27 +8,14 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "bench/bench_util.h"
 #include "core/engine/engine.h"
 #include "core/layers/dense_linear.h"
 #include "core/layers/nsn_linear.h"
 
 using namespace nestscope;
 
-namespace {
-// Median over 7 repeats of the mean time (µs) of `iters` calls.
-template <class F>
-double time_us(F&& f, int iters) {
-  std::vector<double> reps;
-  for (int w = 0; w < 20; ++w) f();  // warm-up
-  for (int rep = 0; rep < 7; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < iters; ++i) f();
-    reps.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / iters);
-  }
-  std::nth_element(reps.begin(), reps.begin() + 3, reps.end());
-  return reps[3];
-}
-}  // namespace
+using bench::time_us;
 
 int main(int argc, char** argv) {
   int threads = 0, iters = 2000;

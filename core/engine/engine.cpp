@@ -59,7 +59,61 @@ struct Engine::Impl {
     loaded = std::make_unique<LoadedModel>(std::move(m));
     budget = Budget{};
   }
+  // The current model re-parameterized as `target` (conversion), with its record.
+  LoadedModel converted(const ModelConfig& target, const std::string& suffix, nlohmann::json record) const {
+    auto& m = need();
+    LoadedModel next;
+    next.config = target;
+    next.model = convert_model(m.model, target);
+    next.tokenizer = tokenizer_from_json(m.tokenizer->to_json());
+    next.source = m.source + " (" + suffix + ")";
+    record["converted_from"] = m.source;
+    record["source_training"] = nlohmann::json::parse(m.training_json, nullptr, false);
+    next.training_json = record.dump();
+    return next;
+  }
+  // A deep copy of the current model at full budget, for training that may fail or be cancelled.
+  LoadedModel fork() const {
+    auto& cur = need();
+    LoadedModel next;
+    next.config = cur.config;
+    next.tokenizer = tokenizer_from_json(cur.tokenizer->to_json());
+    next.model = clone_model(cur.model);
+    next.model->apply_budget(Budget{});
+    next.source = cur.source;
+    next.extras = cur.extras;
+    return next;
+  }
 };
+
+namespace {
+
+// How a nested objective (NSN ranks or MPO bonds) is recorded in the checkpoint.
+struct NestedRecord {
+  const char* extras_key;  // where the learned log-variances are saved
+  const char* objective;
+  const char* section;     // training-record key holding the options and per-bucket logs
+  const char* min_name;
+};
+
+// Runs the nested objective on `next` (a fork), stores s_k, returns the report; fills `rec`.
+NsnFinetuneReport train_nested(LoadedModel& next, const Corpus& corpus, int64_t corpus_bytes,
+                               const TrainOptions& options, const NsnTrainOptions& n, const NestedRecord& how,
+                               const ProgressFn& progress, nlohmann::json& rec) {
+  auto prior = next.extras.find(how.extras_key);
+  auto r = train_nsn_multirank(next.model, corpus, options, n, progress,
+                               prior == next.extras.end() ? torch::Tensor() : prior->second);
+  rec = nlohmann::json::parse(train_record_json(options, r.train, corpus_bytes));
+  rec["objective"] = how.objective;
+  rec[how.section] = {{how.min_name, n.min_rank}, {"buckets", n.buckets}, {"curriculum", n.curriculum}};
+  for (const auto& b : r.buckets)
+    rec[how.section]["per_bucket"].push_back(
+        {{"lo", b.lo}, {"hi", b.hi}, {"samples", b.samples}, {"mean_loss", b.mean_loss}, {"sigma", b.sigma}});
+  next.extras[how.extras_key] = r.log_var;
+  return {r.train, r.buckets};
+}
+
+}  // namespace
 
 Engine::Engine() : impl_(std::make_unique<Impl>()) { init_threads(); }
 Engine::~Engine() = default;
@@ -166,11 +220,7 @@ TrainResult Engine::train(const std::string& corpus_text, const ModelConfig& con
   options.validate();
   LoadedModel next;
   if (continue_current) {
-    auto& cur = impl_->need();
-    next.config = cur.config;
-    next.tokenizer = tokenizer_from_json(cur.tokenizer->to_json());
-    next.model = clone_model(cur.model);
-    next.model->apply_budget(Budget{});
+    next = impl_->fork();
   } else {
     auto tok = std::make_unique<CharTokenizer>(CharTokenizer::from_corpus(corpus_text));
     next.config = config;
@@ -202,44 +252,25 @@ void Engine::set_budget(const Budget& budget) {
 Budget Engine::budget() const { return impl_->budget; }
 
 void Engine::convert_nsn(const std::vector<std::string>& families, int64_t max_rank) {
-  auto& m = impl_->need();
-  LoadedModel next;
-  next.config = nsn_config(m.config, families, max_rank);
-  next.model = convert_model(m.model, next.config);
-  next.tokenizer = tokenizer_from_json(m.tokenizer->to_json());
-  next.source = m.source + " (NSN)";
-  nlohmann::json rec = {{"converted_from", m.source}, {"conversion", "nsn-svd"}, {"max_rank", max_rank},
-                        {"families", families}, {"source_training", nlohmann::json::parse(m.training_json, nullptr, false)}};
-  next.training_json = rec.dump();
-  impl_->adopt(std::move(next));
+  const auto& m = impl_->need();
+  impl_->adopt(impl_->converted(nsn_config(m.config, families, max_rank), "NSN",
+                                {{"conversion", "nsn-svd"}, {"max_rank", max_rank}, {"families", families}}));
 }
 
 NsnFinetuneReport Engine::finetune_nsn(const std::string& corpus_text, const TrainOptions& options,
                                        const NsnTrainOptions& nsn, const ProgressFn& progress) {
-  auto& cur = impl_->need();
   options.validate();
-  LoadedModel next;
-  next.config = cur.config;
-  next.tokenizer = tokenizer_from_json(cur.tokenizer->to_json());
-  next.model = clone_model(cur.model);
-  next.model->apply_budget(Budget{});
-  next.source = cur.source;
-  auto prior = cur.extras.find("train.nsn.log_var");
+  LoadedModel next = impl_->fork();
   const Corpus corpus = make_corpus(*next.tokenizer, corpus_text, options.train_fraction);
-  auto r = train_nsn_multirank(next.model, corpus, options, nsn, progress,
-                               prior == cur.extras.end() ? torch::Tensor() : prior->second);
-  nlohmann::json rec = nlohmann::json::parse(train_record_json(options, r.train, int64_t(corpus_text.size())));
-  rec["objective"] = "nsn-multirank";
-  rec["nsn"] = {{"min_rank", nsn.min_rank}, {"buckets", nsn.buckets}, {"curriculum", nsn.curriculum}};
-  for (const auto& b : r.buckets)
-    rec["nsn"]["per_bucket"].push_back({{"lo", b.lo}, {"hi", b.hi}, {"samples", b.samples},
-                                        {"mean_loss", b.mean_loss}, {"sigma", b.sigma}});
-  rec["previous"] = nlohmann::json::parse(cur.training_json, nullptr, false);
+  NsnTrainOptions n = nsn;
+  n.axis = NestedAxis::Rank;
+  nlohmann::json rec;
+  auto report = train_nested(next, corpus, int64_t(corpus_text.size()), options, n,
+                             {"train.nsn.log_var", "nsn-multirank", "nsn", "min_rank"}, progress, rec);
+  rec["previous"] = nlohmann::json::parse(impl_->need().training_json, nullptr, false);
   next.training_json = rec.dump();
-  next.extras = cur.extras;
-  next.extras["train.nsn.log_var"] = r.log_var;
   impl_->adopt(std::move(next));
-  return {r.train, r.buckets};
+  return report;
 }
 
 std::vector<FrontierRow> Engine::nsn_frontier(const std::string& text, bool validation_split,
@@ -305,53 +336,30 @@ std::vector<FrontierRow> Engine::nsn_frontier(const std::string& text, bool vali
 }
 
 void Engine::convert_mpo(const std::vector<std::string>& families, int64_t bond) {
-  auto& m = impl_->need();
-  LoadedModel next;
-  next.config = mpo_config(m.config, families, bond);
-  next.model = convert_model(m.model, next.config);
-  next.tokenizer = tokenizer_from_json(m.tokenizer->to_json());
-  next.source = m.source + " (MPO)";
-  nlohmann::json rec = {{"converted_from", m.source}, {"conversion", "mpo-tt-svd"}, {"bond", bond},
-                        {"families", families}, {"source_training", nlohmann::json::parse(m.training_json, nullptr, false)}};
-  next.training_json = rec.dump();
-  impl_->adopt(std::move(next));
+  const auto& m = impl_->need();
+  impl_->adopt(impl_->converted(mpo_config(m.config, families, bond), "MPO",
+                                {{"conversion", "mpo-tt-svd"}, {"bond", bond}, {"families", families}}));
 }
 
 NsnFinetuneReport Engine::finetune_mpo(const std::string& corpus_text, const TrainOptions& options,
                                        const std::optional<NsnTrainOptions>& nested, const ProgressFn& progress) {
-  auto& cur = impl_->need();
   options.validate();
   check(info().max_bond > 0, "the model has no MPO layers: convert it first (nestscope-cli mpo convert)");
-  LoadedModel next;
-  next.config = cur.config;
-  next.tokenizer = tokenizer_from_json(cur.tokenizer->to_json());
-  next.model = clone_model(cur.model);
-  next.model->apply_budget(Budget{});
-  next.source = cur.source;
+  LoadedModel next = impl_->fork();
   const Corpus corpus = make_corpus(*next.tokenizer, corpus_text, options.train_fraction);
   NsnFinetuneReport report;
   nlohmann::json rec;
-  next.extras = cur.extras;
   if (nested) {
     NsnTrainOptions n = *nested;
     n.axis = NestedAxis::Bond;
-    auto prior = cur.extras.find("train.mpo.log_var");
-    auto r = train_nsn_multirank(next.model, corpus, options, n, progress,
-                                 prior == cur.extras.end() ? torch::Tensor() : prior->second);
-    rec = nlohmann::json::parse(train_record_json(options, r.train, int64_t(corpus_text.size())));
-    rec["objective"] = "mpo-nested-bond";
-    rec["nested"] = {{"min_bond", n.min_rank}, {"buckets", n.buckets}, {"curriculum", n.curriculum}};
-    for (const auto& b : r.buckets)
-      rec["nested"]["per_bucket"].push_back({{"lo", b.lo}, {"hi", b.hi}, {"samples", b.samples},
-                                             {"mean_loss", b.mean_loss}, {"sigma", b.sigma}});
-    next.extras["train.mpo.log_var"] = r.log_var;
-    report = {r.train, r.buckets};
+    report = train_nested(next, corpus, int64_t(corpus_text.size()), options, n,
+                          {"train.mpo.log_var", "mpo-nested-bond", "nested", "min_bond"}, progress, rec);
   } else {
     report.train = train_model(next.model, corpus, options, progress);
     rec = nlohmann::json::parse(train_record_json(options, report.train, int64_t(corpus_text.size())));
     rec["objective"] = "mpo-full-bond";
   }
-  rec["previous"] = nlohmann::json::parse(cur.training_json, nullptr, false);
+  rec["previous"] = nlohmann::json::parse(impl_->need().training_json, nullptr, false);
   next.training_json = rec.dump();
   impl_->adopt(std::move(next));
   return report;
