@@ -72,6 +72,12 @@ struct Engine::Impl {
     next.training_json = record.dump();
     return next;
   }
+  // Replaces the current model by `next`, trained from it, recording the current model's history.
+  void adopt_trained(LoadedModel next, nlohmann::json record) {
+    record["previous"] = nlohmann::json::parse(need().training_json, nullptr, false);
+    next.training_json = record.dump();
+    adopt(std::move(next));
+  }
   // A deep copy of the current model at full budget, for training that may fail or be cancelled.
   LoadedModel fork() const {
     auto& cur = need();
@@ -95,6 +101,22 @@ struct NestedRecord {
   const char* section;     // training-record key holding the options and per-bucket logs
   const char* min_name;
 };
+
+// One frontier point: `model` at budget `b`, scored on `tokens` (agreement and KL against the
+// model's full budget), with its MACs, active parameters and measured decode latency.
+FrontierRow frontier_row(Gpt& model, const Budget& b, const std::vector<int64_t>& tokens, int64_t dense_macs,
+                         int64_t context, int64_t max_windows, bool latency) {
+  const Budget full{};
+  model->apply_budget(b);
+  FrontierRow row;
+  row.linear_macs = model->linear_macs_per_token();
+  row.mac_fraction = double(row.linear_macs) / double(dense_macs);
+  row.model_macs = model->macs_per_token(context);
+  row.parameters = model->active_parameter_count();
+  row.eval = evaluate_tokens(model, tokens, max_windows, 16, {}, &full, &b);
+  row.ms_per_token = latency ? measure_decode_ms(model) : 0;
+  return row;
+}
 
 // Runs the nested objective on `next` (a fork), stores s_k, returns the report; fills `rec`.
 NsnFinetuneReport train_nested(LoadedModel& next, const Corpus& corpus, int64_t corpus_bytes,
@@ -267,9 +289,7 @@ NsnFinetuneReport Engine::finetune_nsn(const std::string& corpus_text, const Tra
   nlohmann::json rec;
   auto report = train_nested(next, corpus, int64_t(corpus_text.size()), options, n,
                              {"train.nsn.log_var", "nsn-multirank", "nsn", "min_rank"}, progress, rec);
-  rec["previous"] = nlohmann::json::parse(impl_->need().training_json, nullptr, false);
-  next.training_json = rec.dump();
-  impl_->adopt(std::move(next));
+  impl_->adopt_trained(std::move(next), rec);
   return report;
 }
 
@@ -303,12 +323,10 @@ std::vector<FrontierRow> Engine::nsn_frontier(const std::string& text, bool vali
     if (o.sensitivity_allocation) budgets.emplace_back("sensitivity", sensitivity_rank_budget(model, sensitivity, f));
   }
   std::vector<FrontierRow> rows;
-  const Budget full{};
   int64_t done = 0;
   try {
     for (const auto& [allocation, b] : budgets) {
-      model->apply_budget(b);
-      FrontierRow row;
+      FrontierRow row = frontier_row(model, b, tokens, dense_macs, m.config.context, o.max_windows, o.measure_latency);
       row.method = method;
       row.allocation = allocation;
       if (b.layer_rank.empty()) {
@@ -318,12 +336,6 @@ std::vector<FrontierRow> Engine::nsn_frontier(const std::string& text, bool vali
         for (const auto& [n, r] : b.layer_rank) sum += double(r);
         row.rank = int64_t(std::llround(sum / double(b.layer_rank.size())));
       }
-      row.linear_macs = model->linear_macs_per_token();
-      row.mac_fraction = double(row.linear_macs) / double(dense_macs);
-      row.model_macs = model->macs_per_token(m.config.context);
-      row.parameters = model->active_parameter_count();
-      row.eval = evaluate_tokens(model, tokens, o.max_windows, 16, {}, &full, &b);
-      row.ms_per_token = o.measure_latency ? measure_decode_ms(model) : 0;
       rows.push_back(row);
       report(progress, {"frontier", ++done, int64_t(budgets.size())});
     }
@@ -359,9 +371,7 @@ NsnFinetuneReport Engine::finetune_mpo(const std::string& corpus_text, const Tra
     rec = nlohmann::json::parse(train_record_json(options, report.train, int64_t(corpus_text.size())));
     rec["objective"] = "mpo-full-bond";
   }
-  rec["previous"] = nlohmann::json::parse(impl_->need().training_json, nullptr, false);
-  next.training_json = rec.dump();
-  impl_->adopt(std::move(next));
+  impl_->adopt_trained(std::move(next), rec);
   return report;
 }
 
@@ -381,22 +391,14 @@ std::vector<FrontierRow> Engine::mpo_frontier(const std::string& text, bool vali
   const Budget saved = impl_->budget;
   const int64_t dense_macs = dense_linear_macs(model);
   std::vector<FrontierRow> rows;
-  const Budget full{};
   int64_t done = 0;
   try {
     for (int64_t bond : o.bonds) {
-      const Budget b{.bond = bond};
-      model->apply_budget(b);
-      FrontierRow row;
+      FrontierRow row = frontier_row(model, Budget{.bond = bond}, tokens, dense_macs, m.config.context,
+                                     o.max_windows, o.measure_latency);
       row.method = is_mpo ? "mpo" : "tt-svd";
       row.allocation = "uniform";
       row.bond = bond;
-      row.linear_macs = model->linear_macs_per_token();
-      row.mac_fraction = double(row.linear_macs) / double(dense_macs);
-      row.model_macs = model->macs_per_token(m.config.context);
-      row.parameters = model->active_parameter_count();
-      row.eval = evaluate_tokens(model, tokens, o.max_windows, 16, {}, &full, &b);
-      row.ms_per_token = o.measure_latency ? measure_decode_ms(model) : 0;
       rows.push_back(row);
       report(progress, {"frontier", ++done, int64_t(o.bonds.size())});
     }
