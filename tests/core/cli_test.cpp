@@ -157,4 +157,14 @@ TEST(Cli, NsnSensitivityAllocationAndMpoConvertFrontier) {
   EXPECT_EQ(test::run_command(kCli + " mpo convert --model " + dense + " --out " + mpo + " --bond 0 2>&1", &out), 1);
   EXPECT_NE(out.find("at least 1"), std::string::npos) << out;
   EXPECT_EQ(run_json("info --model " + mpo + " --json")["max_bond"], 4);  // the failed convert left the file
+
+  const auto tuned = dir.file("t.safetensors");
+  auto ft = run_json("mpo finetune --model " + mpo + " --corpus " + dir.file("c.txt") + " --out " + tuned +
+                     " --steps 6 --batch 4 --warmup 1 --nested --min-bond 2 --buckets 2 --json");
+  EXPECT_EQ(ft["bond"], 4);
+  ASSERT_EQ(ft["buckets"].size(), 2u);
+  EXPECT_GT(ft["buckets"][0]["samples"].get<int>(), 0);
+  auto tuned_info = run_json("info --model " + tuned + " --json");
+  EXPECT_EQ(tuned_info["training"]["objective"], "mpo-nested-bond");
+  EXPECT_EQ(tuned_info["parameters"], c["parameters"]);
 }
