@@ -2,6 +2,7 @@
 
 #include <ATen/core/grad_mode.h>
 
+#include <algorithm>
 #include <cstring>
 
 #ifdef NESTSCOPE_HAVE_CBLAS
@@ -38,10 +39,12 @@ namespace {
 
 // [N, n] output rows, pre-filled with the bias when there is one (then beta = 1).
 std::pair<torch::Tensor, float> output_rows(const torch::Tensor& x, int64_t N, int64_t n, const torch::Tensor& bias) {
+  // Zeros, not empty, without a bias: some BLAS builds read y even when beta is 0 (0·NaN = NaN).
+  if (!bias.defined()) return {torch::zeros({N, n}, x.options()), 0.f};
   auto y = torch::empty({N, n}, x.options());
-  if (!bias.defined() || !bias.is_contiguous() || bias.scalar_type() != torch::kFloat32) {
-    if (bias.defined()) y.copy_(bias.expand({N, n}));
-    return {y, bias.defined() ? 1.f : 0.f};
+  if (!bias.is_contiguous() || bias.scalar_type() != torch::kFloat32) {
+    y.copy_(bias.expand({N, n}));
+    return {y, 1.f};
   }
   const float* b = bias.data_ptr<float>();
   float* out = y.data_ptr<float>();
@@ -71,6 +74,7 @@ torch::Tensor cpu_low_rank(const torch::Tensor& x, const torch::Tensor& A, const
   const int64_t N = x.numel() / std::max<int64_t>(k, 1);
   thread_local std::vector<float> h;
   if (int64_t(h.size()) < N * r) h.resize(size_t(N * r));
+  std::fill_n(h.begin(), N * r, 0.f);  // see output_rows: beta is 0 here too
   cpu_gemm_nt_raw(N, r, k, x.data_ptr<float>(), A.data_ptr<float>(), A.size(1), 0.f, h.data());  // [N, r]
   auto [y, beta] = output_rows(x, N, n, bias);
   cpu_gemm_nt_raw(N, n, r, h.data(), B.data_ptr<float>(), B.size(1), beta, y.data_ptr<float>());  // [N, n]
