@@ -167,9 +167,14 @@ std::vector<T> reversed(std::vector<T> v) {
 
 }  // namespace
 
-bool MpoLinear::right_to_left() const {
+std::vector<int64_t> MpoLinear::bond_dims() const {
   std::vector<int64_t> d(cores_.size() + 1);
   for (size_t l = 0; l < d.size(); ++l) d[l] = bond_dim(l);
+  return d;
+}
+
+bool MpoLinear::right_to_left() const {
+  const auto d = bond_dims();
   return chain_macs(reversed(out_factors_), reversed(in_factors_), reversed(d)) <
          chain_macs(out_factors_, in_factors_, d);
 }
@@ -207,8 +212,7 @@ torch::Tensor MpoLinear::forward_rebuilt(const torch::Tensor& x) const {
 }
 
 int64_t MpoLinear::macs() const {
-  std::vector<int64_t> d(cores_.size() + 1);
-  for (size_t l = 0; l < d.size(); ++l) d[l] = bond_dim(l);
+  const auto d = bond_dims();
   return std::min(chain_macs(out_factors_, in_factors_, d),
                   chain_macs(reversed(out_factors_), reversed(in_factors_), reversed(d)));
 }

@@ -46,6 +46,7 @@ class MpoLinear : public ElasticLinear {
   // Bond l (1 ≤ l < sites) at the current χ, and at the maximum χ.
   int64_t bond_dim(size_t l) const;
   int64_t full_bond_dim(size_t l) const { return full_bonds_[l]; }
+  std::vector<int64_t> bond_dims() const;  // D_0 … D_L at the current χ
   // Core l at the current χ (a view).
   torch::Tensor core(size_t l) const;
 
