@@ -172,6 +172,10 @@ int main(int argc, char** argv) {
   train->add_option("--context", cfg.context)->capture_default_str();
   train->add_option("--position", position, "sinusoidal or learned")->capture_default_str();
   train->add_option("--activation", activation, "relu or gelu")->capture_default_str();
+  int64_t train_mpo_bond = 0;
+  train->add_option("--mpo-bond", train_mpo_bond,
+                    "train every projection as an MPO chain of this χ from random cores (0 = dense)")
+      ->capture_default_str();
   add_common(train, common, /*with_model=*/false);
 
   // eval
@@ -228,6 +232,8 @@ int main(int argc, char** argv) {
   nsn_finetune->add_option("--seed", fopt.seed)->capture_default_str();
   nsn_finetune->add_option("--min-rank", nopt.min_rank, "lowest rank sampled")->capture_default_str();
   nsn_finetune->add_option("--buckets", nopt.buckets, "log-variance buckets")->capture_default_str();
+  nsn_finetune->add_option("--max-sample-rank", nopt.max_sample, "highest rank sampled besides the full-rank anchor (0 = R)")
+      ->capture_default_str();
   nsn_finetune->add_option("--curriculum", nopt.curriculum, "fraction of steps to widen the rank range")
       ->capture_default_str();
   nsn_finetune->add_option("--max-rank", max_rank, "R when the model is dense and gets converted first (0 = full)")
@@ -284,6 +290,8 @@ int main(int argc, char** argv) {
   mpo_finetune->add_flag("--nested", nested, "each step trains the full χ and one sampled χ (learned weights)");
   mpo_finetune->add_option("--min-bond", mnest.min_rank, "lowest χ sampled with --nested")->capture_default_str();
   mpo_finetune->add_option("--buckets", mnest.buckets, "log-variance buckets with --nested")->capture_default_str();
+  mpo_finetune->add_option("--max-sample-bond", mnest.max_sample, "highest χ sampled besides the anchor with --nested (0 = max)")
+      ->capture_default_str();
   mpo_finetune->add_option("--curriculum", mnest.curriculum, "fraction of steps to widen the χ range")
       ->capture_default_str();
   mpo_finetune->add_option("--bond", bond, "χ when the model is dense and gets converted first")->capture_default_str();
@@ -309,6 +317,10 @@ int main(int argc, char** argv) {
       check(activation == "relu" || activation == "gelu", "--activation must be relu or gelu");
       cfg.position = position == "sinusoidal" ? PositionEncoding::Sinusoidal : PositionEncoding::Learned;
       cfg.activation = activation == "relu" ? Activation::Relu : Activation::Gelu;
+      check(train_mpo_bond >= 0, "--mpo-bond must be at least 1 (or 0 for dense), got " + std::to_string(train_mpo_bond));
+      // Factors stay empty: each family gets its balanced default once the corpus fixes the vocabulary.
+      if (train_mpo_bond > 0)
+        for (const auto& f : projection_families()) cfg.linear[f] = LinearSpec{.kind = LinearKind::Mpo, .bond = train_mpo_bond};
       engine.set_device(common.device);
       if (!init.empty()) engine.load(init);
       const std::string text = read_text_file(corpus);

@@ -1,11 +1,15 @@
 // nestscope_bench_nsn: time of NSN linear layers vs dense at rank fractions of r* (JSON).
 // r* = d_in·d_out / (d_in + d_out) is the rank where NSN's r·(d_in+d_out) MACs equal dense's.
 // Shapes: PicoGPT's projections (overhead-bound at batch 1) and GPT-2 small's (compute-bound).
+// Two timings per row: "call" = forward() on tensors (allocates the output, as the model does
+// today), "kernel" = forward_raw() into preallocated buffers (the arithmetic a decoder with fixed
+// activation buffers pays). The acceptance ratio (time ≤ 1.2× MACs) is read on the kernel.
 // usage: nestscope_bench_nsn [--threads N] [--iters N]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "bench/bench_util.h"
@@ -43,11 +47,18 @@ int main(int argc, char** argv) {
       // About the same work per repeat for every shape: fewer calls for big layers.
       const int n = int(std::clamp<int64_t>(int64_t(iters) * 128 * 128 / (in * out * tokens), 20, iters));
       const double dense_us = time_us([&] { return dense.forward(x); }, n);
+      std::vector<float> y(size_t(tokens * out));
+      const float* xp = x.data_ptr<float>();
+      const bool raw = dense.forward_raw(tokens, xp, y.data());
+      const double dense_kernel_us = raw ? time_us([&] { dense.forward_raw(tokens, xp, y.data()); }, n) : -1;
       for (double f : {0.125, 0.25, 0.5, 1.0}) {
         const int64_t r = std::max<int64_t>(1, std::llround(f * r_star));
         nsn.set_rank(r);
         const double nsn_us = time_us([&] { return nsn.forward(x); }, n);
+        const double nsn_kernel_us =
+            raw && nsn.forward_raw(tokens, xp, y.data()) ? time_us([&] { nsn.forward_raw(tokens, xp, y.data()); }, n) : -1;
         const double mac_ratio = double(r * (in + out)) / double(in * out);
+        const double kernel_ratio = nsn_kernel_us > 0 ? nsn_kernel_us / dense_kernel_us : -1;
         rows.push_back({{"model", model},
                         {"shape", std::to_string(out) + "x" + std::to_string(in)},
                         {"tokens", tokens},
@@ -57,7 +68,11 @@ int main(int argc, char** argv) {
                         {"nsn_us", nsn_us},
                         {"time_ratio", nsn_us / dense_us},
                         {"mac_ratio", mac_ratio},
-                        {"time_over_mac_ratio", (nsn_us / dense_us) / mac_ratio}});
+                        {"time_over_mac_ratio", (nsn_us / dense_us) / mac_ratio},
+                        {"dense_kernel_us", dense_kernel_us},
+                        {"nsn_kernel_us", nsn_kernel_us},
+                        {"kernel_time_ratio", kernel_ratio},
+                        {"kernel_time_over_mac_ratio", kernel_ratio > 0 ? kernel_ratio / mac_ratio : -1}});
       }
     }
   }

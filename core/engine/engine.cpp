@@ -127,7 +127,7 @@ NsnFinetuneReport train_nested(LoadedModel& next, const Corpus& corpus, int64_t 
                                prior == next.extras.end() ? torch::Tensor() : prior->second);
   rec = nlohmann::json::parse(train_record_json(options, r.train, corpus_bytes));
   rec["objective"] = how.objective;
-  rec[how.section] = {{how.min_name, n.min_rank}, {"buckets", n.buckets}, {"curriculum", n.curriculum}};
+  rec[how.section] = {{how.min_name, n.min_rank}, {"max_sample", n.max_sample}, {"buckets", n.buckets}, {"curriculum", n.curriculum}};
   for (const auto& b : r.buckets)
     rec[how.section]["per_bucket"].push_back(
         {{"lo", b.lo}, {"hi", b.hi}, {"samples", b.samples}, {"mean_loss", b.mean_loss}, {"sigma", b.sigma}});

@@ -68,17 +68,58 @@ torch::Tensor cpu_gemm_nt(const torch::Tensor& x, const float* w, int64_t n, int
   return y.view(with_last(x, n));
 }
 
-torch::Tensor cpu_low_rank(const torch::Tensor& x, const torch::Tensor& A, const torch::Tensor& B, int64_t r,
-                           const torch::Tensor& bias) {
-  const int64_t k = x.size(-1), n = B.size(0);
-  const int64_t N = x.numel() / std::max<int64_t>(k, 1);
+void cpu_gemm_nn_raw(int64_t N, int64_t n, int64_t k, const float* x, const float* bt, int64_t ldb, float beta,
+                     float* y) {
+#ifdef NESTSCOPE_HAVE_CBLAS
+  if (N == 1)
+    cblas_sgemv(CblasRowMajor, CblasTrans, int(k), int(n), 1.f, bt, int(ldb), x, 1, beta, y, 1);
+  else
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(N), int(n), int(k), 1.f, x, int(k), bt, int(ldb), beta,
+                y, int(n));
+#else
+  (void)N, (void)n, (void)k, (void)x, (void)bt, (void)ldb, (void)beta, (void)y;
+#endif
+}
+
+namespace {
+
+// Rows of y set to the bias (beta = 1 afterwards) or to zero (beta = 0; zeros, see output_rows).
+float fill_bias(int64_t N, int64_t n, const float* bias, float* y) {
+  if (!bias) {
+    std::fill_n(y, N * n, 0.f);
+    return 0.f;
+  }
+  for (int64_t i = 0; i < N; ++i) std::memcpy(y + i * n, bias, size_t(n) * sizeof(float));
+  return 1.f;
+}
+
+}  // namespace
+
+void cpu_low_rank_raw(int64_t N, int64_t k, int64_t n, int64_t r, const float* x, const float* A, const float* bt,
+                      int64_t ldb, const float* bias, float* y) {
   thread_local std::vector<float> h;
   if (int64_t(h.size()) < N * r) h.resize(size_t(N * r));
-  std::fill_n(h.begin(), N * r, 0.f);  // see output_rows: beta is 0 here too
-  cpu_gemm_nt_raw(N, r, k, x.data_ptr<float>(), A.data_ptr<float>(), A.size(1), 0.f, h.data());  // [N, r]
-  auto [y, beta] = output_rows(x, N, n, bias);
-  cpu_gemm_nt_raw(N, n, r, h.data(), B.data_ptr<float>(), B.size(1), beta, y.data_ptr<float>());  // [N, n]
+  std::fill_n(h.begin(), N * r, 0.f);
+  cpu_gemm_nt_raw(N, r, k, x, A, k, 0.f, h.data());  // [N, r]
+  const float beta = fill_bias(N, n, bias, y);
+  cpu_gemm_nn_raw(N, n, r, h.data(), bt, ldb, beta, y);  // [N, n]
+}
+
+torch::Tensor cpu_low_rank(const torch::Tensor& x, const torch::Tensor& A, const float* bt, int64_t ldb, int64_t n,
+                           int64_t r, const torch::Tensor& bias) {
+  const int64_t k = x.size(-1);
+  const int64_t N = x.numel() / std::max<int64_t>(k, 1);
+  auto y = torch::empty({N, n}, x.options());
+  const bool raw_bias = bias.defined() && bias.is_contiguous() && bias.scalar_type() == torch::kFloat32;
+  cpu_low_rank_raw(N, k, n, r, x.data_ptr<float>(), A.data_ptr<float>(), bt, ldb,
+                   raw_bias ? bias.data_ptr<float>() : nullptr, y.data_ptr<float>());
+  if (bias.defined() && !raw_bias) y.add_(bias.to(y.options()));
   return y.view(with_last(x, n));
+}
+
+void cpu_linear_raw(int64_t N, int64_t k, int64_t n, const float* x, const float* w, const float* bias, float* y) {
+  const float beta = fill_bias(N, n, bias, y);
+  cpu_gemm_nt_raw(N, n, k, x, w, k, beta, y);
 }
 
 }  // namespace nestscope

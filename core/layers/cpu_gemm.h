@@ -21,9 +21,24 @@ torch::Tensor cpu_gemm_nt(const torch::Tensor& x, const float* w, int64_t n, int
 void cpu_gemm_nt_raw(int64_t N, int64_t n, int64_t k, const float* x, const float* w, int64_t ldw, float beta,
                      float* y);
 
-// NSN at rank r on the fast path: y = B[:, :r]·(A[:r]·x) + bias, the r-wide middle kept in a
-// per-thread scratch buffer instead of a tensor.
-torch::Tensor cpu_low_rank(const torch::Tensor& x, const torch::Tensor& A, const torch::Tensor& B, int64_t r,
-                           const torch::Tensor& bias);
+// y[N, n] = x[N, k] · Bt[:k, :] + beta·y where Bt is row-major [≥k, n] with row stride ldb: the
+// first k rows (Bᵀ of an NSN layer, whose B_r columns become contiguous rows). One row is an
+// axpy-shaped gemv, which stays efficient for k as small as 8; the NoTrans form of B_r would be
+// n dot products of length k.
+void cpu_gemm_nn_raw(int64_t N, int64_t n, int64_t k, const float* x, const float* bt, int64_t ldb, float beta,
+                     float* y);
+
+// NSN at rank r on raw buffers: y[N, n] = (x[N, k]·A[:r]ᵀ)·Bt[:r] + bias, with the r-wide middle
+// in a per-thread scratch buffer. A is [R, k] row-major, Bt = Bᵀ is [R, n] row-major, bias may be
+// null. Writes y fully.
+void cpu_low_rank_raw(int64_t N, int64_t k, int64_t n, int64_t r, const float* x, const float* A, const float* bt,
+                      int64_t ldb, const float* bias, float* y);
+
+// The same returning a tensor with x's leading shape.
+torch::Tensor cpu_low_rank(const torch::Tensor& x, const torch::Tensor& A, const float* bt, int64_t ldb, int64_t n,
+                           int64_t r, const torch::Tensor& bias);
+
+// y[N, n] = x·Wᵀ + bias on raw buffers, W row-major [n, k]; bias may be null. Writes y fully.
+void cpu_linear_raw(int64_t N, int64_t k, int64_t n, const float* x, const float* w, const float* bias, float* y);
 
 }  // namespace nestscope

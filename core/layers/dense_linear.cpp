@@ -17,6 +17,14 @@ torch::Tensor DenseLinear::forward(const torch::Tensor& x) {
   return torch::linear(x, weight_, bias_);
 }
 
+bool DenseLinear::forward_raw(int64_t rows, const float* x, float* y) {
+  if (!cpu_gemm_applies(weight_, weight_) || !weight_.is_contiguous() || (bias_.defined() && !bias_.is_contiguous()))
+    return false;
+  cpu_linear_raw(rows, in_features(), out_features(), x, weight_.data_ptr<float>(),
+                 bias_.defined() ? bias_.data_ptr<float>() : nullptr, y);
+  return true;
+}
+
 void DenseLinear::load_from_dense(const torch::Tensor& weight, const torch::Tensor& bias) {
   check(weight.sizes() == weight_.sizes(), "dense conversion: weight shape does not match the layer");
   check(bias.defined() == bias_.defined(), "dense conversion: bias presence does not match the layer");

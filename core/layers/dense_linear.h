@@ -10,6 +10,7 @@ class DenseLinear : public ElasticLinear {
   DenseLinear(int64_t in_features, int64_t out_features, bool with_bias, double init_std);
 
   torch::Tensor forward(const torch::Tensor& x) override;
+  bool forward_raw(int64_t rows, const float* x, float* y) override;
   int64_t macs() const override;
   int64_t params() const override;
   torch::Tensor to_dense() const override { return weight_; }

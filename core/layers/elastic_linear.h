@@ -22,6 +22,11 @@ class ElasticLinear : public torch::nn::Module {
   virtual int64_t macs() const = 0;
   // Parameters in use at the current budget (bias included).
   virtual int64_t params() const = 0;
+  // Inference on caller-owned float buffers, no tensors: y[rows, out] = x[rows, in]·Wᵀ + b at the
+  // current budget. Returns false (and writes nothing) when this layer or build has no such path
+  // (no CBLAS, not CPU float32); then use forward(). A decoder that preallocates its activations
+  // pays only arithmetic here, which is what the layer benchmarks compare.
+  virtual bool forward_raw(int64_t /*rows*/, const float* /*x*/, float* /*y*/) { return false; }
   // The reference: W as a dense [out, in] matrix at the current budget.
   virtual torch::Tensor to_dense() const = 0;
   // The bias [out], or an undefined tensor when there is none.

@@ -33,10 +33,31 @@ void NsnLinear::load_from_dense(const torch::Tensor& weight, const torch::Tensor
   }
 }
 
+const float* NsnLinear::transposed_b() {
+  if (!A_.is_contiguous() || !B_.is_contiguous() || !B_.device().is_cpu() || B_.scalar_type() != torch::kFloat32)
+    return nullptr;
+  if (!bt_.defined() || bt_version_ != B_._version() || bt_source_ != B_.data_ptr()) {
+    torch::NoGradGuard no_grad;
+    bt_ = B_.detach().t().contiguous();  // [R, out]
+    bt_version_ = B_._version();
+    bt_source_ = B_.data_ptr();
+  }
+  return bt_.data_ptr<float>();
+}
+
+bool NsnLinear::forward_raw(int64_t rows, const float* x, float* y) {
+  if (!cpu_gemm_applies(A_, A_)) return false;
+  const float* bt = transposed_b();
+  if (!bt || (bias_.defined() && !bias_.is_contiguous())) return false;
+  cpu_low_rank_raw(rows, in_features(), out_features(), rank_, x, A_.data_ptr<float>(), bt, out_features(),
+                   bias_.defined() ? bias_.data_ptr<float>() : nullptr, y);
+  return true;
+}
+
 torch::Tensor NsnLinear::forward(const torch::Tensor& x) {
   // Views, not copies: A_r = A[:r] and B_r = B[:, :r]. Two skinny matmuls, r·(in+out) MACs.
-  if (cpu_gemm_applies(x, A_) && A_.is_contiguous() && B_.is_contiguous()) {
-    return cpu_low_rank(x, A_, B_, rank_, bias_);
+  if (cpu_gemm_applies(x, A_)) {
+    if (const float* bt = transposed_b()) return cpu_low_rank(x, A_, bt, out_features(), out_features(), rank_, bias_);
   }
   auto h = torch::linear(x, A_.narrow(0, 0, rank_));          // [..., r]
   return torch::linear(h, B_.narrow(1, 0, rank_), bias_);     // [..., out]

@@ -15,6 +15,7 @@ class NsnLinear : public ElasticLinear {
   void load_from_dense(const torch::Tensor& weight, const torch::Tensor& bias) override;
 
   torch::Tensor forward(const torch::Tensor& x) override;
+  bool forward_raw(int64_t rows, const float* x, float* y) override;
   int64_t macs() const override { return rank_ * (in_features() + out_features()); }
   int64_t params() const override;
   torch::Tensor to_dense() const override;
@@ -28,10 +29,18 @@ class NsnLinear : public ElasticLinear {
   const torch::Tensor& B() const { return B_; }  // [out, R]
 
  private:
+  // Bᵀ [R, out], contiguous, for the CPU inference path (see cpu_gemm_nn_raw); rebuilt when B
+  // changed since (its version counter or storage moved: an optimizer step, a load, a convert).
+  // Null when the fast path does not apply. Costs one more copy of B in memory.
+  const float* transposed_b();
+
   torch::Tensor A_;     // [R, in]: rows are the nested input subspace
   torch::Tensor B_;     // [out, R]
   torch::Tensor bias_;  // [out] or undefined; never truncated
   int64_t rank_;
+  torch::Tensor bt_;               // cached Bᵀ
+  int64_t bt_version_ = -1;        // B_._version() when bt_ was made
+  const void* bt_source_ = nullptr;  // B_'s data pointer then
 };
 
 }  // namespace nestscope

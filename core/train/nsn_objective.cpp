@@ -16,6 +16,9 @@ void NsnTrainOptions::validate(int64_t max_rank) const {
   check(buckets >= 1 && buckets <= max_rank - min_rank + 1,
         "rank buckets must be in [1, " + std::to_string(max_rank - min_rank + 1) + "], got " + std::to_string(buckets));
   check(curriculum >= 0 && curriculum <= 1, "curriculum must be a fraction in [0, 1]");
+  check(max_sample == 0 || (max_sample >= min_rank && max_sample <= max_rank),
+        std::string(bond ? "max sampled bond " : "max sampled rank ") + std::to_string(max_sample) +
+            " is outside [" + std::to_string(min_rank) + ", " + std::to_string(max_rank) + "] (0 = no cap)");
 }
 
 int64_t nsn_bucket(int64_t r, int64_t min_rank, int64_t max_rank, int64_t buckets) {
@@ -46,8 +49,9 @@ NsnTrainResult train_nsn_multirank(Gpt& model, const Corpus& corpus, const Train
   const int64_t top = nsn_bucket(R, nsn.min_rank, R, K);
 
   auto loss_fn = [&](const torch::Tensor& x, const torch::Tensor& y, int64_t step) {
-    const int64_t lo = nsn_curriculum_floor(nsn, R, step, options.steps);
-    const int64_t r = std::uniform_int_distribution<int64_t>(lo, R)(rng);
+    const int64_t hi = nsn.max_sample > 0 ? nsn.max_sample : R;
+    const int64_t lo = std::min(hi, nsn_curriculum_floor(nsn, R, step, options.steps));
+    const int64_t r = std::uniform_int_distribution<int64_t>(lo, hi)(rng);
     const int64_t k = nsn_bucket(r, nsn.min_rank, R, K);
     model->apply_budget(budget_at(r));
     auto ce_r = next_token_loss(model, x, y);

@@ -55,6 +55,9 @@ struct NsnTrainOptions {
   int64_t min_rank = 4;     // lowest global rank (or χ) ever sampled
   int64_t buckets = 8;      // log-variance buckets over [min_rank, R]
   double curriculum = 0.5;  // fraction of the steps over which the range widens to min_rank
+  int64_t max_sample = 0;   // highest rank (or χ) sampled besides the anchor; 0 = the maximum.
+                            // Ranks above r* cost more than dense, so capping spends the steps
+                            // where the slider is useful.
   void validate(int64_t max_rank) const;  // throws Error
 };
 

@@ -45,6 +45,28 @@ TEST(NsnLinear, ForwardEqualsTheDenseReference) {
   }
 }
 
+TEST(NsnLinear, RawBufferPathMatchesAndFollowsInPlaceUpdates) {
+  torch::manual_seed(4);
+  NsnLinear l(16, 24, 16, true, 0.02);
+  torch::NoGradGuard g;
+  l.bias().normal_();
+  for (int64_t rows : {1, 5}) {
+    auto x = torch::randn({rows, 16});
+    std::vector<float> y(size_t(rows * 24));
+    for (int64_t r : {1, 7, 16}) {
+      l.set_rank(r);
+      if (!l.forward_raw(rows, x.data_ptr<float>(), y.data())) GTEST_SKIP() << "built without CBLAS: no raw path";
+      auto ref = torch::matmul(x, l.to_dense().t()) + l.bias();
+      auto got = torch::from_blob(y.data(), {rows, 24}).clone();
+      EXPECT_LT((got - ref).abs().max().item<double>(), 1e-5) << "rows " << rows << " rank " << r;
+    }
+    // An optimizer-style in-place step on B must reach the cached Bᵀ of the fast path.
+    l.B().mul_(2.0);
+    auto ref = torch::matmul(x, l.to_dense().t()) + l.bias();
+    EXPECT_LT((l.forward(x) - ref).abs().max().item<double>(), 1e-5) << "rows " << rows;
+  }
+}
+
 TEST(NsnLinear, SvdConversionIsTheEckartYoungBestApproximation) {
   torch::manual_seed(3);
   auto W = torch::randn({20, 14}, torch::kFloat64).to(torch::kFloat32);
