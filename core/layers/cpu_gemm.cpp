@@ -31,7 +31,13 @@ void cpu_gemm_nt_raw(int64_t N, int64_t n, int64_t k, const float* x, const floa
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(N), int(n), int(k), 1.f, x, int(k), w, int(ldw), beta, y,
                 int(n));
 #else
-  (void)N, (void)n, (void)k, (void)x, (void)w, (void)ldw, (void)beta, (void)y;
+  // Plain loops without CBLAS: correct, not fast (the ATen paths serve the model then).
+  for (int64_t i = 0; i < N; ++i)
+    for (int64_t o = 0; o < n; ++o) {
+      float s = 0;
+      for (int64_t j = 0; j < k; ++j) s += x[i * k + j] * w[o * ldw + j];
+      y[i * n + o] = (beta == 0.f ? 0.f : beta * y[i * n + o]) + s;
+    }
 #endif
 }
 
@@ -77,7 +83,12 @@ void cpu_gemm_nn_raw(int64_t N, int64_t n, int64_t k, const float* x, const floa
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(N), int(n), int(k), 1.f, x, int(k), bt, int(ldb), beta,
                 y, int(n));
 #else
-  (void)N, (void)n, (void)k, (void)x, (void)bt, (void)ldb, (void)beta, (void)y;
+  for (int64_t i = 0; i < N; ++i) {
+    float* yi = y + i * n;
+    for (int64_t o = 0; o < n; ++o) yi[o] = beta == 0.f ? 0.f : beta * yi[o];
+    for (int64_t j = 0; j < k; ++j)
+      for (int64_t o = 0; o < n; ++o) yi[o] += x[i * k + j] * bt[j * ldb + o];
+  }
 #endif
 }
 

@@ -17,7 +17,8 @@ bool cpu_gemm_applies(const torch::Tensor& x, const torch::Tensor& weight);
 torch::Tensor cpu_gemm_nt(const torch::Tensor& x, const float* w, int64_t n, int64_t ldw, const torch::Tensor& bias);
 
 // The same on raw row-major buffers: y[N, n] = x[N, k] · W[:, :k]ᵀ + beta·y. One row uses gemv
-// (OpenBLAS's gemm is several times slower than its gemv for a single row).
+// (OpenBLAS's gemm is several times slower than its gemv for a single row). The raw functions
+// work without CBLAS too (plain loops), so callers need no second path.
 void cpu_gemm_nt_raw(int64_t N, int64_t n, int64_t k, const float* x, const float* w, int64_t ldw, float beta,
                      float* y);
 

@@ -1,6 +1,8 @@
 #include "core/model/transformer.h"
 
 #include "core/error.h"
+#include "core/gate/block_recovery.h"
+#include "core/gate/mlp_gate.h"
 #include "core/layers/factory.h"
 
 namespace nestscope {
@@ -54,6 +56,7 @@ MlpImpl::MlpImpl(const ModelConfig& cfg) : activation_(cfg.activation) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
+  if (gate && !at::GradMode::is_enabled()) return gate->forward(x, trace);
   auto h = up->forward(x);  // [B, T, N]
   h = activation_ == Activation::Relu ? torch::relu(h) : torch::gelu(h);
   return down->forward(h);  // [B, T, C]
@@ -194,11 +197,66 @@ void GptImpl::apply_budget(const Budget& budget) {
     for (const auto& l : layers) known |= l.first == name;
     check(known, "budget names an unknown layer '" + name + "'");
   }
+  if (budget.gate.policy != GatePolicy::Off) {
+    const auto& g = budget.gate;
+    check(g.active > 0 && g.active <= 1, "gate: active fraction must be in (0, 1], got " + std::to_string(g.active));
+    check(g.block >= 1 && cfg_.d_ff % g.block == 0, "gate: block size " + std::to_string(g.block) +
+                                                         " does not divide the MLP width " + std::to_string(cfg_.d_ff));
+    const int64_t n = cfg_.d_ff / g.block;
+    const int64_t k = std::clamp<int64_t>(std::llround(g.active * double(n)), 1, n);
+    check_gate_sizes(cfg_.d_ff, g.block, k, g.measurements > 0 ? g.measurements : std::max<int64_t>(1, cfg_.d_ff / 4));
+    check(g.iters >= 1 && g.iters <= 50, "gate: IHT iterations must be in [1, 50], got " + std::to_string(g.iters));
+    check(g.policy != GatePolicy::Static ||
+              (int64_t(static_energy_.size()) == cfg_.n_layers && static_energy_[0].numel() == n),
+          "gate: the static policy needs a calibration text at this block size first");
+  }
   for (size_t i = 0; i < layers.size(); ++i) {
     auto& p = *layers[i].second;
     if (ranks[i] > 0) p.set_rank(ranks[i]);
     if (p.max_bond() > 0) p.set_bond(budget.bond == 0 ? p.max_bond() : std::min(budget.bond, p.max_bond()));
   }
+  gate_ = budget.gate;
+  rebuild_gates();
+}
+
+void GptImpl::rebuild_gates() {
+  torch::NoGradGuard no_grad;
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+    auto& mlp = blocks_[size_t(l)]->mlp;
+    if (gate_.policy == GatePolicy::Off) {
+      mlp->gate.reset();
+      continue;
+    }
+    // The weights at the current rank / χ: the gate composes with NSN and MPO budgets.
+    mlp->gate = std::make_shared<MlpGate>(mlp->up->to_dense(), mlp->up->bias(), mlp->down->to_dense(),
+                                          mlp->down->bias(), cfg_.activation, gate_, l);
+    if (gate_.policy == GatePolicy::Static) mlp->gate->set_static_energy(static_energy_[size_t(l)]);
+  }
+}
+
+void GptImpl::set_gate_trace(std::vector<std::vector<MlpGateTrace>>* sink) {
+  if (sink) sink->resize(size_t(cfg_.n_layers));
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) blocks_[size_t(l)]->mlp->trace = sink ? &(*sink)[size_t(l)] : nullptr;
+}
+
+std::vector<torch::Tensor> GptImpl::mlp_block_energy(const torch::Tensor& idx, int64_t block) {
+  check(block >= 1 && cfg_.d_ff % block == 0, "gate: block size " + std::to_string(block) +
+                                                   " does not divide the MLP width " + std::to_string(cfg_.d_ff));
+  check(idx.dim() == 2 && idx.size(1) > 0 && idx.size(1) <= cfg_.context, "calibration input must be [B, T] with T in [1, context]");
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> out;
+  // The dense forward of BlockImpl::forward, keeping each MLP's pre-activation.
+  auto x = tok_emb->forward(idx) + pos_emb.narrow(0, 0, idx.size(1));  // [B, T, C]
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+    auto& b = blocks_[size_t(l)];
+    auto h = x + b->attn->forward(b->ln1->forward(x), nullptr, l);
+    auto u = b->ln2->forward(h);
+    auto z = b->mlp->up->forward(u);  // [B, T, N]
+    z = cfg_.activation == Activation::Relu ? torch::relu(z) : torch::gelu(z);
+    out.push_back(block_energy(z.to(torch::kFloat64), block).reshape({-1, cfg_.d_ff / block}).mean(0).cpu());  // [n]
+    x = h + b->mlp->down->forward(z);
+  }
+  return out;
 }
 
 }  // namespace nestscope

@@ -17,6 +17,9 @@
 
 namespace nestscope {
 
+class MlpGate;
+struct MlpGateTrace;
+
 // Keys and values of every layer for incremental decoding.
 struct KvCache {
   std::vector<torch::Tensor> k;  // per layer [B, H, context, hd]
@@ -44,6 +47,9 @@ class MlpImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);  // [B, T, C] -> [B, T, C]
 
   std::shared_ptr<ElasticLinear> up, down;
+  // When set (and autograd is off) the MLP runs gated: only the neuron blocks the gate picks.
+  std::shared_ptr<MlpGate> gate;
+  std::vector<MlpGateTrace>* trace = nullptr;  // filled per token row by the gate when set
 
  private:
   Activation activation_;
@@ -85,6 +91,16 @@ class GptImpl : public torch::nn::Module {
   // Sets every elastic layer for `budget`; takes effect on the next forward. Throws Error (and
   // changes nothing) when a rank is out of range.
   void apply_budget(const Budget& budget);
+  const GateOptions& gate_options() const { return gate_; }
+
+  // Mean true block activation energy ‖act(z_b)‖² per layer over the tokens of idx [B, T]
+  // (blocks of `block` neurons): one [N/B] tensor per layer. Calibrates the Static gate policy.
+  std::vector<torch::Tensor> mlp_block_energy(const torch::Tensor& idx, int64_t block);
+  // Stores per-layer energies for the Static policy (kept across budget changes).
+  void set_static_gate_energy(std::vector<torch::Tensor> energy) { static_energy_ = std::move(energy); }
+  // Per-layer gate traces: a forward appends one MlpGateTrace per token row to (*sink)[layer].
+  // nullptr stops tracing (the default: the fast path pays nothing).
+  void set_gate_trace(std::vector<std::vector<MlpGateTrace>>* sink);
 
   torch::nn::Embedding tok_emb{nullptr};
   torch::Tensor pos_emb;  // [context, C]: learned parameter or fixed sinusoidal buffer
@@ -93,8 +109,13 @@ class GptImpl : public torch::nn::Module {
   std::shared_ptr<ElasticLinear> head;  // null when tied to tok_emb
 
  private:
+  // Builds (or, with policy Off, removes) every layer's MlpGate from the current weights.
+  void rebuild_gates();
+
   ModelConfig cfg_;
   std::vector<Block> blocks_;
+  GateOptions gate_;
+  std::vector<torch::Tensor> static_energy_;  // per layer [N/B], for GatePolicy::Static
 };
 TORCH_MODULE(Gpt);
 

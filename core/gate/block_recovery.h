@@ -1,0 +1,52 @@
+// Measurement operators and block-sparse recovery for the compressed-sensing gate.
+// A signal z ∈ R^N is split into n = N / B aligned blocks of B entries; a measurement is
+// y = Φ·z with a seeded random Φ (m×N, entries ±1/√m or N(0, 1/m), so E[ΦᵀΦ] = I).
+// Recovery estimates a k-block-sparse z from y:
+//  - block OMP (Eldar, Kuppinger & Bölcskei 2010): add the block whose columns correlate most with
+//    the residual, re-fit by least squares on all chosen columns; exact for a k-block-sparse z
+//    once m ≳ C·k·B·log(n/k) (needs m ≥ k·B for the fit);
+//  - block IHT, normalised (Blumensath & Davies 2010; model-based form of Baraniuk et al. 2010):
+//    z ← H_k(z + μ·Φᵀ(y − Φz)), H_k keeping the k blocks of largest energy, μ = ‖g_S‖²/‖Φg_S‖²
+//    on the current support S (a fixed μ = 1 diverges when ‖Φ_S‖ > 1), halved while the residual
+//    grows. Works for any k; one iteration from z = 0 is one-step thresholding of Φᵀy with μ = 1,
+//    the unbiased estimate (E[ΦᵀΦ] = I) the gate uses on its cheapest setting.
+#pragma once
+#include <torch/types.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace nestscope {
+
+enum class MeasurementKind { Rademacher, Gaussian };
+
+// Φ [m, n] float32 from `seed`, entries ±1/√m (Rademacher) or N(0, 1/m). Throws Error when m or n
+// is below 1. Same seed, same Φ, on every machine (its own generator, not torch's).
+torch::Tensor measurement_operator(int64_t m, int64_t n, uint64_t seed, MeasurementKind kind);
+
+// Per-block energy Σ z_i² over aligned blocks of `block` entries: z [..., N] -> [..., N/B].
+torch::Tensor block_energy(const torch::Tensor& z, int64_t block);
+
+// The k blocks of largest energy [n], ascending block order. Ties go to the lower block.
+std::vector<int64_t> top_blocks(const torch::Tensor& energy, int64_t k);
+
+// Block OMP: estimate [N] with at most k nonzero blocks. phi [m, N], y [m]. Throws Error when the
+// shapes disagree, B does not divide N, k is outside [1, N/B] or k·B > m.
+torch::Tensor block_omp(const torch::Tensor& phi, const torch::Tensor& y, int64_t block, int64_t k);
+
+// Block IHT with `iters` iterations. Same errors as block_omp, without the k·B ≤ m limit; iters ≥ 1.
+torch::Tensor block_iht(const torch::Tensor& phi, const torch::Tensor& y, int64_t block, int64_t k, int64_t iters);
+
+// The same on raw float buffers (the gate's per-token path): phi [m, N] row-major, y [m]. Writes
+// the k-block-sparse estimate to z [N] and the last iterate before thresholding to g [N]; returns
+// the MACs spent. No checks: callers validate sizes once.
+int64_t block_iht_raw(int64_t m, int64_t N, const float* phi, const float* y, int64_t block, int64_t k, int64_t iters,
+                      float* z, float* g);
+
+// F1 of a chosen support against a reference one (block indices; order does not matter).
+double support_f1(const std::vector<int64_t>& chosen, const std::vector<int64_t>& reference);
+
+// Checks shared by the gate: block divides n, k in [1, n/block], m in [1, n]. Throws Error.
+void check_gate_sizes(int64_t n, int64_t block, int64_t k, int64_t m);
+
+}  // namespace nestscope

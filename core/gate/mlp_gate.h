@@ -1,0 +1,73 @@
+// MlpGate: the compressed-sensing gate over one MLP's neuron blocks (Kiruluta 2026, "Compressed-
+// Sensing-Guided, Inference-Aware Structured Reduction for Large Language Models", §3–4).
+//
+// Per token x [C]: the pre-activation is z = W_up·x + b_up [N], split into n = N/B aligned blocks.
+//  1. Measure: y = Φ·W_up·x with a seeded Φ [m, N] folded into P = Φ·W_up [m, C] once, so the
+//     measurement costs m·C MACs instead of N·C.
+//  2. Recover: block IHT on u = W_up·x from y (core/gate/block_recovery.h), starting at one-step
+//     thresholding g = Φᵀy; the known bias is added back, ẑ = g + b_up.
+//  3. Select: the k blocks with the largest estimated activation energy ‖act(ẑ_b)‖².
+//  4. Execute only those: each run of adjacent active blocks is one W_up row-slice product and one
+//     W_downᵀ row-slice product (W_down is stored transposed so a block's columns are contiguous).
+// Everything else never runs. Policies Oracle / Static / Random choose differently (GateOptions).
+#pragma once
+#include <torch/types.h>
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "core/gate/gate_options.h"
+#include "core/model/config.h"
+
+namespace nestscope {
+
+// What the gate did for one token in one layer.
+struct MlpGateTrace {
+  std::vector<int64_t> blocks;  // active block indices, ascending
+  int64_t measurements = 0;     // m used (0 for policies that do not measure)
+  int64_t macs = 0;             // MLP MACs spent: measurement + recovery + the active blocks
+};
+
+class MlpGate {
+ public:
+  // The MLP at its current budget: up [N, C], up_bias [N] or undefined, down [C, N], down_bias [C]
+  // or undefined. `layer` offsets the seed. Throws Error on bad sizes (block, k, m) or shapes.
+  MlpGate(const torch::Tensor& up, const torch::Tensor& up_bias, const torch::Tensor& down,
+          const torch::Tensor& down_bias, Activation activation, const GateOptions& options, int64_t layer);
+
+  // x [..., C] -> [..., C]; every row is gated on its own. `trace` (optional) gets one entry per row.
+  torch::Tensor forward(const torch::Tensor& x, std::vector<MlpGateTrace>* trace = nullptr);
+  // The same on raw buffers: rows × C in, rows × C out.
+  void forward_raw(int64_t rows, const float* x, float* y, std::vector<MlpGateTrace>* trace = nullptr);
+
+  // The blocks the policy picks for one row, and the MACs that choice cost.
+  std::vector<int64_t> choose(const float* x, int64_t* macs = nullptr);
+  // True activation energies ‖act(z_b)‖² of each block: x [rows, C] -> [rows, n] (float64).
+  torch::Tensor block_energies(const torch::Tensor& x) const;
+  // The Static policy's ranking: mean block energy [n] over a calibration text.
+  void set_static_energy(const torch::Tensor& energy);
+
+  int64_t blocks() const { return n_; }
+  int64_t active_blocks() const { return k_; }
+  int64_t measurements() const { return m_; }
+  int64_t width() const { return N_; }
+  const GateOptions& options() const { return options_; }
+  // MACs of the dense MLP per token (2·N·C), for ratios.
+  int64_t dense_macs() const { return 2 * N_ * C_; }
+
+ private:
+  void run_blocks(const float* x, const std::vector<int64_t>& blocks, float* y);
+  float act(float v) const;
+
+  GateOptions options_;
+  Activation activation_;
+  int64_t C_, N_, B_, n_, k_, m_;
+  torch::Tensor up_, up_bias_, down_t_, down_bias_;  // [N, C], [N], [N, C] (= W_downᵀ), [C]
+  torch::Tensor phi_, folded_;                       // Φ [m, N], P = Φ·W_up [m, C]
+  std::vector<int64_t> static_blocks_;
+  std::mt19937_64 rng_;
+  std::vector<float> y_, g_, u_, z_;                 // scratch: [m], [N], [N], [N]
+};
+
+}  // namespace nestscope

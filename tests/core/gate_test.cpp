@@ -1,0 +1,205 @@
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "core/error.h"
+#include "core/gate/block_recovery.h"
+#include "core/gate/mlp_gate.h"
+#include "core/model/transformer.h"
+
+using namespace nestscope;
+
+namespace {
+
+// A k-block-sparse signal [n·B] with Gaussian entries on k random blocks.
+torch::Tensor planted(int64_t n, int64_t B, int64_t k, std::vector<int64_t>* support) {
+  auto perm = torch::randperm(n).narrow(0, 0, k);
+  *support = std::vector<int64_t>(perm.data_ptr<int64_t>(), perm.data_ptr<int64_t>() + k);
+  std::sort(support->begin(), support->end());
+  auto z = torch::zeros({n * B});
+  for (int64_t b : *support) z.narrow(0, b * B, B).normal_();
+  return z;
+}
+
+ModelConfig tiny_config() {
+  ModelConfig c = ModelConfig::pico_gpt();
+  c.vocab_size = 11;
+  c.d_model = 32;
+  c.n_heads = 2;
+  c.n_layers = 2;
+  c.d_ff = 64;
+  c.context = 16;
+  return c;
+}
+
+}  // namespace
+
+TEST(GateRecovery, MeasurementOperatorsAreSeededAndNormalised) {
+  for (auto kind : {MeasurementKind::Rademacher, MeasurementKind::Gaussian}) {
+    auto a = measurement_operator(64, 256, 7, kind), b = measurement_operator(64, 256, 7, kind);
+    EXPECT_TRUE(torch::equal(a, b));
+    EXPECT_FALSE(torch::equal(a, measurement_operator(64, 256, 8, kind)));
+    // Columns have unit norm on average: E[ΦᵀΦ] = I.
+    EXPECT_NEAR(a.square().sum(0).mean().item<double>(), 1.0, 0.05);
+  }
+  EXPECT_THROW(measurement_operator(0, 8, 1, MeasurementKind::Gaussian), Error);
+}
+
+TEST(GateRecovery, BlockOmpAndIhtFindAPlantedSparseSignalExactly) {
+  torch::manual_seed(11);
+  const int64_t n = 32, B = 8, k = 3;  // N = 256
+  // m ≥ C·k·B·log(n/k) with C = 2: 2·24·ln(32/3) ≈ 114.
+  const int64_t m = int64_t(std::ceil(2.0 * double(k * B) * std::log(double(n) / double(k))));
+  for (uint64_t seed : {1, 2, 3, 4, 5}) {
+    std::vector<int64_t> support;
+    auto z = planted(n, B, k, &support);
+    for (auto kind : {MeasurementKind::Rademacher, MeasurementKind::Gaussian}) {
+      auto phi = measurement_operator(m, n * B, seed, kind);
+      auto y = phi.mv(z);
+      auto omp = block_omp(phi, y, B, k);
+      EXPECT_LT((omp - z).norm().item<double>(), 1e-4 * z.norm().item<double>()) << "OMP seed " << seed;
+      EXPECT_EQ(top_blocks(block_energy(omp, B), k), support);
+      auto iht = block_iht(phi, y, B, k, 60);
+      EXPECT_EQ(top_blocks(block_energy(iht, B), k), support) << "IHT seed " << seed;
+      EXPECT_LT((iht - z).norm().item<double>(), 1e-2 * z.norm().item<double>()) << "IHT seed " << seed;
+    }
+  }
+}
+
+TEST(GateRecovery, TooFewMeasurementsAndBadSizesAreClearErrors) {
+  auto phi = measurement_operator(16, 64, 1, MeasurementKind::Gaussian);
+  auto y = torch::zeros({16});
+  EXPECT_THROW(block_omp(phi, y, 8, 3), Error);   // k·B = 24 > m = 16
+  EXPECT_THROW(block_iht(phi, y, 7, 2, 5), Error);  // 7 does not divide 64
+  EXPECT_THROW(block_iht(phi, y, 8, 0, 5), Error);  // k = 0
+  EXPECT_THROW(block_iht(phi, y, 8, 9, 5), Error);  // k > 8 blocks
+  EXPECT_THROW(block_iht(phi, y, 8, 2, 0), Error);  // no iteration
+  EXPECT_THROW(block_iht(phi, torch::zeros({15}), 8, 2, 5), Error);
+  EXPECT_DOUBLE_EQ(support_f1({1, 2, 3}, {1, 2, 3}), 1.0);
+  EXPECT_DOUBLE_EQ(support_f1({1, 2}, {3, 4}), 0.0);
+  EXPECT_NEAR(support_f1({1, 2, 3, 4}, {1, 2}), 2 * 0.5 * 1.0 / 1.5, 1e-12);
+}
+
+TEST(MlpGate, EveryPolicyWithAllBlocksActiveEqualsTheDenseModel) {
+  torch::manual_seed(3);
+  Gpt model(tiny_config());
+  torch::NoGradGuard no_grad;
+  for (auto& p : model->parameters()) p.add_(torch::randn_like(p) * 0.05);  // non-trivial biases too
+  auto idx = torch::randint(0, 11, {2, 9});
+  auto dense = model->forward(idx);
+  for (auto policy : {GatePolicy::Sensing, GatePolicy::Oracle, GatePolicy::Random}) {
+    Budget b;
+    b.gate = {.policy = policy, .active = 1.0, .block = 16, .measurements = 16};
+    model->apply_budget(b);
+    EXPECT_LT((model->forward(idx) - dense).abs().max().item<double>(), 1e-4) << gate_policy_name(policy);
+  }
+  model->apply_budget(Budget{});
+  EXPECT_TRUE(torch::allclose(model->forward(idx), dense));
+}
+
+TEST(MlpGate, GatedMlpComputesExactlyTheChosenBlocks) {
+  torch::manual_seed(4);
+  const int64_t C = 32, N = 64;
+  auto up = torch::randn({N, C}) * 0.3, up_b = torch::randn({N}) * 0.1;
+  auto down = torch::randn({C, N}) * 0.3, down_b = torch::randn({C}) * 0.1;
+  for (auto policy : {GatePolicy::Oracle, GatePolicy::Sensing, GatePolicy::Random}) {
+    MlpGate gate(up, up_b, down, down_b, Activation::Relu, {.policy = policy, .active = 0.5, .block = 8, .measurements = 8},
+                 0);
+    auto x = torch::randn({5, C});
+    std::vector<MlpGateTrace> trace;
+    auto y = gate.forward(x, &trace);
+    ASSERT_EQ(trace.size(), 5u);
+    for (int64_t r = 0; r < 5; ++r) {
+      // Reference: the dense MLP with every neuron outside the chosen blocks masked to zero.
+      auto mask = torch::zeros({N});
+      for (int64_t b : trace[size_t(r)].blocks) mask.narrow(0, b * 8, 8).fill_(1);
+      EXPECT_EQ(trace[size_t(r)].blocks.size(), 4u);  // k = 0.5 · 8 blocks
+      auto h = torch::relu(torch::mv(up, x[r]) + up_b) * mask;
+      auto ref = torch::mv(down, h) + down_b;
+      EXPECT_LT((y[r] - ref).abs().max().item<double>(), 1e-4) << gate_policy_name(policy);
+    }
+    if (policy == GatePolicy::Oracle) {
+      // The oracle keeps the truly strongest blocks.
+      auto e = gate.block_energies(x);
+      for (int64_t r = 0; r < 5; ++r) EXPECT_EQ(trace[size_t(r)].blocks, top_blocks(e[r], 4));
+    }
+    if (policy == GatePolicy::Sensing) {
+      // m·C + m·N to measure and recover, 2·k·B·C to run: below the dense 2·N·C.
+      EXPECT_EQ(trace[0].measurements, 8);
+      EXPECT_EQ(trace[0].macs, 8 * C + 8 * N + 2 * 4 * 8 * C);
+      EXPECT_LT(trace[0].macs, gate.dense_macs());
+    }
+  }
+}
+
+TEST(MlpGate, SeedsMakeRunsReproducible) {
+  torch::manual_seed(5);
+  auto up = torch::randn({64, 32}), down = torch::randn({32, 64});
+  auto x = torch::randn({6, 32});
+  auto run = [&](GatePolicy p, uint64_t seed) {
+    MlpGate g(up, {}, down, {}, Activation::Gelu, {.policy = p, .active = 0.25, .block = 8, .seed = seed}, 2);
+    std::vector<MlpGateTrace> t;
+    g.forward(x, &t);
+    std::vector<std::vector<int64_t>> s;
+    for (auto& r : t) s.push_back(r.blocks);
+    return s;
+  };
+  for (auto p : {GatePolicy::Sensing, GatePolicy::Random}) {
+    EXPECT_EQ(run(p, 9), run(p, 9)) << gate_policy_name(p);
+    EXPECT_NE(run(p, 9), run(p, 10)) << gate_policy_name(p);
+  }
+}
+
+TEST(MlpGate, BadGateBudgetsAreClearErrorsAndChangeNothing) {
+  torch::manual_seed(6);
+  Gpt model(tiny_config());
+  torch::NoGradGuard no_grad;
+  Budget good;
+  good.gate = {.policy = GatePolicy::Oracle, .active = 0.5, .block = 16};
+  model->apply_budget(good);
+  auto idx = torch::randint(0, 11, {1, 5});
+  auto before = model->forward(idx);
+  auto expect_rejected = [&](GateOptions g, const std::string& needle) {
+    Budget b;
+    b.gate = g;
+    try {
+      model->apply_budget(b);
+      ADD_FAILURE() << "accepted " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(model->gate_options(), good.gate);
+    EXPECT_TRUE(torch::equal(model->forward(idx), before));
+  };
+  expect_rejected({.policy = GatePolicy::Sensing, .active = 0.5, .block = 24}, "does not divide");
+  expect_rejected({.policy = GatePolicy::Sensing, .active = 0.0, .block = 16}, "active fraction");
+  expect_rejected({.policy = GatePolicy::Sensing, .active = 1.5, .block = 16}, "active fraction");
+  expect_rejected({.policy = GatePolicy::Sensing, .active = 0.5, .block = 16, .measurements = 65}, "measurements m");
+  expect_rejected({.policy = GatePolicy::Sensing, .active = 0.5, .block = 16, .iters = 0}, "iterations");
+  expect_rejected({.policy = GatePolicy::Static, .active = 0.5, .block = 16}, "calibration");
+  EXPECT_THROW(parse_gate_policy("magic"), Error);
+}
+
+TEST(MlpGate, StaticPolicyKeepsTheCalibratedStrongestBlocks) {
+  torch::manual_seed(7);
+  Gpt model(tiny_config());
+  torch::NoGradGuard no_grad;
+  auto calib = torch::randint(0, 11, {2, 16});
+  auto energy = model->mlp_block_energy(calib, 16);
+  ASSERT_EQ(energy.size(), 2u);
+  ASSERT_EQ(energy[0].numel(), 4);
+  model->set_static_gate_energy(energy);
+  Budget b;
+  b.gate = {.policy = GatePolicy::Static, .active = 0.5, .block = 16};
+  model->apply_budget(b);
+  std::vector<std::vector<MlpGateTrace>> traces;
+  model->set_gate_trace(&traces);
+  model->forward(torch::randint(0, 11, {1, 3}));
+  model->set_gate_trace(nullptr);
+  ASSERT_EQ(traces.size(), 2u);
+  for (int64_t l = 0; l < 2; ++l) {
+    ASSERT_EQ(traces[size_t(l)].size(), 3u);  // one entry per token row
+    for (const auto& t : traces[size_t(l)]) EXPECT_EQ(t.blocks, top_blocks(energy[size_t(l)], 2));
+  }
+}
