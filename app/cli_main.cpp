@@ -1,5 +1,6 @@
 // nestscope-cli: train, evaluate and sample NestScope models without a GUI.
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
 #include <type_traits>
 #include <iostream>
@@ -7,6 +8,7 @@
 
 #include "app/cli_progress.h"
 #include "core/engine/engine.h"
+#include "core/gate/gate_options.h"
 #include "core/error.h"
 #include "core/io/atomic_file.h"
 
@@ -306,6 +308,35 @@ int main(int argc, char** argv) {
   mpo_frontier->add_option("--rows", rows_out, "also write the rows to this file (.csv or .jsonl)");
   add_common(mpo_frontier, common);
 
+  // gate frontier
+  auto* gate = app.add_subcommand("gate", "the compressed-sensing gate over MLP neuron blocks");
+  gate->require_subcommand(1);
+  auto* gate_frontier = gate->add_subcommand("frontier", "gate policies × active fraction × measurements");
+  std::string policies_csv = "sensing,oracle,static,random", actives_csv, ms_csv;
+  double active_one = 0;
+  GateFrontierOptions gopt_f;
+  gate_frontier->add_option("--corpus", corpus, "text; its last 10% is scored, its first part calibrates 'static'")
+      ->required();
+  gate_frontier->add_option("--policies", policies_csv, "comma-separated: sensing, oracle, static, random")
+      ->capture_default_str();
+  gate_frontier->add_option("--actives", actives_csv, "comma-separated active block fractions (default 0.25,0.5,0.75)");
+  gate_frontier->add_option("--active", active_one, "evaluate this one active fraction and print one object");
+  gate_frontier->add_option("--measurements", ms_csv, "comma-separated m for the sensing policy (default N/4)");
+  gate_frontier->add_option("--block", gopt_f.block, "neurons per aligned block")->capture_default_str();
+  gate_frontier->add_option("--iters", gopt_f.iters, "block IHT iterations")->capture_default_str();
+  std::string measurement = "rademacher", recovery = "iht";
+  gate_frontier->add_option("--measurement", measurement, "Φ: rademacher, gaussian or pca")->capture_default_str();
+  gate_frontier->add_option("--recovery", recovery, "iht (no prior) or mmse (calibration prior)")->capture_default_str();
+  bool no_cluster = false;
+  gate_frontier->add_flag("--no-cluster", no_cluster, "keep the checkpoint's neuron order (no co-activation blocks)");
+  gate_frontier->add_option("--calibration-windows", gopt_f.calibration_windows,
+                            "training windows that calibrate the static policy and the neuron order")
+      ->capture_default_str();
+  gate_frontier->add_option("--seed", gopt_f.seed, "Φ and random-support seed")->capture_default_str();
+  gate_frontier->add_option("--windows", windows, "validation windows to score (0 = all)")->capture_default_str();
+  gate_frontier->add_option("--rows", rows_out, "also write the rows to this file (.csv or .jsonl)");
+  add_common(gate_frontier, common);
+
   CLI11_PARSE(app, argc, argv);
   cli::install_interrupt_handler();
 
@@ -474,6 +505,68 @@ int main(int argc, char** argv) {
         std::cout << (common.json_out ? arr[0].dump() : arr[0].dump(2)) << "\n";
       } else {
         json j = {{"dense_token_accuracy", ref.token_accuracy}, {"dense_parameters", ref.parameters}, {"rows", arr}};
+        std::cout << (common.json_out ? j.dump() : j.dump(2)) << "\n";
+      }
+    } else if (*gate_frontier) {
+      open_model(engine, common);
+      const std::string text = read_text_file(corpus);
+      gopt_f.policies.clear();
+      for (const auto& p : split_list(policies_csv)) gopt_f.policies.push_back(parse_gate_policy(p.c_str()));
+      gopt_f.actives.clear();
+      for (const auto& a : split_list(actives_csv)) gopt_f.actives.push_back(parse_number<double>(a, "--actives"));
+      if (active_one > 0) gopt_f.actives = {active_one};
+      if (gopt_f.actives.empty()) gopt_f.actives = {0.25, 0.5, 0.75};
+      gopt_f.measurements.clear();
+      for (const auto& v : split_list(ms_csv)) gopt_f.measurements.push_back(parse_number<int64_t>(v, "--measurements"));
+      if (gopt_f.measurements.empty()) gopt_f.measurements = {0};
+      gopt_f.max_windows = windows;
+      gopt_f.clustered = !no_cluster;
+      gopt_f.measurement = parse_measurement(measurement.c_str());
+      gopt_f.recovery = parse_recovery(recovery.c_str());
+      const auto rows = engine.gate_frontier(text, true, gopt_f, bar_fn(bar));
+      bar.finish();
+      const double dense_acc = rows.at(0).eval.token_accuracy;  // the ungated row
+      const int64_t width = engine.info().config.d_ff;
+      json arr = json::array();
+      for (const auto& r : rows) {
+        const int64_t N = width;
+        const double k = double(r.active_blocks), n = double(r.blocks);
+        arr.push_back({{"policy", gate_policy_name(r.gate.policy)},
+                       {"active_fraction", k / n},
+                       {"active_blocks", r.active_blocks},
+                       {"blocks", r.blocks},
+                       {"block", r.gate.block},
+                       {"measurements", r.gate.measurements},
+                       {"m_over_k_log", r.gate.measurements > 0 && k < n
+                                            ? double(r.gate.measurements) / (k * double(r.gate.block) * std::log(n / k))
+                                            : 0.0},
+                       {"measurement_fraction", double(r.gate.measurements) / double(N)},
+                       {"iters", r.gate.iters},
+                       {"clustered", r.gate.clustered},
+                       {"measurement", r.gate.policy == GatePolicy::Sensing ? measurement_name(r.gate.measurement) : ""},
+                       {"recovery", r.gate.policy == GatePolicy::Sensing ? recovery_name(r.gate.recovery) : ""},
+                       {"token_accuracy", r.eval.token_accuracy},
+                       {"perplexity", r.eval.perplexity},
+                       {"loss", r.eval.loss},
+                       {"top1_agreement", r.eval.top1_agreement},
+                       {"kl", r.eval.kl},
+                       {"support_f1", r.support_f1},
+                       {"mlp_mac_fraction", r.mlp_mac_fraction},
+                       {"overhead_fraction", r.overhead_fraction},
+                       {"ms_per_token", r.ms_per_token},
+                       {"dense_token_accuracy", dense_acc},
+                       {"accuracy_drop_pp", 100.0 * (dense_acc - r.eval.token_accuracy)}});
+      }
+      if (!rows_out.empty()) write_rows(rows_out, arr);
+      if (active_one > 0) {
+        // The sensing row (the first one after the ungated row when listed), the rest alongside.
+        json one = arr.size() > 1 ? arr[1] : arr[0];
+        for (const auto& r : arr)
+          if (r["policy"] == "sensing") { one = r; break; }
+        one["rows"] = arr;
+        std::cout << (common.json_out ? one.dump() : one.dump(2)) << "\n";
+      } else {
+        json j = {{"dense_token_accuracy", dense_acc}, {"rows", arr}};
         std::cout << (common.json_out ? j.dump() : j.dump(2)) << "\n";
       }
     } else if (*info) {

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/gate/mlp_gate.h"
 #include "core/eval/metrics.h"
 #include "core/eval/rank_allocation.h"
 #include "core/model/convert.h"
@@ -407,6 +408,105 @@ std::vector<FrontierRow> Engine::mpo_frontier(const std::string& text, bool vali
     throw;
   }
   m.model->apply_budget(saved);
+  return rows;
+}
+
+std::vector<GateFrontierRow> Engine::gate_frontier(const std::string& text, bool validation_split,
+                                                   const GateFrontierOptions& o, const ProgressFn& progress) {
+  auto& m = impl_->need();
+  check(!o.policies.empty() && !o.actives.empty() && !o.measurements.empty(),
+        "gate frontier: give at least one policy, active fraction and m");
+  Corpus corpus;
+  if (validation_split)
+    corpus = make_corpus(*m.tokenizer, text, 0.9);
+  else
+    corpus.validation = corpus.train = m.tokenizer->encode(text);
+  const Budget saved = impl_->budget;
+  Budget base = saved;
+  base.gate = GateOptions{};
+  // Every point, validated before any work (apply_budget throws on bad sizes and changes nothing).
+  std::vector<GateOptions> points;
+  for (GatePolicy p : o.policies) {
+    check(p != GatePolicy::Off, "gate frontier: the ungated row comes first anyway; do not list 'off'");
+    for (double a : o.actives)
+      for (size_t i = 0; i < (p == GatePolicy::Sensing ? o.measurements.size() : 1); ++i)
+        points.push_back({.policy = p, .active = a, .block = o.block,
+                          .measurements = p == GatePolicy::Sensing ? o.measurements[i] : 0, .iters = o.iters,
+                          .measurement = o.measurement, .recovery = o.recovery, .seed = o.seed,
+                          .clustered = o.clustered});
+  }
+  Gpt& model = m.model;
+  torch::NoGradGuard no_grad;
+  for (const auto& g : points) {
+    Budget b = base;
+    b.gate = g;
+    // Sizes only; calibration comes below.
+    if (g.policy == GatePolicy::Static) b.gate.policy = GatePolicy::Oracle;
+    b.gate.clustered = false;
+    b.gate.recovery = Recovery::Iht;
+    b.gate.measurement = MeasurementKind::Rademacher;
+    model->apply_budget(b);
+  }
+  model->apply_budget(base);
+  const bool calibrate = o.clustered || o.recovery == Recovery::Mmse || o.measurement == MeasurementKind::Pca ||
+                         std::any_of(points.begin(), points.end(),
+                                     [](const GateOptions& g) { return g.policy == GatePolicy::Static; });
+  if (calibrate) {
+    // Calibrate on the first training windows: per-neuron energy and the co-activation order.
+    const int64_t T = m.config.context, W = std::max<int64_t>(1, o.calibration_windows);
+    const auto& tr = corpus.train;
+    check(int64_t(tr.size()) > T, "gate frontier: the calibration split is shorter than one context window");
+    std::vector<std::vector<torch::Tensor>> ins, acts;
+    for (int64_t w = 0; w < W && (w + 1) * T <= int64_t(tr.size()); ++w) {
+      auto idx = torch::tensor(std::vector<int64_t>(tr.begin() + w * T, tr.begin() + (w + 1) * T), torch::kInt64)
+                     .unsqueeze(0)
+                     .to(m.model->tok_emb->weight.device());
+      auto samples = model->mlp_samples(idx);
+      ins.resize(samples.size());
+      acts.resize(samples.size());
+      for (size_t l = 0; l < samples.size(); ++l) {
+        ins[l].push_back(samples[l].inputs);
+        acts[l].push_back(samples[l].acts);
+      }
+    }
+    std::vector<MlpSample> all;
+    for (size_t l = 0; l < ins.size(); ++l) all.push_back({torch::cat(ins[l], 0), torch::cat(acts[l], 0)});
+    model->calibrate_gate(all, o.block, o.seed);
+  }
+  const int64_t total = int64_t(points.size()) + 1;
+  std::vector<GateFrontierRow> rows;
+  try {
+    for (int64_t i = 0; i < total; ++i) {
+      Budget b = base;
+      if (i > 0) b.gate = points[size_t(i - 1)];
+      model->apply_budget(b);
+      GateStats stats;
+      model->set_gate_stats(&stats);
+      GateFrontierRow row;
+      row.eval = evaluate_tokens(model, corpus.validation, o.max_windows, 16, {}, &base, &b);
+      model->set_gate_stats(nullptr);
+      row.gate = b.gate;
+      const int64_t n = m.config.d_ff / o.block;
+      row.blocks = n;
+      row.active_blocks = i == 0 ? n : std::clamp<int64_t>(std::llround(b.gate.active * double(n)), 1, n);
+      if (i > 0 && b.gate.measurements == 0) row.gate.measurements = b.gate.policy == GatePolicy::Sensing ? m.config.d_ff / 4 : 0;
+      if (stats.rows > 0) {
+        row.mlp_mac_fraction = stats.macs / stats.dense_macs;
+        row.overhead_fraction = stats.overhead_macs / stats.dense_macs;
+        row.support_f1 = stats.f1_rows > 0 ? stats.f1 / double(stats.f1_rows) : -1;
+      } else {
+        row.support_f1 = -1;
+      }
+      row.ms_per_token = o.measure_latency ? measure_decode_ms(model) : 0;
+      rows.push_back(row);
+      report(progress, {"gate frontier", i + 1, total});
+    }
+  } catch (...) {
+    model->set_gate_stats(nullptr);
+    model->apply_budget(saved);
+    throw;
+  }
+  model->apply_budget(saved);
   return rows;
 }
 

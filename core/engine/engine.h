@@ -60,6 +60,33 @@ struct MpoFrontierOptions {
   bool measure_latency = true;
 };
 
+struct GateFrontierOptions {
+  std::vector<GatePolicy> policies = {GatePolicy::Sensing, GatePolicy::Oracle, GatePolicy::Static, GatePolicy::Random};
+  std::vector<double> actives = {0.5};      // fractions of MLP blocks kept
+  std::vector<int64_t> measurements = {0};  // m values swept for the sensing policy (0 = N/4)
+  int64_t block = 16;
+  int64_t iters = 1;                        // block IHT iterations
+  MeasurementKind measurement = MeasurementKind::Rademacher;
+  Recovery recovery = Recovery::Iht;
+  uint64_t seed = 0;
+  bool clustered = true;                    // blocks follow the co-activation neuron order
+  int64_t calibration_windows = 8;          // training-split windows that calibrate static + order
+  int64_t max_windows = 0;                  // 0 = every validation window
+  bool measure_latency = true;
+};
+
+// One point of the gate's frontier; eval's agreement and KL are against the ungated model.
+struct GateFrontierRow {
+  GateOptions gate;             // policy, active fraction, block, m (resolved), iters, seed
+  int64_t active_blocks = 0;    // k per layer
+  int64_t blocks = 0;           // N / B
+  EvalResult eval;
+  double support_f1 = -1;       // mean block-support F1 vs the oracle top-k (-1: the oracle itself)
+  double mlp_mac_fraction = 1;  // MLP MACs spent / dense MLP MACs, measurement included
+  double overhead_fraction = 0; // measurement + recovery MACs / dense MLP MACs
+  double ms_per_token = 0;      // measured batch-1 decode step (median)
+};
+
 struct NsnFinetuneReport {
   TrainResult train;
   std::vector<NsnBucketLog> buckets;  // per-rank-bucket loss and learned σ
@@ -155,6 +182,13 @@ class Engine {
   // "mpo". Agreement and KL are against the model at its full χ. The budget is restored afterwards.
   std::vector<FrontierRow> mpo_frontier(const std::string& text, bool validation_split,
                                         const MpoFrontierOptions& options, const ProgressFn& progress = {});
+
+  // Sweeps the sensing gate and its baselines (policy × active fraction × m) on the validation
+  // split of `text`, on top of the current rank / χ budget; the first row is the ungated model
+  // (policy Off). The static policy is calibrated on the training split first. The budget is
+  // restored afterwards.
+  std::vector<GateFrontierRow> gate_frontier(const std::string& text, bool validation_split,
+                                             const GateFrontierOptions& options, const ProgressFn& progress = {});
 
  private:
   struct Impl;

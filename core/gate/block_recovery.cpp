@@ -19,6 +19,7 @@ void check_gate_sizes(int64_t n, int64_t block, int64_t k, int64_t m) {
 }
 
 torch::Tensor measurement_operator(int64_t m, int64_t n, uint64_t seed, MeasurementKind kind) {
+  check(kind != MeasurementKind::Pca, "a PCA measurement operator comes from a calibration prior, not a seed");
   check(m >= 1 && n >= 1, "a measurement operator needs m ≥ 1 and n ≥ 1, got " + std::to_string(m) + "×" +
                               std::to_string(n));
   // Our own generator and transform (not torch's, not std::normal_distribution, whose output

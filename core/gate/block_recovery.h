@@ -16,12 +16,12 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/gate/gate_options.h"
+
 namespace nestscope {
 
-enum class MeasurementKind { Rademacher, Gaussian };
-
 // Φ [m, n] float32 from `seed`, entries ±1/√m (Rademacher) or N(0, 1/m). Throws Error when m or n
-// is below 1. Same seed, same Φ, on every machine (its own generator, not torch's).
+// is below 1, or for Pca (that one comes from a calibration prior, see MlpGate). Same seed, same Φ, on every machine (its own generator, not torch's).
 torch::Tensor measurement_operator(int64_t m, int64_t n, uint64_t seed, MeasurementKind kind);
 
 // Per-block energy Σ z_i² over aligned blocks of `block` entries: z [..., N] -> [..., N/B].

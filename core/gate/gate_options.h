@@ -13,18 +13,33 @@ enum class GatePolicy {
   Random,   // k blocks drawn per token from a seeded generator (lower bound)
 };
 
+// How Φ is drawn: seeded random (the compressed-sensing default) or the top-m principal directions
+// of the calibration pre-activations (the best linear measurement for that prior; needs calibration).
+enum class MeasurementKind { Rademacher, Gaussian, Pca };
+// How the block energies are recovered from y: block IHT (no prior; 1 iteration = Φᵀy), or the
+// MMSE (Wiener / Gaussian-prior) estimate with the calibration mean and covariance, which is exact
+// once m reaches the rank of the pre-activations' covariance (≤ C). Same m·N cost per token.
+enum class Recovery { Iht, Mmse };
+
 struct GateOptions {
   GatePolicy policy = GatePolicy::Off;
   double active = 1.0;       // fraction of MLP blocks kept, in (0, 1]; k = round(active · N/B) ≥ 1
   int64_t block = 16;        // neurons per aligned block B (must divide the MLP width N)
   int64_t measurements = 0;  // m per token (0 = N/4)
   int64_t iters = 1;         // block IHT iterations (1 = one-step thresholding of Φᵀy)
-  bool gaussian = false;     // Φ entries N(0, 1/m) instead of ±1/√m
+  MeasurementKind measurement = MeasurementKind::Rademacher;  // ±1/√m, N(0, 1/m) or PCA rows
+  Recovery recovery = Recovery::Iht;
   uint64_t seed = 0;         // Φ of layer l uses seed + l; Random draws from seed too
+  bool clustered = false;    // blocks follow the calibrated co-activation neuron order
+                             // (core/gate/neuron_order.h) instead of the checkpoint's order
   bool operator==(const GateOptions&) const = default;
 };
 
 const char* gate_policy_name(GatePolicy p);
+const char* measurement_name(MeasurementKind k);  // "rademacher", "gaussian", "pca"
+const char* recovery_name(Recovery r);            // "iht", "mmse"
+MeasurementKind parse_measurement(const char* name);  // throws Error
+Recovery parse_recovery(const char* name);            // throws Error
 // "off", "sensing", "oracle", "static", "random"; throws Error on anything else.
 GatePolicy parse_gate_policy(const char* name);
 

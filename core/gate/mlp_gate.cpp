@@ -20,6 +20,23 @@ const char* gate_policy_name(GatePolicy p) {
   return "?";
 }
 
+const char* measurement_name(MeasurementKind k) {
+  return k == MeasurementKind::Rademacher ? "rademacher" : k == MeasurementKind::Gaussian ? "gaussian" : "pca";
+}
+const char* recovery_name(Recovery r) { return r == Recovery::Iht ? "iht" : "mmse"; }
+
+MeasurementKind parse_measurement(const char* name) {
+  for (auto k : {MeasurementKind::Rademacher, MeasurementKind::Gaussian, MeasurementKind::Pca})
+    if (std::string(name) == measurement_name(k)) return k;
+  throw Error(std::string("unknown measurement operator '") + name + "' (rademacher, gaussian, pca)");
+}
+
+Recovery parse_recovery(const char* name) {
+  for (auto r : {Recovery::Iht, Recovery::Mmse})
+    if (std::string(name) == recovery_name(r)) return r;
+  throw Error(std::string("unknown recovery '") + name + "' (iht, mmse)");
+}
+
 GatePolicy parse_gate_policy(const char* name) {
   for (GatePolicy p : {GatePolicy::Off, GatePolicy::Sensing, GatePolicy::Oracle, GatePolicy::Static, GatePolicy::Random})
     if (std::string(name) == gate_policy_name(p)) return p;
@@ -35,7 +52,8 @@ torch::Tensor cpu_f32(const torch::Tensor& t) {
 }  // namespace
 
 MlpGate::MlpGate(const torch::Tensor& up, const torch::Tensor& up_bias, const torch::Tensor& down,
-                 const torch::Tensor& down_bias, Activation activation, const GateOptions& options, int64_t layer)
+                 const torch::Tensor& down_bias, Activation activation, const GateOptions& options, int64_t layer,
+                 const std::vector<int64_t>& order, const GatePrior* prior)
     : options_(options), activation_(activation) {
   check(up.dim() == 2 && down.dim() == 2 && down.size(0) == up.size(1) && down.size(1) == up.size(0),
         "gate: the MLP weights must be up [N, C] and down [C, N]");
@@ -52,17 +70,54 @@ MlpGate::MlpGate(const torch::Tensor& up, const torch::Tensor& up_bias, const to
   check_gate_sizes(N_, B_, k_, m_);
   check(options.iters >= 1 && options.iters <= 50, "gate: IHT iterations must be in [1, 50], got " +
                                                        std::to_string(options.iters));
-  up_ = cpu_f32(up);
-  down_t_ = cpu_f32(down.t());  // [N, C]
-  up_bias_ = up_bias.defined() ? cpu_f32(up_bias) : torch::zeros({N_});
+  if (order.empty()) {
+    order_ = torch::arange(N_, torch::kInt64);
+  } else {
+    check(int64_t(order.size()) == N_, "gate: the neuron order has " + std::to_string(order.size()) +
+                                           " entries for " + std::to_string(N_) + " neurons");
+    order_ = torch::tensor(order, torch::kInt64);
+    check(std::get<0>(order_.sort()).equal(torch::arange(N_, torch::kInt64)), "gate: the neuron order is not a permutation");
+  }
+  // Rows in gate order: a permutation of the hidden neurons leaves the MLP's function unchanged.
+  up_ = cpu_f32(up).index_select(0, order_).contiguous();
+  down_t_ = cpu_f32(down.t()).index_select(0, order_).contiguous();  // [N, C]
+  up_bias_ = up_bias.defined() ? cpu_f32(up_bias).index_select(0, order_).contiguous() : torch::zeros({N_});
   down_bias_ = down_bias.defined() ? cpu_f32(down_bias) : torch::zeros({C_});
   check(torch::isfinite(up_).all().item<bool>() && torch::isfinite(down_t_).all().item<bool>(),
         "gate: the MLP weights contain NaN or infinite values");
   const uint64_t seed = options.seed + uint64_t(layer);
   rng_.seed(seed ^ 0xD1B54A32D192ED03ull);
   if (options.policy == GatePolicy::Sensing) {
-    phi_ = measurement_operator(m_, N_, seed, options.gaussian ? MeasurementKind::Gaussian : MeasurementKind::Rademacher);
+    const bool needs_prior = options.recovery == Recovery::Mmse || options.measurement == MeasurementKind::Pca;
+    check(!needs_prior || (prior && prior->mean.defined() && prior->cov.defined()),
+          std::string("gate: ") + (options.recovery == Recovery::Mmse ? "MMSE recovery" : "PCA measurement") +
+              " needs a calibration text first");
+    torch::Tensor mean_x, cov_x, cov_u;
+    if (needs_prior) {
+      mean_x = cpu_f32(prior->mean).to(torch::kFloat64).reshape({C_});  // [C]
+      cov_x = cpu_f32(prior->cov).to(torch::kFloat64).reshape({C_, C_});  // [C, C]
+      auto w = up_.to(torch::kFloat64);                                  // [N, C]
+      cov_u = w.mm(cov_x).mm(w.t());                                      // Σ_u = W Σ_x Wᵀ [N, N]
+    }
+    if (options.measurement == MeasurementKind::Pca) {
+      auto [evals, evecs] = torch::linalg::eigh(cov_u, "L");  // ascending
+      phi_ = evecs.narrow(1, N_ - m_, m_).flip({1}).t().contiguous().to(torch::kFloat32);  // [m, N] top-m
+    } else {
+      phi_ = measurement_operator(m_, N_, seed, options.measurement);
+    }
     folded_ = phi_.mm(up_).contiguous();  // [m, C]: measuring costs m·C, not N·C
+    if (options.recovery == Recovery::Mmse) {
+      // û = μ_u + K (y − P μ_x), K = Σ_u Φᵀ (Φ Σ_u Φᵀ + λI)⁻¹ with Φ Σ_u Φᵀ = P Σ_x Pᵀ.
+      auto P = folded_.to(torch::kFloat64);                               // [m, C]
+      auto S = P.mm(cov_x).mm(P.t());                                     // [m, m]
+      const double ridge = 1e-6 * std::max(1e-12, S.trace().item<double>() / double(m_));
+      S += ridge * torch::eye(m_, torch::kFloat64);
+      auto cross = up_.to(torch::kFloat64).mm(cov_x).mm(P.t());           // Σ_u Φᵀ [N, m]
+      auto K = torch::linalg::solve(S, cross.t(), true).t();              // [N, m] (S symmetric)
+      gain_t_ = K.t().contiguous().to(torch::kFloat32);                   // [m, N]
+      auto mean_u = up_.to(torch::kFloat64).mv(mean_x);                   // [N]
+      offset_ = (mean_u - K.mv(P.mv(mean_x))).to(torch::kFloat32).contiguous();  // [N]
+    }
   }
   y_.resize(size_t(m_));
   g_.resize(size_t(N_));
@@ -75,9 +130,10 @@ float MlpGate::act(float v) const {
   return 0.5f * v * (1.f + std::erf(v * 0.70710678f));  // exact GELU, as torch::gelu
 }
 
-void MlpGate::set_static_energy(const torch::Tensor& energy) {
-  check(energy.numel() == n_, "gate: static energies must have one entry per block (" + std::to_string(n_) + ")");
-  static_blocks_ = top_blocks(energy, k_);
+void MlpGate::set_static_energy(const torch::Tensor& neuron_energy) {
+  check(neuron_energy.numel() == N_, "gate: static energies must have one entry per neuron (" + std::to_string(N_) + ")");
+  auto e = neuron_energy.detach().to(torch::kCPU, torch::kFloat64).reshape({N_}).index_select(0, order_);
+  static_blocks_ = top_blocks(e.view({n_, B_}).sum(1), k_);
 }
 
 torch::Tensor MlpGate::block_energies(const torch::Tensor& x) const {
@@ -116,8 +172,14 @@ std::vector<int64_t> MlpGate::choose(const float* x, int64_t* macs) {
     case GatePolicy::Sensing: {
       cpu_gemm_nt_raw(1, m_, C_, x, folded_.data_ptr<float>(), C_, 0.f, y_.data());  // y = P·x [m]
       spent += m_ * C_;
-      // û from y (block IHT; one iteration = Φᵀy), then ẑ = û + b: the bias is known exactly.
-      spent += block_iht_raw(m_, N_, phi_.data_ptr<float>(), y_.data(), B_, k_, options_.iters, u_.data(), g_.data());
+      if (options_.recovery == Recovery::Mmse) {  // û = K·y + c, one axpy-shaped gemv
+        std::copy_n(offset_.data_ptr<float>(), N_, g_.data());
+        cpu_gemm_nn_raw(1, N_, m_, y_.data(), gain_t_.data_ptr<float>(), N_, 1.f, g_.data());
+        spent += m_ * N_;
+      } else {  // block IHT; one iteration = Φᵀy
+        spent += block_iht_raw(m_, N_, phi_.data_ptr<float>(), y_.data(), B_, k_, options_.iters, u_.data(), g_.data());
+      }
+      // ẑ = û + b: the bias is known exactly.
       for (int64_t j = 0; j < N_; ++j) z_[size_t(j)] = g_[size_t(j)] + bias[j];
       energies_of(z_.data());
       chosen = top_k();
@@ -165,25 +227,41 @@ void MlpGate::run_blocks(const float* x, const std::vector<int64_t>& blocks, flo
   }
 }
 
-void MlpGate::forward_raw(int64_t rows, const float* x, float* y, std::vector<MlpGateTrace>* trace) {
+std::vector<int64_t> MlpGate::oracle_blocks(const float* x) {
+  const GatePolicy saved = options_.policy;
+  options_.policy = GatePolicy::Oracle;
+  auto blocks = choose(x);
+  options_.policy = saved;
+  return blocks;
+}
+
+void MlpGate::forward_raw(int64_t rows, const float* x, float* y, std::vector<MlpGateTrace>* trace, GateStats* stats) {
   for (int64_t r = 0; r < rows; ++r) {
-    int64_t macs = 0;
-    auto blocks = choose(x + r * C_, &macs);
+    int64_t overhead = 0;
+    auto blocks = choose(x + r * C_, &overhead);
     run_blocks(x + r * C_, blocks, y + r * C_);
-    if (trace) {
-      macs += 2 * int64_t(blocks.size()) * B_ * C_;
-      trace->push_back({std::move(blocks), options_.policy == GatePolicy::Sensing ? m_ : 0, macs});
+    const int64_t macs = overhead + 2 * int64_t(blocks.size()) * B_ * C_;
+    if (stats) {
+      ++stats->rows;
+      stats->macs += double(macs);
+      stats->dense_macs += double(dense_macs());
+      stats->overhead_macs += double(overhead);
+      if (options_.policy != GatePolicy::Oracle && options_.policy != GatePolicy::Off) {
+        stats->f1 += support_f1(blocks, oracle_blocks(x + r * C_));
+        ++stats->f1_rows;
+      }
     }
+    if (trace) trace->push_back({std::move(blocks), options_.policy == GatePolicy::Sensing ? m_ : 0, macs});
   }
 }
 
-torch::Tensor MlpGate::forward(const torch::Tensor& x, std::vector<MlpGateTrace>* trace) {
+torch::Tensor MlpGate::forward(const torch::Tensor& x, std::vector<MlpGateTrace>* trace, GateStats* stats) {
   check(x.size(-1) == C_, "gate: input width " + std::to_string(x.size(-1)) + " is not the model's " +
                               std::to_string(C_));
   auto xin = cpu_f32(x);
   const int64_t rows = xin.numel() / C_;
   auto y = torch::empty({rows, C_});
-  forward_raw(rows, xin.data_ptr<float>(), y.data_ptr<float>(), trace);
+  forward_raw(rows, xin.data_ptr<float>(), y.data_ptr<float>(), trace, stats);
   return y.view(x.sizes()).to(x.device(), x.scalar_type());
 }
 

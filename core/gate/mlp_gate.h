@@ -22,6 +22,13 @@
 
 namespace nestscope {
 
+// Calibration statistics of one MLP's input x [C] (the ln2 output): the prior for MMSE recovery and
+// PCA measurements.
+struct GatePrior {
+  torch::Tensor mean;  // [C]
+  torch::Tensor cov;   // [C, C]
+};
+
 // What the gate did for one token in one layer.
 struct MlpGateTrace {
   std::vector<int64_t> blocks;  // active block indices, ascending
@@ -29,24 +36,43 @@ struct MlpGateTrace {
   int64_t macs = 0;             // MLP MACs spent: measurement + recovery + the active blocks
 };
 
+// Running totals over tokens and layers, for frontiers (cheaper than keeping every trace).
+struct GateStats {
+  int64_t rows = 0;           // token rows gated (summed over layers)
+  double macs = 0;            // MLP MACs spent, all rows
+  double dense_macs = 0;      // what the dense MLPs would have spent
+  double overhead_macs = 0;   // of `macs`, measurement + recovery (+ the oracle's full up-projection)
+  double f1 = 0;              // Σ block-support F1 against the oracle top-k of the same row
+  int64_t f1_rows = 0;
+};
+
 class MlpGate {
  public:
   // The MLP at its current budget: up [N, C], up_bias [N] or undefined, down [C, N], down_bias [C]
-  // or undefined. `layer` offsets the seed. Throws Error on bad sizes (block, k, m) or shapes.
+  // or undefined. `layer` offsets the seed. `order` (empty = identity) is a neuron permutation:
+  // block b holds neurons order[b·B .. b·B+B). Throws Error on bad sizes (block, k, m) or shapes.
   MlpGate(const torch::Tensor& up, const torch::Tensor& up_bias, const torch::Tensor& down,
-          const torch::Tensor& down_bias, Activation activation, const GateOptions& options, int64_t layer);
+          const torch::Tensor& down_bias, Activation activation, const GateOptions& options, int64_t layer,
+          const std::vector<int64_t>& order = {}, const GatePrior* prior = nullptr);
 
-  // x [..., C] -> [..., C]; every row is gated on its own. `trace` (optional) gets one entry per row.
-  torch::Tensor forward(const torch::Tensor& x, std::vector<MlpGateTrace>* trace = nullptr);
+  // x [..., C] -> [..., C]; every row is gated on its own. `trace` (optional) gets one entry per
+  // row; `stats` (optional) accumulates, and then also scores each row's support against the
+  // oracle's (computing the full pre-activation: only for measurements, never on the fast path).
+  torch::Tensor forward(const torch::Tensor& x, std::vector<MlpGateTrace>* trace = nullptr, GateStats* stats = nullptr);
   // The same on raw buffers: rows × C in, rows × C out.
-  void forward_raw(int64_t rows, const float* x, float* y, std::vector<MlpGateTrace>* trace = nullptr);
+  void forward_raw(int64_t rows, const float* x, float* y, std::vector<MlpGateTrace>* trace = nullptr,
+                   GateStats* stats = nullptr);
+  // The oracle's top-k for one row (full up-projection).
+  std::vector<int64_t> oracle_blocks(const float* x);
 
   // The blocks the policy picks for one row, and the MACs that choice cost.
   std::vector<int64_t> choose(const float* x, int64_t* macs = nullptr);
-  // True activation energies ‖act(z_b)‖² of each block: x [rows, C] -> [rows, n] (float64).
+  // True activation energies ‖act(z_b)‖² of each block (in the gate's order): x [rows, C] ->
+  // [rows, n] (float64).
   torch::Tensor block_energies(const torch::Tensor& x) const;
-  // The Static policy's ranking: mean block energy [n] over a calibration text.
-  void set_static_energy(const torch::Tensor& energy);
+  // The Static policy's ranking from the mean activation energy of each neuron [N] (checkpoint
+  // order) over a calibration text.
+  void set_static_energy(const torch::Tensor& neuron_energy);
 
   int64_t blocks() const { return n_; }
   int64_t active_blocks() const { return k_; }
@@ -63,8 +89,10 @@ class MlpGate {
   GateOptions options_;
   Activation activation_;
   int64_t C_, N_, B_, n_, k_, m_;
-  torch::Tensor up_, up_bias_, down_t_, down_bias_;  // [N, C], [N], [N, C] (= W_downᵀ), [C]
+  torch::Tensor up_, up_bias_, down_t_, down_bias_;  // [N, C], [N], [N, C] (= W_downᵀ), [C]; rows in gate order
+  torch::Tensor order_;                              // [N] int64, gate position -> neuron
   torch::Tensor phi_, folded_;                       // Φ [m, N], P = Φ·W_up [m, C]
+  torch::Tensor gain_t_, offset_;                    // MMSE: Kᵀ [m, N] and c [N], û = K·y + c
   std::vector<int64_t> static_blocks_;
   std::mt19937_64 rng_;
   std::vector<float> y_, g_, u_, z_;                 // scratch: [m], [N], [N], [N]

@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/gate/block_recovery.h"
 #include "core/gate/mlp_gate.h"
+#include "core/gate/neuron_order.h"
 #include "core/layers/factory.h"
 
 namespace nestscope {
@@ -56,7 +57,7 @@ MlpImpl::MlpImpl(const ModelConfig& cfg) : activation_(cfg.activation) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  if (gate && !at::GradMode::is_enabled()) return gate->forward(x, trace);
+  if (gate && !at::GradMode::is_enabled()) return gate->forward(x, trace, stats);
   auto h = up->forward(x);  // [B, T, N]
   h = activation_ == Activation::Relu ? torch::relu(h) : torch::gelu(h);
   return down->forward(h);  // [B, T, C]
@@ -146,9 +147,6 @@ int64_t GptImpl::parameter_count() const {
   return n;
 }
 
-}  // namespace nestscope
-
-namespace nestscope {
 
 int64_t GptImpl::active_parameter_count() const {
   int64_t n = parameter_count();
@@ -206,9 +204,13 @@ void GptImpl::apply_budget(const Budget& budget) {
     const int64_t k = std::clamp<int64_t>(std::llround(g.active * double(n)), 1, n);
     check_gate_sizes(cfg_.d_ff, g.block, k, g.measurements > 0 ? g.measurements : std::max<int64_t>(1, cfg_.d_ff / 4));
     check(g.iters >= 1 && g.iters <= 50, "gate: IHT iterations must be in [1, 50], got " + std::to_string(g.iters));
-    check(g.policy != GatePolicy::Static ||
-              (int64_t(static_energy_.size()) == cfg_.n_layers && static_energy_[0].numel() == n),
-          "gate: the static policy needs a calibration text at this block size first");
+    const bool mmse = g.policy == GatePolicy::Sensing && g.recovery == Recovery::Mmse;
+    const bool pca = g.policy == GatePolicy::Sensing && g.measurement == MeasurementKind::Pca;
+    const char* what = g.clustered ? "clustered neuron order" : g.policy == GatePolicy::Static ? "static policy"
+                                                            : mmse ? "MMSE recovery" : "PCA measurement";
+    check((g.policy != GatePolicy::Static && !g.clustered && !mmse && !pca) || gate_calibrated(g.block),
+          std::string("gate: the ") + what + " needs a calibration text at block size " + std::to_string(g.block) +
+              " first");
   }
   for (size_t i = 0; i < layers.size(); ++i) {
     auto& p = *layers[i].second;
@@ -229,8 +231,10 @@ void GptImpl::rebuild_gates() {
     }
     // The weights at the current rank / χ: the gate composes with NSN and MPO budgets.
     mlp->gate = std::make_shared<MlpGate>(mlp->up->to_dense(), mlp->up->bias(), mlp->down->to_dense(),
-                                          mlp->down->bias(), cfg_.activation, gate_, l);
-    if (gate_.policy == GatePolicy::Static) mlp->gate->set_static_energy(static_energy_[size_t(l)]);
+                                          mlp->down->bias(), cfg_.activation, gate_, l,
+                                          gate_.clustered ? neuron_order_[size_t(l)] : std::vector<int64_t>{},
+                                          prior_.empty() ? nullptr : prior_[size_t(l)].get());
+    if (gate_.policy == GatePolicy::Static) mlp->gate->set_static_energy(neuron_energy_[size_t(l)]);
   }
 }
 
@@ -239,24 +243,53 @@ void GptImpl::set_gate_trace(std::vector<std::vector<MlpGateTrace>>* sink) {
   for (int64_t l = 0; l < cfg_.n_layers; ++l) blocks_[size_t(l)]->mlp->trace = sink ? &(*sink)[size_t(l)] : nullptr;
 }
 
-std::vector<torch::Tensor> GptImpl::mlp_block_energy(const torch::Tensor& idx, int64_t block) {
-  check(block >= 1 && cfg_.d_ff % block == 0, "gate: block size " + std::to_string(block) +
-                                                   " does not divide the MLP width " + std::to_string(cfg_.d_ff));
-  check(idx.dim() == 2 && idx.size(1) > 0 && idx.size(1) <= cfg_.context, "calibration input must be [B, T] with T in [1, context]");
+void GptImpl::set_gate_stats(GateStats* stats) {
+  for (auto& b : blocks_) b->mlp->stats = stats;
+}
+
+std::vector<MlpSample> GptImpl::mlp_samples(const torch::Tensor& idx) {
+  check(idx.dim() == 2 && idx.size(1) > 0 && idx.size(1) <= cfg_.context,
+        "calibration input must be [B, T] with T in [1, context]");
   torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> out;
-  // The dense forward of BlockImpl::forward, keeping each MLP's pre-activation.
+  std::vector<MlpSample> out;
+  // The dense forward of BlockImpl::forward, keeping each MLP's input and activations.
   auto x = tok_emb->forward(idx) + pos_emb.narrow(0, 0, idx.size(1));  // [B, T, C]
   for (int64_t l = 0; l < cfg_.n_layers; ++l) {
     auto& b = blocks_[size_t(l)];
     auto h = x + b->attn->forward(b->ln1->forward(x), nullptr, l);
-    auto u = b->ln2->forward(h);
-    auto z = b->mlp->up->forward(u);  // [B, T, N]
+    auto u = b->ln2->forward(h);                                       // [B, T, C]
+    auto z = b->mlp->up->forward(u);                                   // [B, T, N]
     z = cfg_.activation == Activation::Relu ? torch::relu(z) : torch::gelu(z);
-    out.push_back(block_energy(z.to(torch::kFloat64), block).reshape({-1, cfg_.d_ff / block}).mean(0).cpu());  // [n]
+    out.push_back({u.reshape({-1, cfg_.d_model}).to(torch::kCPU, torch::kFloat32),
+                   z.reshape({-1, cfg_.d_ff}).to(torch::kCPU, torch::kFloat32)});
     x = h + b->mlp->down->forward(z);
   }
   return out;
+}
+
+void GptImpl::calibrate_gate(const std::vector<MlpSample>& samples, int64_t block, uint64_t seed) {
+  check(int64_t(samples.size()) == cfg_.n_layers, "gate calibration: one sample per layer expected");
+  check(block >= 1 && cfg_.d_ff % block == 0, "gate: block size " + std::to_string(block) +
+                                                   " does not divide the MLP width " + std::to_string(cfg_.d_ff));
+  std::vector<torch::Tensor> energy;
+  std::vector<std::vector<int64_t>> order;
+  std::vector<std::shared_ptr<GatePrior>> prior;
+  for (const auto& s : samples) {
+    check(s.acts.dim() == 2 && s.acts.size(1) == cfg_.d_ff && s.acts.size(0) > 0 && s.inputs.dim() == 2 &&
+              s.inputs.size(0) == s.acts.size(0) && s.inputs.size(1) == cfg_.d_model,
+          "gate calibration: samples must be inputs [T, C] and activations [T, N]");
+    energy.push_back(s.acts.to(torch::kFloat64).square().mean(0));  // [N]
+    order.push_back(coactivation_order(s.acts, block, seed));
+    auto x = s.inputs.to(torch::kFloat64);                           // [T, C]
+    auto mean = x.mean(0);                                           // [C]
+    auto centred = x - mean;
+    auto cov = centred.t().mm(centred) / double(std::max<int64_t>(1, x.size(0) - 1));  // [C, C]
+    prior.push_back(std::make_shared<GatePrior>(GatePrior{mean, cov}));
+  }
+  neuron_energy_ = std::move(energy);
+  neuron_order_ = std::move(order);
+  prior_ = std::move(prior);
+  calib_block_ = block;
 }
 
 }  // namespace nestscope

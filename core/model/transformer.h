@@ -19,6 +19,14 @@ namespace nestscope {
 
 class MlpGate;
 struct MlpGateTrace;
+struct GateStats;
+struct GatePrior;
+
+// One MLP's input and activations over some tokens, for gate calibration.
+struct MlpSample {
+  torch::Tensor inputs;  // [T, C]: the ln2 output fed to the up-projection
+  torch::Tensor acts;    // [T, N]: act(W_up·x + b_up)
+};
 
 // Keys and values of every layer for incremental decoding.
 struct KvCache {
@@ -50,6 +58,7 @@ class MlpImpl : public torch::nn::Module {
   // When set (and autograd is off) the MLP runs gated: only the neuron blocks the gate picks.
   std::shared_ptr<MlpGate> gate;
   std::vector<MlpGateTrace>* trace = nullptr;  // filled per token row by the gate when set
+  GateStats* stats = nullptr;                  // accumulated by the gate when set
 
  private:
   Activation activation_;
@@ -93,14 +102,19 @@ class GptImpl : public torch::nn::Module {
   void apply_budget(const Budget& budget);
   const GateOptions& gate_options() const { return gate_; }
 
-  // Mean true block activation energy ‖act(z_b)‖² per layer over the tokens of idx [B, T]
-  // (blocks of `block` neurons): one [N/B] tensor per layer. Calibrates the Static gate policy.
-  std::vector<torch::Tensor> mlp_block_energy(const torch::Tensor& idx, int64_t block);
-  // Stores per-layer energies for the Static policy (kept across budget changes).
-  void set_static_gate_energy(std::vector<torch::Tensor> energy) { static_energy_ = std::move(energy); }
+  // Each layer's MLP inputs and activations for the tokens of idx [B, T] (B·T rows each).
+  std::vector<MlpSample> mlp_samples(const torch::Tensor& idx);
+  // Calibrates the gate from samples (as mlp_samples, concatenated over a calibration text): each
+  // neuron's mean energy (the Static policy), for `block` the co-activation neuron order
+  // (GateOptions::clustered), and the input mean / covariance (MMSE recovery, PCA measurement).
+  // Kept across budget changes.
+  void calibrate_gate(const std::vector<MlpSample>& samples, int64_t block, uint64_t seed = 0);
+  bool gate_calibrated(int64_t block) const { return calib_block_ == block && !neuron_energy_.empty(); }
   // Per-layer gate traces: a forward appends one MlpGateTrace per token row to (*sink)[layer].
   // nullptr stops tracing (the default: the fast path pays nothing).
   void set_gate_trace(std::vector<std::vector<MlpGateTrace>>* sink);
+  // Every layer's gate accumulates into `stats` (nullptr stops).
+  void set_gate_stats(GateStats* stats);
 
   torch::nn::Embedding tok_emb{nullptr};
   torch::Tensor pos_emb;  // [context, C]: learned parameter or fixed sinusoidal buffer
@@ -115,7 +129,10 @@ class GptImpl : public torch::nn::Module {
   ModelConfig cfg_;
   std::vector<Block> blocks_;
   GateOptions gate_;
-  std::vector<torch::Tensor> static_energy_;  // per layer [N/B], for GatePolicy::Static
+  std::vector<torch::Tensor> neuron_energy_;         // per layer [N]: mean act(z)² on the calibration text
+  std::vector<std::vector<int64_t>> neuron_order_;   // per layer [N]: co-activation order for calib_block_
+  std::vector<std::shared_ptr<GatePrior>> prior_;   // per layer: MLP input mean and covariance
+  int64_t calib_block_ = 0;
 };
 TORCH_MODULE(Gpt);
 

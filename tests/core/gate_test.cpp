@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/gate/block_recovery.h"
 #include "core/gate/mlp_gate.h"
+#include "core/gate/neuron_order.h"
 #include "core/model/transformer.h"
 
 using namespace nestscope;
@@ -186,10 +187,14 @@ TEST(MlpGate, StaticPolicyKeepsTheCalibratedStrongestBlocks) {
   Gpt model(tiny_config());
   torch::NoGradGuard no_grad;
   auto calib = torch::randint(0, 11, {2, 16});
-  auto energy = model->mlp_block_energy(calib, 16);
-  ASSERT_EQ(energy.size(), 2u);
-  ASSERT_EQ(energy[0].numel(), 4);
-  model->set_static_gate_energy(energy);
+  auto samples = model->mlp_samples(calib);
+  ASSERT_EQ(samples.size(), 2u);
+  ASSERT_EQ(samples[0].acts.size(0), 32);
+  ASSERT_EQ(samples[0].acts.size(1), 64);
+  ASSERT_EQ(samples[0].inputs.size(1), 32);
+  model->calibrate_gate(samples, 16);
+  std::vector<torch::Tensor> energy;  // per block, checkpoint order
+  for (auto& s : samples) energy.push_back(s.acts.to(torch::kFloat64).square().mean(0).view({4, 16}).sum(1));
   Budget b;
   b.gate = {.policy = GatePolicy::Static, .active = 0.5, .block = 16};
   model->apply_budget(b);
@@ -202,4 +207,71 @@ TEST(MlpGate, StaticPolicyKeepsTheCalibratedStrongestBlocks) {
     ASSERT_EQ(traces[size_t(l)].size(), 3u);  // one entry per token row
     for (const auto& t : traces[size_t(l)]) EXPECT_EQ(t.blocks, top_blocks(energy[size_t(l)], 2));
   }
+}
+
+TEST(NeuronOrder, CoactivationClusteringRecoversPlantedGroups) {
+  torch::manual_seed(8);
+  // 64 neurons in 8 hidden groups of 8, scattered; each token fires 2 random groups.
+  const int64_t N = 64, B = 8, T = 400;
+  auto perm = torch::randperm(N);
+  auto acts = torch::zeros({T, N});
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t g : {int64_t(t % 8), int64_t((t * 5 + 3) % 8)})
+      for (int64_t j = 0; j < B; ++j) acts[t][perm[g * B + j].item<int64_t>()] = 1.0 + 0.1 * double(j);
+  auto order = coactivation_order(acts, B, 1);
+  std::vector<int64_t> sorted(order);
+  std::sort(sorted.begin(), sorted.end());
+  for (int64_t i = 0; i < N; ++i) ASSERT_EQ(sorted[size_t(i)], i);  // a permutation
+  // Every block of the order is exactly one planted group.
+  auto group_of = torch::empty({N}, torch::kInt64);
+  for (int64_t i = 0; i < N; ++i) group_of[perm[i].item<int64_t>()] = i / B;
+  for (int64_t b = 0; b < N / B; ++b) {
+    const int64_t g = group_of[order[size_t(b * B)]].item<int64_t>();
+    for (int64_t j = 1; j < B; ++j) EXPECT_EQ(group_of[order[size_t(b * B + j)]].item<int64_t>(), g) << "block " << b;
+  }
+  EXPECT_THROW(coactivation_order(acts, 7, 1), Error);
+}
+
+TEST(NeuronOrder, ClusteredGateIsFunctionPreservingAndNeedsCalibration) {
+  torch::manual_seed(9);
+  Gpt model(tiny_config());
+  torch::NoGradGuard no_grad;
+  auto idx = torch::randint(0, 11, {2, 9});
+  auto dense = model->forward(idx);
+  Budget b;
+  b.gate = {.policy = GatePolicy::Sensing, .active = 1.0, .block = 16, .clustered = true};
+  EXPECT_THROW(model->apply_budget(b), Error);  // no calibration yet
+  model->calibrate_gate(model->mlp_samples(torch::randint(0, 11, {2, 16})), 16, 3);
+  for (auto policy : {GatePolicy::Sensing, GatePolicy::Oracle, GatePolicy::Static}) {
+    b.gate.policy = policy;
+    model->apply_budget(b);
+    EXPECT_LT((model->forward(idx) - dense).abs().max().item<double>(), 1e-4) << gate_policy_name(policy);
+  }
+  b.gate.block = 8;  // calibrated for 16, not 8
+  EXPECT_THROW(model->apply_budget(b), Error);
+}
+
+TEST(MlpGate, MmseRecoveryWithMAtLeastTheInputWidthIsExact) {
+  // u = W_up·x lives in a C-dim subspace; with the calibration prior, m = C random measurements
+  // determine it, so the sensing gate picks exactly the oracle's blocks.
+  torch::manual_seed(10);
+  const int64_t C = 16, N = 64;
+  auto up = torch::randn({N, C}), up_b = torch::randn({N}) * 0.1, down = torch::randn({C, N});
+  auto calib = torch::randn({200, C});
+  GatePrior prior{calib.mean(0), (calib - calib.mean(0)).t().mm(calib - calib.mean(0)) / 199.0};
+  auto x = torch::randn({20, C});
+  for (auto kind : {MeasurementKind::Rademacher, MeasurementKind::Pca}) {
+    GateOptions o{.policy = GatePolicy::Sensing, .active = 0.25, .block = 8, .measurements = C, .measurement = kind,
+                  .recovery = Recovery::Mmse};
+    MlpGate gate(up, up_b, down, {}, Activation::Relu, o, 0, {}, &prior);
+    GateStats stats;
+    gate.forward(x, nullptr, &stats);
+    EXPECT_NEAR(stats.f1 / double(stats.f1_rows), 1.0, 1e-9) << measurement_name(kind);
+  }
+  // Without a prior both are clear errors.
+  EXPECT_THROW(MlpGate(up, up_b, down, {}, Activation::Relu,
+                       {.policy = GatePolicy::Sensing, .active = 0.25, .block = 8, .recovery = Recovery::Mmse}, 0),
+               Error);
+  EXPECT_THROW(parse_recovery("lasso"), Error);
+  EXPECT_THROW(parse_measurement("fourier"), Error);
 }
