@@ -119,6 +119,8 @@ MlpGate::MlpGate(const torch::Tensor& up, const torch::Tensor& up_bias, const to
       offset_ = (mean_u - K.mv(P.mv(mean_x))).to(torch::kFloat32).contiguous();  // [N]
     }
   }
+  energy_.resize(size_t(n_));
+  rank_.resize(size_t(n_));
   y_.resize(size_t(m_));
   g_.resize(size_t(N_));
   u_.resize(size_t(N_));
@@ -142,32 +144,44 @@ torch::Tensor MlpGate::block_energies(const torch::Tensor& x) const {
   return block_energy(z.to(torch::kFloat64), B_);  // [rows, n]
 }
 
-std::vector<int64_t> MlpGate::choose(const float* x, int64_t* macs) {
+void MlpGate::block_activation_energy(const float* z) {
+  for (int64_t b = 0; b < n_; ++b) {
+    const float* zb = z + b * B_;
+    float e = 0;
+    if (activation_ == Activation::Relu) {
+      for (int64_t j = 0; j < B_; ++j) {
+        const float a = std::max(zb[j], 0.f);
+        e += a * a;
+      }
+    } else {
+      for (int64_t j = 0; j < B_; ++j) {
+        const float a = act(zb[j]);
+        e += a * a;
+      }
+    }
+    energy_[size_t(b)] = e;
+  }
+}
+
+void MlpGate::keep_top_k() {
+  std::iota(rank_.begin(), rank_.end(), 0);
+  auto stronger = [&](int64_t a, int64_t b) {
+    return energy_[size_t(a)] > energy_[size_t(b)] || (energy_[size_t(a)] == energy_[size_t(b)] && a < b);
+  };
+  if (k_ < n_) std::nth_element(rank_.begin(), rank_.begin() + k_, rank_.end(), stronger);
+  chosen_.assign(rank_.begin(), rank_.begin() + k_);
+  std::sort(chosen_.begin(), chosen_.end());
+}
+
+std::vector<int64_t> MlpGate::choose(const float* x, int64_t* macs) { return select(x, macs); }
+
+const std::vector<int64_t>& MlpGate::select(const float* x, int64_t* macs) {
   const float* bias = up_bias_.data_ptr<float>();
   int64_t spent = 0;
-  std::vector<double> energy(static_cast<size_t>(n_), 0.0);
-  auto energies_of = [&](const float* z) {
-    for (int64_t b = 0; b < n_; ++b) {
-      double e = 0;
-      for (int64_t j = b * B_; j < (b + 1) * B_; ++j) e += double(act(z[j])) * double(act(z[j]));
-      energy[size_t(b)] = e;
-    }
-  };
-  auto top_k = [&] {
-    std::vector<int64_t> idx(static_cast<size_t>(n_));
-    std::iota(idx.begin(), idx.end(), 0);
-    std::partial_sort(idx.begin(), idx.begin() + k_, idx.end(), [&](int64_t a, int64_t b) {
-      return energy[size_t(a)] > energy[size_t(b)] || (energy[size_t(a)] == energy[size_t(b)] && a < b);
-    });
-    idx.resize(size_t(k_));
-    std::sort(idx.begin(), idx.end());
-    return idx;
-  };
-  std::vector<int64_t> chosen;
   switch (options_.policy) {
     case GatePolicy::Off:
-      chosen.resize(size_t(n_));
-      std::iota(chosen.begin(), chosen.end(), 0);
+      chosen_.resize(size_t(n_));
+      std::iota(chosen_.begin(), chosen_.end(), 0);
       break;
     case GatePolicy::Sensing: {
       cpu_gemm_nt_raw(1, m_, C_, x, folded_.data_ptr<float>(), C_, 0.f, y_.data());  // y = P·x [m]
@@ -181,33 +195,32 @@ std::vector<int64_t> MlpGate::choose(const float* x, int64_t* macs) {
       }
       // ẑ = û + b: the bias is known exactly.
       for (int64_t j = 0; j < N_; ++j) z_[size_t(j)] = g_[size_t(j)] + bias[j];
-      energies_of(z_.data());
-      chosen = top_k();
+      block_activation_energy(z_.data());
+      keep_top_k();
       break;
     }
     case GatePolicy::Oracle:
-      cpu_gemm_nt_raw(1, N_, C_, x, up_.data_ptr<float>(), C_, 0.f, z_.data());
-      for (int64_t j = 0; j < N_; ++j) z_[size_t(j)] += bias[j];
+      std::copy_n(bias, N_, z_.data());
+      cpu_gemm_nt_raw(1, N_, C_, x, up_.data_ptr<float>(), C_, 1.f, z_.data());  // z = W_up·x + b
       spent += N_ * C_;
-      energies_of(z_.data());
-      chosen = top_k();
+      block_activation_energy(z_.data());
+      keep_top_k();
       break;
     case GatePolicy::Static:
       check(!static_blocks_.empty(), "gate: the static policy needs a calibration text first");
-      chosen = static_blocks_;
+      chosen_ = static_blocks_;
       break;
     case GatePolicy::Random: {
-      std::vector<int64_t> idx(static_cast<size_t>(n_));
-      std::iota(idx.begin(), idx.end(), 0);
+      std::iota(rank_.begin(), rank_.end(), 0);
       for (int64_t i = 0; i < k_; ++i)  // partial Fisher–Yates with our own generator
-        std::swap(idx[size_t(i)], idx[size_t(i + int64_t(rng_() % uint64_t(n_ - i)))]);
-      chosen.assign(idx.begin(), idx.begin() + k_);
-      std::sort(chosen.begin(), chosen.end());
+        std::swap(rank_[size_t(i)], rank_[size_t(i + int64_t(rng_() % uint64_t(n_ - i)))]);
+      chosen_.assign(rank_.begin(), rank_.begin() + k_);
+      std::sort(chosen_.begin(), chosen_.end());
       break;
     }
   }
   if (macs) *macs = spent;
-  return chosen;
+  return chosen_;
 }
 
 void MlpGate::run_blocks(const float* x, const std::vector<int64_t>& blocks, float* y) {
@@ -220,8 +233,13 @@ void MlpGate::run_blocks(const float* x, const std::vector<int64_t>& blocks, flo
     while (j < blocks.size() && blocks[j] == blocks[j - 1] + 1) ++j;
     const int64_t r0 = blocks[i] * B_, len = int64_t(j - i) * B_;
     float* z = z_.data() + r0;
-    cpu_gemm_nt_raw(1, len, C_, x, up + r0 * C_, C_, 0.f, z);  // z_run = W_up[run]·x
-    for (int64_t t = 0; t < len; ++t) z[t] = act(z[t] + bias[r0 + t]);
+    std::copy_n(bias + r0, len, z);
+    cpu_gemm_nt_raw(1, len, C_, x, up + r0 * C_, C_, 1.f, z);  // z_run = W_up[run]·x + b_up[run]
+    if (activation_ == Activation::Relu) {
+      for (int64_t t = 0; t < len; ++t) z[t] = std::max(z[t], 0.f);
+    } else {
+      for (int64_t t = 0; t < len; ++t) z[t] = act(z[t]);
+    }
     cpu_gemm_nn_raw(1, C_, len, z, down_t + r0 * C_, C_, 1.f, y);  // y += W_down[:, run]·act(z_run)
     i = j;
   }
@@ -238,9 +256,11 @@ std::vector<int64_t> MlpGate::oracle_blocks(const float* x) {
 void MlpGate::forward_raw(int64_t rows, const float* x, float* y, std::vector<MlpGateTrace>* trace, GateStats* stats) {
   for (int64_t r = 0; r < rows; ++r) {
     int64_t overhead = 0;
-    auto blocks = choose(x + r * C_, &overhead);
-    run_blocks(x + r * C_, blocks, y + r * C_);
-    const int64_t macs = overhead + 2 * int64_t(blocks.size()) * B_ * C_;
+    const auto& chosen = select(x + r * C_, &overhead);
+    run_blocks(x + r * C_, chosen, y + r * C_);
+    if (!stats && !trace) continue;
+    const int64_t macs = overhead + 2 * int64_t(chosen.size()) * B_ * C_;
+    std::vector<int64_t> blocks = chosen;  // a copy: oracle_blocks below reuses the scratch
     if (stats) {
       ++stats->rows;
       stats->macs += double(macs);

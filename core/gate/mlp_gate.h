@@ -83,7 +83,11 @@ class MlpGate {
   int64_t dense_macs() const { return 2 * N_ * C_; }
 
  private:
+  // choose() without allocations: fills chosen_ and returns it.
+  const std::vector<int64_t>& select(const float* x, int64_t* macs);
   void run_blocks(const float* x, const std::vector<int64_t>& blocks, float* y);
+  void block_activation_energy(const float* z);  // energy_[b] = ‖act(z_b)‖²
+  void keep_top_k();                             // chosen_ = the k largest energy_, ascending
   float act(float v) const;
 
   GateOptions options_;
@@ -96,6 +100,8 @@ class MlpGate {
   std::vector<int64_t> static_blocks_;
   std::mt19937_64 rng_;
   std::vector<float> y_, g_, u_, z_;                 // scratch: [m], [N], [N], [N]
+  std::vector<float> energy_;                        // scratch: [n]
+  std::vector<int64_t> rank_, chosen_;               // scratch: [n], [k]
 };
 
 }  // namespace nestscope
