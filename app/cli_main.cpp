@@ -321,7 +321,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   gate_frontier->add_option("--actives", actives_csv, "comma-separated active block fractions (default 0.25,0.5,0.75)");
   gate_frontier->add_option("--active", active_one, "evaluate this one active fraction and print one object");
-  gate_frontier->add_option("--measurements", ms_csv, "comma-separated m for the sensing policy (default N/4)");
+  gate_frontier->add_option("--measurements", ms_csv, "comma-separated m for the sensing policy (default N/16)");
   gate_frontier->add_option("--block", gopt_f.block, "neurons per aligned block")->capture_default_str();
   gate_frontier->add_option("--iters", gopt_f.iters, "block IHT iterations")->capture_default_str();
   std::string measurement = "rademacher", recovery = "iht";
@@ -336,6 +336,26 @@ int main(int argc, char** argv) {
   gate_frontier->add_option("--windows", windows, "validation windows to score (0 = all)")->capture_default_str();
   gate_frontier->add_option("--rows", rows_out, "also write the rows to this file (.csv or .jsonl)");
   add_common(gate_frontier, common);
+
+  auto* gate_run = gate->add_subcommand("run", "generate with the gate on; every token carries its per-layer trace");
+  std::string gate_policy = "sensing", calibration_file;
+  GateOptions grun{.policy = GatePolicy::Sensing, .active = 0.5, .block = 16};
+  std::string run_measurement = "pca", run_recovery = "mmse";
+  bool run_no_cluster = false;
+  gate_run->add_option("-p,--prompt", prompt, "text to continue; it also calibrates the gate unless --calibration")
+      ->required();
+  gate_run->add_option("-n,--tokens", gopt.max_new_tokens, "tokens to generate")->capture_default_str();
+  gate_run->add_option("-t,--temperature", gopt.temperature, "0 = greedy")->capture_default_str();
+  gate_run->add_option("--seed", gopt.seed)->capture_default_str();
+  gate_run->add_option("--policy", gate_policy, "sensing, oracle, static or random")->capture_default_str();
+  gate_run->add_option("--active", grun.active, "fraction of MLP blocks kept")->capture_default_str();
+  gate_run->add_option("--block", grun.block, "neurons per aligned block")->capture_default_str();
+  gate_run->add_option("--measurements", grun.measurements, "m (0 = N/16)")->capture_default_str();
+  gate_run->add_option("--measurement", run_measurement, "Φ: rademacher, gaussian or pca")->capture_default_str();
+  gate_run->add_option("--recovery", run_recovery, "iht or mmse")->capture_default_str();
+  gate_run->add_flag("--no-cluster", run_no_cluster, "keep the checkpoint's neuron order");
+  gate_run->add_option("--calibration", calibration_file, "calibrate on this text instead of the prompt");
+  add_common(gate_run, common);
 
   CLI11_PARSE(app, argc, argv);
   cli::install_interrupt_handler();
@@ -506,6 +526,46 @@ int main(int argc, char** argv) {
       } else {
         json j = {{"dense_token_accuracy", ref.token_accuracy}, {"dense_parameters", ref.parameters}, {"rows", arr}};
         std::cout << (common.json_out ? j.dump() : j.dump(2)) << "\n";
+      }
+    } else if (*gate_run) {
+      open_model(engine, common);
+      grun.policy = parse_gate_policy(gate_policy.c_str());
+      grun.measurement = parse_measurement(run_measurement.c_str());
+      grun.recovery = parse_recovery(run_recovery.c_str());
+      grun.clustered = !run_no_cluster;
+      // Task-conditioned: the prompt (or --calibration) sets the prior, order and static blocks.
+      engine.calibrate_gate(calibration_file.empty() ? prompt : read_text_file(calibration_file), grun.block, grun.seed);
+      Budget b = engine.budget();
+      b.gate = grun;
+      engine.set_budget(b);
+      json tokens = json::array();
+      const auto r = engine.generate(prompt, gopt, [&](const GeneratedToken& t) {
+        json layers = json::array();
+        for (const auto& l : t.gate)
+          layers.push_back({{"blocks", l.blocks}, {"measurements", l.measurements}, {"macs", l.macs}});
+        tokens.push_back({{"id", t.id}, {"text", t.text}, {"prob", t.prob}, {"entropy", t.entropy}, {"macs", t.macs},
+                          {"layers", layers}});
+        if (!common.json_out) {
+          std::fwrite(t.text.data(), 1, t.text.size(), stdout);
+          std::fflush(stdout);
+        }
+        return !cli::interrupted();
+      });
+      if (common.json_out) {
+        json j = {{"prompt", prompt},
+                  {"text", r.text},
+                  {"policy", gate_policy_name(grun.policy)},
+                  {"active", grun.active},
+                  {"block", grun.block},
+                  {"measurement", measurement_name(grun.measurement)},
+                  {"recovery", recovery_name(grun.recovery)},
+                  {"clustered", grun.clustered},
+                  {"generated_tokens", r.generated_tokens},
+                  {"tokens_per_s", r.tokens_per_s},
+                  {"tokens", tokens}};
+        std::cout << j.dump() << "\n";
+      } else {
+        std::printf("\n");
       }
     } else if (*gate_frontier) {
       open_model(engine, common);

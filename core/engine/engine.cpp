@@ -119,6 +119,32 @@ FrontierRow frontier_row(Gpt& model, const Budget& b, const std::vector<int64_t>
   return row;
 }
 
+// Gate calibration from the first `max_windows` context windows of `tokens` (a shorter text is one
+// window): MLP inputs and activations per layer, concatenated, into Gpt::calibrate_gate.
+void calibrate_on_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64_t context, int64_t block, uint64_t seed,
+                         int64_t max_windows) {
+  check(!tokens.empty(), "gate calibration: no tokens");
+  torch::NoGradGuard no_grad;
+  const int64_t T = std::min<int64_t>(context, int64_t(tokens.size()));
+  const int64_t W = std::max<int64_t>(1, std::min<int64_t>(max_windows, int64_t(tokens.size()) / T));
+  std::vector<std::vector<torch::Tensor>> ins, acts;
+  for (int64_t w = 0; w < W; ++w) {
+    auto idx = torch::tensor(std::vector<int64_t>(tokens.begin() + w * T, tokens.begin() + (w + 1) * T), torch::kInt64)
+                   .unsqueeze(0)
+                   .to(model->tok_emb->weight.device());
+    auto samples = model->mlp_samples(idx);
+    ins.resize(samples.size());
+    acts.resize(samples.size());
+    for (size_t l = 0; l < samples.size(); ++l) {
+      ins[l].push_back(samples[l].inputs);
+      acts[l].push_back(samples[l].acts);
+    }
+  }
+  std::vector<MlpSample> all;
+  for (size_t l = 0; l < ins.size(); ++l) all.push_back({torch::cat(ins[l], 0), torch::cat(acts[l], 0)});
+  model->calibrate_gate(all, block, seed);
+}
+
 // Runs the nested objective on `next` (a fork), stores s_k, returns the report; fills `rec`.
 NsnFinetuneReport train_nested(LoadedModel& next, const Corpus& corpus, int64_t corpus_bytes,
                                const TrainOptions& options, const NsnTrainOptions& n, const NestedRecord& how,
@@ -186,9 +212,27 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
   auto& model = m.model;
   const auto dev = impl_->device;
   auto cache = model->make_cache(1);
+  // With the gate on, every step's per-layer trace rides along with its token.
+  const bool gated = model->gate_options().policy != GatePolicy::Off;
+  std::vector<std::vector<MlpGateTrace>> sink;
+  struct TraceOff {
+    Gpt& model;
+    ~TraceOff() { model->set_gate_trace(nullptr); }
+  } trace_off{model};
+  if (gated) model->set_gate_trace(&sink);
+  std::vector<MlpGateTrace> last_trace;  // of the step whose logits we hold
+  const int64_t dense_mlp_macs = 2 * m.config.d_model * m.config.d_ff;
+  auto gated_macs = [&](int64_t macs) {
+    for (const auto& t : last_trace) macs += t.macs - dense_mlp_macs;
+    return macs;
+  };
   auto run = [&](const std::vector<int64_t>& chunk) {  // -> last position's logits as floats
     auto x = torch::tensor(chunk, torch::kInt64).view({1, -1}).to(dev);  // [1, T]
+    for (auto& l : sink) l.clear();
     auto logits = model->forward(x, &cache).select(1, -1).squeeze(0);     // [V]
+    last_trace.clear();
+    for (auto& l : sink)
+      if (!l.empty()) last_trace.push_back(l.back());
     logits = logits.to(torch::kCPU, torch::kFloat32).contiguous();
     return std::vector<float>(logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel());
   };
@@ -197,13 +241,13 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
   r.prompt_tokens = int64_t(ids.size());
   auto t0 = Clock::now();
   auto logits = run(ids);
-  int64_t step_macs = model->macs_per_token(cache.length);
+  int64_t step_macs = gated_macs(model->macs_per_token(cache.length));
   r.prefill_ms = ms_since(t0);
   t0 = Clock::now();
   for (int64_t i = 0; i < options.max_new_tokens; ++i) {
     const Sample s = sampler.next(logits);
     ids.push_back(s.id);
-    GeneratedToken tok{i, s.id, m.tokenizer->decode_one(s.id), s.prob, s.entropy, step_macs};
+    GeneratedToken tok{i, s.id, m.tokenizer->decode_one(s.id), s.prob, s.entropy, step_macs, last_trace};
     r.text += tok.text;
     ++r.generated_tokens;
     if (on_token && !on_token(tok)) {
@@ -219,7 +263,7 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
     } else {
       logits = run({s.id});
     }
-    step_macs = model->macs_per_token(cache.length);
+    step_macs = gated_macs(model->macs_per_token(cache.length));
   }
   r.decode_ms = ms_since(t0);
   r.tokens_per_s = r.decode_ms > 0 ? double(r.generated_tokens) / (r.decode_ms / 1000.0) : 0;
@@ -411,6 +455,12 @@ std::vector<FrontierRow> Engine::mpo_frontier(const std::string& text, bool vali
   return rows;
 }
 
+void Engine::calibrate_gate(const std::string& text, int64_t block, uint64_t seed, int64_t max_windows) {
+  auto& m = impl_->need();
+  check(!text.empty(), "the calibration text is empty");
+  calibrate_on_tokens(m.model, m.tokenizer->encode(text), m.config.context, block, seed, max_windows);
+}
+
 std::vector<GateFrontierRow> Engine::gate_frontier(const std::string& text, bool validation_split,
                                                    const GateFrontierOptions& o, const ProgressFn& progress) {
   auto& m = impl_->need();
@@ -451,28 +501,7 @@ std::vector<GateFrontierRow> Engine::gate_frontier(const std::string& text, bool
   const bool calibrate = o.clustered || o.recovery == Recovery::Mmse || o.measurement == MeasurementKind::Pca ||
                          std::any_of(points.begin(), points.end(),
                                      [](const GateOptions& g) { return g.policy == GatePolicy::Static; });
-  if (calibrate) {
-    // Calibrate on the first training windows: per-neuron energy and the co-activation order.
-    const int64_t T = m.config.context, W = std::max<int64_t>(1, o.calibration_windows);
-    const auto& tr = corpus.train;
-    check(int64_t(tr.size()) > T, "gate frontier: the calibration split is shorter than one context window");
-    std::vector<std::vector<torch::Tensor>> ins, acts;
-    for (int64_t w = 0; w < W && (w + 1) * T <= int64_t(tr.size()); ++w) {
-      auto idx = torch::tensor(std::vector<int64_t>(tr.begin() + w * T, tr.begin() + (w + 1) * T), torch::kInt64)
-                     .unsqueeze(0)
-                     .to(m.model->tok_emb->weight.device());
-      auto samples = model->mlp_samples(idx);
-      ins.resize(samples.size());
-      acts.resize(samples.size());
-      for (size_t l = 0; l < samples.size(); ++l) {
-        ins[l].push_back(samples[l].inputs);
-        acts[l].push_back(samples[l].acts);
-      }
-    }
-    std::vector<MlpSample> all;
-    for (size_t l = 0; l < ins.size(); ++l) all.push_back({torch::cat(ins[l], 0), torch::cat(acts[l], 0)});
-    model->calibrate_gate(all, o.block, o.seed);
-  }
+  if (calibrate) calibrate_on_tokens(model, corpus.train, m.config.context, o.block, o.seed, o.calibration_windows);
   const int64_t total = int64_t(points.size()) + 1;
   std::vector<GateFrontierRow> rows;
   try {
@@ -489,7 +518,7 @@ std::vector<GateFrontierRow> Engine::gate_frontier(const std::string& text, bool
       const int64_t n = m.config.d_ff / o.block;
       row.blocks = n;
       row.active_blocks = i == 0 ? n : std::clamp<int64_t>(std::llround(b.gate.active * double(n)), 1, n);
-      if (i > 0 && b.gate.measurements == 0) row.gate.measurements = b.gate.policy == GatePolicy::Sensing ? m.config.d_ff / 4 : 0;
+      if (i > 0 && b.gate.measurements == 0) row.gate.measurements = b.gate.policy == GatePolicy::Sensing ? default_measurements(m.config.d_ff) : 0;
       if (stats.rows > 0) {
         row.mlp_mac_fraction = stats.macs / stats.dense_macs;
         row.overhead_fraction = stats.overhead_macs / stats.dense_macs;

@@ -63,7 +63,7 @@ struct MpoFrontierOptions {
 struct GateFrontierOptions {
   std::vector<GatePolicy> policies = {GatePolicy::Sensing, GatePolicy::Oracle, GatePolicy::Static, GatePolicy::Random};
   std::vector<double> actives = {0.5};      // fractions of MLP blocks kept
-  std::vector<int64_t> measurements = {0};  // m values swept for the sensing policy (0 = N/4)
+  std::vector<int64_t> measurements = {0};  // m values swept for the sensing policy (0 = N/16)
   int64_t block = 16;
   int64_t iters = 1;                        // block IHT iterations
   MeasurementKind measurement = MeasurementKind::Rademacher;
@@ -106,6 +106,7 @@ struct GeneratedToken {
   double prob = 0;      // model probability of the chosen token
   double entropy = 0;   // predictive entropy (nats) before choosing it
   int64_t macs = 0;     // MACs of the forward step that produced it, at the budget then in force
+  std::vector<MlpGateTrace> gate;  // per layer, the MLP blocks that step used (empty: no gate)
 };
 
 struct GenerateResult {
@@ -187,6 +188,12 @@ class Engine {
   // split of `text`, on top of the current rank / χ budget; the first row is the ungated model
   // (policy Off). The static policy is calibrated on the training split first. The budget is
   // restored afterwards.
+  // Calibrates the sensing gate on `text` (its first `max_windows` context windows; a prompt works:
+  // the task-conditioned prior): per-neuron energy (static policy), the co-activation neuron order
+  // for `block`, and the MLP input mean / covariance (MMSE recovery, PCA measurement). Throws Error
+  // on an empty or out-of-vocabulary text; the model's weights are untouched.
+  void calibrate_gate(const std::string& text, int64_t block, uint64_t seed = 0, int64_t max_windows = 8);
+
   std::vector<GateFrontierRow> gate_frontier(const std::string& text, bool validation_split,
                                              const GateFrontierOptions& options, const ProgressFn& progress = {});
 

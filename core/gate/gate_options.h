@@ -2,6 +2,7 @@
 // of Budget). See core/gate/mlp_gate.h for the method.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 namespace nestscope {
 
@@ -25,7 +26,7 @@ struct GateOptions {
   GatePolicy policy = GatePolicy::Off;
   double active = 1.0;       // fraction of MLP blocks kept, in (0, 1]; k = round(active · N/B) ≥ 1
   int64_t block = 16;        // neurons per aligned block B (must divide the MLP width N)
-  int64_t measurements = 0;  // m per token (0 = N/4)
+  int64_t measurements = 0;  // m per token (0 = default_measurements(N))
   int64_t iters = 1;         // block IHT iterations (1 = one-step thresholding of Φᵀy)
   MeasurementKind measurement = MeasurementKind::Rademacher;  // ±1/√m, N(0, 1/m) or PCA rows
   Recovery recovery = Recovery::Iht;
@@ -34,6 +35,17 @@ struct GateOptions {
                              // (core/gate/neuron_order.h) instead of the checkpoint's order
   bool operator==(const GateOptions&) const = default;
 };
+
+// What the gate did for one token in one layer (a Trace entry; torch-free for the GUI).
+struct MlpGateTrace {
+  std::vector<int64_t> blocks;  // active block indices (in the gate's neuron order), ascending
+  int64_t measurements = 0;     // m used (0 for policies that do not measure)
+  int64_t macs = 0;             // MLP MACs spent: measurement + recovery + the active blocks
+};
+
+// m when GateOptions::measurements is 0: N/16 (PCA + MMSE reaches block-support F1 ≈ 0.94 there
+// on the default model; see README).
+inline int64_t default_measurements(int64_t width) { return width / 16 > 0 ? width / 16 : 1; }
 
 const char* gate_policy_name(GatePolicy p);
 const char* measurement_name(MeasurementKind k);  // "rademacher", "gaussian", "pca"

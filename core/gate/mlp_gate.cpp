@@ -66,7 +66,7 @@ MlpGate::MlpGate(const torch::Tensor& up, const torch::Tensor& up_bias, const to
                                      std::to_string(N_) + " into aligned blocks");
   n_ = N_ / B_;
   k_ = std::clamp<int64_t>(std::llround(options.active * double(n_)), 1, n_);
-  m_ = options.measurements > 0 ? options.measurements : std::max<int64_t>(1, N_ / 4);
+  m_ = options.measurements > 0 ? options.measurements : default_measurements(N_);
   check_gate_sizes(N_, B_, k_, m_);
   check(options.iters >= 1 && options.iters <= 50, "gate: IHT iterations must be in [1, 50], got " +
                                                        std::to_string(options.iters));

@@ -29,13 +29,6 @@ struct GatePrior {
   torch::Tensor cov;   // [C, C]
 };
 
-// What the gate did for one token in one layer.
-struct MlpGateTrace {
-  std::vector<int64_t> blocks;  // active block indices, ascending
-  int64_t measurements = 0;     // m used (0 for policies that do not measure)
-  int64_t macs = 0;             // MLP MACs spent: measurement + recovery + the active blocks
-};
-
 // Running totals over tokens and layers, for frontiers (cheaper than keeping every trace).
 struct GateStats {
   int64_t rows = 0;           // token rows gated (summed over layers)

@@ -202,7 +202,7 @@ void GptImpl::apply_budget(const Budget& budget) {
                                                          " does not divide the MLP width " + std::to_string(cfg_.d_ff));
     const int64_t n = cfg_.d_ff / g.block;
     const int64_t k = std::clamp<int64_t>(std::llround(g.active * double(n)), 1, n);
-    check_gate_sizes(cfg_.d_ff, g.block, k, g.measurements > 0 ? g.measurements : std::max<int64_t>(1, cfg_.d_ff / 4));
+    check_gate_sizes(cfg_.d_ff, g.block, k, g.measurements > 0 ? g.measurements : default_measurements(cfg_.d_ff));
     check(g.iters >= 1 && g.iters <= 50, "gate: IHT iterations must be in [1, 50], got " + std::to_string(g.iters));
     const bool mmse = g.policy == GatePolicy::Sensing && g.recovery == Recovery::Mmse;
     const bool pca = g.policy == GatePolicy::Sensing && g.measurement == MeasurementKind::Pca;

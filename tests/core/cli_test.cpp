@@ -168,3 +168,40 @@ TEST(Cli, NsnSensitivityAllocationAndMpoConvertFrontier) {
   EXPECT_EQ(tuned_info["training"]["objective"], "mpo-nested-bond");
   EXPECT_EQ(tuned_info["parameters"], c["parameters"]);
 }
+
+TEST(Cli, GateFrontierAndRunWithTraces) {
+  test::TempDir dir;
+  std::string text;
+  for (int i = 0; i < 120; ++i) text += "O Romeo, Romeo! wherefore art thou Romeo?\n";
+  write_file_atomic(dir.file("c.txt"), text);
+  const auto model = dir.file("m.safetensors");
+  run_json("train --corpus " + dir.file("c.txt") + " --out " + model +
+           " --steps 20 --batch 4 --context 32 --layers 2 --d-model 32 --heads 2 --d-ff 64 --warmup 2 --json");
+  auto f = run_json("gate frontier --model " + model + " --corpus " + dir.file("c.txt") +
+                    " --active 0.5 --block 8 --measurements 8 --measurement pca --recovery mmse --json");
+  for (const char* key : {"active_fraction", "token_accuracy", "dense_token_accuracy", "accuracy_drop_pp", "support_f1",
+                          "mlp_mac_fraction", "overhead_fraction", "measurements", "ms_per_token", "kl"})
+    EXPECT_TRUE(f.contains(key)) << key;
+  EXPECT_EQ(f["policy"], "sensing");
+  EXPECT_DOUBLE_EQ(f["active_fraction"].get<double>(), 0.5);
+  EXPECT_GE(f["support_f1"].get<double>(), 0.0);
+  EXPECT_LE(f["support_f1"].get<double>(), 1.0);
+  // The ungated row, then sensing, oracle, static, random.
+  ASSERT_EQ(f["rows"].size(), 5u);
+  EXPECT_EQ(f["rows"][0]["policy"], "off");
+  EXPECT_EQ(f["rows"][2]["policy"], "oracle");
+  EXPECT_NEAR(f["accuracy_drop_pp"].get<double>(),
+              100 * (f["dense_token_accuracy"].get<double>() - f["token_accuracy"].get<double>()), 1e-9);
+  // MACs: measuring (m·(C+N) = 8·96) plus half the blocks (2·32·32), over the dense 2·64·32.
+  EXPECT_NEAR(f["mlp_mac_fraction"].get<double>(), (8.0 * 96 + 2 * 32 * 32) / (2 * 64 * 32), 1e-9);
+
+  auto r = run_json("gate run --model " + model + " --prompt Romeo --tokens 6 --active 0.25 --block 8 --json");
+  ASSERT_EQ(r["tokens"].size(), 6u);
+  for (const auto& t : r["tokens"]) {
+    ASSERT_EQ(t["layers"].size(), 2u);  // one trace per layer
+    for (const auto& l : t["layers"]) EXPECT_EQ(l["blocks"].size(), 2u);  // k = 0.25 · 8 blocks
+  }
+  std::string out;
+  EXPECT_EQ(test::run_command(kCli + " gate run --model " + model + " --prompt Romeo --block 7 2>&1", &out), 1);
+  EXPECT_NE(out.find("does not divide"), std::string::npos) << out;
+}
