@@ -354,6 +354,11 @@ int main(int argc, char** argv) {
   gate_run->add_option("--measurement", run_measurement, "Φ: rademacher, gaussian or pca")->capture_default_str();
   gate_run->add_option("--recovery", run_recovery, "iht or mmse")->capture_default_str();
   gate_run->add_flag("--no-cluster", run_no_cluster, "keep the checkpoint's neuron order");
+  gate_run->add_option("--gamma", grun.gamma, "token-adaptive: m_t, k_t scale by 1 + γ·H/log V (0 = fixed)")
+      ->capture_default_str();
+  gate_run->add_option("--m-min", grun.m_min, "token-adaptive lower bound on m_t (0 = m/2)")->capture_default_str();
+  gate_run->add_option("--m-max", grun.m_max, "token-adaptive upper bound on m_t (0 = 4·m)")->capture_default_str();
+  gate_run->add_option("--hysteresis", grun.hysteresis, "relative change before m_t / k_t move")->capture_default_str();
   gate_run->add_option("--calibration", calibration_file, "calibrate on this text instead of the prompt");
   add_common(gate_run, common);
 

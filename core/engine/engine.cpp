@@ -255,6 +255,7 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
       break;
     }
     if (i + 1 == options.max_new_tokens) break;
+    if (gated) model->set_gate_uncertainty(s.entropy / std::log(double(m.config.vocab_size)));
     if (cache.length == ctx) {
       // Context full: keep the latest half and re-read it (absolute positions restart at 0).
       std::vector<int64_t> keep(ids.end() - ctx / 2, ids.end());

@@ -33,6 +33,14 @@ struct GateOptions {
   uint64_t seed = 0;         // Φ of layer l uses seed + l; Random draws from seed too
   bool clustered = false;    // blocks follow the calibrated co-activation neuron order
                              // (core/gate/neuron_order.h) instead of the checkpoint's order
+  // Token-adaptive budget: with the last predictive entropy H_t (normalised h = H_t / log V),
+  // m_t = clip(m·(1 + γ·h), m_min, m_max) and k_t = clip(k·(1 + γ·h), 1, N/B); a level moves only
+  // when the new value differs from the current one by more than `hysteresis` (relative), so it
+  // does not flap between neighbouring tokens. γ = 0 keeps m and k fixed.
+  double gamma = 0;
+  int64_t m_min = 0;         // 0 = m/2
+  int64_t m_max = 0;         // 0 = min(4·m, N)
+  double hysteresis = 0.15;
   bool operator==(const GateOptions&) const = default;
 };
 

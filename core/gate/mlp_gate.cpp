@@ -66,8 +66,19 @@ MlpGate::MlpGate(const torch::Tensor& up, const torch::Tensor& up_bias, const to
                                      std::to_string(N_) + " into aligned blocks");
   n_ = N_ / B_;
   k_ = std::clamp<int64_t>(std::llround(options.active * double(n_)), 1, n_);
-  m_ = options.measurements > 0 ? options.measurements : default_measurements(N_);
-  check_gate_sizes(N_, B_, k_, m_);
+  m_base_ = options.measurements > 0 ? options.measurements : default_measurements(N_);
+  check_gate_sizes(N_, B_, k_, m_base_);
+  check(options.gamma >= 0 && std::isfinite(options.gamma), "gate: γ must be ≥ 0");
+  check(options.hysteresis >= 0 && options.hysteresis < 1, "gate: hysteresis must be in [0, 1)");
+  m_ = m_t_ = m_lo_ = m_base_;
+  k_t_ = k_;
+  if (options.gamma > 0) {
+    m_lo_ = options.m_min > 0 ? options.m_min : std::max<int64_t>(1, m_base_ / 2);
+    m_ = options.m_max > 0 ? options.m_max : std::min<int64_t>(4 * m_base_, N_);
+    check(m_lo_ <= m_base_ && m_base_ <= m_ && m_ <= N_, "gate: need 1 ≤ m_min ≤ m ≤ m_max ≤ N, got " +
+                                                               std::to_string(m_lo_) + ", " + std::to_string(m_base_) +
+                                                               ", " + std::to_string(m_) + ", " + std::to_string(N_));
+  }
   check(options.iters >= 1 && options.iters <= 50, "gate: IHT iterations must be in [1, 50], got " +
                                                        std::to_string(options.iters));
   if (order.empty()) {
@@ -109,14 +120,13 @@ MlpGate::MlpGate(const torch::Tensor& up, const torch::Tensor& up_bias, const to
     if (options.recovery == Recovery::Mmse) {
       // û = μ_u + K (y − P μ_x), K = Σ_u Φᵀ (Φ Σ_u Φᵀ + λI)⁻¹ with Φ Σ_u Φᵀ = P Σ_x Pᵀ.
       auto P = folded_.to(torch::kFloat64);                               // [m, C]
-      auto S = P.mm(cov_x).mm(P.t());                                     // [m, m]
-      const double ridge = 1e-6 * std::max(1e-12, S.trace().item<double>() / double(m_));
-      S += ridge * torch::eye(m_, torch::kFloat64);
-      auto cross = up_.to(torch::kFloat64).mm(cov_x).mm(P.t());           // Σ_u Φᵀ [N, m]
-      auto K = torch::linalg::solve(S, cross.t(), true).t();              // [N, m] (S symmetric)
-      gain_t_ = K.t().contiguous().to(torch::kFloat32);                   // [m, N]
-      auto mean_u = up_.to(torch::kFloat64).mv(mean_x);                   // [N]
-      offset_ = (mean_u - K.mv(P.mv(mean_x))).to(torch::kFloat32).contiguous();  // [N]
+      s_ = P.mm(cov_x).mm(P.t());                                         // [m, m]
+      const double ridge = 1e-6 * std::max(1e-12, s_.trace().item<double>() / double(m_));
+      s_ += ridge * torch::eye(m_, torch::kFloat64);
+      cross_ = up_.to(torch::kFloat64).mm(cov_x).mm(P.t());               // Σ_u Φᵀ [N, m]
+      mean_u_ = up_.to(torch::kFloat64).mv(mean_x).to(torch::kFloat32).contiguous();  // [N]
+      y_mean_ = P.mv(mean_x).to(torch::kFloat32).contiguous();           // [m]
+      mmse_gain(m_t_);
     }
   }
   energy_.resize(size_t(n_));
@@ -132,10 +142,32 @@ float MlpGate::act(float v) const {
   return 0.5f * v * (1.f + std::erf(v * 0.70710678f));  // exact GELU, as torch::gelu
 }
 
+const float* MlpGate::mmse_gain(int64_t m) {
+  auto it = gains_.find(m);
+  if (it == gains_.end()) {
+    // K_m = Σ_u Φ_mᵀ (S_mm)⁻¹ from the leading block of S; for PCA rows S is diagonal, so K_m is
+    // exactly the first m columns of the full K.
+    auto K = torch::linalg::solve(s_.narrow(0, 0, m).narrow(1, 0, m), cross_.narrow(1, 0, m).t(), true);  // Kᵀ [m, N]
+    it = gains_.emplace(m, K.to(torch::kFloat32).contiguous()).first;
+  }
+  return it->second.data_ptr<float>();
+}
+
+void MlpGate::set_uncertainty(double h) {
+  if (options_.gamma <= 0 || !std::isfinite(h)) return;
+  h = std::clamp(h, 0.0, 1.0);
+  const double scale = 1.0 + options_.gamma * h;
+  const int64_t m = std::clamp<int64_t>(std::llround(double(m_base_) * scale), m_lo_, m_);
+  const int64_t k = std::clamp<int64_t>(std::llround(double(k_) * scale), 1, n_);
+  // Hysteresis: move only on a clear change.
+  if (std::abs(double(m - m_t_)) > options_.hysteresis * double(m_t_)) m_t_ = m;
+  if (std::abs(double(k - k_t_)) > options_.hysteresis * double(k_t_)) k_t_ = k;
+}
+
 void MlpGate::set_static_energy(const torch::Tensor& neuron_energy) {
   check(neuron_energy.numel() == N_, "gate: static energies must have one entry per neuron (" + std::to_string(N_) + ")");
   auto e = neuron_energy.detach().to(torch::kCPU, torch::kFloat64).reshape({N_}).index_select(0, order_);
-  static_blocks_ = top_blocks(e.view({n_, B_}).sum(1), k_);
+  static_energy_ = e.view({n_, B_}).sum(1).to(torch::kFloat32).contiguous();  // [n], gate order
 }
 
 torch::Tensor MlpGate::block_energies(const torch::Tensor& x) const {
@@ -168,8 +200,8 @@ void MlpGate::keep_top_k() {
   auto stronger = [&](int64_t a, int64_t b) {
     return energy_[size_t(a)] > energy_[size_t(b)] || (energy_[size_t(a)] == energy_[size_t(b)] && a < b);
   };
-  if (k_ < n_) std::nth_element(rank_.begin(), rank_.begin() + k_, rank_.end(), stronger);
-  chosen_.assign(rank_.begin(), rank_.begin() + k_);
+  if (k_t_ < n_) std::nth_element(rank_.begin(), rank_.begin() + k_t_, rank_.end(), stronger);
+  chosen_.assign(rank_.begin(), rank_.begin() + k_t_);
   std::sort(chosen_.begin(), chosen_.end());
 }
 
@@ -184,14 +216,22 @@ const std::vector<int64_t>& MlpGate::select(const float* x, int64_t* macs) {
       std::iota(chosen_.begin(), chosen_.end(), 0);
       break;
     case GatePolicy::Sensing: {
-      cpu_gemm_nt_raw(1, m_, C_, x, folded_.data_ptr<float>(), C_, 0.f, y_.data());  // y = P·x [m]
-      spent += m_ * C_;
-      if (options_.recovery == Recovery::Mmse) {  // û = K·y + c, one axpy-shaped gemv
-        std::copy_n(offset_.data_ptr<float>(), N_, g_.data());
-        cpu_gemm_nn_raw(1, N_, m_, y_.data(), gain_t_.data_ptr<float>(), N_, 1.f, g_.data());
-        spent += m_ * N_;
+      // The first m_t rows of Φ: a prefix of the folded operator, like an NSN rank.
+      const int64_t m = m_t_;
+      cpu_gemm_nt_raw(1, m, C_, x, folded_.data_ptr<float>(), C_, 0.f, y_.data());  // y = P_m·x [m]
+      spent += m * C_;
+      if (options_.recovery == Recovery::Mmse) {  // û = μ_u + K_m (y − ȳ), one axpy-shaped gemv
+        const float* ym = y_mean_.data_ptr<float>();
+        for (int64_t i = 0; i < m; ++i) y_[size_t(i)] -= ym[i];
+        std::copy_n(mean_u_.data_ptr<float>(), N_, g_.data());
+        cpu_gemm_nn_raw(1, N_, m, y_.data(), mmse_gain(m), N_, 1.f, g_.data());
+        spent += m * N_;
       } else {  // block IHT; one iteration = Φᵀy
-        spent += block_iht_raw(m_, N_, phi_.data_ptr<float>(), y_.data(), B_, k_, options_.iters, u_.data(), g_.data());
+        spent += block_iht_raw(m, N_, phi_.data_ptr<float>(), y_.data(), B_, k_t_, options_.iters, u_.data(), g_.data());
+        if (m < m_) {  // Φ's rows are scaled for m_ measurements: E[Φ_mᵀΦ_m] = (m / m_)·I
+          const float s = float(m_) / float(m);
+          for (auto& v : g_) v *= s;
+        }
       }
       // ẑ = û + b: the bias is known exactly.
       for (int64_t j = 0; j < N_; ++j) z_[size_t(j)] = g_[size_t(j)] + bias[j];
@@ -207,14 +247,15 @@ const std::vector<int64_t>& MlpGate::select(const float* x, int64_t* macs) {
       keep_top_k();
       break;
     case GatePolicy::Static:
-      check(!static_blocks_.empty(), "gate: the static policy needs a calibration text first");
-      chosen_ = static_blocks_;
+      check(static_energy_.defined(), "gate: the static policy needs a calibration text first");
+      std::copy_n(static_energy_.data_ptr<float>(), n_, energy_.data());
+      keep_top_k();
       break;
     case GatePolicy::Random: {
       std::iota(rank_.begin(), rank_.end(), 0);
-      for (int64_t i = 0; i < k_; ++i)  // partial Fisher–Yates with our own generator
+      for (int64_t i = 0; i < k_t_; ++i)  // partial Fisher–Yates with our own generator
         std::swap(rank_[size_t(i)], rank_[size_t(i + int64_t(rng_() % uint64_t(n_ - i)))]);
-      chosen_.assign(rank_.begin(), rank_.begin() + k_);
+      chosen_.assign(rank_.begin(), rank_.begin() + k_t_);
       std::sort(chosen_.begin(), chosen_.end());
       break;
     }
@@ -271,7 +312,7 @@ void MlpGate::forward_raw(int64_t rows, const float* x, float* y, std::vector<Ml
         ++stats->f1_rows;
       }
     }
-    if (trace) trace->push_back({std::move(blocks), options_.policy == GatePolicy::Sensing ? m_ : 0, macs});
+    if (trace) trace->push_back({std::move(blocks), options_.policy == GatePolicy::Sensing ? m_t_ : 0, macs});
   }
 }
 

@@ -14,6 +14,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <map>
 #include <random>
 #include <vector>
 
@@ -69,7 +70,11 @@ class MlpGate {
 
   int64_t blocks() const { return n_; }
   int64_t active_blocks() const { return k_; }
-  int64_t measurements() const { return m_; }
+  int64_t measurements() const { return m_t_; }  // in use now (token-adaptive: m_t)
+  int64_t current_active_blocks() const { return k_t_; }
+  // The normalised predictive entropy h = H/log V of the last token, in [0, 1]: sets m_t and k_t
+  // when GateOptions::gamma > 0 (with hysteresis). Ignored otherwise.
+  void set_uncertainty(double h);
   int64_t width() const { return N_; }
   const GateOptions& options() const { return options_; }
   // MACs of the dense MLP per token (2·N·C), for ratios.
@@ -85,12 +90,19 @@ class MlpGate {
 
   GateOptions options_;
   Activation activation_;
-  int64_t C_, N_, B_, n_, k_, m_;
+  // Per-prefix MMSE gain Kᵀ_m [m, N] (exact prefix for PCA; cached per m for random Φ).
+  const float* mmse_gain(int64_t m);
+
+  int64_t C_, N_, B_, n_, k_, m_;  // m_ = rows folded (the largest m_t); k_ = base k
+  int64_t m_base_ = 0, m_t_ = 0, k_t_ = 0, m_lo_ = 0;
   torch::Tensor up_, up_bias_, down_t_, down_bias_;  // [N, C], [N], [N, C] (= W_downᵀ), [C]; rows in gate order
   torch::Tensor order_;                              // [N] int64, gate position -> neuron
   torch::Tensor phi_, folded_;                       // Φ [m, N], P = Φ·W_up [m, C]
-  torch::Tensor gain_t_, offset_;                    // MMSE: Kᵀ [m, N] and c [N], û = K·y + c
-  std::vector<int64_t> static_blocks_;
+  // MMSE, û = μ_u + K_m (y − ȳ): μ_u [N], ȳ = P μ_x [m]; S = P Σ_x Pᵀ + λI [m, m] and
+  // Σ_u Φᵀ [N, m] (float64) make K_m for any prefix m.
+  torch::Tensor mean_u_, y_mean_, s_, cross_;
+  std::map<int64_t, torch::Tensor> gains_;
+  torch::Tensor static_energy_;                      // [n] mean block energy on the calibration text
   std::mt19937_64 rng_;
   std::vector<float> y_, g_, u_, z_;                 // scratch: [m], [N], [N], [N]
   std::vector<float> energy_;                        // scratch: [n]

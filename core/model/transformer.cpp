@@ -243,6 +243,11 @@ void GptImpl::set_gate_trace(std::vector<std::vector<MlpGateTrace>>* sink) {
   for (int64_t l = 0; l < cfg_.n_layers; ++l) blocks_[size_t(l)]->mlp->trace = sink ? &(*sink)[size_t(l)] : nullptr;
 }
 
+void GptImpl::set_gate_uncertainty(double h) {
+  for (auto& b : blocks_)
+    if (b->mlp->gate) b->mlp->gate->set_uncertainty(h);
+}
+
 void GptImpl::set_gate_stats(GateStats* stats) {
   for (auto& b : blocks_) b->mlp->stats = stats;
 }

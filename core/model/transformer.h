@@ -113,6 +113,8 @@ class GptImpl : public torch::nn::Module {
   // Per-layer gate traces: a forward appends one MlpGateTrace per token row to (*sink)[layer].
   // nullptr stops tracing (the default: the fast path pays nothing).
   void set_gate_trace(std::vector<std::vector<MlpGateTrace>>* sink);
+  // The last token's normalised predictive entropy H/log V, for token-adaptive gates.
+  void set_gate_uncertainty(double h);
   // Every layer's gate accumulates into `stats` (nullptr stops).
   void set_gate_stats(GateStats* stats);
 

@@ -275,3 +275,44 @@ TEST(MlpGate, MmseRecoveryWithMAtLeastTheInputWidthIsExact) {
   EXPECT_THROW(parse_recovery("lasso"), Error);
   EXPECT_THROW(parse_measurement("fourier"), Error);
 }
+
+TEST(MlpGate, UncertaintySetsMeasurementsAndActiveBlocksWithHysteresis) {
+  torch::manual_seed(12);
+  const int64_t C = 16, N = 64;
+  auto up = torch::randn({N, C}), up_b = torch::randn({N}) * 0.1, down = torch::randn({C, N});
+  auto calib = torch::randn({200, C});
+  GatePrior prior{calib.mean(0), (calib - calib.mean(0)).t().mm(calib - calib.mean(0)) / 199.0};
+  GateOptions o{.policy = GatePolicy::Sensing, .active = 0.25, .block = 8, .measurements = 8,
+                .measurement = MeasurementKind::Pca, .recovery = Recovery::Mmse, .gamma = 1.0, .m_max = 16};
+  MlpGate gate(up, up_b, down, {}, Activation::Relu, o, 0, {}, &prior);
+  EXPECT_EQ(gate.measurements(), 8);
+  EXPECT_EQ(gate.current_active_blocks(), 2);
+  gate.set_uncertainty(0.05);  // 8·1.05 rounds to 8: nothing moves
+  EXPECT_EQ(gate.measurements(), 8);
+  gate.set_uncertainty(1.0);   // m_t = 16, k_t = 4
+  EXPECT_EQ(gate.measurements(), 16);
+  EXPECT_EQ(gate.current_active_blocks(), 4);
+  gate.set_uncertainty(0.9);   // 15.2 → 15 is within 15% of 16: hysteresis holds 16
+  EXPECT_EQ(gate.measurements(), 16);
+  // With PCA rows the MMSE gain of a prefix is exact: m_t = 16 picks what a fixed m = 16 gate picks.
+  GateOptions fixed = o;
+  fixed.gamma = 0;
+  fixed.measurements = 16;
+  fixed.active = 0.5;
+  MlpGate reference(up, up_b, down, {}, Activation::Relu, fixed, 0, {}, &prior);
+  auto x = torch::randn({10, C});
+  std::vector<MlpGateTrace> a, b;
+  gate.forward(x, &a);
+  reference.forward(x, &b);
+  for (size_t r = 0; r < a.size(); ++r) {
+    EXPECT_EQ(a[r].blocks, b[r].blocks);
+    EXPECT_EQ(a[r].measurements, 16);
+    EXPECT_EQ(a[r].macs, b[r].macs);
+  }
+  gate.set_uncertainty(0.0);   // back to m = 8, k = 2
+  EXPECT_EQ(gate.measurements(), 8);
+  EXPECT_EQ(gate.current_active_blocks(), 2);
+  GateOptions bad = o;
+  bad.m_max = 4;  // below m
+  EXPECT_THROW(MlpGate(up, up_b, down, {}, Activation::Relu, bad, 0, {}, &prior), Error);
+}
