@@ -240,11 +240,7 @@ const std::vector<int64_t>& MlpGate::select(const float* x, int64_t* macs) {
       break;
     }
     case GatePolicy::Oracle:
-      std::copy_n(bias, N_, z_.data());
-      cpu_gemm_nt_raw(1, N_, C_, x, up_.data_ptr<float>(), C_, 1.f, z_.data());  // z = W_up·x + b
-      spent += N_ * C_;
-      block_activation_energy(z_.data());
-      keep_top_k();
+      spent += select_oracle(x);
       break;
     case GatePolicy::Static:
       check(static_energy_.defined(), "gate: the static policy needs a calibration text first");
@@ -286,12 +282,17 @@ void MlpGate::run_blocks(const float* x, const std::vector<int64_t>& blocks, flo
   }
 }
 
+int64_t MlpGate::select_oracle(const float* x) {
+  std::copy_n(up_bias_.data_ptr<float>(), N_, z_.data());
+  cpu_gemm_nt_raw(1, N_, C_, x, up_.data_ptr<float>(), C_, 1.f, z_.data());  // z = W_up·x + b
+  block_activation_energy(z_.data());
+  keep_top_k();
+  return N_ * C_;
+}
+
 std::vector<int64_t> MlpGate::oracle_blocks(const float* x) {
-  const GatePolicy saved = options_.policy;
-  options_.policy = GatePolicy::Oracle;
-  auto blocks = choose(x);
-  options_.policy = saved;
-  return blocks;
+  select_oracle(x);
+  return chosen_;
 }
 
 void MlpGate::forward_raw(int64_t rows, const float* x, float* y, std::vector<MlpGateTrace>* trace, GateStats* stats) {

@@ -86,6 +86,7 @@ class MlpGate {
   void run_blocks(const float* x, const std::vector<int64_t>& blocks, float* y);
   void block_activation_energy(const float* z);  // energy_[b] = ‖act(z_b)‖²
   void keep_top_k();                             // chosen_ = the k largest energy_, ascending
+  int64_t select_oracle(const float* x);         // chosen_ = the true top-k; returns its MACs
   float act(float v) const;
 
   GateOptions options_;
