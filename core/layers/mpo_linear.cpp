@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <numeric>
 
+#include <ATen/core/grad_mode.h>
+
 #include "core/error.h"
 
 namespace nestscope {
@@ -182,6 +184,12 @@ bool MpoLinear::right_to_left() const {
 torch::Tensor MpoLinear::forward(const torch::Tensor& x) {
   const auto lead = x.sizes().slice(0, x.dim() - 1);
   const int64_t N = x.numel() / in_features();
+  // Training only (autograd on): a batch of N rows shares one rebuild of W (≈ out·in·χ MACs) and
+  // then costs the dense N·out·in, which beats contracting every row through the chain when
+  // N·macs() is larger; autograd reaches the cores either way. Inference always contracts directly.
+  if (at::GradMode::is_enabled() &&
+      N * macs() > N * in_features() * out_features() + in_features() * out_features() * bond())
+    return forward_rebuilt(x);
   const int64_t L = sites();
   std::vector<torch::Tensor> cores;
   for (int64_t l = 0; l < L; ++l) cores.push_back(core(size_t(l)));
