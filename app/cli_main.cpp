@@ -1,5 +1,6 @@
 // nestscope-cli: train, evaluate and sample NestScope models without a GUI.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <type_traits>
@@ -118,13 +119,22 @@ void write_rows(const std::string& path, const json& rows) {
   std::string text;
   const bool csv = path.size() >= 4 && path.compare(path.size() - 4, 4, ".csv") == 0;
   if (csv && !rows.empty()) {
+    // Columns: every key of every row (rows of different kinds leave the others' cells empty).
+    std::vector<std::string> keys;
+    for (const auto& r : rows)
+      for (auto it = r.begin(); it != r.end(); ++it)
+        if (std::find(keys.begin(), keys.end(), it.key()) == keys.end()) keys.push_back(it.key());
     std::string header;
-    for (auto it = rows[0].begin(); it != rows[0].end(); ++it) header += (header.empty() ? "" : ",") + it.key();
+    for (const auto& k : keys) header += (header.empty() ? "" : ",") + k;
     text += header + "\n";
     for (const auto& r : rows) {
       std::string line;
-      for (auto it = r.begin(); it != r.end(); ++it)
-        line += (line.empty() ? "" : ",") + (it->is_string() ? it->get<std::string>() : it->dump());
+      for (size_t i = 0; i < keys.size(); ++i) {
+        if (i) line += ",";
+        if (!r.contains(keys[i])) continue;
+        const auto& v = r[keys[i]];
+        line += v.is_string() ? v.get<std::string>() : v.dump();
+      }
       text += line + "\n";
     }
   } else {
@@ -333,6 +343,11 @@ int main(int argc, char** argv) {
                             "training windows that calibrate the static policy and the neuron order")
       ->capture_default_str();
   gate_frontier->add_option("--seed", gopt_f.seed, "Φ and random-support seed")->capture_default_str();
+  std::string head_actives_csv;
+  gate_frontier->add_option("--head-actives", head_actives_csv,
+                            "comma-separated fractions of attention heads kept: head rows by probes, oracle, random");
+  gate_frontier->add_option("--head-probes", gopt_f.head_probes, "random knockout probes (0 = 2·L·H)")
+      ->capture_default_str();
   gate_frontier->add_option("--windows", windows, "validation windows to score (0 = all)")->capture_default_str();
   gate_frontier->add_option("--rows", rows_out, "also write the rows to this file (.csv or .jsonl)");
   add_common(gate_frontier, common);
@@ -586,6 +601,7 @@ int main(int argc, char** argv) {
       if (gopt_f.measurements.empty()) gopt_f.measurements = {0};
       gopt_f.max_windows = windows;
       gopt_f.clustered = !no_cluster;
+      for (const auto& v : split_list(head_actives_csv)) gopt_f.head_actives.push_back(parse_number<double>(v, "--head-actives"));
       gopt_f.measurement = parse_measurement(measurement.c_str());
       gopt_f.recovery = parse_recovery(recovery.c_str());
       const auto rows = engine.gate_frontier(text, true, gopt_f, bar_fn(bar));
@@ -596,6 +612,21 @@ int main(int argc, char** argv) {
       for (const auto& r : rows) {
         const int64_t N = width;
         const double k = double(r.active_blocks), n = double(r.blocks);
+        if (!r.head_policy.empty()) {
+          arr.push_back({{"policy", "heads-" + r.head_policy},
+                         {"head_active_fraction", r.gate.head_active},
+                         {"token_accuracy", r.eval.token_accuracy},
+                         {"perplexity", r.eval.perplexity},
+                         {"loss", r.eval.loss},
+                         {"top1_agreement", r.eval.top1_agreement},
+                         {"kl", r.eval.kl},
+                         {"head_support_f1", r.head_f1},
+                         {"attn_mac_fraction", r.attn_mac_fraction},
+                         {"ms_per_token", r.ms_per_token},
+                         {"dense_token_accuracy", dense_acc},
+                         {"accuracy_drop_pp", 100.0 * (dense_acc - r.eval.token_accuracy)}});
+          continue;
+        }
         arr.push_back({{"policy", gate_policy_name(r.gate.policy)},
                        {"active_fraction", k / n},
                        {"active_blocks", r.active_blocks},

@@ -7,6 +7,8 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/gate/block_recovery.h"
+#include "core/gate/head_probe.h"
 #include "core/gate/mlp_gate.h"
 #include "core/eval/metrics.h"
 #include "core/eval/rank_allocation.h"
@@ -121,8 +123,10 @@ FrontierRow frontier_row(Gpt& model, const Budget& b, const std::vector<int64_t>
 
 // Gate calibration from the first `max_windows` context windows of `tokens` (a shorter text is one
 // window): MLP inputs and activations per layer, concatenated, into Gpt::calibrate_gate.
+// The model must run ungated here (callers apply a budget without a gate first). Heads are probed
+// on the first window with `head_probes` random knockout masks (0 = 2·L·H).
 void calibrate_on_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64_t context, int64_t block, uint64_t seed,
-                         int64_t max_windows) {
+                         int64_t max_windows, int64_t head_probes = 0) {
   check(!tokens.empty(), "gate calibration: no tokens");
   torch::NoGradGuard no_grad;
   const int64_t T = std::min<int64_t>(context, int64_t(tokens.size()));
@@ -143,6 +147,11 @@ void calibrate_on_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64_t
   std::vector<MlpSample> all;
   for (size_t l = 0; l < ins.size(); ++l) all.push_back({torch::cat(ins[l], 0), torch::cat(acts[l], 0)});
   model->calibrate_gate(all, block, seed);
+  const auto& c = model->config();
+  auto first = torch::tensor(std::vector<int64_t>(tokens.begin(), tokens.begin() + T), torch::kInt64)
+                   .unsqueeze(0)
+                   .to(model->tok_emb->weight.device());
+  model->set_head_importance(probe_heads(model, first, head_probes > 0 ? head_probes : 2 * c.n_layers * c.n_heads, seed));
 }
 
 // Runs the nested objective on `next` (a fork), stores s_k, returns the report; fills `rec`.
@@ -459,7 +468,17 @@ std::vector<FrontierRow> Engine::mpo_frontier(const std::string& text, bool vali
 void Engine::calibrate_gate(const std::string& text, int64_t block, uint64_t seed, int64_t max_windows) {
   auto& m = impl_->need();
   check(!text.empty(), "the calibration text is empty");
-  calibrate_on_tokens(m.model, m.tokenizer->encode(text), m.config.context, block, seed, max_windows);
+  const auto tokens = m.tokenizer->encode(text);
+  Budget ungated = impl_->budget;
+  ungated.gate = GateOptions{};
+  m.model->apply_budget(ungated);
+  try {
+    calibrate_on_tokens(m.model, tokens, m.config.context, block, seed, max_windows);
+  } catch (...) {
+    m.model->apply_budget(impl_->budget);
+    throw;
+  }
+  m.model->apply_budget(impl_->budget);  // rebuilt with the new calibration
 }
 
 std::vector<GateFrontierRow> Engine::gate_frontier(const std::string& text, bool validation_split,
@@ -499,11 +518,14 @@ std::vector<GateFrontierRow> Engine::gate_frontier(const std::string& text, bool
     model->apply_budget(b);
   }
   model->apply_budget(base);
-  const bool calibrate = o.clustered || o.recovery == Recovery::Mmse || o.measurement == MeasurementKind::Pca ||
+  const bool calibrate = o.clustered || !o.head_actives.empty() || o.recovery == Recovery::Mmse || o.measurement == MeasurementKind::Pca ||
                          std::any_of(points.begin(), points.end(),
                                      [](const GateOptions& g) { return g.policy == GatePolicy::Static; });
-  if (calibrate) calibrate_on_tokens(model, corpus.train, m.config.context, o.block, o.seed, o.calibration_windows);
-  const int64_t total = int64_t(points.size()) + 1;
+  if (calibrate)
+    calibrate_on_tokens(model, corpus.train, m.config.context, o.block, o.seed, o.calibration_windows, o.head_probes);
+  for (double f : o.head_actives)
+    check(f > 0 && f <= 1, "gate frontier: head active fraction must be in (0, 1], got " + std::to_string(f));
+  const int64_t total = int64_t(points.size()) + 1 + 3 * int64_t(o.head_actives.size());
   std::vector<GateFrontierRow> rows;
   try {
     for (int64_t i = 0; i < total; ++i) {
@@ -530,6 +552,41 @@ std::vector<GateFrontierRow> Engine::gate_frontier(const std::string& text, bool
       row.ms_per_token = o.measure_latency ? measure_decode_ms(model) : 0;
       rows.push_back(row);
       report(progress, {"gate frontier", i + 1, total});
+    }
+    if (!o.head_actives.empty()) {
+      const int64_t T = m.config.context, L = m.config.n_layers, H = m.config.n_heads;
+      check(int64_t(corpus.validation.size()) >= T, "gate frontier: the validation split is shorter than one window");
+      auto first = torch::tensor(std::vector<int64_t>(corpus.validation.begin(), corpus.validation.begin() + T),
+                                 torch::kInt64)
+                       .unsqueeze(0)
+                       .to(model->tok_emb->weight.device());
+      model->apply_budget(base);
+      const torch::Tensor probed = model->head_importance();
+      const torch::Tensor oracle = knockout_heads(model, first);
+      torch::manual_seed(int64_t(o.seed));
+      const torch::Tensor random = torch::rand({L, H}, torch::kFloat64);
+      int64_t done = int64_t(points.size()) + 1;
+      for (double f : o.head_actives) {
+        const int64_t k = std::clamp<int64_t>(std::llround(f * double(H)), 1, H);
+        for (const auto& [name, imp] : {std::pair{"sensing", probed}, {"oracle", oracle}, {"random", random}}) {
+          model->set_head_importance(imp);
+          Budget b = base;
+          b.gate.head_active = f;
+          model->apply_budget(b);
+          GateFrontierRow row;
+          row.gate = b.gate;
+          row.head_policy = name;
+          row.eval = evaluate_tokens(model, corpus.validation, o.max_windows, 16, {}, &base, &b);
+          double f1 = 0;
+          for (int64_t l = 0; l < L; ++l) f1 += support_f1(top_blocks(imp[l], k), top_blocks(oracle[l], k));
+          row.head_f1 = f1 / double(L);
+          row.attn_mac_fraction = (2.0 + 2.0 * double(k) / double(H)) / 4.0;
+          row.ms_per_token = o.measure_latency ? measure_decode_ms(model) : 0;
+          rows.push_back(row);
+          report(progress, {"gate frontier", ++done, total});
+        }
+      }
+      model->set_head_importance(probed);
     }
   } catch (...) {
     model->set_gate_stats(nullptr);

@@ -73,6 +73,11 @@ struct GateFrontierOptions {
   int64_t calibration_windows = 8;          // training-split windows that calibrate static + order
   int64_t max_windows = 0;                  // 0 = every validation window
   bool measure_latency = true;
+  // Head rows (MLP ungated): for each fraction, heads kept per layer by the probed importance
+  // ("sensing"), by exhaustive single-head knockout on the first validation window ("oracle"),
+  // and at random ("random").
+  std::vector<double> head_actives;
+  int64_t head_probes = 0;                  // random knockout probes (0 = 2·L·H)
 };
 
 // One point of the gate's frontier; eval's agreement and KL are against the ungated model.
@@ -85,6 +90,9 @@ struct GateFrontierRow {
   double mlp_mac_fraction = 1;  // MLP MACs spent / dense MLP MACs, measurement included
   double overhead_fraction = 0; // measurement + recovery MACs / dense MLP MACs
   double ms_per_token = 0;      // measured batch-1 decode step (median)
+  std::string head_policy;      // head rows: "sensing", "oracle", "random"; empty for MLP rows
+  double head_f1 = -1;          // head rows: per-layer head-support F1 vs the oracle's
+  double attn_mac_fraction = 1; // attention projection MACs / dense (k, v always run)
 };
 
 struct NsnFinetuneReport {

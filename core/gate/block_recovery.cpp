@@ -69,9 +69,9 @@ std::vector<int64_t> top_blocks(const torch::Tensor& energy, int64_t k) {
 namespace {
 
 void check_problem(const torch::Tensor& phi, const torch::Tensor& y, int64_t block, int64_t k) {
-  check(phi.dim() == 2 && y.dim() == 1 && phi.size(0) == y.size(0),
-        "recovery: Φ must be [m, N] and y [m] with the same m");
-  check_gate_sizes(phi.size(1), block, k, phi.size(0));
+  check(phi.dim() == 2 && y.dim() == 1 && phi.size(0) == y.size(0) && phi.size(0) >= 1,
+        "recovery: Φ must be [m, N] and y [m] with the same m ≥ 1");
+  check_gate_sizes(phi.size(1), block, k, 1);  // any m: an overdetermined system is fine here
 }
 
 // Column indices of the chosen blocks, in block order.

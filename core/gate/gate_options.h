@@ -41,6 +41,10 @@ struct GateOptions {
   int64_t m_min = 0;         // 0 = m/2
   int64_t m_max = 0;         // 0 = min(4·m, N)
   double hysteresis = 0.15;
+  // Attention heads: the fraction kept per layer (1 = all). The support is the top heads by the
+  // importance that random knockout probes recovered on the calibration text (Engine::
+  // calibrate_gate); inactive heads skip their query rows, scores and output columns.
+  double head_active = 1.0;
   bool operator==(const GateOptions&) const = default;
 };
 

@@ -24,12 +24,33 @@ CausalSelfAttentionImpl::CausalSelfAttentionImpl(const ModelConfig& cfg) : n_hea
   o = register_module("o", make_linear(cfg, "attn.o"));
 }
 
+void CausalSelfAttentionImpl::set_active_heads(const std::vector<int64_t>& heads) {
+  torch::NoGradGuard no_grad;
+  heads_.clear();
+  head_index_ = wq_ = bq_ = wo_ = torch::Tensor();
+  if (heads.empty() || int64_t(heads.size()) == n_heads_) return;
+  const int64_t C = q->in_features(), hd = C / n_heads_;
+  std::vector<int64_t> cols;  // channels of the active heads
+  for (int64_t h : heads) {
+    check(h >= 0 && h < n_heads_, "head " + std::to_string(h) + " is outside [0, " + std::to_string(n_heads_) + ")");
+    for (int64_t j = 0; j < hd; ++j) cols.push_back(h * hd + j);
+  }
+  heads_ = heads;
+  head_index_ = torch::tensor(heads, torch::kInt64);
+  auto idx = torch::tensor(cols, torch::kInt64).to(q->to_dense().device());
+  wq_ = q->to_dense().index_select(0, idx).contiguous();                 // [kH·hd, C]
+  if (q->bias().defined()) bq_ = q->bias().index_select(0, idx).contiguous();
+  wo_ = o->to_dense().index_select(1, idx).contiguous();                 // [C, kH·hd]
+}
+
 torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, KvCache* cache, int64_t layer) {
-  const int64_t B = x.size(0), T = x.size(1), C = x.size(2), H = n_heads_, hd = C / H;
-  auto split = [&](const torch::Tensor& t) { return t.view({B, T, H, hd}).transpose(1, 2); };
-  auto qh = split(q->forward(x));  // [B, H, T, hd]
-  auto kh = split(k->forward(x));  // [B, H, T, hd]
-  auto vh = split(v->forward(x));  // [B, H, T, hd]
+  const int64_t B = x.size(0), T = x.size(1), C = x.size(2), hd = C / n_heads_;
+  const bool gated = !heads_.empty() && !at::GradMode::is_enabled();
+  const int64_t H = gated ? int64_t(heads_.size()) : n_heads_;  // heads that run
+  auto split = [&](const torch::Tensor& t, int64_t h) { return t.view({B, T, h, hd}).transpose(1, 2); };
+  auto qh = gated ? split(torch::linear(x, wq_, bq_), H) : split(q->forward(x), H);  // [B, H, T, hd]
+  auto kh = split(k->forward(x), n_heads_);  // [B, H_all, T, hd]
+  auto vh = split(v->forward(x), n_heads_);  // [B, H_all, T, hd]
   int64_t past = 0;
   if (cache) {
     past = cache->length;
@@ -37,6 +58,11 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, KvCache* 
     cache->v[layer].narrow(2, past, T).copy_(vh);
     kh = cache->k[layer].narrow(2, 0, past + T);  // [B, H, L, hd]
     vh = cache->v[layer].narrow(2, 0, past + T);  // [B, H, L, hd]
+  }
+  if (gated) {
+    const auto idx = head_index_.to(kh.device());
+    kh = kh.index_select(1, idx);  // [B, kH, L, hd]
+    vh = vh.index_select(1, idx);
   }
   const int64_t L = past + T;
   auto att = torch::matmul(qh, kh.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(hd)));  // [B, H, T, L]
@@ -47,8 +73,10 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, KvCache* 
     att = att.masked_fill(mask, -std::numeric_limits<float>::infinity());
   }
   att = torch::softmax(att, -1);
-  auto y = torch::matmul(att, vh).transpose(1, 2).reshape({B, T, C});  // [B, T, C]
-  return o->forward(y);
+  auto yh = torch::matmul(att, vh);  // [B, H, T, hd]
+  if (probe_mask.defined()) yh = yh * probe_mask.to(yh.options()).view({B, H, 1, 1});
+  auto y = yh.transpose(1, 2).reshape({B, T, H * hd});  // [B, T, H·hd]
+  return gated ? torch::linear(y, wo_, o->bias()) : o->forward(y);
 }
 
 MlpImpl::MlpImpl(const ModelConfig& cfg) : activation_(cfg.activation) {
@@ -195,6 +223,10 @@ void GptImpl::apply_budget(const Budget& budget) {
     for (const auto& l : layers) known |= l.first == name;
     check(known, "budget names an unknown layer '" + name + "'");
   }
+  check(budget.gate.head_active > 0 && budget.gate.head_active <= 1,
+        "gate: head active fraction must be in (0, 1], got " + std::to_string(budget.gate.head_active));
+  check(budget.gate.head_active == 1 || heads_calibrated(),
+        "gate: head gating needs a calibration text first (knockout probes)");
   if (budget.gate.policy != GatePolicy::Off) {
     const auto& g = budget.gate;
     check(g.active > 0 && g.active <= 1, "gate: active fraction must be in (0, 1], got " + std::to_string(g.active));
@@ -224,6 +256,14 @@ void GptImpl::apply_budget(const Budget& budget) {
 void GptImpl::rebuild_gates() {
   torch::NoGradGuard no_grad;
   for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+    // Heads: the top fraction of this layer by probed importance (whole heads, every layer alike).
+    auto& attn = blocks_[size_t(l)]->attn;
+    if (gate_.head_active < 1 && head_importance_.defined()) {
+      const int64_t k = std::clamp<int64_t>(std::llround(gate_.head_active * double(cfg_.n_heads)), 1, cfg_.n_heads);
+      attn->set_active_heads(top_blocks(head_importance_[l], k));
+    } else {
+      attn->set_active_heads({});
+    }
     auto& mlp = blocks_[size_t(l)]->mlp;
     if (gate_.policy == GatePolicy::Off) {
       mlp->gate.reset();
@@ -241,6 +281,22 @@ void GptImpl::rebuild_gates() {
 void GptImpl::set_gate_trace(std::vector<std::vector<MlpGateTrace>>* sink) {
   if (sink) sink->resize(size_t(cfg_.n_layers));
   for (int64_t l = 0; l < cfg_.n_layers; ++l) blocks_[size_t(l)]->mlp->trace = sink ? &(*sink)[size_t(l)] : nullptr;
+}
+
+void GptImpl::set_head_importance(const torch::Tensor& importance) {
+  check(importance.dim() == 2 && importance.size(0) == cfg_.n_layers && importance.size(1) == cfg_.n_heads,
+        "head importance must be [layers, heads]");
+  head_importance_ = importance.detach().to(torch::kCPU, torch::kFloat64).clone();
+}
+
+void GptImpl::set_head_probe_masks(const torch::Tensor& masks) {
+  check(!masks.defined() || (masks.dim() == 3 && masks.size(1) == cfg_.n_layers && masks.size(2) == cfg_.n_heads),
+        "head probe masks must be [batch, layers, heads]");
+  for (const auto& b : blocks_)
+    check(!masks.defined() || b->attn->active_heads().empty(),
+          "head probes run with every head: clear the head budget first");
+  for (int64_t l = 0; l < cfg_.n_layers; ++l)
+    blocks_[size_t(l)]->attn->probe_mask = masks.defined() ? masks.select(1, l) : torch::Tensor();
 }
 
 void GptImpl::set_gate_uncertainty(double h) {

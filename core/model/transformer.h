@@ -44,8 +44,19 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
 
   std::shared_ptr<ElasticLinear> q, k, v, o;
 
+  // Head gating: run only `heads` (ascending; empty = all). Keys and values are still computed for
+  // every head, so the cache stays whole and a later support can use any head; queries, scores
+  // and the output projection run for the active heads only (gathered W_q rows, W_o columns).
+  void set_active_heads(const std::vector<int64_t>& heads);
+  const std::vector<int64_t>& active_heads() const { return heads_; }
+  // Knockout probing: per-sequence head masks [B, H] (1 keep, 0 knock out) multiplied into the
+  // heads' outputs; undefined = none. Measurement only: everything is still computed.
+  torch::Tensor probe_mask;
+
  private:
   int64_t n_heads_;
+  std::vector<int64_t> heads_;
+  torch::Tensor head_index_, wq_, bq_, wo_;  // [kH], [kH·hd, C], [kH·hd] or undefined, [C, kH·hd]
 };
 TORCH_MODULE(CausalSelfAttention);
 
@@ -113,6 +124,12 @@ class GptImpl : public torch::nn::Module {
   // Per-layer gate traces: a forward appends one MlpGateTrace per token row to (*sink)[layer].
   // nullptr stops tracing (the default: the fast path pays nothing).
   void set_gate_trace(std::vector<std::vector<MlpGateTrace>>* sink);
+  // Head importance [L, H] (from knockout probes) used when GateOptions::head_active < 1.
+  void set_head_importance(const torch::Tensor& importance);
+  bool heads_calibrated() const { return head_importance_.defined(); }
+  const torch::Tensor& head_importance() const { return head_importance_; }
+  // Knockout probing: masks [B, L, H] for a batch of B sequences (undefined = clear).
+  void set_head_probe_masks(const torch::Tensor& masks);
   // The last token's normalised predictive entropy H/log V, for token-adaptive gates.
   void set_gate_uncertainty(double h);
   // Every layer's gate accumulates into `stats` (nullptr stops).
@@ -135,6 +152,7 @@ class GptImpl : public torch::nn::Module {
   std::vector<std::vector<int64_t>> neuron_order_;   // per layer [N]: co-activation order for calib_block_
   std::vector<std::shared_ptr<GatePrior>> prior_;   // per layer: MLP input mean and covariance
   int64_t calib_block_ = 0;
+  torch::Tensor head_importance_;  // [L, H]
 };
 TORCH_MODULE(Gpt);
 

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/gate/block_recovery.h"
+#include "core/gate/head_probe.h"
 #include "core/gate/mlp_gate.h"
 #include "core/gate/neuron_order.h"
 #include "core/model/transformer.h"
@@ -315,4 +316,60 @@ TEST(MlpGate, UncertaintySetsMeasurementsAndActiveBlocksWithHysteresis) {
   GateOptions bad = o;
   bad.m_max = 4;  // below m
   EXPECT_THROW(MlpGate(up, up_b, down, {}, Activation::Relu, bad, 0, {}, &prior), Error);
+}
+
+TEST(HeadGate, GatedHeadsEqualMaskingTheOthersAndKeepTheCache) {
+  torch::manual_seed(13);
+  ModelConfig c = tiny_config();
+  c.n_heads = 4;
+  Gpt model(c);
+  torch::NoGradGuard no_grad;
+  for (auto& p : model->parameters()) p.add_(torch::randn_like(p) * 0.05);
+  auto idx = torch::randint(0, 11, {1, 10});
+  Budget b;
+  b.gate.head_active = 0.5;
+  EXPECT_THROW(model->apply_budget(b), Error);  // no probes yet
+  auto importance = torch::tensor({{0.1, 0.9, 0.5, 0.2}, {0.8, 0.1, 0.3, 0.7}}, torch::kFloat64);
+  model->set_head_importance(importance);
+  model->apply_budget(b);  // layer 0 keeps heads 1, 2; layer 1 keeps 0, 3
+  auto gated = model->forward(idx);
+  // Reference: every head computed, the inactive ones' outputs zeroed.
+  model->apply_budget(Budget{});
+  auto mask = torch::tensor({{0.f, 1.f, 1.f, 0.f}, {1.f, 0.f, 0.f, 1.f}}).unsqueeze(0);  // [1, L, H]
+  model->set_head_probe_masks(mask);
+  auto reference = model->forward(idx);
+  model->set_head_probe_masks({});
+  EXPECT_LT((gated - reference).abs().max().item<double>(), 1e-5);
+  // Incremental decode with the cache equals the full forward under the same head support.
+  model->apply_budget(b);
+  auto cache = model->make_cache(1);
+  model->forward(idx.narrow(1, 0, 7), &cache);
+  auto step = model->forward(idx.narrow(1, 7, 3), &cache);
+  EXPECT_LT((step - gated.narrow(1, 7, 3)).abs().max().item<double>(), 1e-5);
+  // Probing needs every head.
+  EXPECT_THROW(model->set_head_probe_masks(mask), Error);
+  b.gate.head_active = 0.0;
+  EXPECT_THROW(model->apply_budget(b), Error);
+}
+
+TEST(HeadGate, KnockoutProbesFindAPlantedDominantHead) {
+  torch::manual_seed(14);
+  ModelConfig c = tiny_config();
+  c.n_heads = 4;
+  Gpt model(c);
+  torch::NoGradGuard no_grad;
+  const int64_t hd = c.d_model / c.n_heads;
+  // Head 2 of every layer writes 30× larger values: knocking it out changes the output most.
+  for (const auto& [name, p] : model->projections())
+    if (name.find("attn.v") != std::string::npos) p->parameters()[0].narrow(0, 2 * hd, hd).mul_(30.0);
+  auto idx = torch::randint(0, 11, {1, 16});
+  auto oracle = knockout_heads(model, idx);
+  auto probed = probe_heads(model, idx, 24, 5);
+  ASSERT_EQ(probed.sizes(), (std::vector<int64_t>{2, 4}));
+  for (int64_t l = 0; l < 2; ++l) {
+    EXPECT_EQ(oracle[l].argmax().item<int64_t>(), 2) << "layer " << l;
+    EXPECT_EQ(probed[l].argmax().item<int64_t>(), 2) << "layer " << l;
+  }
+  EXPECT_TRUE(torch::equal(probed, probe_heads(model, idx, 24, 5)));  // seeded
+  EXPECT_THROW(probe_heads(model, idx, 1, 5), Error);
 }

@@ -1,0 +1,61 @@
+#include "core/gate/head_probe.h"
+
+#include <random>
+
+#include "core/error.h"
+#include "core/gate/block_recovery.h"
+
+namespace nestscope {
+
+namespace {
+
+// Mean KL(full ‖ masked) per sequence for masks [B, L, H] over idx [1, T] -> [B] (float64).
+torch::Tensor knockout_effect(Gpt& model, const torch::Tensor& idx, const torch::Tensor& masks) {
+  torch::NoGradGuard no_grad;
+  const int64_t B = masks.size(0);
+  auto full = torch::log_softmax(model->forward(idx), -1);  // [1, T, V]
+  model->set_head_probe_masks(masks.to(full.device()));
+  torch::Tensor masked;
+  try {
+    masked = torch::log_softmax(model->forward(idx.expand({B, idx.size(1)}).contiguous()), -1);  // [B, T, V]
+  } catch (...) {
+    model->set_head_probe_masks({});
+    throw;
+  }
+  model->set_head_probe_masks({});
+  return (full.exp() * (full - masked)).sum(-1).mean(-1).to(torch::kCPU, torch::kFloat64);  // [B]
+}
+
+void check_input(const torch::Tensor& idx) {
+  check(idx.dim() == 2 && idx.size(0) == 1 && idx.size(1) >= 1, "head probes need one sequence [1, T]");
+}
+
+}  // namespace
+
+torch::Tensor probe_heads(Gpt& model, const torch::Tensor& idx, int64_t probes, uint64_t seed) {
+  check_input(idx);
+  check(probes >= 2, "head probes: at least 2 probes, got " + std::to_string(probes));
+  const int64_t L = model->config().n_layers, H = model->config().n_heads, n = L * H;
+  std::mt19937_64 rng(seed ^ 0xA0761D6478BD642Full);
+  auto masks = torch::empty({probes, L, H});
+  float* m = masks.data_ptr<float>();
+  for (int64_t i = 0; i < probes * n; ++i) m[i] = float(rng() >> 63);  // Bernoulli(½)
+  auto delta = knockout_effect(model, idx, masks);                          // [m]
+  auto off = (1 - masks.view({probes, n})).to(torch::kFloat64);              // [m, L·H] design
+  auto A = off - off.mean(0, true);                                           // centred: the intercept drops out
+  auto y = delta - delta.mean();
+  // Columns of a centred Bernoulli design have norm √m/2; OMP needs no scaling for ranking.
+  const int64_t atoms = std::min<int64_t>(n, probes - 1);
+  auto w = block_omp(A, y, 1, atoms);  // [L·H]
+  return w.view({L, H});
+}
+
+torch::Tensor knockout_heads(Gpt& model, const torch::Tensor& idx) {
+  check_input(idx);
+  const int64_t L = model->config().n_layers, H = model->config().n_heads;
+  auto masks = torch::ones({L * H, L, H});
+  for (int64_t i = 0; i < L * H; ++i) masks[i][i / H][i % H] = 0;
+  return knockout_effect(model, idx, masks).view({L, H});
+}
+
+}  // namespace nestscope
