@@ -4,6 +4,7 @@
 #      m = N/16) next to oracle top-k, static (calibrated) and random supports, all windows
 #   2. the same at 50% without the co-activation neuron order (first 60 windows)
 #   3. the recovery curve over m at 50% active for three measurement / recovery pairs (60 windows)
+#   4. attention heads at 50% / 75% kept per layer: knockout probes vs oracle vs random (60 windows)
 # Outputs go to ${OUT:-runs/gate}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,3 +22,5 @@ for mr in "rademacher iht" "rademacher mmse" "pca mmse"; do
   $CLI gate frontier --corpus "$C" --policies sensing --actives 0.5 --measurements 8,16,32,64,128 --measurement "$1" \
       --recovery "$2" --calibration-windows 32 --windows 60 --json > "$OUT/recovery-$1-$2.json"
 done
+$CLI gate frontier --corpus "$C" --policies sensing --actives 0.5 --measurement pca --recovery mmse \
+    --head-actives 0.5,0.75 --calibration-windows 32 --windows 60 --json > "$OUT/heads.json"

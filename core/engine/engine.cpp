@@ -528,7 +528,7 @@ std::vector<GateFrontierRow> Engine::gate_frontier(const std::string& text, bool
   const int64_t total = int64_t(points.size()) + 1 + 3 * int64_t(o.head_actives.size());
   std::vector<GateFrontierRow> rows;
   try {
-    for (int64_t i = 0; i < total; ++i) {
+    for (int64_t i = 0; i <= int64_t(points.size()); ++i) {
       Budget b = base;
       if (i > 0) b.gate = points[size_t(i - 1)];
       model->apply_budget(b);

@@ -195,6 +195,14 @@ TEST(Cli, GateFrontierAndRunWithTraces) {
   // MACs: measuring (m·(C+N) = 8·96) plus half the blocks (2·32·32), over the dense 2·64·32.
   EXPECT_NEAR(f["mlp_mac_fraction"].get<double>(), (8.0 * 96 + 2 * 32 * 32) / (2 * 64 * 32), 1e-9);
 
+  auto h = run_json("gate frontier --model " + model + " --corpus " + dir.file("c.txt") +
+                    " --policies sensing --actives 0.5 --block 8 --head-actives 0.5 --json");
+  ASSERT_EQ(h["rows"].size(), 5u);  // off, sensing, then heads by probes, oracle, random
+  EXPECT_EQ(h["rows"][2]["policy"], "heads-sensing");
+  EXPECT_EQ(h["rows"][3]["policy"], "heads-oracle");
+  EXPECT_DOUBLE_EQ(h["rows"][3]["head_support_f1"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(h["rows"][2]["attn_mac_fraction"].get<double>(), 0.75);  // k, v whole; q, o half
+
   auto r = run_json("gate run --model " + model + " --prompt Romeo --tokens 6 --active 0.25 --block 8 --json");
   ASSERT_EQ(r["tokens"].size(), 6u);
   for (const auto& t : r["tokens"]) {
