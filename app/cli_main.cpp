@@ -93,14 +93,16 @@ struct DenseReference {
   double token_accuracy = 0;
   int64_t parameters = 0;
 };
+// Scored on the same windows as the frontier (`windows` > 0: the first that many).
 DenseReference dense_reference(Engine& engine, const std::string& dense_model, const std::string& device,
-                               const std::string& text) {
+                               const std::string& text, int64_t windows) {
   const auto i = engine.info();
-  if (i.max_rank == 0 && i.max_bond == 0) return {engine.evaluate(text, true).token_accuracy, i.parameters};
+  if (i.max_rank == 0 && i.max_bond == 0)
+    return {engine.evaluate(text, true, 0.9, {}, windows).token_accuracy, i.parameters};
   Engine dense;
   dense.set_device(device);
   if (dense_model.empty()) dense.load_default(); else dense.load(dense_model);
-  return {dense.evaluate(text, true).token_accuracy, dense.info().parameters};
+  return {dense.evaluate(text, true, 0.9, {}, windows).token_accuracy, dense.info().parameters};
 }
 
 // The result of `nsn finetune` / `mpo finetune`: validation scores and per-bucket loss and σ.
@@ -491,7 +493,7 @@ int main(int argc, char** argv) {
       fo.max_windows = windows;
       const auto rows = engine.nsn_frontier(text, true, fo, bar_fn(bar));
       bar.finish();
-      const double dense_acc = dense_reference(engine, dense_model, common.device, text).token_accuracy;
+      const double dense_acc = dense_reference(engine, dense_model, common.device, text, windows).token_accuracy;
       json arr = json::array();
       for (const auto& r : rows) arr.push_back(frontier_json(r, dense_acc));
       if (!rows_out.empty()) write_rows(rows_out, arr);
@@ -531,7 +533,7 @@ int main(int argc, char** argv) {
       mo.max_windows = windows;
       const auto rows = engine.mpo_frontier(text, true, mo, bar_fn(bar));
       bar.finish();
-      const DenseReference ref = dense_reference(engine, dense_model, common.device, text);
+      const DenseReference ref = dense_reference(engine, dense_model, common.device, text, windows);
       json arr = json::array();
       for (const auto& r : rows) {
         json j = frontier_json(r, ref.token_accuracy);

@@ -281,7 +281,7 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
 }
 
 EvalResult Engine::evaluate(const std::string& text, bool validation_split, double train_fraction,
-                            const ProgressFn& progress) {
+                            const ProgressFn& progress, int64_t max_windows) {
   auto& m = impl_->need();
   std::vector<int64_t> tokens;
   if (validation_split) {
@@ -289,7 +289,7 @@ EvalResult Engine::evaluate(const std::string& text, bool validation_split, doub
   } else {
     tokens = m.tokenizer->encode(text);
   }
-  return evaluate_tokens(m.model, tokens, 0, 16, progress);
+  return evaluate_tokens(m.model, tokens, max_windows, 16, progress);
 }
 
 TrainResult Engine::train(const std::string& corpus_text, const ModelConfig& config, const TrainOptions& options,

@@ -150,9 +150,10 @@ class Engine {
   // half of the context and re-reads it (a sliding window).
   GenerateResult generate(const std::string& prompt, const GenerateOptions& options, const TokenFn& on_token = {});
 
-  // Scores the text's tokens (the last (1 - train_fraction) of it when `validation_split`).
+  // Scores the text's tokens (the last (1 - train_fraction) of it when `validation_split`); with
+  // max_windows > 0 only the first that many context windows.
   EvalResult evaluate(const std::string& text, bool validation_split, double train_fraction = 0.9,
-                      const ProgressFn& progress = {});
+                      const ProgressFn& progress = {}, int64_t max_windows = 0);
 
   // Trains on `corpus_text`: a fresh model of `config` with a character vocabulary built from the
   // corpus (config.vocab_size is set from it), or, with `continue_current`, the loaded model.
