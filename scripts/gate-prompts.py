@@ -16,7 +16,7 @@ PROMPTS = {
     "speaker headers": [
         "KING RICHARD III:\nQUEEN ELIZABETH:\nGLOUCESTER:\nBUCKINGHAM:\nKING RICHARD III:\n",
         "ROMEO:\nJULIET:\nNURSE:\nROMEO:\nFRIAR LAURENCE:\nJULIET:\n",
-        "MENENIUS:\nCORIOLANUS:\nVOLUMNIA:\nFirst Citizen:\nSecond Citizen:\n",
+        "MENENIUS:\nCORIOLANUS:\nVOLUMNIA:\nSICINIUS:\nBRUTUS:\nCOMINIUS:\n",
     ],
     "verse": [
         "But soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n",
