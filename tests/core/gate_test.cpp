@@ -9,6 +9,7 @@
 #include "core/gate/mlp_gate.h"
 #include "core/gate/neuron_order.h"
 #include "core/model/transformer.h"
+#include "tests/core/test_util.h"
 
 using namespace nestscope;
 
@@ -24,15 +25,20 @@ torch::Tensor planted(int64_t n, int64_t B, int64_t k, std::vector<int64_t>* sup
   return z;
 }
 
+// The shared tiny model, wide enough for 4 MLP blocks of 16.
 ModelConfig tiny_config() {
-  ModelConfig c = ModelConfig::pico_gpt();
-  c.vocab_size = 11;
+  ModelConfig c = test::tiny_config();
   c.d_model = 32;
-  c.n_heads = 2;
-  c.n_layers = 2;
   c.d_ff = 64;
   c.context = 16;
   return c;
+}
+
+// An MLP input prior from 200 Gaussian samples of width C.
+GatePrior sample_prior(int64_t C) {
+  auto calib = torch::randn({200, C});
+  auto centred = calib - calib.mean(0);
+  return {calib.mean(0), centred.t().mm(centred) / 199.0};
 }
 
 }  // namespace
@@ -258,8 +264,7 @@ TEST(MlpGate, MmseRecoveryWithMAtLeastTheInputWidthIsExact) {
   torch::manual_seed(10);
   const int64_t C = 16, N = 64;
   auto up = torch::randn({N, C}), up_b = torch::randn({N}) * 0.1, down = torch::randn({C, N});
-  auto calib = torch::randn({200, C});
-  GatePrior prior{calib.mean(0), (calib - calib.mean(0)).t().mm(calib - calib.mean(0)) / 199.0};
+  const GatePrior prior = sample_prior(C);
   auto x = torch::randn({20, C});
   for (auto kind : {MeasurementKind::Rademacher, MeasurementKind::Pca}) {
     GateOptions o{.policy = GatePolicy::Sensing, .active = 0.25, .block = 8, .measurements = C, .measurement = kind,
@@ -281,8 +286,7 @@ TEST(MlpGate, UncertaintySetsMeasurementsAndActiveBlocksWithHysteresis) {
   torch::manual_seed(12);
   const int64_t C = 16, N = 64;
   auto up = torch::randn({N, C}), up_b = torch::randn({N}) * 0.1, down = torch::randn({C, N});
-  auto calib = torch::randn({200, C});
-  GatePrior prior{calib.mean(0), (calib - calib.mean(0)).t().mm(calib - calib.mean(0)) / 199.0};
+  const GatePrior prior = sample_prior(C);
   GateOptions o{.policy = GatePolicy::Sensing, .active = 0.25, .block = 8, .measurements = 8,
                 .measurement = MeasurementKind::Pca, .recovery = Recovery::Mmse, .gamma = 1.0, .m_max = 16};
   MlpGate gate(up, up_b, down, {}, Activation::Relu, o, 0, {}, &prior);
