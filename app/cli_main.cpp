@@ -7,6 +7,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "app/cli_frontier.h"
 #include "app/cli_progress.h"
 #include "core/engine/engine.h"
 #include "core/gate/gate_options.h"
@@ -215,6 +216,29 @@ int main(int argc, char** argv) {
   // info
   auto* info = app.add_subcommand("info", "describe a model");
   add_common(info, common);
+
+  // frontier: every mechanism and composition in one sweep
+  auto* frontier = app.add_subcommand("frontier", "accuracy against MACs and latency for a list or grid of budgets");
+  cli::FrontierArgs fr;
+  frontier->add_option("-m,--model", fr.model, "checkpoint (.safetensors); default: the embedded PicoGPT");
+  frontier->add_option("--with", fr.with, "more checkpoints swept with the same --grid (repeatable)");
+  auto* fr_budgets = frontier->add_option("--budgets", fr.budgets, "JSON array of {method, label, budget}");
+  auto* fr_grid = frontier->add_option("--grid", fr.grid, "built-in budget grid (default)");
+  fr_budgets->excludes(fr_grid);
+  frontier->add_option("--eval", fr.eval, "evaluation text (UTF-8); omitted = continuations of the full model");
+  frontier->add_option("--split", fr.split, "val = the last 10% of --eval, all = all of it")
+      ->check(CLI::IsMember({"val", "all"}))
+      ->capture_default_str();
+  frontier->add_option("--windows", fr.windows, "context windows scored per budget (0 = all)")->capture_default_str();
+  frontier->add_option("--continuations", fr.continuations, "sampled sequences when there is no --eval")
+      ->capture_default_str();
+  frontier->add_flag("!--no-latency", fr.latency, "skip the ms/token measurement");
+  frontier->add_option("-o,--out", fr.out, "results, one JSON object per line; rerunning resumes from it")
+      ->capture_default_str();
+  frontier->add_option("--plot", fr.plot, "write the chart (.svg or .png, via Qt Charts offscreen)");
+  frontier->add_option("--title", fr.title, "chart title");
+  frontier->add_option("--device", fr.device, "auto, cpu or cuda")->capture_default_str();
+  frontier->add_flag("--json", fr.json_out, "print one JSON object on stdout");
 
   // nsn convert | finetune | frontier
   auto* nsn = app.add_subcommand("nsn", "Nested Subspace Networks: convert, fine-tune, sweep ranks");
@@ -667,6 +691,8 @@ int main(int argc, char** argv) {
         json j = {{"dense_token_accuracy", dense_acc}, {"rows", arr}};
         std::cout << (common.json_out ? j.dump() : j.dump(2)) << "\n";
       }
+    } else if (*frontier) {
+      return cli::run_frontier(fr);
     } else if (*info) {
       open_model(engine, common);
       const auto i = engine.info();

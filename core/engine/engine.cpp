@@ -1,5 +1,7 @@
 #include "core/engine/engine.h"
 
+#include "core/engine/engine_impl.h"
+
 #include <dlfcn.h>
 
 #include <chrono>
@@ -47,54 +49,6 @@ void init_threads(int threads) {
   if (auto f = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(1);
 }
 
-struct Engine::Impl {
-  std::unique_ptr<LoadedModel> loaded;
-  torch::Device device = torch::kCPU;
-  Budget budget;
-
-  LoadedModel& need() const {
-    check(loaded != nullptr, "no model is loaded");
-    return *loaded;
-  }
-  void adopt(LoadedModel m) {
-    m.model->to(device);
-    m.model->eval();
-    loaded = std::make_unique<LoadedModel>(std::move(m));
-    budget = Budget{};
-  }
-  // The current model re-parameterized as `target` (conversion), with its record.
-  LoadedModel converted(const ModelConfig& target, const std::string& suffix, nlohmann::json record) const {
-    auto& m = need();
-    LoadedModel next;
-    next.config = target;
-    next.model = convert_model(m.model, target);
-    next.tokenizer = tokenizer_from_json(m.tokenizer->to_json());
-    next.source = m.source + " (" + suffix + ")";
-    record["converted_from"] = m.source;
-    record["source_training"] = nlohmann::json::parse(m.training_json, nullptr, false);
-    next.training_json = record.dump();
-    return next;
-  }
-  // Replaces the current model by `next`, trained from it, recording the current model's history.
-  void adopt_trained(LoadedModel next, nlohmann::json record) {
-    record["previous"] = nlohmann::json::parse(need().training_json, nullptr, false);
-    next.training_json = record.dump();
-    adopt(std::move(next));
-  }
-  // A deep copy of the current model at full budget, for training that may fail or be cancelled.
-  LoadedModel fork() const {
-    auto& cur = need();
-    LoadedModel next;
-    next.config = cur.config;
-    next.tokenizer = tokenizer_from_json(cur.tokenizer->to_json());
-    next.model = clone_model(cur.model);
-    next.model->apply_budget(Budget{});
-    next.source = cur.source;
-    next.extras = cur.extras;
-    return next;
-  }
-};
-
 namespace {
 
 // How a nested objective (NSN ranks or MPO bonds) is recorded in the checkpoint.
@@ -121,12 +75,27 @@ FrontierRow frontier_row(Gpt& model, const Budget& b, const std::vector<int64_t>
   return row;
 }
 
-// Gate calibration from the first `max_windows` context windows of `tokens` (a shorter text is one
-// window): MLP inputs and activations per layer, concatenated, into Gpt::calibrate_gate.
-// The model must run ungated here (callers apply a budget without a gate first). Heads are probed
-// on the first window with `head_probes` random knockout masks (0 = 2·L·H).
+// Runs the nested objective on `next` (a fork), stores s_k, returns the report; fills `rec`.
+NsnFinetuneReport train_nested(LoadedModel& next, const Corpus& corpus, int64_t corpus_bytes,
+                               const TrainOptions& options, const NsnTrainOptions& n, const NestedRecord& how,
+                               const ProgressFn& progress, nlohmann::json& rec) {
+  auto prior = next.extras.find(how.extras_key);
+  auto r = train_nsn_multirank(next.model, corpus, options, n, progress,
+                               prior == next.extras.end() ? torch::Tensor() : prior->second);
+  rec = nlohmann::json::parse(train_record_json(options, r.train, corpus_bytes));
+  rec["objective"] = how.objective;
+  rec[how.section] = {{how.min_name, n.min_rank}, {"max_sample", n.max_sample}, {"buckets", n.buckets}, {"curriculum", n.curriculum}};
+  for (const auto& b : r.buckets)
+    rec[how.section]["per_bucket"].push_back(
+        {{"lo", b.lo}, {"hi", b.hi}, {"samples", b.samples}, {"mean_loss", b.mean_loss}, {"sigma", b.sigma}});
+  next.extras[how.extras_key] = r.log_var;
+  return {r.train, r.buckets};
+}
+
+}  // namespace
+
 void calibrate_on_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64_t context, int64_t block, uint64_t seed,
-                         int64_t max_windows, int64_t head_probes = 0) {
+                         int64_t max_windows, int64_t head_probes) {
   check(!tokens.empty(), "gate calibration: no tokens");
   torch::NoGradGuard no_grad;
   const int64_t T = std::min<int64_t>(context, int64_t(tokens.size()));
@@ -154,37 +123,32 @@ void calibrate_on_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64_t
   model->set_head_importance(probe_heads(model, first, head_probes > 0 ? head_probes : 2 * c.n_layers * c.n_heads, seed));
 }
 
-// Runs the nested objective on `next` (a fork), stores s_k, returns the report; fills `rec`.
-NsnFinetuneReport train_nested(LoadedModel& next, const Corpus& corpus, int64_t corpus_bytes,
-                               const TrainOptions& options, const NsnTrainOptions& n, const NestedRecord& how,
-                               const ProgressFn& progress, nlohmann::json& rec) {
-  auto prior = next.extras.find(how.extras_key);
-  auto r = train_nsn_multirank(next.model, corpus, options, n, progress,
-                               prior == next.extras.end() ? torch::Tensor() : prior->second);
-  rec = nlohmann::json::parse(train_record_json(options, r.train, corpus_bytes));
-  rec["objective"] = how.objective;
-  rec[how.section] = {{how.min_name, n.min_rank}, {"max_sample", n.max_sample}, {"buckets", n.buckets}, {"curriculum", n.curriculum}};
-  for (const auto& b : r.buckets)
-    rec[how.section]["per_bucket"].push_back(
-        {{"lo", b.lo}, {"hi", b.hi}, {"samples", b.samples}, {"mean_loss", b.mean_loss}, {"sigma", b.sigma}});
-  next.extras[how.extras_key] = r.log_var;
-  return {r.train, r.buckets};
-}
-
-}  // namespace
-
 Engine::Engine() : impl_(std::make_unique<Impl>()) { init_threads(); }
 Engine::~Engine() = default;
 
 void Engine::load(const std::string& path) { impl_->adopt(load_checkpoint(path)); }
 
-void Engine::load_default() { impl_->adopt(load_checkpoint_bytes(default_model_bytes(), "<embedded default model>")); }
+void Engine::load_default() { impl_->adopt(load_checkpoint_bytes(default_model_bytes(), kEmbeddedSource)); }
 
 bool Engine::has_model() const { return impl_->loaded != nullptr; }
 
 void Engine::set_device(const std::string& device) {
   impl_->device = resolve_device(device);
-  if (impl_->loaded) impl_->loaded->model->to(impl_->device);
+  if (!impl_->loaded) return;
+  auto& model = impl_->loaded->model;
+  model->apply_budget(Budget{});
+  model->clear_variants();  // built on the old device; rebuilt (from the cache) on demand
+  model->to(impl_->device);
+  impl_->prepare_variants(Impl::kinds_of(impl_->budget));
+  model->apply_budget(impl_->budget);
+}
+
+VariantReport Engine::prepare_variants(const std::vector<LinearKind>& kinds) { return impl_->prepare_variants(kinds); }
+
+void Engine::set_variant_cache(bool on) { impl_->variant_cache = on; }
+
+std::vector<std::pair<std::string, int64_t>> Engine::mac_breakdown(int64_t context_len) const {
+  return impl_->need().model->mac_breakdown(context_len);
 }
 
 ModelInfo Engine::info() const {
@@ -230,9 +194,12 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
   } trace_off{model};
   if (gated) model->set_gate_trace(&sink);
   std::vector<MlpGateTrace> last_trace;  // of the step whose logits we hold
-  const int64_t dense_mlp_macs = 2 * m.config.d_model * m.config.d_ff;
-  auto gated_macs = [&](int64_t macs) {
-    for (const auto& t : last_trace) macs += t.macs - dense_mlp_macs;
+  // One step's MACs: the analytic count, with each gated MLP at what its trace says it spent.
+  auto step_macs_at = [&](int64_t context_len) {
+    int64_t macs = 0;
+    for (const auto& [part, n] : model->mac_breakdown(context_len))
+      if (!gated || part.find("mlp.gated") == std::string::npos) macs += n;
+    for (const auto& t : last_trace) macs += t.macs;
     return macs;
   };
   auto run = [&](const std::vector<int64_t>& chunk) {  // -> last position's logits as floats
@@ -250,7 +217,7 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
   r.prompt_tokens = int64_t(ids.size());
   auto t0 = Clock::now();
   auto logits = run(ids);
-  int64_t step_macs = gated_macs(model->macs_per_token(cache.length));
+  int64_t step_macs = step_macs_at(cache.length);
   r.prefill_ms = ms_since(t0);
   t0 = Clock::now();
   for (int64_t i = 0; i < options.max_new_tokens; ++i) {
@@ -273,7 +240,7 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
     } else {
       logits = run({s.id});
     }
-    step_macs = gated_macs(model->macs_per_token(cache.length));
+    step_macs = step_macs_at(cache.length);
   }
   r.decode_ms = ms_since(t0);
   r.tokens_per_s = r.decode_ms > 0 ? double(r.generated_tokens) / (r.decode_ms / 1000.0) : 0;
@@ -322,6 +289,7 @@ void Engine::save(const std::string& path) const {
 }
 
 void Engine::set_budget(const Budget& budget) {
+  if (!budget.kind.empty()) impl_->prepare_variants(Impl::kinds_of(budget));
   impl_->need().model->apply_budget(budget);
   impl_->budget = budget;
 }

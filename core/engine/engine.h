@@ -8,6 +8,9 @@
 #include <vector>
 
 #include "core/eval/eval_result.h"
+#include "core/eval/frontier.h"
+#include "core/model/budget_json.h"
+#include "core/model/variant_report.h"
 #include "core/model/budget.h"
 #include "core/model/config.h"
 #include "core/progress.h"
@@ -127,6 +130,18 @@ struct GenerateResult {
   bool stopped = false;      // the callback asked to stop early
 };
 
+// How Engine::sweep evaluates each budget.
+struct SweepOptions {
+  std::string text;              // evaluation text; empty = continuations sampled from the full model
+  bool validation_split = true;  // score the last 10% of `text` (gate calibration uses the first 90%)
+  int64_t max_windows = 0;       // 0 = every context window
+  int64_t continuations = 8;     // sequences of one context each, when `text` is empty
+  uint64_t seed = 0;             // continuation sampling
+  int64_t calibration_windows = 8;  // gate calibration windows
+  bool measure_latency = true;
+  std::string results;           // JSON-lines file: rows already in it are reused, new rows appended
+};
+
 // Called for every generated token; return false to stop.
 using TokenFn = std::function<bool(const GeneratedToken&)>;
 
@@ -163,9 +178,29 @@ class Engine {
   // Atomic save of the current model, tokenizer, training record and objective state.
   void save(const std::string& path) const;
 
-  // Budgets act on the next token; an invalid one throws and changes nothing.
+  // Budgets act on the next token; an invalid one throws and changes nothing. A budget that
+  // composes kinds (Budget::kind) builds the model's variants first, once (prepare_variants).
   void set_budget(const Budget& budget);
   Budget budget() const;
+  // Builds the model's other parameterizations (NSN by SVD, MPO by TT-SVD, dense) from its own
+  // weights, or reads them from the cache next to the checkpoint; no-op when they exist.
+  VariantReport prepare_variants(const std::vector<LinearKind>& kinds);
+  void set_variant_cache(bool on);  // default on; off = build in memory only
+  // Multiply-accumulates of one token at position context_len-1, per part, at the current budget.
+  std::vector<std::pair<std::string, int64_t>> mac_breakdown(int64_t context_len) const;
+
+  // A built-in list of budgets for the current model: "default" sweeps every mechanism the model
+  // supports (a dense model: dense, SVD truncation, TT-SVD truncation, the sensing gate, and the
+  // compositions SVD-MLP + TT-SVD-attention and SVD-attention + gate; an NSN or MPO model: its own
+  // slider, plus gate and cross-kind compositions). Throws Error on an unknown name.
+  std::vector<NamedBudget> grid(const std::string& name) const;
+  // Evaluates each budget: MACs, parameters, token accuracy with its 95% interval and perplexity
+  // on `options.text` (or on continuations of the full model), top-1 agreement and KL against the
+  // full model, measured ms/token. Each row is appended to options.results as soon as it is done,
+  // and rows already there (same model, evaluation and budget) are returned without recomputing:
+  // a cancelled or crashed sweep resumes where it stopped. The budget is restored afterwards.
+  std::vector<SweepRow> sweep(const std::vector<NamedBudget>& budgets, const SweepOptions& options,
+                              const ProgressFn& progress = {}, std::string* note = nullptr);
 
   // Surgical NSN conversion of the current model by truncated SVD (`families` empty = attention
   // q/k/v/o and MLP up/down; max_rank 0 = full rank). The current model is replaced only on success.

@@ -21,6 +21,7 @@ EvalResult evaluate_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64
   auto all = torch::from_blob(const_cast<int64_t*>(tokens.data()), {n}, torch::kInt64);  // [n]
   double loss_sum = 0, kl_sum = 0;
   int64_t correct = 0, agree = 0;
+  std::vector<double> window_hits;  // correct predictions per window, for the interval
   for (int64_t w0 = 0; w0 < windows; w0 += batch) {
     const int64_t b = std::min(batch, windows - w0);
     auto seq = all.narrow(0, w0 * T, b * T + 1);                         // [bT+1]
@@ -42,7 +43,9 @@ EvalResult evaluate_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64
     loss_sum += torch::nn::functional::cross_entropy(
                     flat, y.view({-1}), torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
                     .item<double>();
-    correct += flat.argmax(-1).eq(y.view({-1})).sum().item<int64_t>();
+    auto hits = flat.argmax(-1).eq(y.view({-1})).view({b, T}).sum(1).to(torch::kCPU);  // [B]
+    for (int64_t i = 0; i < b; ++i) window_hits.push_back(double(hits[i].item<int64_t>()));
+    correct += hits.sum().item<int64_t>();
     report(progress, {"eval", w0 + b, windows});
   }
   if (was_training) model->train();
@@ -52,6 +55,11 @@ EvalResult evaluate_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64
   r.loss = loss_sum / double(r.tokens);
   r.perplexity = std::exp(r.loss);
   r.token_accuracy = double(correct) / double(r.tokens);
+  if (windows > 1) {
+    double ss = 0;
+    for (double h : window_hits) ss += (h / double(T) - r.token_accuracy) * (h / double(T) - r.token_accuracy);
+    r.accuracy_ci95 = 1.96 * std::sqrt(ss / double(windows - 1)) / std::sqrt(double(windows));
+  }
   if (reference) {
     r.top1_agreement = double(agree) / double(r.tokens);
     r.kl = kl_sum / double(r.tokens);

@@ -205,6 +205,22 @@ void MlpGate::keep_top_k() {
   std::sort(chosen_.begin(), chosen_.end());
 }
 
+int64_t MlpGate::macs_estimate() const {
+  const int64_t run = 2 * k_t_ * B_ * C_;
+  switch (options_.policy) {
+    case GatePolicy::Off:
+      return dense_macs();
+    case GatePolicy::Sensing:
+      return m_t_ * C_ + (options_.recovery == Recovery::Mmse ? m_t_ * N_ : options_.iters * m_t_ * N_) + run;
+    case GatePolicy::Oracle:
+      return N_ * C_ + run;
+    case GatePolicy::Static:
+    case GatePolicy::Random:
+      break;
+  }
+  return run;
+}
+
 std::vector<int64_t> MlpGate::choose(const float* x, int64_t* macs) { return select(x, macs); }
 
 const std::vector<int64_t>& MlpGate::select(const float* x, int64_t* macs) {

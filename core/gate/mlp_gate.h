@@ -79,6 +79,10 @@ class MlpGate {
   const GateOptions& options() const { return options_; }
   // MACs of the dense MLP per token (2·N·C), for ratios.
   int64_t dense_macs() const { return 2 * N_ * C_; }
+  // MACs per token row at the current m_t and k_t: measurement + recovery + the k_t chosen blocks
+  // (2·k·B·C). Exact for every policy but iterative IHT, counted here at one Φᵀy per iteration
+  // (its line search may spend more; GateStats measures what a text really cost).
+  int64_t macs_estimate() const;
 
  private:
   // choose() without allocations: fills chosen_ and returns it.

@@ -1,5 +1,6 @@
 #include "core/io/checkpoint.h"
 
+#include <cstdio>
 #include <cstring>
 #include <set>
 
@@ -62,9 +63,19 @@ void save_checkpoint(const std::string& path, Gpt& model, const Tokenizer& token
   write_safetensors(path, out, meta);
 }
 
+std::string content_hash(const void* data, size_t size) {
+  uint64_t h = 1469598103934665603ull;
+  const auto* p = static_cast<const uint8_t*>(data);
+  for (size_t i = 0; i < size; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  char out[17];
+  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h));
+  return out;
+}
+
 LoadedModel load_checkpoint(const std::string& path) { return load_checkpoint_bytes(read_file_bytes(path), path); }
 
 LoadedModel load_checkpoint_bytes(std::vector<uint8_t> bytes, const std::string& source) {
+  const std::string hash = content_hash(bytes.data(), bytes.size());
   const auto file = SafetensorsFile::parse(std::move(bytes), source);
   auto fail = [&](const std::string& why) { throw Error(source + ": " + why); };
   const auto& meta = file.metadata();
@@ -77,6 +88,7 @@ LoadedModel load_checkpoint_bytes(std::vector<uint8_t> bytes, const std::string&
 
   LoadedModel m;
   m.source = source;
+  m.hash = hash;
   try {
     m.config = ModelConfig::from_json(get("config"));
     m.tokenizer = tokenizer_from_json(get("tokenizer"));

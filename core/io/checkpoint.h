@@ -20,7 +20,12 @@ struct LoadedModel {
   std::string training_json;  // "{}" when the checkpoint has no training record
   // Tensors that are not model parameters (e.g. "train.nsn.log_var"): names start with "train.".
   std::map<std::string, torch::Tensor> extras;
+  // FNV-1a 64 of the checkpoint's bytes (16 hex digits); empty for a model made in this session.
+  std::string hash;
 };
+
+// FNV-1a 64 of `size` bytes as 16 hex digits: the key of everything cached per checkpoint.
+std::string content_hash(const void* data, size_t size);
 
 // Writes atomically; the model's parameters go out as F32 under their module names.
 void save_checkpoint(const std::string& path, Gpt& model, const Tokenizer& tokenizer,

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "core/gate/gate_options.h"
+#include "core/model/config.h"
 
 namespace nestscope {
 
@@ -13,7 +14,19 @@ struct Budget {
   std::map<std::string, int64_t> layer_rank;  // per-projection overrides ("blk.0.mlp.up" -> r)
   int64_t bond = 0;  // global MPO bond dimension χ (0 = full); each layer uses min(bond, its max)
   GateOptions gate;  // the sensing gate over MLP neuron blocks (policy Off = dense MLPs)
+  // Composition: which parameterization runs per projection family. Keys are a group ("attn",
+  // "mlp", "head") or one family ("attn.q"); a family not named runs the model's own kind. Kinds
+  // other than the model's own run the same weights re-parameterized (SVD factors, TT-SVD chain),
+  // built once per model; `rank` then acts on the NSN layers and `bond` on the MPO layers.
+  std::map<std::string, LinearKind> kind;
   bool operator==(const Budget&) const = default;
+
+  // The kind `family` ("attn.q", ..., "head") runs under this budget; a family key wins over its group.
+  LinearKind kind_for(const std::string& family, LinearKind own) const {
+    if (auto it = kind.find(family); it != kind.end()) return it->second;
+    if (auto it = kind.find(family.substr(0, family.find('.'))); it != kind.end()) return it->second;
+    return own;
+  }
 };
 
 }  // namespace nestscope

@@ -8,7 +8,31 @@
 
 namespace nestscope {
 
+const char* linear_kind_name(LinearKind kind) {
+  switch (kind) {
+    case LinearKind::Nsn:
+      return "nsn";
+    case LinearKind::Mpo:
+      return "mpo";
+    case LinearKind::Dense:
+      break;
+  }
+  return "dense";
+}
+
+LinearKind parse_linear_kind(const std::string& name) {
+  for (auto k : {LinearKind::Dense, LinearKind::Nsn, LinearKind::Mpo})
+    if (name == linear_kind_name(k)) return k;
+  throw Error("unknown parameterization '" + name + "' (use dense, nsn or mpo)");
+}
+
 using nlohmann::json;
+
+std::string projection_family(const std::string& name) {
+  if (name.rfind("blk.", 0) != 0) return name;
+  const size_t dot = name.find('.', 4);
+  return dot == std::string::npos ? name : name.substr(dot + 1);
+}
 
 const std::vector<std::string>& projection_families() {
   static const std::vector<std::string> f = {"attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.down", "head"};
@@ -173,9 +197,8 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
       check(j["linear"].is_object(), "model config: 'linear' must be an object");
       for (auto it = j["linear"].begin(); it != j["linear"].end(); ++it) {
         const auto kind = it.value().at("kind").get<std::string>();
-        check(kind == "nsn" || kind == "dense" || kind == "mpo", "model config: unknown linear kind '" + kind + "'");
         LinearSpec spec;
-        spec.kind = kind == "nsn" ? LinearKind::Nsn : kind == "mpo" ? LinearKind::Mpo : LinearKind::Dense;
+        spec.kind = parse_linear_kind(kind);
         spec.max_rank = it.value().value("max_rank", int64_t(0));
         spec.bond = it.value().value("bond", int64_t(0));
         spec.out_factors = it.value().value("out_factors", std::vector<int64_t>{});

@@ -12,6 +12,8 @@ enum class Activation { Relu, Gelu };
 
 // How a projection family is parameterized: the registry of ElasticLinear kinds.
 enum class LinearKind { Dense, Nsn, Mpo };
+const char* linear_kind_name(LinearKind kind);  // "dense", "nsn", "mpo"
+LinearKind parse_linear_kind(const std::string& name);  // throws Error on an unknown name
 
 struct LinearSpec {
   LinearKind kind = LinearKind::Dense;
@@ -23,6 +25,8 @@ struct LinearSpec {
 
 // Projection families, named as in checkpoints ("blk.3.attn.q", "head").
 const std::vector<std::string>& projection_families();
+// The family of a projection name: "blk.3.attn.q" -> "attn.q", "head" -> "head".
+std::string projection_family(const std::string& name);
 
 struct ModelConfig {
   int64_t vocab_size = 65;

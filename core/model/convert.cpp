@@ -44,7 +44,7 @@ Gpt clone_model(Gpt& src) {
   auto src_params = src->named_parameters();
   for (auto& p : dst->named_parameters()) p.value().copy_(src_params[p.key()]);
   dst->to(src->tok_emb->weight.device());
-  const auto from = src->projections();
+  const auto from = src->own_projections();
   const auto to = dst->projections();
   for (size_t i = 0; i < to.size(); ++i) {
     if (to[i].second->max_rank() > 0) to[i].second->set_rank(from[i].second->rank());
@@ -61,7 +61,7 @@ Gpt convert_model(Gpt& src, const ModelConfig& target) {
   check(a == b, "conversion: target config differs from the source in more than the parameterization");
   Gpt dst(target);
   torch::NoGradGuard no_grad;
-  const auto src_proj = src->projections();
+  const auto src_proj = src->own_projections();
   const auto dst_proj = dst->projections();
   for (size_t i = 0; i < dst_proj.size(); ++i)
     dst_proj[i].second->load_from_dense(src_proj[i].second->to_dense(), src_proj[i].second->bias());

@@ -121,6 +121,7 @@ GptImpl::GptImpl(const ModelConfig& cfg) : cfg_(cfg) {
   }
   ln_f = register_module("ln_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({cfg.d_model}).eps(cfg.ln_eps)));
   if (!cfg.tied_head) head = register_module("head", make_linear(cfg, "head"));
+  own_ = projections();
 }
 
 torch::Tensor GptImpl::forward(const torch::Tensor& idx, KvCache* cache) {
@@ -162,11 +163,36 @@ std::vector<std::pair<std::string, std::shared_ptr<ElasticLinear>>> GptImpl::pro
 
 int64_t GptImpl::macs_per_token(int64_t context_len) const {
   int64_t macs = 0;
-  for (const auto& [name, p] : projections()) macs += p->macs();
-  if (!head) macs += cfg_.d_model * cfg_.vocab_size;
-  // Attention: scores q·k and the weighted sum of v, over context_len keys, in every layer.
-  macs += cfg_.n_layers * 2 * context_len * cfg_.d_model;
+  for (const auto& [name, m] : mac_breakdown(context_len)) macs += m;
   return macs;
+}
+
+std::vector<std::pair<std::string, int64_t>> GptImpl::mac_breakdown(int64_t context_len) const {
+  check(context_len >= 1 && context_len <= cfg_.context, "MAC count: context length " + std::to_string(context_len) +
+                                                             " is outside [1, " + std::to_string(cfg_.context) + "]");
+  std::vector<std::pair<std::string, int64_t>> out;
+  const int64_t C = cfg_.d_model, H = cfg_.n_heads, hd = cfg_.head_dim();
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    const auto& a = blocks_[size_t(l)]->attn;
+    const auto& m = blocks_[size_t(l)]->mlp;
+    // Head gating runs q and o as gathered dense rows / columns of the active heads only.
+    const int64_t kh = a->active_heads().empty() ? H : int64_t(a->active_heads().size());
+    out.emplace_back(p + "attn.q", kh == H ? a->q->macs() : kh * hd * C);
+    out.emplace_back(p + "attn.k", a->k->macs());
+    out.emplace_back(p + "attn.v", a->v->macs());
+    // Scores q·k over context_len keys and the weighted sum of v, per active head.
+    out.emplace_back(p + "attn.scores", 2 * context_len * kh * hd);
+    out.emplace_back(p + "attn.o", kh == H ? a->o->macs() : kh * hd * C);
+    if (m->gate) {
+      out.emplace_back(p + "mlp.gated", m->gate->macs_estimate());
+    } else {
+      out.emplace_back(p + "mlp.up", m->up->macs());
+      out.emplace_back(p + "mlp.down", m->down->macs());
+    }
+  }
+  out.emplace_back("head", head ? head->macs() : C * cfg_.vocab_size);
+  return out;
 }
 
 int64_t GptImpl::parameter_count() const {
@@ -175,14 +201,12 @@ int64_t GptImpl::parameter_count() const {
   return n;
 }
 
-
 int64_t GptImpl::active_parameter_count() const {
+  // Everything that is not a projection, plus each running projection at its budget.
   int64_t n = parameter_count();
-  for (const auto& [name, p] : projections()) {
-    int64_t full = 0;
-    for (const auto& t : p->parameters()) full += t.numel();
-    n += p->params() - full;
-  }
+  for (const auto& [name, p] : own_)
+    for (const auto& t : p->parameters()) n -= t.numel();
+  for (const auto& [name, p] : projections()) n += p->params();
   return n;
 }
 
@@ -192,8 +216,69 @@ int64_t GptImpl::linear_macs_per_token() const {
   return macs;
 }
 
+void GptImpl::set_variant(const std::string& name, LinearKind kind, std::shared_ptr<ElasticLinear> layer) {
+  bool known = false;
+  for (const auto& [n, p] : own_)
+    if (n == name) {
+      known = true;
+      check(layer && layer->in_features() == p->in_features() && layer->out_features() == p->out_features(),
+            "variant of '" + name + "' has the wrong shape");
+    }
+  check(known, "no projection named '" + name + "'");
+  variants_[name][kind] = std::move(layer);
+}
+
+bool GptImpl::has_variant(const std::string& name, LinearKind kind) const {
+  auto it = variants_.find(name);
+  return it != variants_.end() && it->second.count(kind) > 0;
+}
+
+void GptImpl::clear_variants() {
+  for (const auto& [name, p] : own_) install(name, p);
+  variants_.clear();
+}
+
+std::vector<std::pair<std::string, std::shared_ptr<ElasticLinear>>> GptImpl::own_projections() const { return own_; }
+
+std::vector<std::pair<std::string, std::shared_ptr<ElasticLinear>>> GptImpl::planned(const Budget& budget) const {
+  for (const auto& [key, kind] : budget.kind) {
+    bool known = key == "attn" || key == "mlp" || key == "head";
+    for (const auto& f : projection_families()) known |= key == f;
+    check(known, "budget: unknown projection family '" + key + "' (use attn, mlp, head or one of attn.q ... mlp.down)");
+  }
+  auto out = own_;
+  for (auto& [name, layer] : out) {
+    const std::string family = projection_family(name);
+    const LinearKind own = own_kind(family), want = budget.kind_for(family, own);
+    if (want == own) continue;
+    auto v = variants_.find(name);
+    check(v != variants_.end() && v->second.count(want),
+          std::string("budget: '") + name + "' has no " + linear_kind_name(want) + " variant (build the model's variants first)");
+    layer = v->second.at(want);
+  }
+  return out;
+}
+
+void GptImpl::install(const std::string& name, const std::shared_ptr<ElasticLinear>& layer) {
+  if (name == "head") {
+    head = layer;
+    return;
+  }
+  const int64_t l = std::stoll(name.substr(4, name.find('.', 4) - 4));
+  const std::string family = projection_family(name);
+  auto& a = blocks_[size_t(l)]->attn;
+  auto& m = blocks_[size_t(l)]->mlp;
+  if (family == "attn.q") a->q = layer;
+  else if (family == "attn.k") a->k = layer;
+  else if (family == "attn.v") a->v = layer;
+  else if (family == "attn.o") a->o = layer;
+  else if (family == "mlp.up") m->up = layer;
+  else if (family == "mlp.down") m->down = layer;
+  else throw Error("no projection slot '" + name + "'");
+}
+
 void GptImpl::apply_budget(const Budget& budget) {
-  const auto layers = projections();
+  const auto layers = planned(budget);
   int64_t largest = 0;
   for (const auto& [name, p] : layers) largest = std::max(largest, p->max_rank());
   check(budget.rank >= 0, "rank must be >= 1 (or 0 for full rank), got " + std::to_string(budget.rank));
@@ -245,6 +330,7 @@ void GptImpl::apply_budget(const Budget& budget) {
               " first");
   }
   for (size_t i = 0; i < layers.size(); ++i) {
+    install(layers[i].first, layers[i].second);
     auto& p = *layers[i].second;
     if (ranks[i] > 0) p.set_rank(ranks[i]);
     if (p.max_bond() > 0) p.set_bond(budget.bond == 0 ? p.max_bond() : std::min(budget.bond, p.max_bond()));

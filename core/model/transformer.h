@@ -6,6 +6,7 @@
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -101,16 +102,32 @@ class GptImpl : public torch::nn::Module {
   const ModelConfig& config() const { return cfg_; }
   // Every projection, named like the checkpoint ("blk.0.attn.q", ..., "head").
   std::vector<std::pair<std::string, std::shared_ptr<ElasticLinear>>> projections() const;
-  // Multiply-accumulates for one token at position `context_len`-1 (attention scores included).
+  // Multiply-accumulates for one token at position `context_len`-1 at the current budget: the sum
+  // of mac_breakdown (attention scores, head gating and the MLP gate included).
   int64_t macs_per_token(int64_t context_len) const;
+  // The same per part, named "blk.0.attn.q", ..., "blk.0.attn.scores", "blk.0.mlp.up" (or
+  // "blk.0.mlp.gated" under the gate: measurement + recovery + the chosen blocks at the gate's
+  // current m and k), "head". Counted from the real shapes and the budget.
+  std::vector<std::pair<std::string, int64_t>> mac_breakdown(int64_t context_len) const;
   int64_t parameter_count() const;
   // Parameters used at the current budget (a truncated NSN layer counts r·(in+out) + bias).
   int64_t active_parameter_count() const;
   // Multiply-accumulates of the projections alone for one token at the current budget.
   int64_t linear_macs_per_token() const;
   // Sets every elastic layer for `budget`; takes effect on the next forward. Throws Error (and
-  // changes nothing) when a rank is out of range.
+  // changes nothing) when a rank is out of range or a kind has no variant.
   void apply_budget(const Budget& budget);
+
+  // Variants: another parameterization of projection `name` holding the same weights (SVD factors,
+  // a TT-SVD chain, a dense matrix), swapped in by apply_budget when Budget::kind asks. Only the
+  // model's own projections are registered modules, so checkpoints and training never see them.
+  void set_variant(const std::string& name, LinearKind kind, std::shared_ptr<ElasticLinear> layer);
+  bool has_variant(const std::string& name, LinearKind kind) const;
+  void clear_variants();  // back to the own projections only (e.g. after moving the model)
+  // The model's own projections (whatever the budget swapped in), named like projections().
+  std::vector<std::pair<std::string, std::shared_ptr<ElasticLinear>>> own_projections() const;
+  // The kind a projection family ("attn.q", ..., "head") has in the model's own config.
+  LinearKind own_kind(const std::string& family) const { return cfg_.linear_spec(family).kind; }
   const GateOptions& gate_options() const { return gate_; }
 
   // Each layer's MLP inputs and activations for the tokens of idx [B, T] (B·T rows each).
@@ -144,6 +161,11 @@ class GptImpl : public torch::nn::Module {
  private:
   // Builds (or, with policy Off, removes) every layer's MlpGate from the current weights.
   void rebuild_gates();
+  // The projections `budget` runs (own or variant), in projections() order; throws Error when a
+  // kind has no variant or names an unknown family.
+  std::vector<std::pair<std::string, std::shared_ptr<ElasticLinear>>> planned(const Budget& budget) const;
+  // Puts `layer` in the slot of projection `name` (a plain pointer swap, no copy).
+  void install(const std::string& name, const std::shared_ptr<ElasticLinear>& layer);
 
   ModelConfig cfg_;
   std::vector<Block> blocks_;
@@ -153,6 +175,8 @@ class GptImpl : public torch::nn::Module {
   std::vector<std::shared_ptr<GatePrior>> prior_;   // per layer: MLP input mean and covariance
   int64_t calib_block_ = 0;
   torch::Tensor head_importance_;  // [L, H]
+  std::vector<std::pair<std::string, std::shared_ptr<ElasticLinear>>> own_;  // registered projections
+  std::map<std::string, std::map<LinearKind, std::shared_ptr<ElasticLinear>>> variants_;
 };
 TORCH_MODULE(Gpt);
 

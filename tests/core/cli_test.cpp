@@ -213,3 +213,49 @@ TEST(Cli, GateFrontierAndRunWithTraces) {
   EXPECT_EQ(test::run_command(kCli + " gate run --model " + model + " --prompt Romeo --block 7 2>&1", &out), 1);
   EXPECT_NE(out.find("does not divide"), std::string::npos) << out;
 }
+
+// `frontier`: a budget file composing mechanisms, the table as JSON, a resumed rerun, the plot
+// (when the GUI libraries are built), and clear errors for bad files and flags.
+TEST(Cli, FrontierComposesResumesAndPlots) {
+  test::TempDir dir;
+  std::string text;
+  for (int i = 0; i < 80; ++i) text += "O Romeo, Romeo! wherefore art thou Romeo?\n";
+  write_file_atomic(dir.file("c.txt"), text);
+  const auto model = dir.file("m.safetensors");
+  run_json("train --corpus " + dir.file("c.txt") + " --out " + model +
+           " --steps 20 --warmup 2 --batch 8 --context 32 --layers 1 --d-model 32 --heads 2 --d-ff 64 --json");
+  write_file_atomic(dir.file("b.json"), R"([
+    {"method": "dense", "budget": {}},
+    {"method": "svd", "label": "r=4", "budget": {"rank": 4, "kind": {"attn": "nsn", "mlp": "nsn"}}},
+    {"method": "svd-mlp+tt-svd-attn", "label": "r=8 χ=2", "budget": {"rank": 8, "bond": 2, "kind": {"mlp": "nsn", "attn": "mpo"}}}
+  ])");
+  const std::string common = "frontier --model " + model + " --budgets " + dir.file("b.json") + " --eval " +
+                             dir.file("c.txt") + " --out " + dir.file("r.jsonl") + " --no-latency --json";
+  auto j = run_json(common);
+  ASSERT_EQ(j["rows"].size(), 3u);
+  for (const char* key : {"method", "budget", "macs", "token_accuracy", "ms_per_token", "top1_agreement", "kl",
+                          "token_accuracy_ci95", "params", "pareto"})
+    EXPECT_TRUE(j["rows"][2].contains(key)) << key;
+  EXPECT_EQ(j["rows"][2]["budget"]["kind"]["attn"], "mpo");
+  EXPECT_EQ(j["rows"][0]["mac_fraction"], 1.0);
+  EXPECT_FALSE(j["rows"][0]["resumed"].get<bool>());
+  auto again = run_json(common);
+  for (const auto& r : again["rows"]) EXPECT_TRUE(r["resumed"].get<bool>());
+  EXPECT_EQ(again["rows"][1]["token_accuracy"], j["rows"][1]["token_accuracy"]);
+  std::string out;
+#ifdef NESTSCOPE_HAVE_GUI
+  EXPECT_EQ(test::run_command(kCli + " " + common + " --plot " + dir.file("f.svg") + " 2>&1", &out), 0) << out;
+  EXPECT_NE(read_text_file(dir.file("f.svg")).find("<svg"), std::string::npos);
+  out.clear();
+#endif
+  write_file_atomic(dir.file("bad.json"), R"([{"method": "svd", "budget": {"rank": 4, "kind": {"attn": "lowrank"}}}])");
+  EXPECT_EQ(test::run_command(kCli + " frontier --model " + model + " --budgets " + dir.file("bad.json") + " 2>&1", &out), 1);
+  EXPECT_NE(out.find("entry 1"), std::string::npos) << out;
+  EXPECT_NE(out.find("unknown parameterization 'lowrank'"), std::string::npos) << out;
+  out.clear();
+  EXPECT_NE(test::run_command(kCli + " frontier --model " + model + " 2>&1", &out), 0);
+  EXPECT_NE(out.find("exactly one of --budgets FILE and --grid NAME"), std::string::npos) << out;
+  out.clear();
+  EXPECT_EQ(test::run_command(kCli + " frontier --model " + model + " --grid nope 2>&1", &out), 1);
+  EXPECT_NE(out.find("unknown grid 'nope'"), std::string::npos) << out;
+}

@@ -1,0 +1,108 @@
+// Engine internals shared by the engine's source files (not part of the API: includes LibTorch).
+#pragma once
+#include <algorithm>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "core/engine/engine.h"
+#include "core/error.h"
+#include "core/io/checkpoint.h"
+#include "core/model/convert.h"
+#include "core/model/variants.h"
+#include "core/text/tokenizer.h"
+
+namespace nestscope {
+
+inline constexpr const char* kEmbeddedSource = "<embedded default model>";
+
+struct Engine::Impl {
+  std::unique_ptr<LoadedModel> loaded;
+  torch::Device device = torch::kCPU;
+  Budget budget;
+  bool variant_cache = true;  // keep built variants on disk next to the checkpoint
+
+  LoadedModel& need() const {
+    check(loaded != nullptr, "no model is loaded");
+    return *loaded;
+  }
+  void adopt(LoadedModel m) {
+    m.model->to(device);
+    m.model->eval();
+    loaded = std::make_unique<LoadedModel>(std::move(m));
+    budget = Budget{};
+  }
+  // Builds the variants `kinds` need (see build_variants) around a full budget, then puts the
+  // current budget back.
+  VariantReport prepare_variants(const std::vector<LinearKind>& kinds) {
+    auto& m = need();
+    bool missing = false;
+    for (const auto& [name, own] : m.model->own_projections())
+      for (LinearKind k : kinds) {
+        const std::string family = projection_family(name);
+        missing |= k != m.model->own_kind(family) && !m.model->has_variant(name, k);
+      }
+    if (!missing) return {};
+    const std::string cache = variant_cache ? variant_cache_path(m.source, m.hash, m.source == kEmbeddedSource) : "";
+    m.model->apply_budget(Budget{});
+    VariantReport r;
+    try {
+      r = build_variants(m.model, kinds, cache, m.hash);
+    } catch (...) {
+      m.model->apply_budget(budget);
+      throw;
+    }
+    m.model->apply_budget(budget);
+    return r;
+  }
+  // The kinds a budget asks for (other than the model's own ones are then variants).
+  static std::vector<LinearKind> kinds_of(const Budget& b) {
+    std::vector<LinearKind> out;
+    for (const auto& [family, k] : b.kind)
+      if (std::find(out.begin(), out.end(), k) == out.end()) out.push_back(k);
+    return out;
+  }
+  // The current model re-parameterized as `target` (conversion), with its record.
+  LoadedModel converted(const ModelConfig& target, const std::string& suffix, nlohmann::json record) {
+    auto& m = need();
+    m.model->apply_budget(Budget{});  // convert the whole model, not the current budget's view
+    budget = Budget{};
+    LoadedModel next;
+    next.config = target;
+    next.model = convert_model(m.model, target);
+    next.tokenizer = tokenizer_from_json(m.tokenizer->to_json());
+    next.source = m.source + " (" + suffix + ")";
+    record["converted_from"] = m.source;
+    record["source_training"] = nlohmann::json::parse(m.training_json, nullptr, false);
+    next.training_json = record.dump();
+    return next;
+  }
+  // Replaces the current model by `next`, trained from it, recording the current model's history.
+  void adopt_trained(LoadedModel next, nlohmann::json record) {
+    record["previous"] = nlohmann::json::parse(need().training_json, nullptr, false);
+    next.training_json = record.dump();
+    adopt(std::move(next));
+  }
+  // A deep copy of the current model at full budget, for training that may fail or be cancelled.
+  LoadedModel fork() const {
+    auto& cur = need();
+    LoadedModel next;
+    next.config = cur.config;
+    next.tokenizer = tokenizer_from_json(cur.tokenizer->to_json());
+    next.model = clone_model(cur.model);
+    next.model->apply_budget(Budget{});
+    next.source = cur.source;
+    next.extras = cur.extras;
+    return next;
+  }
+};
+
+// Gate calibration from the first `max_windows` context windows of `tokens` (a shorter text is one
+// window): MLP inputs and activations per layer, concatenated, into Gpt::calibrate_gate.
+// The model must run ungated here (callers apply a budget without a gate first). Heads are probed
+// on the first window with `head_probes` random knockout masks (0 = 2·L·H).
+void calibrate_on_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64_t context, int64_t block, uint64_t seed,
+                         int64_t max_windows, int64_t head_probes = 0);
+
+}  // namespace nestscope

@@ -1,0 +1,231 @@
+#include "core/eval/frontier.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "core/io/atomic_file.h"
+
+namespace nestscope {
+
+using Json = nlohmann::json;
+
+std::string sweep_row_to_json(const SweepRow& r) {
+  Json j = {{"key", r.key},
+            {"model", r.model},
+            {"model_hash", r.model_hash},
+            {"method", r.method},
+            {"label", r.label},
+            {"budget", Json::parse(r.budget_json)},
+            {"evaluated_on", r.evaluated_on},
+            {"macs", r.macs},
+            {"dense_macs", r.dense_macs},
+            {"mac_fraction", r.mac_fraction},
+            {"linear_macs", r.linear_macs},
+            {"params", r.parameters},
+            {"token_accuracy", r.eval.token_accuracy},
+            {"token_accuracy_ci95", r.eval.accuracy_ci95},
+            {"loss", r.eval.loss},
+            {"perplexity", r.eval.perplexity},
+            {"top1_agreement", r.eval.top1_agreement},
+            {"kl", r.eval.kl},
+            {"tokens", r.eval.tokens},
+            {"windows", r.eval.windows},
+            {"eval_seconds", r.eval.seconds},
+            {"mlp_mac_fraction", r.mlp_mac_fraction},
+            {"ms_per_token", r.ms_per_token}};
+  return j.dump();
+}
+
+SweepRow sweep_row_from_json(const std::string& line) {
+  Json j = Json::parse(line, nullptr, false);
+  check(!j.is_discarded() && j.is_object(), "not a JSON object");
+  SweepRow r;
+  try {
+    r.key = j.at("key").get<std::string>();
+    r.model = j.at("model").get<std::string>();
+    r.model_hash = j.at("model_hash").get<std::string>();
+    r.method = j.at("method").get<std::string>();
+    r.label = j.at("label").get<std::string>();
+    r.budget_json = j.at("budget").dump();
+    r.evaluated_on = j.at("evaluated_on").get<std::string>();
+    r.macs = j.at("macs").get<int64_t>();
+    r.dense_macs = j.at("dense_macs").get<int64_t>();
+    r.mac_fraction = j.at("mac_fraction").get<double>();
+    r.linear_macs = j.at("linear_macs").get<int64_t>();
+    r.parameters = j.at("params").get<int64_t>();
+    r.eval.token_accuracy = j.at("token_accuracy").get<double>();
+    r.eval.accuracy_ci95 = j.at("token_accuracy_ci95").get<double>();
+    r.eval.loss = j.at("loss").get<double>();
+    r.eval.perplexity = j.at("perplexity").get<double>();
+    r.eval.top1_agreement = j.at("top1_agreement").get<double>();
+    r.eval.kl = j.at("kl").get<double>();
+    r.eval.tokens = j.at("tokens").get<int64_t>();
+    r.eval.windows = j.at("windows").get<int64_t>();
+    r.eval.seconds = j.at("eval_seconds").get<double>();
+    r.mlp_mac_fraction = j.at("mlp_mac_fraction").get<double>();
+    r.ms_per_token = j.at("ms_per_token").get<double>();
+  } catch (const Json::exception& e) {
+    throw Error(std::string("not a frontier row (") + e.what() + ")");
+  }
+  return r;
+}
+
+std::vector<SweepRow> read_sweep_rows(const std::string& path, std::string* note) {
+  std::ifstream probe(path, std::ios::binary);
+  if (!probe) return {};
+  probe.close();
+  const std::string text = read_text_file(path);
+  std::vector<SweepRow> rows;
+  size_t pos = 0;
+  int64_t line_no = 0;
+  while (pos < text.size()) {
+    const size_t nl = text.find('\n', pos);
+    ++line_no;
+    if (nl == std::string::npos) {
+      // A torn tail: the writer died mid-line. Keep every complete line, drop the fragment.
+      write_file_atomic(path, std::string_view(text).substr(0, pos));
+      if (note) *note = path + ": dropped an incomplete last line (" + std::to_string(text.size() - pos) + " bytes)";
+      break;
+    }
+    const std::string line = text.substr(pos, nl - pos);
+    pos = nl + 1;
+    if (line.empty()) continue;
+    try {
+      rows.push_back(sweep_row_from_json(line));
+      rows.back().resumed = true;
+    } catch (const Error& e) {
+      throw Error(path + ": line " + std::to_string(line_no) + " is " + e.what() +
+                  "; give another --out file or fix this one");
+    }
+  }
+  return rows;
+}
+
+void append_sweep_row(const std::string& path, const SweepRow& row) {
+  const std::string line = sweep_row_to_json(row) + "\n";
+  std::FILE* f = std::fopen(path.c_str(), "ab");
+  check(f != nullptr, path + ": cannot open for appending");
+  const bool ok = std::fwrite(line.data(), 1, line.size(), f) == line.size() && std::fflush(f) == 0 &&
+                  ::fsync(fileno(f)) == 0;
+  std::fclose(f);
+  check(ok, path + ": write failed (disk full?)");
+}
+
+namespace {
+double score(const SweepRow& r, bool agreement) { return agreement ? r.eval.top1_agreement : r.eval.token_accuracy; }
+
+// Least squares of y on [1, x, x², ...] (degree+1 coefficients) by the normal equations.
+std::vector<double> polyfit(const std::vector<double>& x, const std::vector<double>& y, int degree) {
+  const int n = degree + 1;
+  std::vector<double> a(static_cast<size_t>(n * n), 0.0), b(static_cast<size_t>(n), 0.0);
+  for (size_t i = 0; i < x.size(); ++i) {
+    std::vector<double> p(static_cast<size_t>(n), 1.0);
+    for (int k = 1; k < n; ++k) p[size_t(k)] = p[size_t(k - 1)] * x[i];
+    for (int r = 0; r < n; ++r) {
+      b[size_t(r)] += p[size_t(r)] * y[i];
+      for (int c = 0; c < n; ++c) a[size_t(r * n + c)] += p[size_t(r)] * p[size_t(c)];
+    }
+  }
+  for (int c = 0; c < n; ++c) {  // Gaussian elimination with partial pivoting
+    int piv = c;
+    for (int r = c + 1; r < n; ++r)
+      if (std::abs(a[size_t(r * n + c)]) > std::abs(a[size_t(piv * n + c)])) piv = r;
+    for (int k = 0; k < n; ++k) std::swap(a[size_t(c * n + k)], a[size_t(piv * n + k)]);
+    std::swap(b[size_t(c)], b[size_t(piv)]);
+    const double d = a[size_t(c * n + c)];
+    if (std::abs(d) < 1e-300) continue;
+    for (int r = 0; r < n; ++r) {
+      if (r == c) continue;
+      const double f = a[size_t(r * n + c)] / d;
+      for (int k = 0; k < n; ++k) a[size_t(r * n + k)] -= f * a[size_t(c * n + k)];
+      b[size_t(r)] -= f * b[size_t(c)];
+    }
+  }
+  std::vector<double> coef(static_cast<size_t>(n));
+  for (int c = 0; c < n; ++c) coef[size_t(c)] = std::abs(a[size_t(c * n + c)]) < 1e-300 ? 0 : b[size_t(c)] / a[size_t(c * n + c)];
+  return coef;
+}
+
+double polyval(const std::vector<double>& c, double x) {
+  double y = 0, p = 1;
+  for (double v : c) {
+    y += v * p;
+    p *= x;
+  }
+  return y;
+}
+}  // namespace
+
+std::vector<size_t> pareto_front(const std::vector<SweepRow>& rows, bool use_agreement) {
+  std::vector<size_t> order(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    if (rows[a].macs != rows[b].macs) return rows[a].macs < rows[b].macs;
+    return score(rows[a], use_agreement) > score(rows[b], use_agreement);
+  });
+  std::vector<size_t> front;
+  double best = -1e300;
+  for (size_t i : order) {
+    if (score(rows[i], use_agreement) > best) {
+      front.push_back(i);
+      best = score(rows[i], use_agreement);
+    }
+  }
+  return front;
+}
+
+std::vector<FrontierFit> fit_frontiers(const std::vector<SweepRow>& rows, bool use_agreement) {
+  std::map<std::string, std::vector<const SweepRow*>> by_method;
+  for (const auto& r : rows) by_method[r.method].push_back(&r);
+  std::vector<FrontierFit> out;
+  for (const auto& [method, pts] : by_method) {
+    FrontierFit f;
+    f.method = method;
+    f.points = int64_t(pts.size());
+    if (pts.size() < 2) {
+      out.push_back(f);
+      continue;
+    }
+    std::vector<double> x, y;
+    for (const auto* r : pts) {
+      x.push_back(std::log(double(std::max<int64_t>(1, r->macs))));
+      y.push_back(score(*r, use_agreement));
+    }
+    auto degree = [](size_t n) { return n >= 4 ? 2 : 1; };
+    f.coef = polyfit(x, y, degree(x.size()));
+    double ss = 0;
+    for (size_t i = 0; i < x.size(); ++i) ss += std::pow(polyval(f.coef, x[i]) - y[i], 2);
+    f.rmse = std::sqrt(ss / double(x.size()));
+    if (x.size() >= 3) {
+      // Held out: each interior budget (by MACs) in turn, predicted from all the others. The two
+      // ends would be extrapolations, which no one reads off a frontier.
+      std::vector<size_t> by_x(x.size());
+      for (size_t i = 0; i < by_x.size(); ++i) by_x[i] = i;
+      std::sort(by_x.begin(), by_x.end(), [&](size_t a, size_t b) { return x[a] < x[b]; });
+      double sum = 0, worst = 0;
+      for (size_t k = 1; k + 1 < by_x.size(); ++k) {
+        const size_t i = by_x[k];
+        std::vector<double> xs, ys;
+        for (size_t j = 0; j < x.size(); ++j)
+          if (j != i) {
+            xs.push_back(x[j]);
+            ys.push_back(y[j]);
+          }
+        const double e = std::abs(polyval(polyfit(xs, ys, degree(xs.size())), x[i]) - y[i]);
+        sum += e;
+        worst = std::max(worst, e);
+      }
+      f.loo_mae = sum / double(x.size() - 2);
+      f.loo_max = worst;
+    }
+    out.push_back(f);
+  }
+  return out;
+}
+
+}  // namespace nestscope

@@ -1,0 +1,59 @@
+// Frontier results: one row per (model, budget), their append-only JSON-lines file, the Pareto
+// front, and how smooth (predictable) each method's accuracy-vs-MACs curve is. Torch-free.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/eval/eval_result.h"
+
+namespace nestscope {
+
+struct SweepRow {
+  std::string key;            // identifies (model, evaluation, method, label, budget): resume key
+  std::string model;          // checkpoint source
+  std::string model_hash;
+  std::string method, label;  // series and point, from the NamedBudget
+  std::string budget_json;    // budget_to_json of the budget
+  std::string evaluated_on;   // "text" (validation split of a text) or "continuations" (of the full model)
+  int64_t macs = 0;           // whole model, one decode step at full context (gate: measured mean)
+  int64_t dense_macs = 0;     // the same for the dense model
+  double mac_fraction = 1;    // macs / dense_macs
+  int64_t linear_macs = 0;    // projections only (gate rows: as parameterized, before gating)
+  int64_t parameters = 0;     // in use at this budget
+  EvalResult eval;            // token accuracy (+ CI), perplexity; agreement and KL vs the full model
+  double mlp_mac_fraction = 1;  // gate rows: MLP MACs spent (measurement included) / dense MLP
+  double ms_per_token = 0;    // measured batch-1 decode step (median), 0 when not measured
+  bool resumed = false;       // read back from the results file, not computed in this run
+};
+
+// One JSON object per line (no newline inside).
+std::string sweep_row_to_json(const SweepRow& row);
+SweepRow sweep_row_from_json(const std::string& line);  // throws Error
+
+// Reads a results file: every complete, valid line. A torn last line (a crash mid-write) is cut
+// off the file so appends stay line-aligned; `note` says so. A missing file is empty. Any other
+// bad line throws Error (the file is not ours, or was edited): nothing is overwritten.
+std::vector<SweepRow> read_sweep_rows(const std::string& path, std::string* note = nullptr);
+// Appends one line and flushes it to disk before returning.
+void append_sweep_row(const std::string& path, const SweepRow& row);
+
+// Indices of rows on the Pareto front of (fewer MACs, higher token accuracy), by ascending MACs.
+// With use_agreement, top-1 agreement with the full model replaces token accuracy.
+std::vector<size_t> pareto_front(const std::vector<SweepRow>& rows, bool use_agreement = false);
+
+// How predictable a method's frontier is: accuracy fitted as a quadratic in log(MACs) (a line with
+// fewer than 4 points), and the leave-one-out error when predicting each interior budget (not the
+// cheapest or dearest: those would be extrapolations) from all the others.
+struct FrontierFit {
+  std::string method;
+  int64_t points = 0;
+  std::vector<double> coef;  // accuracy ≈ Σ coef[i]·log(macs)^i
+  double rmse = 0;           // in-sample, accuracy units (0..1)
+  double loo_mae = -1;       // interior leave-one-out mean absolute error (-1: fewer than 3 points)
+  double loo_max = -1;       // interior leave-one-out worst absolute error
+};
+std::vector<FrontierFit> fit_frontiers(const std::vector<SweepRow>& rows, bool use_agreement = false);
+
+}  // namespace nestscope

@@ -1,0 +1,133 @@
+#include "core/model/variants.h"
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+
+#include "core/error.h"
+#include "core/io/safetensors.h"
+#include "core/layers/factory.h"
+#include "core/model/convert.h"
+
+namespace nestscope {
+
+namespace {
+
+constexpr const char* kFormat = "nestscope.variants.v1";
+
+// A config whose `family` is `kind` at full size (NSN full rank, MPO χ capped by the shapes).
+ModelConfig config_for(const ModelConfig& own, const std::string& family, LinearKind kind) {
+  switch (kind) {
+    case LinearKind::Nsn:
+      return nsn_config(own, {family}, 0);
+    case LinearKind::Mpo:
+      return mpo_config(own, {family}, int64_t(1) << 16);
+    case LinearKind::Dense:
+      break;
+  }
+  ModelConfig c = own;
+  c.linear.erase(family);
+  return c;
+}
+
+std::string tensor_name(const std::string& layer, LinearKind kind, const std::string& param) {
+  return "variant." + layer + "." + linear_kind_name(kind) + "." + param;
+}
+
+}  // namespace
+
+std::string variant_cache_path(const std::string& source, const std::string& hash, bool embedded) {
+  if (hash.empty()) return {};
+  if (!embedded) return source + ".variants-" + hash + ".safetensors";
+  std::string dir;
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) dir = std::string(x) + "/nestscope";
+  else if (const char* h = std::getenv("HOME"); h && *h) dir = std::string(h) + "/.cache/nestscope";
+  else return {};
+  return dir + "/default-model.variants-" + hash + ".safetensors";
+}
+
+VariantReport build_variants(Gpt& model, const std::vector<LinearKind>& kinds, const std::string& cache_path,
+                             const std::string& checkpoint_hash) {
+  const auto t0 = std::chrono::steady_clock::now();
+  VariantReport rep;
+  rep.cache_path = cache_path;
+  torch::NoGradGuard no_grad;
+  const ModelConfig& cfg = model->config();
+  const auto device = model->tok_emb->weight.device();
+
+  struct Todo {
+    std::string name;
+    LinearKind kind;
+    std::shared_ptr<ElasticLinear> own, layer;
+  };
+  std::vector<Todo> todo;
+  for (const auto& [name, own] : model->own_projections())
+    for (LinearKind k : kinds)
+      if (k != model->own_kind(projection_family(name)) && !model->has_variant(name, k))
+        todo.push_back({name, k, own, make_linear(config_for(cfg, projection_family(name), k), projection_family(name))});
+  if (todo.empty()) return rep;
+
+  // The cache: every tensor present with the right shape, for this checkpoint and this config.
+  bool cached = false;
+  if (!cache_path.empty() && std::filesystem::exists(cache_path)) {
+    try {
+      const auto file = SafetensorsFile::read(cache_path);
+      const auto& meta = file.metadata();
+      auto get = [&](const char* k) {
+        auto it = meta.find(k);
+        return it == meta.end() ? std::string() : it->second;
+      };
+      check(get("format") == kFormat && get("checkpoint_hash") == checkpoint_hash && get("config") == cfg.to_json(),
+            "written for another checkpoint");
+      std::vector<std::pair<torch::Tensor, torch::Tensor>> fills;  // (destination, source)
+      for (const auto& t : todo)
+        for (auto& p : t.layer->named_parameters()) {
+          const auto* r = file.find(tensor_name(t.name, t.kind, p.key()));
+          check(r && r->dtype == DType::F32 && c10::IntArrayRef(r->shape) == p.value().sizes(),
+                "tensor '" + tensor_name(t.name, t.kind, p.key()) + "' missing or of another shape");
+          auto src = torch::empty(r->shape, torch::kFloat32);
+          std::memcpy(src.data_ptr(), file.data(*r), r->end - r->begin);
+          check(torch::isfinite(src).all().item<bool>(), "non-finite values");
+          fills.emplace_back(p.value(), src);
+        }
+      for (auto& [dst, src] : fills) dst.copy_(src);
+      cached = true;
+      rep.from_cache = int64_t(todo.size());
+    } catch (const Error& e) {
+      rep.cache_note = cache_path + ": not used (" + e.what() + "); rebuilding";
+    }
+  }
+  if (!cached) {
+    for (auto& t : todo) t.layer->load_from_dense(t.own->to_dense().to(torch::kCPU), t.own->bias().defined()
+                                                                                      ? t.own->bias().to(torch::kCPU)
+                                                                                      : torch::Tensor());
+    rep.built = int64_t(todo.size());
+  }
+  for (auto& t : todo) {
+    t.layer->to(device);
+    t.layer->eval();
+    model->set_variant(t.name, t.kind, t.layer);
+  }
+  if (!cached && !cache_path.empty()) {
+    try {
+      std::filesystem::create_directories(std::filesystem::path(cache_path).parent_path());
+      std::vector<torch::Tensor> keep;
+      std::vector<TensorToWrite> out;
+      for (const auto& t : todo)
+        for (const auto& p : t.layer->named_parameters()) {
+          auto v = p.value().detach().to(torch::kCPU, torch::kFloat32).contiguous();
+          keep.push_back(v);
+          out.push_back({tensor_name(t.name, t.kind, p.key()), DType::F32, v.sizes().vec(), v.data_ptr()});
+        }
+      write_safetensors(cache_path, out,
+                        {{"format", kFormat}, {"checkpoint_hash", checkpoint_hash}, {"config", cfg.to_json()}});
+    } catch (const std::exception& e) {
+      rep.cache_note = cache_path + ": not written (" + e.what() + ")";
+    }
+  }
+  rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return rep;
+}
+
+}  // namespace nestscope

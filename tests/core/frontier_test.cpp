@@ -1,0 +1,396 @@
+// The one-budget frontier engine: composed budgets, MAC accounting, variants and their cache,
+// resumable sweeps, budget files.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/engine/engine.h"
+#include "core/error.h"
+#include "core/eval/frontier.h"
+#include "core/io/atomic_file.h"
+#include "core/layers/mpo_linear.h"
+#include "core/model/budget_json.h"
+#include "core/model/transformer.h"
+#include "core/model/variants.h"
+#include "tests/core/test_util.h"
+
+using namespace nestscope;
+
+namespace {
+
+// Wide enough for MLP blocks of 16 (the gate) and two-site MPO chains.
+ModelConfig config() {
+  ModelConfig c = test::tiny_config();
+  c.d_model = 32;
+  c.d_ff = 64;
+  c.context = 24;
+  return c;
+}
+
+std::string text() {
+  std::string s;
+  for (int i = 0; i < 60; ++i) s += "To be, or not to be: that is the question.\n";
+  return s;
+}
+
+// A trained-for-a-moment checkpoint of config() in `dir` (real loading, real hash).
+std::string checkpoint(const test::TempDir& dir) {
+  Engine e;
+  TrainOptions o;
+  o.steps = 4;
+  o.batch = 4;
+  o.warmup = 1;
+  e.train(text(), config(), o);
+  const std::string path = dir.file("tiny.safetensors");
+  e.save(path);
+  return path;
+}
+
+Budget composed(std::map<std::string, LinearKind> kinds, int64_t rank = 0, int64_t bond = 0) {
+  Budget b;
+  b.kind = std::move(kinds);
+  b.rank = rank;
+  b.bond = bond;
+  return b;
+}
+
+// Contracts one input row through an MPO chain with plain loops, left to right, counting every
+// multiply-add as it is performed: the independent count (and value) for MpoLinear.
+int64_t loop_contract(const MpoLinear& m, const std::vector<float>& x, std::vector<float>* y) {
+  std::vector<float> state = x;  // [A = outputs done][D = bond][R = inputs left]
+  int64_t A = 1, D = 1, R = m.in_features(), count = 0;
+  for (size_t l = 0; l < size_t(m.sites()); ++l) {
+    const auto G = m.core(l).contiguous();  // [D, o, i, D']
+    const int64_t o = G.size(1), i = G.size(2), D2 = G.size(3), R2 = R / i;
+    auto g = G.accessor<float, 4>();
+    std::vector<float> next(size_t(A * o * D2 * R2), 0.f);
+    for (int64_t a = 0; a < A; ++a)
+      for (int64_t oo = 0; oo < o; ++oo)
+        for (int64_t d2 = 0; d2 < D2; ++d2)
+          for (int64_t r = 0; r < R2; ++r) {
+            float acc = 0;
+            for (int64_t d = 0; d < D; ++d)
+              for (int64_t ii = 0; ii < i; ++ii) {
+                acc += state[size_t((a * D + d) * R + ii * R2 + r)] * g[d][oo][ii][d2];
+                ++count;
+              }
+            next[size_t(((a * o + oo) * D2 + d2) * R2 + r)] = acc;
+          }
+    state = std::move(next);
+    A *= o, D = D2, R = R2;
+  }
+  *y = state;
+  return count;
+}
+
+// The same count from the right end (inputs consumed last site first), without the values.
+int64_t right_to_left_count(const MpoLinear& m) {
+  int64_t A = 1, R = m.in_features(), count = 0;
+  const auto d = m.bond_dims();
+  for (int64_t l = m.sites() - 1; l >= 0; --l) {
+    const int64_t o = m.out_factors()[size_t(l)], i = m.in_factors()[size_t(l)];
+    R /= i;
+    count += A * o * d[size_t(l)] * R * d[size_t(l + 1)] * i;
+    A *= o;
+  }
+  return count;
+}
+
+}  // namespace
+
+TEST(Budget, JsonRoundTripsAndNamesBadFields) {
+  Budget b = composed({{"attn", LinearKind::Mpo}, {"mlp.up", LinearKind::Nsn}}, 12, 3);
+  b.layer_rank["blk.1.mlp.up"] = 7;
+  b.gate.policy = GatePolicy::Sensing;
+  b.gate.active = 0.25;
+  b.gate.measurement = MeasurementKind::Pca;
+  b.gate.head_active = 0.5;
+  EXPECT_EQ(budget_from_json(budget_to_json(b)), b);
+  EXPECT_EQ(budget_to_json(budget_from_json(budget_to_json(b))), budget_to_json(b));
+  EXPECT_EQ(budget_from_json("{}"), Budget{});
+  auto msg = [](const std::string& j) {
+    try {
+      budget_from_json(j);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(msg(R"({"rnak": 3})").find("unknown key 'rnak'"), std::string::npos);
+  EXPECT_NE(msg(R"({"rank": "high"})").find("'rank'"), std::string::npos);
+  EXPECT_NE(msg(R"({"kind": {"attn": "lowrank"}})").find("unknown parameterization 'lowrank'"), std::string::npos);
+  EXPECT_NE(msg(R"({"gate": {"policy": "magic"}})").find("magic"), std::string::npos);
+  EXPECT_NE(msg("{rank: 3").find("not valid JSON"), std::string::npos);
+}
+
+TEST(Budget, ComposedBudgetAtFullSettingsEqualsDense) {
+  torch::manual_seed(3);
+  Gpt model(config());
+  build_variants(model, {LinearKind::Nsn, LinearKind::Mpo});
+  auto idx = torch::randint(0, config().vocab_size, {2, 20}, torch::kInt64);
+  torch::NoGradGuard no_grad;
+  const auto dense = model->forward(idx);
+  for (const auto& kinds : std::vector<std::map<std::string, LinearKind>>{
+           {{"attn", LinearKind::Nsn}, {"mlp", LinearKind::Mpo}, {"head", LinearKind::Mpo}},
+           {{"attn", LinearKind::Mpo}, {"mlp", LinearKind::Nsn}},
+           {{"attn.q", LinearKind::Mpo}, {"attn", LinearKind::Nsn}, {"mlp.down", LinearKind::Nsn}}}) {
+    model->apply_budget(composed(kinds));
+    const auto y = model->forward(idx);
+    EXPECT_LT(((y - dense).abs().max() / dense.abs().max()).item<double>(), 1e-4);
+  }
+  // Truncating really changes the function, and the own layers come back with Budget{}.
+  model->apply_budget(composed({{"attn", LinearKind::Nsn}, {"mlp", LinearKind::Mpo}}, 2, 2));
+  EXPECT_GT((model->forward(idx) - dense).abs().max().item<double>(), 1e-3);
+  model->apply_budget(Budget{});
+  EXPECT_TRUE(torch::equal(model->forward(idx), dense));
+  // Checkpoint tensors are the own ones whatever runs.
+  int64_t own = 0;
+  for (const auto& p : model->parameters()) own += p.numel();
+  EXPECT_EQ(own, config().parameter_count());
+}
+
+TEST(Budget, KindsWithoutVariantsOrUnknownFamiliesAreClearErrors) {
+  Gpt model(config());
+  const auto before = model->linear_macs_per_token();
+  try {
+    model->apply_budget(composed({{"mlp", LinearKind::Mpo}}));
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no mpo variant"), std::string::npos) << e.what();
+  }
+  build_variants(model, {LinearKind::Nsn});
+  EXPECT_THROW(model->apply_budget(composed({{"attention", LinearKind::Nsn}})), Error);
+  EXPECT_THROW(model->apply_budget(composed({{"attn", LinearKind::Nsn}}, /*rank=*/999)), Error);
+  EXPECT_THROW(model->apply_budget(composed({{"attn", LinearKind::Nsn}}, 0, /*bond=*/2)), Error);  // no MPO layer
+  EXPECT_EQ(model->linear_macs_per_token(), before);
+}
+
+TEST(Macs, MpoCountMatchesALoopContraction) {
+  torch::manual_seed(5);
+  MpoLinear m(32, 64, {4, 4, 4}, {2, 4, 4}, 1 << 10, false, 0.05);
+  m.load_from_dense(torch::randn({64, 32}), torch::Tensor());
+  torch::NoGradGuard no_grad;
+  for (int64_t chi : std::vector<int64_t>{1, 2, 3, 8, m.max_bond()}) {
+    m.set_bond(chi);
+    auto x = torch::randn({32});
+    std::vector<float> y;
+    const int64_t ltr = loop_contract(m, std::vector<float>(x.data_ptr<float>(), x.data_ptr<float>() + 32), &y);
+    EXPECT_EQ(m.macs(), std::min(ltr, right_to_left_count(m))) << "χ=" << chi;
+    auto ref = m.forward(x.unsqueeze(0)).squeeze(0);
+    EXPECT_TRUE(torch::allclose(torch::tensor(y), ref, 1e-4, 1e-4)) << "χ=" << chi;
+  }
+}
+
+TEST(Macs, ModelCountMatchesAnIndependentCount) {
+  torch::manual_seed(7);
+  const auto c = config();
+  Gpt model(c);
+  build_variants(model, {LinearKind::Nsn, LinearKind::Mpo});
+  const int64_t C = c.d_model, N = c.d_ff, V = c.vocab_size, H = c.n_heads, hd = C / H, T = 17;
+  // Dense: 4 C² + 2 C N per layer, scores 2·T·C, an untied head C·V.
+  EXPECT_EQ(model->macs_per_token(T), c.n_layers * (4 * C * C + 2 * C * N + 2 * T * C) + C * V);
+  // NSN attention at r = 5, MPO MLP at χ = 2: r·(in + out) per NSN layer; the MPO layers by loops.
+  model->apply_budget(composed({{"attn", LinearKind::Nsn}, {"mlp", LinearKind::Mpo}}, 5, 2));
+  int64_t expected = C * V;
+  for (const auto& [name, p] : model->projections()) {
+    if (name == "head") continue;
+    if (name.find(".attn.") != std::string::npos) {
+      expected += 5 * (C + C);
+    } else {
+      auto* mpo = dynamic_cast<MpoLinear*>(p.get());
+      ASSERT_NE(mpo, nullptr) << name;
+      std::vector<float> y;
+      expected += std::min(loop_contract(*mpo, std::vector<float>(size_t(mpo->in_features()), 1.f), &y),
+                           right_to_left_count(*mpo));
+    }
+  }
+  expected += c.n_layers * 2 * T * C;
+  EXPECT_EQ(model->macs_per_token(T), expected);
+  int64_t parts = 0;
+  for (const auto& [part, n] : model->mac_breakdown(T)) parts += n;
+  EXPECT_EQ(parts, expected);
+  // Half the heads and a static gate keeping 2 of 4 blocks of 16: gathered q / o rows for one head,
+  // scores for one head, and 2·k·B·C in each MLP.
+  model->apply_budget(Budget{});
+  auto idx = torch::randint(0, V, {1, 20}, torch::kInt64);
+  model->calibrate_gate(model->mlp_samples(idx), 16);
+  model->set_head_importance(torch::rand({c.n_layers, H}));
+  Budget g;
+  g.gate.policy = GatePolicy::Static;
+  g.gate.active = 0.5;
+  g.gate.block = 16;
+  g.gate.head_active = 0.5;
+  model->apply_budget(g);
+  EXPECT_EQ(model->macs_per_token(T),
+            c.n_layers * (1 * hd * C + 2 * C * C + 2 * T * 1 * hd + 1 * hd * C + 2 * 2 * 16 * C) + C * V);
+  EXPECT_THROW(model->mac_breakdown(c.context + 1), Error);
+}
+
+TEST(Variants, CachedNextToTheCheckpointAndRebuiltWhenStale) {
+  test::TempDir dir;
+  const auto path = checkpoint(dir);
+  Engine a;
+  a.load(path);
+  const auto first = a.prepare_variants({LinearKind::Nsn, LinearKind::Mpo});
+  EXPECT_GT(first.built, 0);
+  EXPECT_EQ(first.from_cache, 0);
+  ASSERT_TRUE(std::filesystem::exists(first.cache_path)) << first.cache_note;
+  EXPECT_EQ(first.cache_path.rfind(path + ".variants-", 0), 0u);
+  const Budget b = composed({{"attn", LinearKind::Mpo}, {"mlp", LinearKind::Nsn}}, 6, 3);
+  a.set_budget(b);
+  const auto ref = a.generate("To be", {30, 0.0, 0, 0}).text;
+
+  Engine again;  // reopening needs no SVD: every variant comes from the cache
+  again.load(path);
+  const auto second = again.prepare_variants({LinearKind::Nsn, LinearKind::Mpo});
+  EXPECT_EQ(second.built, 0);
+  EXPECT_EQ(second.from_cache, first.built);
+  again.set_budget(b);
+  EXPECT_EQ(again.generate("To be", {30, 0.0, 0, 0}).text, ref);
+
+  write_file_atomic(first.cache_path, "garbage");  // a corrupt cache is rebuilt, not an error
+  Engine third;
+  third.load(path);
+  const auto rebuilt = third.prepare_variants({LinearKind::Nsn, LinearKind::Mpo});
+  EXPECT_EQ(rebuilt.built, first.built);
+  EXPECT_NE(rebuilt.cache_note.find("not used"), std::string::npos);
+  third.set_budget(b);
+  EXPECT_EQ(third.generate("To be", {30, 0.0, 0, 0}).text, ref);
+}
+
+TEST(Sweep, ResumesAfterACancelWithoutRecomputing) {
+  test::TempDir dir;
+  const auto path = checkpoint(dir);
+  Engine e;
+  e.load(path);
+  std::vector<NamedBudget> budgets = {
+      {"dense", "dense", Budget{}},
+      {"svd", "r=4", composed({{"attn", LinearKind::Nsn}, {"mlp", LinearKind::Nsn}}, 4)},
+      {"tt-svd", "χ=2", composed({{"attn", LinearKind::Mpo}, {"mlp", LinearKind::Mpo}}, 0, 2)},
+  };
+  SweepOptions o;
+  o.text = text();
+  o.measure_latency = false;
+  o.results = dir.file("rows.jsonl");
+  auto stop_after_one = [](const Progress& p) { return p.done < 1; };
+  EXPECT_THROW(e.sweep(budgets, o, stop_after_one), Cancelled);
+  ASSERT_EQ(read_sweep_rows(o.results).size(), 1u);
+
+  // A crash mid-write leaves a torn line: it is dropped, the finished row is kept.
+  { std::ofstream(o.results, std::ios::app) << R"({"key":"abc","model":)"; }
+  std::string note;
+  const auto rows = e.sweep(budgets, o, {}, &note);
+  EXPECT_NE(note.find("incomplete last line"), std::string::npos);
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_TRUE(rows[0].resumed);
+  EXPECT_FALSE(rows[1].resumed);
+  EXPECT_FALSE(rows[2].resumed);
+  EXPECT_EQ(read_sweep_rows(o.results).size(), 3u);
+  // The dense row is the full model: agreement 1, KL 0; truncations cost accuracy and MACs.
+  EXPECT_DOUBLE_EQ(rows[0].eval.top1_agreement, 1.0);
+  EXPECT_NEAR(rows[0].eval.kl, 0.0, 1e-6);
+  EXPECT_DOUBLE_EQ(rows[0].mac_fraction, 1.0);
+  EXPECT_LT(rows[1].macs, rows[0].macs);
+  EXPECT_LT(rows[1].eval.top1_agreement, 1.0);
+  EXPECT_GT(rows[0].eval.accuracy_ci95, 0.0);
+
+  // Everything done: a rerun computes nothing and appends nothing.
+  const auto bytes = read_file_bytes(o.results);
+  int64_t calls = 0;
+  const auto again = e.sweep(budgets, o, [&](const Progress&) { return ++calls, true; });
+  for (const auto& r : again) EXPECT_TRUE(r.resumed);
+  EXPECT_EQ(read_file_bytes(o.results), bytes);
+  EXPECT_EQ(again[1].eval.token_accuracy, rows[1].eval.token_accuracy);
+  EXPECT_EQ(e.budget(), Budget{});
+}
+
+TEST(Sweep, WithoutATextScoresContinuationsAndGatesCompose) {
+  test::TempDir dir;
+  Engine e;
+  e.load(checkpoint(dir));
+  Budget gated = composed({{"attn", LinearKind::Nsn}}, 8);
+  gated.gate.policy = GatePolicy::Oracle;
+  gated.gate.active = 0.5;
+  SweepOptions o;
+  o.continuations = 3;
+  o.measure_latency = false;
+  const auto rows = e.sweep({{"dense", "", Budget{}}, {"svd-attn+gate", "r=8 50%", gated}}, o);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].evaluated_on, "continuations");
+  EXPECT_EQ(rows[0].eval.windows, 3);
+  EXPECT_DOUBLE_EQ(rows[0].eval.top1_agreement, 1.0);
+  // The oracle gate computes the full up-projection (N·C) to rank the blocks, then runs the k
+  // chosen ones (2·k·B·C): at 50% that is exactly the dense MLP's 2·N·C. It is the upper bound.
+  EXPECT_NEAR(rows[1].mlp_mac_fraction, 1.0, 1e-9);
+  EXPECT_LT(rows[1].macs, rows[0].macs);
+}
+
+TEST(Sweep, BadBudgetsAreReportedBeforeAnyWork) {
+  test::TempDir dir;
+  Engine e;
+  e.load(checkpoint(dir));
+  SweepOptions o;
+  o.text = text();
+  o.results = dir.file("rows.jsonl");
+  try {
+    e.sweep({{"dense", "", Budget{}}, {"svd", "r=999", composed({{"attn", LinearKind::Nsn}}, 999)}}, o);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("budget 'svd r=999'"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(o.results));
+
+  auto file_error = [&](const std::string& body) {
+    write_file_atomic(dir.file("b.json"), body);
+    try {
+      read_budget_file(dir.file("b.json"));
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(file_error("[").find("not valid JSON"), std::string::npos);
+  EXPECT_NE(file_error("{}").find("JSON array"), std::string::npos);
+  EXPECT_NE(file_error(R"([{"method": "a", "budget": {}}, {"budget": {}}])").find("entry 2"), std::string::npos);
+  EXPECT_NE(file_error(R"([{"method": "a", "budget": {"bond": 1.5}}])").find("'bond'"), std::string::npos);
+  EXPECT_NE(file_error(R"([{"method": "a", "budgte": {}}])").find("unknown key 'budgte'"), std::string::npos);
+  EXPECT_NE(file_error("").find("JSON"), std::string::npos);
+  EXPECT_THROW(read_budget_file(dir.file("absent.json")), Error);
+  EXPECT_EQ(read_budget_file((write_file_atomic(dir.file("ok.json"), R"([{"method": "nsn", "label": "r=8",
+      "budget": {"rank": 8, "kind": {"attn": "nsn", "mlp": "nsn"}}}])"), dir.file("ok.json")))[0].budget.rank, 8);
+
+  // A results file that is not ours is an error, and is left as it was.
+  write_file_atomic(o.results, "not json\n");
+  EXPECT_THROW(e.sweep({{"dense", "", Budget{}}}, o), Error);
+  EXPECT_EQ(read_text_file(o.results), "not json\n");
+}
+
+TEST(Frontier, ParetoFrontAndLeaveOneOutFit) {
+  std::vector<SweepRow> rows;
+  auto row = [](std::string method, int64_t macs, double acc) {
+    SweepRow r;
+    r.method = std::move(method);
+    r.macs = macs;
+    r.eval.token_accuracy = acc;
+    return r;
+  };
+  // A method exactly quadratic in log(MACs) is predicted perfectly from the other points.
+  for (int64_t m : {100, 200, 400, 800, 1600}) {
+    const double x = std::log(double(m));
+    rows.push_back(row("smooth", m, 0.1 + 0.02 * x - 0.001 * x * x));
+  }
+  rows.push_back(row("noisy", 150, 0.9));
+  rows.push_back(row("noisy", 300, 0.1));
+  rows.push_back(row("noisy", 900, 0.5));
+  const auto fits = fit_frontiers(rows);
+  ASSERT_EQ(fits.size(), 2u);
+  EXPECT_EQ(fits[1].method, "smooth");
+  EXPECT_LT(fits[1].loo_mae, 1e-9);
+  EXPECT_GT(fits[0].loo_mae, 0.1);
+  const auto front = pareto_front(rows);
+  ASSERT_EQ(front.size(), 2u);  // 100 (the cheapest) and 150 at 0.9; nothing dearer beats 0.9
+  EXPECT_EQ(rows[front[0]].macs, 100);
+  EXPECT_EQ(rows[front[1]].macs, 150);
+}

@@ -1,0 +1,68 @@
+// FrontierChart: accuracy against compute, one series per method, the Pareto front and the
+// current operating point (Qt Charts lives in this file pair only).
+#pragma once
+#include <QString>
+#include <QWidget>
+#include <string>
+#include <vector>
+
+#include "core/eval/frontier.h"
+
+QT_BEGIN_NAMESPACE
+class QChart;
+class QChartView;
+class QComboBox;
+class QScatterSeries;
+QT_END_NAMESPACE
+
+namespace nestscope {
+
+enum class FrontierX { Macs, Parameters, Latency };
+enum class FrontierY { TokenAccuracy, Perplexity, Agreement };
+
+class FrontierChart : public QWidget {
+  Q_OBJECT
+ public:
+  explicit FrontierChart(QWidget* parent = nullptr);
+
+  void setRows(const std::vector<SweepRow>& rows);
+  const std::vector<SweepRow>& rows() const { return rows_; }
+  void setAxes(FrontierX x, FrontierY y);
+  FrontierX xAxis() const { return x_; }
+  FrontierY yAxis() const { return y_; }
+  // The current operating point (x in the units of the current x axis; NaN hides it).
+  void setOperatingPoint(double x, double y);
+  QPointF operatingPoint() const { return point_; }
+  void setTitle(const QString& title);
+  int seriesCount() const;
+
+  // Exports; each returns false with a message in *error when the file cannot be written.
+  bool exportPng(const QString& path, double scale = 2.0, QString* error = nullptr);
+  bool exportSvg(const QString& path, QString* error = nullptr);
+  bool exportCsv(const QString& path, QString* error = nullptr) const;
+
+  // The x / y value of a row for the given axes (what the chart plots).
+  static double xValue(const SweepRow& r, FrontierX x);
+  static double yValue(const SweepRow& r, FrontierY y);
+
+ private:
+  void rebuild();
+
+  std::vector<SweepRow> rows_;
+  FrontierX x_ = FrontierX::Macs;
+  FrontierY y_ = FrontierY::TokenAccuracy;
+  QPointF point_{qQNaN(), qQNaN()};
+  QString title_;
+  QChart* chart_;
+  QChartView* view_;
+  QComboBox* x_box_;
+  QComboBox* y_box_;
+  QScatterSeries* marker_ = nullptr;
+};
+
+// Renders `rows` to `path` (.png at 2× or .svg) without a window: creates an offscreen
+// QApplication when none exists. Throws nothing; returns false with *error set on failure.
+bool render_frontier_plot(const std::vector<SweepRow>& rows, const std::string& path, const std::string& title,
+                          std::string* error);
+
+}  // namespace nestscope
