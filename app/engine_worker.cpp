@@ -1,34 +1,86 @@
 #include "app/engine_worker.h"
 
+#include <QDir>
+#include <QFileInfo>
+#include <QStandardPaths>
+
 #include "core/engine/engine.h"
+#include "core/io/atomic_file.h"
 
 namespace nestscope {
 
 EngineWorker::EngineWorker() = default;
 EngineWorker::~EngineWorker() = default;
 
+QString EngineWorker::frontierCachePath(const QString& source, const QString& hash) {
+  if (hash.isEmpty()) return {};
+  if (QFileInfo(source).isFile()) return source + ".frontier-" + hash + ".jsonl";
+  const QString dir = QStandardPaths::writableLocation(QStandardPaths::CacheLocation);
+  QDir().mkpath(dir);
+  return dir + "/default-model.frontier-" + hash + ".jsonl";
+}
+
 void EngineWorker::loadModel(const QString& path) {
   try {
     if (!engine_) engine_ = std::make_unique<Engine>();  // created on the worker thread
-    if (path.isEmpty()) {
-      engine_->load_default();
-    } else {
-      engine_->load(path.toStdString());
-    }
+    if (path.isEmpty()) engine_->load_default(); else engine_->load(path.toStdString());
+    // SVD and TT-SVD variants (cached next to the checkpoint), so every slider has a mechanism.
+    engine_->prepare_variants({LinearKind::Nsn, LinearKind::Mpo});
+    calibrated_prompt_.clear();
     const auto i = engine_->info();
     const auto& c = i.config;
-    const QString summary = QStringLiteral("%1 layers · d=%2 · %3 heads · FFN %4 · context %5 · vocab %6 (%7) · %8")
-                                .arg(c.n_layers).arg(c.d_model).arg(c.n_heads).arg(c.d_ff).arg(c.context)
-                                .arg(c.vocab_size).arg(QString::fromStdString(i.tokenizer_kind))
-                                .arg(QString::fromStdString(i.device));
-    Q_EMIT modelLoaded(QString::fromStdString(i.source), i.parameters, i.macs_per_token, summary);
+    ModelView v;
+    v.source = QString::fromStdString(i.source);
+    v.hash = QString::fromStdString(i.hash);
+    v.summary = QStringLiteral("%1 layers · d=%2 · %3 heads · FFN %4 · context %5 · vocab %6 (%7) · %8")
+                    .arg(c.n_layers).arg(c.d_model).arg(c.n_heads).arg(c.d_ff).arg(c.context)
+                    .arg(c.vocab_size).arg(QString::fromStdString(i.tokenizer_kind))
+                    .arg(QString::fromStdString(i.device));
+    v.parameters = i.parameters;
+    v.macs = i.macs_per_token;
+    v.dense_macs = i.dense_macs_per_token;
+    v.limits.rank = int(i.rank_limit);
+    v.limits.bond = int(i.bond_limit);
+    v.limits.heads = int(c.n_heads);
+    v.limits.mlp_width = int(c.d_ff);
+    v.limits.attn = c.linear_spec("attn.q").kind;
+    v.limits.mlp = c.linear_spec("mlp.up").kind;
+    v.layers = int(c.n_layers);
+    v.heads = int(c.n_heads);
+    v.blocks = int(c.d_ff % 16 == 0 ? c.d_ff / 16 : 1);
+    source_ = v.source;
+    hash_ = v.hash;
+    Q_EMIT modelLoaded(v);
+    // A frontier swept before for this very checkpoint comes back at once.
+    const QString cache = frontierCachePath(source_, hash_);
+    if (!cache.isEmpty() && QFileInfo::exists(cache)) Q_EMIT frontierRows(read_sweep_rows(cache.toStdString()));
   } catch (const std::exception& e) {
     Q_EMIT failed(QString::fromStdString(e.what()));
   }
 }
 
-void EngineWorker::generate(const QString& prompt, const GenerationSettings& s) {
-  stop_ = false;
+void EngineWorker::setBudget(const Budget& budget, const QString& prompt) {
+  try {
+    if (!engine_ || !engine_->has_model()) throw std::runtime_error("no model is loaded");
+    const bool needs_calibration = budget.gate.policy != GatePolicy::Off || budget.gate.head_active < 1;
+    if (needs_calibration && calibrated_prompt_ != prompt) {
+      // Task-conditioned: the prompt itself is the gate's calibration text.
+      Budget ungated = budget;
+      ungated.gate = GateOptions{};
+      engine_->set_budget(ungated);
+      engine_->calibrate_gate(prompt.isEmpty() ? std::string("\n") : prompt.toStdString(), budget.gate.block);
+      calibrated_prompt_ = prompt;
+    }
+    engine_->set_budget(budget);
+    const auto i = engine_->info();
+    Q_EMIT budgetApplied(budget, double(i.macs_per_token), double(i.active_parameters));
+  } catch (const std::exception& e) {
+    Q_EMIT failed(QString::fromStdString(e.what()));
+  }
+}
+
+void EngineWorker::generate(const QString& prompt, const GenerationSettings& s, int id) {
+  if (id != generation_.load()) return;  // superseded before it started
   Q_EMIT generationStarted();
   try {
     if (!engine_) throw std::runtime_error("no model is loaded");
@@ -37,14 +89,56 @@ void EngineWorker::generate(const QString& prompt, const GenerationSettings& s) 
     o.temperature = s.temperature;
     o.top_k = s.top_k;
     o.seed = s.seed;
-    const auto r = engine_->generate(prompt.toStdString(), o, [this](const GeneratedToken& t) {
-      Q_EMIT tokenGenerated(QString::fromStdString(t.text), t.entropy);
-      return !stop_.load();
+    const auto r = engine_->generate(prompt.toStdString(), o, [this, id](const GeneratedToken& t) {
+      TokenActivity a;
+      a.text = QString::fromStdString(t.text);
+      a.entropy = t.entropy;
+      a.macs = t.macs;
+      for (const auto& g : t.gate) {
+        a.blocks.emplace_back(g.blocks.begin(), g.blocks.end());
+        a.measurements.push_back(int(g.measurements));
+      }
+      for (const auto& h : t.heads) a.heads.emplace_back(h.begin(), h.end());
+      Q_EMIT tokenGenerated(a);
+      return id == generation_.load();
     });
-    Q_EMIT generationFinished(r.generated_tokens, r.tokens_per_s, r.stopped);
+    const double ms = r.generated_tokens > 0 ? r.decode_ms / double(r.generated_tokens) : 0;
+    Q_EMIT generationFinished(r.generated_tokens, r.tokens_per_s, ms, r.stopped);
   } catch (const std::exception& e) {
     Q_EMIT failed(QString::fromStdString(e.what()));
-    Q_EMIT generationFinished(0, 0, true);
+    Q_EMIT generationFinished(0, 0, 0, true);
+  }
+}
+
+void EngineWorker::loadFrontier(const QString& path) {
+  try {
+    const auto rows = read_sweep_rows(path.toStdString());
+    if (rows.empty()) throw std::runtime_error(path.toStdString() + ": no frontier rows");
+    Q_EMIT frontierRows(rows);
+  } catch (const std::exception& e) {
+    Q_EMIT failed(QString::fromStdString(e.what()));
+  }
+}
+
+void EngineWorker::runSweep(const QString& text_path) {
+  sweep_cancel_ = false;
+  try {
+    if (!engine_ || !engine_->has_model()) throw std::runtime_error("no model is loaded");
+    SweepOptions o;
+    if (!text_path.isEmpty()) o.text = read_text_file(text_path.toStdString());
+    o.max_windows = 24;
+    o.results = frontierCachePath(source_, hash_).toStdString();
+    const auto budget = engine_->budget();
+    auto rows = engine_->sweep(engine_->grid("default"), o, [this](const Progress& p) {
+      Q_EMIT sweepProgress(int(p.done), int(p.total));
+      return !sweep_cancel_.load();
+    });
+    Q_EMIT frontierRows(rows);
+  } catch (const Cancelled&) {
+    Q_EMIT sweepProgress(-1, 0);  // cancelled: finished rows are kept in the cache file
+  } catch (const std::exception& e) {
+    Q_EMIT failed(QString::fromStdString(e.what()));
+    Q_EMIT sweepProgress(-1, 0);
   }
 }
 

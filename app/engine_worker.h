@@ -1,15 +1,30 @@
-// EngineWorker: owns the Engine on a worker thread; the GUI talks to it only through signals.
+// EngineWorker: owns the Engine on a worker thread; the GUI talks to it only through signals and
+// sees plain values (no LibTorch). A newer request supersedes a running generation or sweep.
 #pragma once
 #include <QObject>
 #include <QString>
 #include <atomic>
 #include <memory>
+#include <vector>
 
+#include "core/eval/frontier.h"
+#include "core/model/budget.h"
+#include "widgets/activation_map.h"
+#include "widgets/budget_panel.h"
 #include "widgets/generation_panel.h"
 
 namespace nestscope {
 
 class Engine;
+
+// The loaded model as the window shows it.
+struct ModelView {
+  QString source, hash, summary;
+  qint64 parameters = 0;
+  qint64 macs = 0, dense_macs = 0;
+  BudgetLimits limits;
+  int layers = 0, heads = 0, blocks = 0;  // the activation map's shape (MLP blocks of 16)
+};
 
 class EngineWorker : public QObject {
   Q_OBJECT
@@ -17,23 +32,43 @@ class EngineWorker : public QObject {
   EngineWorker();
   ~EngineWorker() override;
 
-  // Thread-safe: asks the running generation to stop after its current token.
-  void requestStop() { stop_ = true; }
+  // Thread-safe: the running generation stops after its current token.
+  void requestStop() { ++generation_; }
+  // Thread-safe: a new generation id; requests carrying an older one are skipped or stopped.
+  int nextGeneration() { return ++generation_; }
+  void cancelSweep() { sweep_cancel_ = true; }
+  // Where a model's frontier rows are cached (next to its checkpoint, or ~/.cache/nestscope).
+  static QString frontierCachePath(const QString& source, const QString& hash);
 
  public Q_SLOTS:
   void loadModel(const QString& path);  // empty = the embedded default model
-  void generate(const QString& prompt, const nestscope::GenerationSettings& settings);
+  // Applies a budget (calibrating the gate on `prompt` first when the budget needs it).
+  void setBudget(const nestscope::Budget& budget, const QString& prompt);
+  void generate(const QString& prompt, const nestscope::GenerationSettings& settings, int id);
+  // The built-in default grid scored on continuations of the full model (or on `text_path`).
+  void runSweep(const QString& text_path);
+  // Rows of a frontier results file (nestscope-cli frontier --out), shown as they are.
+  void loadFrontier(const QString& path);
 
  Q_SIGNALS:
-  void modelLoaded(const QString& source, qint64 parameters, qint64 macsPerToken, const QString& summary);
+  void modelLoaded(const nestscope::ModelView& model);
+  void budgetApplied(const nestscope::Budget& budget, double macs, double params);
   void generationStarted();
-  void tokenGenerated(const QString& text, double entropy);
-  void generationFinished(qint64 tokens, double tokensPerSecond, bool stopped);
+  void tokenGenerated(const nestscope::TokenActivity& token);
+  void generationFinished(qint64 tokens, double tokensPerSecond, double msPerToken, bool stopped);
+  void sweepProgress(int done, int total);
+  void frontierRows(const std::vector<nestscope::SweepRow>& rows);
   void failed(const QString& message);
 
  private:
   std::unique_ptr<Engine> engine_;
-  std::atomic<bool> stop_{false};
+  std::atomic<int> generation_{0};
+  std::atomic<bool> sweep_cancel_{false};
+  QString calibrated_prompt_;
+  QString source_, hash_;
 };
 
 }  // namespace nestscope
+Q_DECLARE_METATYPE(nestscope::ModelView)
+Q_DECLARE_METATYPE(nestscope::TokenActivity)
+Q_DECLARE_METATYPE(std::vector<nestscope::SweepRow>)

@@ -14,16 +14,21 @@ int main(int argc, char** argv) {
   QCommandLineOption model({"m", "model"}, "Checkpoint to open (default: the embedded PicoGPT).", "file");
   QCommandLineOption prompt({"p", "prompt"}, "Initial prompt.", "text");
   QCommandLineOption tokens({"n", "tokens"}, "Tokens to generate.", "count");
+  QCommandLineOption budget("budget", "Budget to start with, as JSON (e.g. '{\"rank\": 32, \"kind\": {\"mlp\": \"nsn\"}}').",
+                            "json");
   QCommandLineOption screenshot("screenshot", "Generate once, save the window to FILE (PNG) and exit.", "file");
-  parser.addOptions({model, prompt, tokens, screenshot});
+  QCommandLineOption frontier("frontier", "Show the rows of a frontier results file (nestscope-cli frontier --out).",
+                              "file");
+  parser.addOptions({model, prompt, tokens, budget, frontier, screenshot});
   parser.process(app);
 
   nestscope::StartupOptions o;
   o.model = parser.value(model);
   if (parser.isSet(prompt)) o.prompt = parser.value(prompt);
   if (parser.isSet(tokens)) o.tokens = parser.value(tokens).toInt();
+  o.budget = parser.value(budget);
+  o.frontier = parser.value(frontier);
   o.screenshot = parser.value(screenshot);
-  qRegisterMetaType<nestscope::GenerationSettings>("nestscope::GenerationSettings");
 
   nestscope::MainWindow w(o);
   w.show();

@@ -1,21 +1,32 @@
-// MainWindow: composition of the panels, menus and the worker thread. Panels live in widgets/.
+// MainWindow: composition of the panels (dock widgets), menus and the worker thread. The panels
+// themselves live in widgets/; this file only wires them to the EngineWorker.
 #pragma once
 #include <QMainWindow>
 #include <QThread>
+#include <vector>
 
-#include "widgets/generation_panel.h"
+#include "app/engine_worker.h"
 
 class QLabel;
+class QProgressBar;
+class QPushButton;
+class QTimer;
 
 namespace nestscope {
 
-class EngineWorker;
+class ActivationMap;
+class BudgetPanel;
+class FrontierChart;
+class GenerationPanel;
 
 struct StartupOptions {
   QString model;           // empty = embedded default model
   QString prompt = QStringLiteral("ROMEO:\n");
   int tokens = 300;
+  QString budget;          // JSON budget applied before the first generation ("" = full)
   QString screenshot;      // non-empty: generate once, save the window as PNG, quit
+  QString frontier;        // a results file (nestscope-cli frontier --out) to show at start
+  bool persist = true;     // restore and save window state and settings (QSettings)
 };
 
 class MainWindow : public QMainWindow {
@@ -24,30 +35,56 @@ class MainWindow : public QMainWindow {
   explicit MainWindow(const StartupOptions& options);
   ~MainWindow() override;
 
+  BudgetPanel* budgetPanel() const { return budget_; }
+  ActivationMap* activationMap() const { return map_; }
+  FrontierChart* frontierChart() const { return chart_; }
+  GenerationPanel* generationPanel() const { return panel_; }
+
  Q_SIGNALS:
   void loadRequested(const QString& path);
-  void generateRequested(const QString& prompt, const nestscope::GenerationSettings& settings);
+  void budgetRequested(const nestscope::Budget& budget, const QString& prompt);
+  void generateRequested(const QString& prompt, const nestscope::GenerationSettings& settings, int id);
+  void sweepRequested(const QString& text_path);
+  void frontierFileRequested(const QString& path);
 
  private Q_SLOTS:
   void openModel();
-  void onModelLoaded(const QString& source, qint64 parameters, qint64 macs, const QString& summary);
-  void onFinished(qint64 tokens, double tokensPerSecond, bool stopped);
+  void onModelLoaded(const nestscope::ModelView& model);
+  void onBudgetApplied(const nestscope::Budget& budget, double macs, double params);
+  void onFinished(qint64 tokens, double tokensPerSecond, double msPerToken, bool stopped);
+  void onFrontier(const std::vector<nestscope::SweepRow>& rows);
   void onFailed(const QString& message);
 
  protected:
   void closeEvent(QCloseEvent* event) override;
 
  private:
+  void startGeneration();
+  void updateReadout();
+  void exportFrontier(const QString& suffix);
   void saveScreenshotAndQuit();
 
   StartupOptions options_;
   QThread thread_;
   EngineWorker* worker_;  // owned by thread_ (deleteLater on finish)
   GenerationPanel* panel_;
+  BudgetPanel* budget_;
+  ActivationMap* map_;
+  FrontierChart* chart_;
+  QLabel* model_info_;
+  QPushButton* sweep_button_;
+  QProgressBar* sweep_progress_;
   QLabel* model_label_;
   QLabel* params_label_;
   QLabel* speed_label_;
+  QTimer* debounce_;
+  ModelView model_;
   bool model_ready_ = false;
+  bool generating_ = false;
+  bool screenshot_taken_ = false;
+  double macs_ = 0, params_ = 0, ms_per_token_ = -1;
+  std::string budget_json_;
+  std::vector<SweepRow> rows_;
 };
 
 }  // namespace nestscope

@@ -56,6 +56,9 @@ const QColor kPalette[] = {QColor(0, 0, 0),     QColor(230, 159, 0),  QColor(86,
 FrontierChart::FrontierChart(QWidget* parent) : QWidget(parent), chart_(new QChart), view_(new QChartView(chart_)) {
   view_->setRenderHint(QPainter::Antialiasing);
   chart_->legend()->setAlignment(Qt::AlignRight);
+  QFont legend_font = chart_->legend()->font();
+  legend_font.setPointSizeF(legend_font.pointSizeF() * 0.85);
+  chart_->legend()->setFont(legend_font);
   x_box_ = new QComboBox;
   x_box_->addItems({"MACs", "parameters", "latency"});
   y_box_ = new QComboBox;
@@ -120,6 +123,8 @@ void FrontierChart::setTitle(const QString& title) {
   title_ = title;
   chart_->setTitle(title);
 }
+
+void FrontierChart::setLegendAlignment(Qt::Alignment a) { chart_->legend()->setAlignment(a); }
 
 int FrontierChart::seriesCount() const { return int(chart_->series().size()); }
 
@@ -223,8 +228,14 @@ void FrontierChart::rebuild() {
   setOperatingPoint(point_.x(), point_.y());
 }
 
+// A hidden chart (tests, the CLI) has never been laid out: give the view the widget's size first.
+QSize FrontierChart::renderSize() {
+  if (!view_->isVisible()) view_->resize(size().isEmpty() ? QSize(900, 560) : size());
+  return view_->size();
+}
+
 bool FrontierChart::exportPng(const QString& path, double scale, QString* error) {
-  const QSize size = view_->size().isEmpty() ? QSize(900, 560) : view_->size();
+  const QSize size = renderSize();
   QImage img(size * scale, QImage::Format_ARGB32);
   img.setDevicePixelRatio(scale);
   img.fill(Qt::white);
@@ -241,7 +252,7 @@ bool FrontierChart::exportPng(const QString& path, double scale, QString* error)
 }
 
 bool FrontierChart::exportSvg(const QString& path, QString* error) {
-  const QSize size = view_->size().isEmpty() ? QSize(900, 560) : view_->size();
+  const QSize size = renderSize();
   QSvgGenerator gen;
   gen.setFileName(path);
   gen.setSize(size);
@@ -298,6 +309,7 @@ bool render_frontier_plot(const std::vector<SweepRow>& rows, const std::string& 
   FrontierChart chart;
   chart.resize(1000, 620);
   chart.setTitle(QString::fromStdString(title));
+  chart.setLegendAlignment(Qt::AlignRight);
   chart.setRows(rows);
   chart.show();  // lays out the chart so rendering has real geometry
   QApplication::processEvents();

@@ -34,6 +34,7 @@ class FrontierChart : public QWidget {
   void setOperatingPoint(double x, double y);
   QPointF operatingPoint() const { return point_; }
   void setTitle(const QString& title);
+  void setLegendAlignment(Qt::Alignment a);  // default right
   int seriesCount() const;
 
   // Exports; each returns false with a message in *error when the file cannot be written.
@@ -47,6 +48,7 @@ class FrontierChart : public QWidget {
 
  private:
   void rebuild();
+  QSize renderSize();
 
   std::vector<SweepRow> rows_;
   FrontierX x_ = FrontierX::Macs;

@@ -155,6 +155,7 @@ ModelInfo Engine::info() const {
   auto& m = impl_->need();
   ModelInfo i;
   i.source = m.source;
+  i.hash = m.hash;
   i.config = m.config;
   i.tokenizer_kind = m.tokenizer->kind();
   i.parameters = m.model->parameter_count();
@@ -168,6 +169,10 @@ ModelInfo Engine::info() const {
   i.active_parameters = m.model->active_parameter_count();
   i.linear_macs = m.model->linear_macs_per_token();
   i.dense_linear_macs = dense_linear_macs(m.model);
+  // Dense projections, scores over the full context in every layer, a tied head's matmul.
+  i.dense_macs_per_token = i.dense_linear_macs + m.config.n_layers * 2 * m.config.context * m.config.d_model +
+                           (m.model->head ? 0 : m.config.d_model * m.config.vocab_size);
+  std::tie(i.rank_limit, i.bond_limit) = m.model->elastic_limits();
   return i;
 }
 
@@ -213,17 +218,21 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
     return std::vector<float>(logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel());
   };
 
+  const auto heads = model->active_heads();  // fixed for the whole generation (the budget's)
   GenerateResult r;
   r.prompt_tokens = int64_t(ids.size());
   auto t0 = Clock::now();
+  const double keep = model->prompt_keep();
+  if (keep < 1) cache.key_mass = torch::zeros({1, ctx}, torch::TensorOptions().dtype(torch::kFloat32).device(dev));
   auto logits = run(ids);
+  if (keep < 1) r.kept_prompt_tokens = model->compress_cache(cache, keep)[0];  // later tokens see fewer keys
   int64_t step_macs = step_macs_at(cache.length);
   r.prefill_ms = ms_since(t0);
   t0 = Clock::now();
   for (int64_t i = 0; i < options.max_new_tokens; ++i) {
     const Sample s = sampler.next(logits);
     ids.push_back(s.id);
-    GeneratedToken tok{i, s.id, m.tokenizer->decode_one(s.id), s.prob, s.entropy, step_macs, last_trace};
+    GeneratedToken tok{i, s.id, m.tokenizer->decode_one(s.id), s.prob, s.entropy, step_macs, last_trace, heads};
     r.text += tok.text;
     ++r.generated_tokens;
     if (on_token && !on_token(tok)) {
@@ -232,11 +241,11 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
     }
     if (i + 1 == options.max_new_tokens) break;
     if (gated) model->set_gate_uncertainty(s.entropy / std::log(double(m.config.vocab_size)));
-    if (cache.length == ctx) {
+    if (cache.position == ctx) {
       // Context full: keep the latest half and re-read it (absolute positions restart at 0).
-      std::vector<int64_t> keep(ids.end() - ctx / 2, ids.end());
-      cache.length = 0;
-      logits = run(keep);
+      std::vector<int64_t> latest(ids.end() - ctx / 2, ids.end());
+      cache.length = cache.position = 0;
+      logits = run(latest);
     } else {
       logits = run({s.id});
     }

@@ -20,6 +20,7 @@ namespace nestscope {
 
 struct ModelInfo {
   std::string source;          // file path or "<embedded default model>"
+  std::string hash;            // of the checkpoint's bytes (empty: made in this session)
   ModelConfig config;
   std::string tokenizer_kind;
   int64_t parameters = 0;
@@ -31,6 +32,10 @@ struct ModelInfo {
   int64_t active_parameters = 0;  // in use at the current budget
   int64_t linear_macs = 0;        // projection MACs per token at the current budget
   int64_t dense_linear_macs = 0;  // the same for the dense equivalent
+  int64_t dense_macs_per_token = 0;  // the whole dense model, one token at full context
+  // Slider ranges over the model's own layers and the variants built so far (prepare_variants).
+  int64_t rank_limit = 0;
+  int64_t bond_limit = 0;
 };
 
 // One point of a compute–accuracy frontier.
@@ -118,6 +123,7 @@ struct GeneratedToken {
   double entropy = 0;   // predictive entropy (nats) before choosing it
   int64_t macs = 0;     // MACs of the forward step that produced it, at the budget then in force
   std::vector<MlpGateTrace> gate;  // per layer, the MLP blocks that step used (empty: no gate)
+  std::vector<std::vector<int64_t>> heads;  // per layer, the attention heads that ran
 };
 
 struct GenerateResult {
@@ -128,6 +134,8 @@ struct GenerateResult {
   double decode_ms = 0;
   double tokens_per_s = 0;   // decode throughput
   bool stopped = false;      // the callback asked to stop early
+  // With Budget::prompt_keep < 1: the prompt tokens (0-based) whose keys/values stayed cached.
+  std::vector<int64_t> kept_prompt_tokens;
 };
 
 // How Engine::sweep evaluates each budget.

@@ -1,5 +1,6 @@
 // Engine::grid and Engine::sweep: one frontier engine for every mechanism and their compositions.
 #include <chrono>
+#include <cmath>
 #include <set>
 
 #include "core/engine/engine_impl.h"
@@ -81,6 +82,8 @@ std::vector<NamedBudget> Engine::grid(const std::string& name) const {
     for (int64_t b : bonds)
       add("tt-svd", "χ=" + std::to_string(b), Budget{.bond = b, .kind = {{"attn", K::Mpo}, {"mlp", K::Mpo}, {"head", K::Mpo}}});
     for (double a : actives) add("gate", "sensing " + fmt_pct(a), Budget{.gate = sensing_gate(a)});
+    for (double k : {0.5, 0.25, 0.1}) add("prompt", "keep " + fmt_pct(k), Budget{.prompt_keep = k});
+    add("gate+prompt", "50% keep 50%", Budget{.gate = sensing_gate(0.5), .prompt_keep = 0.5});
     for (auto [r, b] : {std::pair<int64_t, int64_t>{cfg.d_model / 4, 8}, {cfg.d_model / 2, 16}, {3 * cfg.d_model / 4, 32}})
       add("svd-mlp+tt-svd-attn", "r=" + std::to_string(r) + " χ=" + std::to_string(b),
           Budget{.rank = r, .bond = b, .kind = {{"mlp", K::Nsn}, {"attn", K::Mpo}}});
@@ -90,6 +93,9 @@ std::vector<NamedBudget> Engine::grid(const std::string& name) const {
             Budget{.rank = r, .gate = sensing_gate(a), .kind = {{"attn", K::Nsn}}});
   } else if (nsn) {
     for (int64_t r : ranks) add("nsn", "r=" + std::to_string(r), Budget{.rank = r});
+    for (double k : {0.5, 0.25})
+      add("nsn+prompt", "r=" + std::to_string(cfg.d_model / 2) + " keep " + fmt_pct(k),
+          Budget{.rank = cfg.d_model / 2, .prompt_keep = k});
     for (int64_t r : {cfg.d_model / 4, cfg.d_model / 2})
       for (double a : {0.5, 0.75})
         add("nsn+gate", "r=" + std::to_string(r) + " " + fmt_pct(a), Budget{.rank = r, .gate = sensing_gate(a)});
@@ -218,8 +224,13 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
       }
       model->set_gate_stats(nullptr);
       // MACs at full context; a gated MLP counts what it really spent per token on this text.
+      // Under prompt compression the last token of a window attends to the kept half plus the rest.
+      const int64_t P = T / 2;
+      const int64_t keys = nb.budget.prompt_keep < 1
+                               ? std::clamp<int64_t>(int64_t(std::ceil(nb.budget.prompt_keep * double(P) - 1e-9)), 1, P) + (T - P)
+                               : T;
       int64_t macs = 0;
-      for (const auto& [part, n] : model->mac_breakdown(T))
+      for (const auto& [part, n] : model->mac_breakdown(keys))
         if (g.policy == GatePolicy::Off || part.find("mlp.gated") == std::string::npos) macs += n;
       if (g.policy != GatePolicy::Off && stats.rows > 0) {
         macs += int64_t(std::llround(double(m.config.n_layers) * stats.macs / double(stats.rows)));

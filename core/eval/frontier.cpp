@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/io/atomic_file.h"
+#include "core/model/budget_json.h"
 
 namespace nestscope {
 
@@ -226,6 +227,47 @@ std::vector<FrontierFit> fit_frontiers(const std::vector<SweepRow>& rows, bool u
     out.push_back(f);
   }
   return out;
+}
+
+namespace {
+// What kind of budget this is, not how much of it: the series it belongs to.
+std::string structure(const Budget& b) {
+  std::string s;
+  for (const auto& [family, kind] : b.kind) s += family + "=" + linear_kind_name(kind) + ";";
+  s += std::string("gate=") + gate_policy_name(b.gate.policy) + ";heads=" + (b.gate.head_active < 1 ? "1" : "0") +
+       ";prompt=" + (b.prompt_keep < 1 ? "1" : "0") + ";rank=" + (b.rank > 0 || !b.layer_rank.empty() ? "1" : "0") +
+       ";bond=" + (b.bond > 0 ? "1" : "0");
+  return s;
+}
+}  // namespace
+
+double estimate_accuracy(const std::vector<SweepRow>& rows, const std::string& model_hash,
+                         const std::string& budget_json, double macs) {
+  const std::string want = structure(budget_from_json(budget_json));
+  // A full budget (nothing set) matches the dense point of any series of this model.
+  std::vector<std::pair<double, double>> pts;  // (log macs, accuracy)
+  for (const auto& r : rows) {
+    if (r.model_hash != model_hash) continue;
+    Budget b;
+    try {
+      b = budget_from_json(r.budget_json);
+    } catch (const Error&) {
+      continue;
+    }
+    if (structure(b) == want || r.budget_json == budget_json)
+      pts.emplace_back(std::log(double(std::max<int64_t>(1, r.macs))), r.eval.token_accuracy);
+  }
+  if (pts.empty()) return -1;
+  std::sort(pts.begin(), pts.end());
+  const double x = std::log(std::max(1.0, macs));
+  if (x <= pts.front().first) return pts.front().second;
+  if (x >= pts.back().first) return pts.back().second;
+  for (size_t i = 1; i < pts.size(); ++i)
+    if (x <= pts[i].first) {
+      const double t = (x - pts[i - 1].first) / std::max(1e-12, pts[i].first - pts[i - 1].first);
+      return pts[i - 1].second + t * (pts[i].second - pts[i - 1].second);
+    }
+  return pts.back().second;
 }
 
 }  // namespace nestscope

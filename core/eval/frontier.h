@@ -56,4 +56,11 @@ struct FrontierFit {
 };
 std::vector<FrontierFit> fit_frontiers(const std::vector<SweepRow>& rows, bool use_agreement = false);
 
+// The accuracy a budget should reach, read off the frontier: among rows of the model `model_hash`
+// whose budgets have the same structure as `budget_json` (same kinds, gate policy, head gating,
+// prompt compression, and which of rank / χ is set), linear interpolation in log MACs at `macs`
+// (clamped to the measured range). -1 when no such row exists.
+double estimate_accuracy(const std::vector<SweepRow>& rows, const std::string& model_hash,
+                         const std::string& budget_json, double macs);
+
 }  // namespace nestscope

@@ -4,6 +4,23 @@
 
 namespace nestscope {
 
+namespace {
+// Logits of windows x [B, T] at the model's current budget: one forward, or, with prompt
+// compression, the first half read as a prompt and compressed, then the second half against it
+// (at keep = 1 both give the same logits).
+torch::Tensor window_logits(Gpt& model, const torch::Tensor& x) {
+  const double keep = model->prompt_keep();
+  const int64_t B = x.size(0), T = x.size(1), P = T / 2;
+  if (keep >= 1 || P < 1) return model->forward(x);
+  auto cache = model->make_cache(B);
+  cache.key_mass = torch::zeros({B, model->config().context}, torch::TensorOptions().device(x.device()));
+  auto first = model->forward(x.narrow(1, 0, P), &cache);       // [B, P, V]
+  model->compress_cache(cache, keep);
+  auto second = model->forward(x.narrow(1, P, T - P), &cache);  // [B, T-P, V]
+  return torch::cat({first, second}, 1);
+}
+}  // namespace
+
 EvalResult evaluate_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64_t max_windows, int64_t batch,
                            const ProgressFn& progress, const Budget* reference, const Budget* budget) {
   check(!reference || budget, "evaluate_tokens: a reference budget needs the budget under test too");
@@ -33,7 +50,7 @@ EvalResult evaluate_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64
       ref_flat = model->forward(x).view({b * T, -1});                    // [BT, V]
       model->apply_budget(*budget);
     }
-    auto logits = model->forward(x);                                     // [B, T, V]
+    auto logits = window_logits(model, x);                               // [B, T, V]
     auto flat = logits.view({b * T, -1});                                // [BT, V]
     if (reference) {
       auto ref_logp = torch::log_softmax(ref_flat, -1), logp = torch::log_softmax(flat, -1);

@@ -12,7 +12,9 @@ namespace nestscope {
 // window w feeds tokens[wT, wT+T) and predicts tokens[wT+1, wT+T+1).
 // max_windows > 0 scores only the first max_windows windows.
 // With `reference`, the model is also run at that budget on every window (then put back to the
-// budget it had) to fill top1_agreement and kl.
+// budget it had) to fill top1_agreement and kl. Under prompt compression (Budget::prompt_keep < 1)
+// each window's first half is the prompt: read, compressed, then the second half is predicted
+// against the kept keys (the first half's predictions are the uncompressed ones).
 EvalResult evaluate_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64_t max_windows = 0,
                            int64_t batch = 16, const ProgressFn& progress = {}, const Budget* reference = nullptr,
                            const Budget* budget = nullptr);

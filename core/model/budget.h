@@ -19,6 +19,10 @@ struct Budget {
   // other than the model's own run the same weights re-parameterized (SVD factors, TT-SVD chain),
   // built once per model; `rank` then acts on the NSN layers and `bond` on the MPO layers.
   std::map<std::string, LinearKind> kind;
+  // Prompt compression: after reading a prompt, keep this fraction of its keys/values in the
+  // cache (the ones that received the most attention, plus the first and the latest tokens) and
+  // drop the rest, so every later token attends to fewer keys. 1 = keep the whole prompt.
+  double prompt_keep = 1.0;
   bool operator==(const Budget&) const = default;
 
   // The kind `family` ("attn.q", ..., "head") runs under this budget; a family key wins over its group.

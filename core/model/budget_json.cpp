@@ -56,6 +56,7 @@ std::string budget_to_json(const Budget& b) {
       {"bond", b.bond},
       {"layer_rank", layer_rank},
       {"kind", kinds},
+      {"prompt_keep", b.prompt_keep},
       {"gate",
        {{"policy", gate_policy_name(g.policy)},
         {"active", g.active},
@@ -79,10 +80,11 @@ Budget budget_from_json(const std::string& text) {
   Json j = Json::parse(text, nullptr, false);
   check(!j.is_discarded(), "budget: not valid JSON");
   const std::string w = "budget";
-  only_keys(j, {"rank", "bond", "layer_rank", "kind", "gate"}, w);
+  only_keys(j, {"rank", "bond", "layer_rank", "kind", "gate", "prompt_keep"}, w);
   Budget b;
   b.rank = get<int64_t>(j, "rank", 0, w);
   b.bond = get<int64_t>(j, "bond", 0, w);
+  b.prompt_keep = get<double>(j, "prompt_keep", 1.0, w);
   if (auto it = j.find("layer_rank"); it != j.end()) {
     check(it->is_object(), w + ": 'layer_rank' must be an object of layer name -> rank");
     for (const auto& [name, r] : it->items()) b.layer_rank[name] = get<int64_t>(*it, name.c_str(), 0, w + ".layer_rank");

@@ -73,6 +73,8 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, KvCache* 
     att = att.masked_fill(mask, -std::numeric_limits<float>::infinity());
   }
   att = torch::softmax(att, -1);
+  if (cache && cache->key_mass.defined())  // attention each slot receives, over heads and queries
+    cache->key_mass.narrow(1, 0, L).add_(att.sum({1, 2}).to(cache->key_mass.dtype()));  // [B, L]
   auto yh = torch::matmul(att, vh);  // [B, H, T, hd]
   if (probe_mask.defined()) yh = yh * probe_mask.to(yh.options()).view({B, H, 1, 1});
   auto y = yh.transpose(1, 2).reshape({B, T, H * hd});  // [B, T, H·hd]
@@ -127,13 +129,16 @@ GptImpl::GptImpl(const ModelConfig& cfg) : cfg_(cfg) {
 torch::Tensor GptImpl::forward(const torch::Tensor& idx, KvCache* cache) {
   check(idx.dim() == 2, "model input must be [batch, time] token ids");
   const int64_t T = idx.size(1);
-  const int64_t past = cache ? cache->length : 0;
+  const int64_t pos = cache ? cache->position : 0;  // absolute position of idx[:, 0]
   check(T > 0, "model input is empty");
-  check(past + T <= cfg_.context, "sequence of " + std::to_string(past + T) +
-                                      " tokens exceeds the model's context of " + std::to_string(cfg_.context));
-  auto x = tok_emb->forward(idx) + pos_emb.narrow(0, past, T);  // [B, T, C]
+  check(pos + T <= cfg_.context, "sequence of " + std::to_string(pos + T) +
+                                     " tokens exceeds the model's context of " + std::to_string(cfg_.context));
+  auto x = tok_emb->forward(idx) + pos_emb.narrow(0, pos, T);  // [B, T, C]
   for (int64_t l = 0; l < cfg_.n_layers; ++l) x = blocks_[l]->forward(x, cache, l);
-  if (cache) cache->length += T;
+  if (cache) {
+    cache->length += T;
+    cache->position += T;
+  }
   x = ln_f->forward(x);
   return head ? head->forward(x) : torch::linear(x, tok_emb->weight);  // [B, T, V]
 }
@@ -146,6 +151,33 @@ KvCache GptImpl::make_cache(int64_t batch) const {
     c.v.push_back(torch::empty({batch, cfg_.n_heads, cfg_.context, cfg_.head_dim()}, opts));
   }
   return c;
+}
+
+std::vector<std::vector<int64_t>> GptImpl::compress_cache(KvCache& cache, double keep, int64_t recent) const {
+  check(keep > 0 && keep <= 1, "prompt keep fraction must be in (0, 1], got " + std::to_string(keep));
+  check(cache.key_mass.defined(), "prompt compression needs the attention mass of the prompt (cache.key_mass)");
+  torch::NoGradGuard no_grad;
+  const int64_t n = cache.length, B = cache.k.empty() ? 0 : cache.k[0].size(0);
+  const int64_t k = std::clamp<int64_t>(int64_t(std::ceil(keep * double(n) - 1e-9)), 1, n);
+  std::vector<std::vector<int64_t>> kept(static_cast<size_t>(B));
+  if (n == 0) return kept;
+  auto mass = cache.key_mass.narrow(1, 0, n).to(torch::kCPU, torch::kFloat64).clone();  // [B, n]
+  // The sink and the latest tokens first (infinite mass), then by attention received.
+  mass.select(1, 0).fill_(std::numeric_limits<double>::infinity());
+  mass.narrow(1, std::max<int64_t>(0, n - recent), std::min(recent, n)).fill_(std::numeric_limits<double>::infinity());
+  const auto top = std::get<0>(std::get<1>(mass.topk(k, 1)).sort(1));  // [B, k] ascending slots
+  for (int64_t b = 0; b < B; ++b) {
+    auto idx = top[b].to(cache.k[0].device());
+    for (size_t l = 0; l < cache.k.size(); ++l) {
+      cache.k[l][b].narrow(1, 0, k).copy_(cache.k[l][b].narrow(1, 0, n).index_select(1, idx));  // [H, k, hd]
+      cache.v[l][b].narrow(1, 0, k).copy_(cache.v[l][b].narrow(1, 0, n).index_select(1, idx));
+    }
+    auto t = top[b].contiguous();
+    kept[size_t(b)].assign(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + k);
+  }
+  cache.length = k;
+  cache.key_mass = torch::Tensor();
+  return kept;
 }
 
 std::vector<std::pair<std::string, std::shared_ptr<ElasticLinear>>> GptImpl::projections() const {
@@ -233,6 +265,29 @@ bool GptImpl::has_variant(const std::string& name, LinearKind kind) const {
   return it != variants_.end() && it->second.count(kind) > 0;
 }
 
+std::pair<int64_t, int64_t> GptImpl::elastic_limits() const {
+  int64_t rank = 0, bond = 0;
+  auto see = [&](const ElasticLinear& p) {
+    rank = std::max(rank, p.max_rank());
+    bond = std::max(bond, p.max_bond());
+  };
+  for (const auto& [name, p] : own_) see(*p);
+  for (const auto& [name, kinds] : variants_)
+    for (const auto& [kind, p] : kinds) see(*p);
+  return {rank, bond};
+}
+
+std::vector<std::vector<int64_t>> GptImpl::active_heads() const {
+  std::vector<std::vector<int64_t>> out;
+  for (const auto& b : blocks_) {
+    auto h = b->attn->active_heads();
+    if (h.empty())
+      for (int64_t i = 0; i < cfg_.n_heads; ++i) h.push_back(i);
+    out.push_back(std::move(h));
+  }
+  return out;
+}
+
 void GptImpl::clear_variants() {
   for (const auto& [name, p] : own_) install(name, p);
   variants_.clear();
@@ -278,6 +333,8 @@ void GptImpl::install(const std::string& name, const std::shared_ptr<ElasticLine
 }
 
 void GptImpl::apply_budget(const Budget& budget) {
+  check(budget.prompt_keep > 0 && budget.prompt_keep <= 1,
+        "prompt keep fraction must be in (0, 1], got " + std::to_string(budget.prompt_keep));
   const auto layers = planned(budget);
   int64_t largest = 0;
   for (const auto& [name, p] : layers) largest = std::max(largest, p->max_rank());
@@ -336,6 +393,7 @@ void GptImpl::apply_budget(const Budget& budget) {
     if (p.max_bond() > 0) p.set_bond(budget.bond == 0 ? p.max_bond() : std::min(budget.bond, p.max_bond()));
   }
   gate_ = budget.gate;
+  prompt_keep_ = budget.prompt_keep;
   rebuild_gates();
 }
 

@@ -33,7 +33,11 @@ struct MlpSample {
 struct KvCache {
   std::vector<torch::Tensor> k;  // per layer [B, H, context, hd]
   std::vector<torch::Tensor> v;  // per layer [B, H, context, hd]
-  int64_t length = 0;            // positions filled so far
+  int64_t length = 0;            // slots filled so far (keys each new token attends to)
+  int64_t position = 0;          // absolute position of the next token (> length after compression)
+  // When defined ([B, context]): every forward adds the attention each cached slot receives,
+  // summed over layers, heads and queries (what prompt compression ranks by).
+  torch::Tensor key_mass;
 };
 
 class CausalSelfAttentionImpl : public torch::nn::Module {
@@ -98,6 +102,12 @@ class GptImpl : public torch::nn::Module {
 
   // An empty cache for batch B on the model's device.
   KvCache make_cache(int64_t batch) const;
+  // Prompt compression (Budget::prompt_keep): keeps ceil(keep·length) slots of every row — the
+  // first (an attention sink) and the latest `recent` always, then the most attended by
+  // cache.key_mass — moved to the front in their order; clears key_mass. Returns, per row, the
+  // kept slots (ascending). Later tokens keep their absolute positions (cache.position).
+  std::vector<std::vector<int64_t>> compress_cache(KvCache& cache, double keep, int64_t recent = 4) const;
+  double prompt_keep() const { return prompt_keep_; }
 
   const ModelConfig& config() const { return cfg_; }
   // Every projection, named like the checkpoint ("blk.0.attn.q", ..., "head").
@@ -124,6 +134,10 @@ class GptImpl : public torch::nn::Module {
   void set_variant(const std::string& name, LinearKind kind, std::shared_ptr<ElasticLinear> layer);
   bool has_variant(const std::string& name, LinearKind kind) const;
   void clear_variants();  // back to the own projections only (e.g. after moving the model)
+  // The largest NSN rank and MPO χ any own or variant projection offers (0 = none): slider ranges.
+  std::pair<int64_t, int64_t> elastic_limits() const;
+  // Per layer, the heads that run (all of them when head gating is off).
+  std::vector<std::vector<int64_t>> active_heads() const;
   // The model's own projections (whatever the budget swapped in), named like projections().
   std::vector<std::pair<std::string, std::shared_ptr<ElasticLinear>>> own_projections() const;
   // The kind a projection family ("attn.q", ..., "head") has in the model's own config.
@@ -170,6 +184,7 @@ class GptImpl : public torch::nn::Module {
   ModelConfig cfg_;
   std::vector<Block> blocks_;
   GateOptions gate_;
+  double prompt_keep_ = 1.0;
   std::vector<torch::Tensor> neuron_energy_;         // per layer [N]: mean act(z)² on the calibration text
   std::vector<std::vector<int64_t>> neuron_order_;   // per layer [N]: co-activation order for calib_block_
   std::vector<std::shared_ptr<GatePrior>> prior_;   // per layer: MLP input mean and covariance

@@ -394,3 +394,87 @@ TEST(Frontier, ParetoFrontAndLeaveOneOutFit) {
   EXPECT_EQ(rows[front[0]].macs, 100);
   EXPECT_EQ(rows[front[1]].macs, 150);
 }
+
+TEST(PromptCompression, KeepsTheSinkTheLatestAndTheMostAttendedSlots) {
+  torch::manual_seed(11);
+  Gpt model(config());
+  torch::NoGradGuard no_grad;
+  auto x = torch::randint(0, config().vocab_size, {2, 20}, torch::kInt64);
+  const auto full = model->forward(x);
+  auto run = [&](double keep, int64_t recent, std::vector<std::vector<int64_t>>* kept, KvCache* out) {
+    auto cache = model->make_cache(2);
+    cache.key_mass = torch::zeros({2, config().context});
+    auto a = model->forward(x.narrow(1, 0, 10), &cache);
+    const auto mass = cache.key_mass.clone();
+    const auto k0 = cache.k[0].clone();
+    *kept = model->compress_cache(cache, keep, recent);
+    for (int64_t b = 0; b < 2; ++b)  // the kept slots moved to the front, in order
+      for (size_t j = 0; j < (*kept)[size_t(b)].size(); ++j)
+        EXPECT_TRUE(torch::equal(cache.k[0][b].select(1, int64_t(j)), k0[b].select(1, (*kept)[size_t(b)][j])));
+    auto y = torch::cat({a, model->forward(x.narrow(1, 10, 10), &cache)}, 1);
+    *out = cache;
+    return std::make_pair(y, mass);
+  };
+  std::vector<std::vector<int64_t>> kept;
+  KvCache cache;
+  // Keep everything: the chunked, compressed path is the plain forward.
+  auto [y1, m1] = run(1.0, 4, &kept, &cache);
+  EXPECT_LT((y1 - full).abs().max().item<double>(), 1e-5);
+  EXPECT_EQ(kept[0], (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
+  // Keep half with 2 recent: slot 0, slots 8 and 9, and the 2 most attended of slots 1..7.
+  auto [y2, mass] = run(0.5, 2, &kept, &cache);
+  EXPECT_EQ(cache.length, 5 + 10);
+  EXPECT_EQ(cache.position, 20);
+  for (int64_t b = 0; b < 2; ++b) {
+    auto middle = mass[b].narrow(0, 1, 7);
+    auto top = std::get<1>(middle.topk(2)) + 1;
+    std::vector<int64_t> expected = {0, top[0].item<int64_t>(), top[1].item<int64_t>(), 8, 9};
+    std::sort(expected.begin(), expected.end());
+    EXPECT_EQ(kept[size_t(b)], expected) << "row " << b;
+  }
+  EXPECT_LT((y2.narrow(1, 0, 10) - full.narrow(1, 0, 10)).abs().max().item<double>(), 1e-5);  // the prompt's own
+  EXPECT_GT((y2.narrow(1, 10, 10) - full.narrow(1, 10, 10)).abs().max().item<double>(), 1e-4);
+  // Fewer keys, fewer attention MACs for the next token.
+  EXPECT_LT(model->macs_per_token(cache.length), model->macs_per_token(20));
+}
+
+TEST(PromptCompression, BudgetGenerateAndSweep) {
+  test::TempDir dir;
+  Engine e;
+  e.load(checkpoint(dir));
+  for (double bad : {0.0, 1.5, std::nan("")}) {
+    Budget b;
+    b.prompt_keep = bad;
+    EXPECT_THROW(e.set_budget(b), Error) << bad;
+  }
+  EXPECT_EQ(e.budget(), Budget{});
+  const std::string prompt = "To be, or not to be:";  // 20 characters
+  std::vector<int64_t> first_macs;
+  for (double keep : {1.0, 0.4}) {
+    Budget b;
+    b.prompt_keep = keep;
+    e.set_budget(b);
+    std::vector<int64_t> macs;
+    auto r = e.generate(prompt, {5, 0.0, 0, 0}, [&](const GeneratedToken& t) { return macs.push_back(t.macs), true; });
+    EXPECT_EQ(r.generated_tokens, 5);
+    first_macs.push_back(macs[1]);
+    if (keep < 1) {
+      ASSERT_EQ(r.kept_prompt_tokens.size(), 8u);  // ceil(0.4 · 20)
+      EXPECT_EQ(r.kept_prompt_tokens.front(), 0);
+      EXPECT_EQ(r.kept_prompt_tokens.back(), 19);
+    } else {
+      EXPECT_TRUE(r.kept_prompt_tokens.empty());
+    }
+  }
+  EXPECT_LT(first_macs[1], first_macs[0]);
+  e.set_budget(Budget{});
+  SweepOptions o;
+  o.text = text();
+  o.measure_latency = false;
+  Budget half;
+  half.prompt_keep = 0.5;
+  const auto rows = e.sweep({{"dense", "", Budget{}}, {"prompt", "keep 50%", half}}, o);
+  EXPECT_LT(rows[1].macs, rows[0].macs);
+  EXPECT_GT(rows[1].eval.kl, 0.0);              // dropped keys change the second halves
+  EXPECT_GT(rows[1].eval.top1_agreement, 0.5);  // the first half of every window is untouched
+}

@@ -1,0 +1,165 @@
+// The explorer's panels offscreen: budget sliders, the activation map, the frontier chart and its
+// exports, and the real window driving the real Engine on its worker thread.
+#include <gtest/gtest.h>
+
+#include <QFile>
+#include <QImage>
+#include <QSignalSpy>
+#include <QSlider>
+#include <QTemporaryDir>
+#include <QTest>
+
+#include "app/main_window.h"
+#include "core/io/default_model.h"
+#include "core/model/budget_json.h"
+#include "widgets/activation_map.h"
+#include "widgets/budget_panel.h"
+#include "widgets/frontier_chart.h"
+#include "widgets/generation_panel.h"
+
+using namespace nestscope;
+
+TEST(BudgetPanel, SlidersComposeABudgetAndTakeKeyboardSteps) {
+  qRegisterMetaType<Budget>("nestscope::Budget");
+  BudgetPanel p;
+  p.setLimits({128, 64, 4, 512, LinearKind::Dense, LinearKind::Dense});
+  EXPECT_EQ(p.budget(), Budget{});          // full budget: nothing set
+  EXPECT_FALSE(p.rankSlider()->isEnabled());  // a dense model has no rank until a kind asks for one
+  QSignalSpy spy(&p, &BudgetPanel::budgetChanged);
+  Budget want;
+  want.kind = {{"attn", LinearKind::Nsn}, {"mlp", LinearKind::Mpo}};
+  want.rank = 32;
+  want.bond = 8;
+  p.setBudget(want);
+  ASSERT_GE(spy.count(), 1);
+  const Budget got = qvariant_cast<Budget>(spy.last().at(0));
+  EXPECT_EQ(got.kind, want.kind);
+  EXPECT_EQ(got.rank, 32);
+  EXPECT_EQ(got.bond, 8);
+  EXPECT_TRUE(p.rankSlider()->isEnabled());
+  p.rankSlider()->setFocus();
+  QTest::keyClick(p.rankSlider(), Qt::Key_Left);
+  EXPECT_EQ(p.budget().rank, 31);
+  QTest::keyClick(p.rankSlider(), Qt::Key_PageDown);
+  EXPECT_EQ(p.budget().rank, 31 - 16);  // a jump of R/8
+  p.gateSlider()->setValue(25);
+  EXPECT_EQ(p.budget().gate.policy, GatePolicy::Off);  // the slider shapes the gate once it is on
+  p.keepSlider()->setValue(40);
+  EXPECT_DOUBLE_EQ(p.budget().prompt_keep, 0.4);
+  p.setReadout({400e3, 1e6, 300e3, 0.52, 0.21});
+  EXPECT_TRUE(p.readoutText().contains("40.0% of dense")) << p.readoutText().toStdString();
+  EXPECT_TRUE(p.readoutText().contains("52.0%"));
+  EXPECT_TRUE(p.readoutText().contains("0.21 ms/token"));
+}
+
+TEST(ActivationMap, ShowsTheSelectedTokensBlocksAndHeads) {
+  ActivationMap m;
+  m.resize(600, 320);
+  m.setShape(2, 4, 8);
+  TokenActivity a;
+  a.text = "e";
+  a.blocks = {{0, 2}, {1, 2, 3, 4}};
+  a.measurements = {16, 24};
+  a.heads = {{1, 3}, {0, 1, 2, 3}};
+  m.appendToken(a);
+  TokenActivity b;  // ungated: everything ran
+  b.text = "x";
+  m.appendToken(b);
+  EXPECT_EQ(m.tokenCount(), 2);
+  EXPECT_DOUBLE_EQ(m.selectedActiveFraction(), 1.0);  // follows the stream: the newest token
+  QSignalSpy spy(&m, &ActivationMap::tokenSelected);
+  m.selectToken(0);
+  EXPECT_EQ(spy.count(), 1);
+  EXPECT_DOUBLE_EQ(m.selectedActiveFraction(), 6.0 / 16.0);
+  // Hover texts of real cells: scan the widget for a skipped block, a ran head and the timeline.
+  bool skipped_block = false, skipped_head = false, timeline = false;
+  for (int y = 0; y < m.height(); y += 3)
+    for (int x = 0; x < m.width(); x += 3) {
+      const QString s = m.describeAt({x, y});
+      skipped_block |= s.startsWith("layer 0, block 1: skipped") && s.contains("16 measurements");
+      skipped_head |= s == "layer 0, head 0: skipped";
+      timeline |= s.startsWith("token 0 'e': 37.5% of blocks");
+    }
+  EXPECT_TRUE(skipped_block);
+  EXPECT_TRUE(skipped_head);
+  EXPECT_TRUE(timeline);
+  EXPECT_FALSE(m.grab().toImage().isNull());
+}
+
+namespace {
+SweepRow row(const std::string& method, int64_t macs, double acc, const std::string& budget = "{}") {
+  SweepRow r;
+  r.method = method;
+  r.label = method + std::to_string(macs);
+  r.model_hash = "h";
+  r.budget_json = budget_to_json(budget_from_json(budget));
+  r.macs = macs;
+  r.parameters = macs / 2;
+  r.ms_per_token = 0.1 + double(macs) * 1e-7;
+  r.eval.token_accuracy = acc;
+  r.eval.perplexity = 1 / acc;
+  r.eval.top1_agreement = acc + 0.1;
+  return r;
+}
+}  // namespace
+
+TEST(FrontierChart, PlotsSeriesMovesTheMarkerAndExports) {
+  FrontierChart c;
+  c.resize(800, 500);
+  const std::string nsn = R"({"rank": 8, "kind": {"attn": "nsn", "mlp": "nsn"}})";
+  c.setRows({row("dense", 1000000, 0.55), row("svd", 300000, 0.10, nsn), row("svd", 600000, 0.30, nsn),
+             row("svd", 900000, 0.50, nsn)});
+  EXPECT_GE(c.seriesCount(), 5);  // 2 scatter + 1 line + the front + the marker
+  c.setOperatingPoint(600000, 0.30);
+  EXPECT_EQ(c.operatingPoint(), QPointF(600000, 0.30));
+  c.setAxes(FrontierX::Latency, FrontierY::Agreement);
+  EXPECT_EQ(c.xAxis(), FrontierX::Latency);
+  EXPECT_DOUBLE_EQ(FrontierChart::xValue(c.rows()[1], FrontierX::Latency), 0.13);
+  QTemporaryDir dir;
+  QString error;
+  ASSERT_TRUE(c.exportPng(dir.filePath("f.png"), 2.0, &error)) << error.toStdString();
+  QImage img(dir.filePath("f.png"));
+  EXPECT_EQ(img.width(), 1600);  // 2× for slides
+  ASSERT_TRUE(c.exportSvg(dir.filePath("f.svg"), &error)) << error.toStdString();
+  QFile svg(dir.filePath("f.svg"));
+  ASSERT_TRUE(svg.open(QIODevice::ReadOnly));
+  EXPECT_TRUE(svg.readAll().contains("<svg"));
+  ASSERT_TRUE(c.exportCsv(dir.filePath("f.csv"), &error));
+  QFile csv(dir.filePath("f.csv"));
+  ASSERT_TRUE(csv.open(QIODevice::ReadOnly));
+  EXPECT_EQ(csv.readAll().count('\n'), 5);  // header + 4 rows
+  EXPECT_FALSE(c.exportPng("/nonexistent-dir/x.png", 2.0, &error));
+  EXPECT_FALSE(error.isEmpty());
+  // The estimate the marker sits on: interpolated along the matching series in log MACs.
+  const double est = estimate_accuracy(c.rows(), "h", budget_to_json(budget_from_json(R"({"rank": 20, "kind": {"attn": "nsn", "mlp": "nsn"}})")), 600000);
+  EXPECT_NEAR(est, 0.30, 1e-9);
+}
+
+TEST(Explorer, SlidersReachTheEngineAndAGenerationFillsTheMap) {
+  if (!has_default_model()) GTEST_SKIP() << "this build embedded no default model";
+  StartupOptions o;
+  o.tokens = 12;
+  o.persist = false;  // the user's saved window state stays out of (and untouched by) the test
+  MainWindow w(o);
+  w.show();
+  auto* map = w.activationMap();
+  QTRY_VERIFY_WITH_TIMEOUT(map->tokenCount() == 12, 60000);  // the first generation, full budget
+  const QString full = w.budgetPanel()->readoutText();
+  EXPECT_TRUE(full.contains("100.0% of dense")) << full.toStdString();
+  // SVD attention at rank 16 and the sensing gate at 50%: fewer MACs, and the map shows the gate.
+  Budget b;
+  b.kind = {{"attn", LinearKind::Nsn}};
+  b.rank = 16;
+  b.gate.policy = GatePolicy::Sensing;
+  b.gate.active = 0.5;
+  b.gate.block = 16;
+  b.gate.measurement = MeasurementKind::Pca;
+  b.gate.recovery = Recovery::Mmse;
+  b.gate.clustered = true;
+  w.budgetPanel()->setBudget(b);
+  QTRY_VERIFY_WITH_TIMEOUT(w.budgetPanel()->readoutText() != full, 60000);
+  EXPECT_FALSE(w.budgetPanel()->readoutText().contains("100.0% of dense"));
+  QTRY_VERIFY_WITH_TIMEOUT(map->tokenCount() == 12 && map->selectedActiveFraction() < 0.99, 60000);
+  EXPECT_NEAR(map->selectedActiveFraction(), 0.5, 0.2);  // token-adaptive k stays near 50%
+  w.close();
+}

@@ -1,0 +1,173 @@
+#include "widgets/activation_map.h"
+
+#include <QMouseEvent>
+#include <QPainter>
+#include <QToolTip>
+#include <algorithm>
+
+namespace nestscope {
+
+namespace {
+const QColor kOn(0, 114, 178), kOff(225, 228, 232), kAccent(213, 94, 0);
+}
+
+ActivationMap::ActivationMap(QWidget* parent) : QWidget(parent) {
+  setMouseTracking(true);
+  setMinimumSize(320, 220);
+}
+
+void ActivationMap::setShape(int layers, int heads, int blocks) {
+  layers_ = layers, heads_ = heads, blocks_ = blocks;
+  clear();
+}
+
+void ActivationMap::clear() {
+  tokens_.clear();
+  selected_ = -1;
+  follow_ = true;
+  update();
+}
+
+void ActivationMap::appendToken(const TokenActivity& token) {
+  tokens_.push_back(token);
+  if (follow_) selected_ = int(tokens_.size()) - 1;
+  update();
+}
+
+void ActivationMap::selectToken(int index) {
+  if (index < 0 || index >= int(tokens_.size())) return;
+  selected_ = index;
+  follow_ = index == int(tokens_.size()) - 1;
+  update();
+  Q_EMIT tokenSelected(index);
+}
+
+bool ActivationMap::blockActive(const TokenActivity& t, int layer, int block) const {
+  if (layer >= int(t.blocks.size()) || t.blocks[size_t(layer)].empty()) return true;  // ungated
+  const auto& b = t.blocks[size_t(layer)];
+  return std::binary_search(b.begin(), b.end(), block);
+}
+
+double ActivationMap::activeFraction(const TokenActivity& t) const {
+  if (t.blocks.empty() || blocks_ == 0) return 1.0;
+  double on = 0;
+  for (const auto& b : t.blocks) on += b.empty() ? blocks_ : double(b.size());
+  return on / (double(blocks_) * double(t.blocks.size()));
+}
+
+double ActivationMap::selectedActiveFraction() const {
+  return selected_ < 0 ? -1 : activeFraction(tokens_[size_t(selected_)]);
+}
+
+ActivationMap::Layout ActivationMap::layout() const {
+  const double w = width(), h = height(), top = 22, gap = 16, strip = 56;
+  const double grid_h = std::max(40.0, h - top - strip - gap - 18);
+  const double head_w = std::max(60.0, std::min(w * 0.28, heads_ * 22.0));
+  return {QRectF(44, top, head_w, grid_h), QRectF(44 + head_w + gap, top, w - head_w - gap - 52, grid_h),
+          QRectF(44, h - strip - 4, w - 52, strip)};
+}
+
+void ActivationMap::paintEvent(QPaintEvent*) {
+  QPainter p(this);
+  p.setRenderHint(QPainter::Antialiasing, false);
+  p.fillRect(rect(), palette().base());
+  p.setPen(palette().text().color());
+  if (layers_ == 0) {
+    p.drawText(rect(), Qt::AlignCenter, tr("load a model and generate to see what each token uses"));
+    return;
+  }
+  const auto L = layout();
+  const TokenActivity* t = selected_ >= 0 ? &tokens_[size_t(selected_)] : nullptr;
+  p.drawText(QRectF(L.heads.left(), 2, L.heads.width(), 18), Qt::AlignLeft, tr("heads"));
+  p.drawText(QRectF(L.blocks.left(), 2, L.blocks.width(), 18), Qt::AlignLeft,
+             t ? tr("MLP neuron blocks — token %1 '%2'").arg(selected_).arg(t->text.toHtmlEscaped().replace('\n', "\\n"))
+               : tr("MLP neuron blocks"));
+  const double ch = L.heads.height() / layers_;
+  for (int l = 0; l < layers_; ++l) {
+    p.drawText(QRectF(0, L.heads.top() + l * ch, 40, ch), Qt::AlignRight | Qt::AlignVCenter, tr("L%1").arg(l));
+    const double hw = L.heads.width() / std::max(1, heads_);
+    for (int h = 0; h < heads_; ++h) {
+      bool on = true;
+      if (t && l < int(t->heads.size())) on = std::count(t->heads[size_t(l)].begin(), t->heads[size_t(l)].end(), h) > 0;
+      p.fillRect(QRectF(L.heads.left() + h * hw + 1, L.heads.top() + l * ch + 1, hw - 2, ch - 2), on ? kOn : kOff);
+    }
+    const double bw = L.blocks.width() / std::max(1, blocks_);
+    for (int b = 0; b < blocks_; ++b) {
+      const bool on = !t || blockActive(*t, l, b);
+      p.fillRect(QRectF(L.blocks.left() + b * bw + (bw > 4 ? 0.5 : 0), L.heads.top() + l * ch + 1,
+                        bw - (bw > 4 ? 1 : 0), ch - 2),
+                 on ? kOn : kOff);
+    }
+  }
+  // Timeline: bar = active fraction per token; dots = mean measurements (scaled to the largest).
+  p.setPen(palette().text().color());
+  p.drawText(QRectF(0, L.timeline.top(), 40, 16), Qt::AlignRight, tr("use"));
+  p.drawRect(L.timeline);
+  const int n = int(tokens_.size());
+  if (n == 0) return;
+  double m_max = 1;
+  for (const auto& tk : tokens_)
+    for (int m : tk.measurements) m_max = std::max(m_max, double(m));
+  const double tw = L.timeline.width() / n;
+  for (int i = 0; i < n; ++i) {
+    const double f = activeFraction(tokens_[size_t(i)]);
+    const double bh = f * (L.timeline.height() - 2);
+    p.fillRect(QRectF(L.timeline.left() + i * tw, L.timeline.bottom() - bh, std::max(1.0, tw - (tw > 3 ? 1 : 0)), bh),
+               i == selected_ ? kAccent : kOn.lighter(130));
+    const auto& ms = tokens_[size_t(i)].measurements;
+    if (!ms.empty()) {
+      double mean = 0;
+      for (int m : ms) mean += m;
+      mean /= double(ms.size());
+      p.fillRect(QRectF(L.timeline.left() + i * tw, L.timeline.bottom() - mean / m_max * (L.timeline.height() - 2) - 1,
+                        std::max(1.0, tw - 1), 2),
+                 QColor(0, 0, 0));
+    }
+  }
+}
+
+QString ActivationMap::describeAt(const QPoint& pos) const {
+  if (layers_ == 0) return {};
+  const auto L = layout();
+  const TokenActivity* t = selected_ >= 0 ? &tokens_[size_t(selected_)] : nullptr;
+  const int l = int((pos.y() - L.heads.top()) / (L.heads.height() / layers_));
+  if (L.heads.contains(pos) && l >= 0 && l < layers_) {
+    const int h = int((pos.x() - L.heads.left()) / (L.heads.width() / std::max(1, heads_)));
+    bool on = true;
+    if (t && l < int(t->heads.size())) on = std::count(t->heads[size_t(l)].begin(), t->heads[size_t(l)].end(), h) > 0;
+    return tr("layer %1, head %2: %3").arg(l).arg(h).arg(on ? tr("ran") : tr("skipped"));
+  }
+  if (L.blocks.contains(pos) && l >= 0 && l < layers_) {
+    const int b = int((pos.x() - L.blocks.left()) / (L.blocks.width() / std::max(1, blocks_)));
+    QString s = tr("layer %1, block %2: %3").arg(l).arg(b).arg(!t || blockActive(*t, l, b) ? tr("ran") : tr("skipped"));
+    if (t && l < int(t->measurements.size()) && t->measurements[size_t(l)] > 0)
+      s += tr(" · %1 measurements in this layer").arg(t->measurements[size_t(l)]);
+    return s;
+  }
+  if (L.timeline.contains(pos) && !tokens_.empty()) {
+    const int i = std::clamp(int((pos.x() - L.timeline.left()) / (L.timeline.width() / tokens_.size())), 0,
+                             int(tokens_.size()) - 1);
+    const auto& tk = tokens_[size_t(i)];
+    return tr("token %1 '%2': %3% of blocks, %4 MACs, entropy %5 nats")
+        .arg(i)
+        .arg(QString(tk.text).replace('\n', "\\n"))
+        .arg(100 * activeFraction(tk), 0, 'f', 1)
+        .arg(tk.macs)
+        .arg(tk.entropy, 0, 'f', 2);
+  }
+  return {};
+}
+
+void ActivationMap::mouseMoveEvent(QMouseEvent* e) {
+  const QString s = describeAt(e->position().toPoint());
+  if (s.isEmpty()) QToolTip::hideText(); else QToolTip::showText(e->globalPosition().toPoint(), s, this);
+}
+
+void ActivationMap::mousePressEvent(QMouseEvent* e) {
+  const auto L = layout();
+  if (L.timeline.contains(e->position()) && !tokens_.empty())
+    selectToken(std::clamp(int((e->position().x() - L.timeline.left()) / (L.timeline.width() / tokens_.size())), 0,
+                           int(tokens_.size()) - 1));
+}
+
+}  // namespace nestscope

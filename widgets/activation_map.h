@@ -1,0 +1,59 @@
+// ActivationMap: what the gate ran for one token (layers × heads, layers × neuron blocks) and, as a
+// timeline under it, the active fraction and measurements of every generated token.
+#pragma once
+#include <QString>
+#include <QWidget>
+#include <vector>
+
+namespace nestscope {
+
+// One generated token as the map needs it (plain values; filled from Engine's GeneratedToken).
+struct TokenActivity {
+  QString text;
+  double entropy = 0;
+  qint64 macs = 0;
+  std::vector<std::vector<int>> blocks;  // per layer, MLP blocks that ran (empty = ungated: all)
+  std::vector<int> measurements;         // per layer, m used (0 = none)
+  std::vector<std::vector<int>> heads;   // per layer, heads that ran
+};
+
+class ActivationMap : public QWidget {
+  Q_OBJECT
+ public:
+  explicit ActivationMap(QWidget* parent = nullptr);
+
+  void setShape(int layers, int heads, int blocks);  // clears the tokens
+  void clear();
+  void appendToken(const TokenActivity& token);      // selects it when following the stream
+  void selectToken(int index);
+  int selectedToken() const { return selected_; }
+  int tokenCount() const { return int(tokens_.size()); }
+  // Fraction of MLP blocks the selected token ran, over all layers (1 when ungated, -1 if none).
+  double selectedActiveFraction() const;
+  // Text of the cell under a widget position ("" when none): what the hover tooltip shows.
+  QString describeAt(const QPoint& pos) const;
+  QSize sizeHint() const override { return {520, 300}; }
+
+ Q_SIGNALS:
+  void tokenSelected(int index);
+
+ protected:
+  void paintEvent(QPaintEvent*) override;
+  void mouseMoveEvent(QMouseEvent* e) override;
+  void mousePressEvent(QMouseEvent* e) override;
+
+ private:
+  struct Layout {
+    QRectF heads, blocks, timeline;
+  };
+  Layout layout() const;
+  bool blockActive(const TokenActivity& t, int layer, int block) const;
+  double activeFraction(const TokenActivity& t) const;
+
+  int layers_ = 0, heads_ = 0, blocks_ = 0;
+  std::vector<TokenActivity> tokens_;
+  int selected_ = -1;
+  bool follow_ = true;  // the newest token is selected until the user picks one
+};
+
+}  // namespace nestscope

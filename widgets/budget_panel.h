@@ -1,0 +1,86 @@
+// BudgetPanel: every compute knob of the model as a slider, and what the budget costs.
+#pragma once
+#include <QWidget>
+
+#include "core/model/budget.h"
+
+class QCheckBox;
+class QComboBox;
+class QLabel;
+class QPushButton;
+class QSlider;
+class QSpinBox;
+class QTimer;
+
+namespace nestscope {
+
+// What the sliders may reach for the loaded model (from ModelInfo).
+struct BudgetLimits {
+  int rank = 0;        // largest NSN rank (own layers or SVD variants); 0 = no rank knob
+  int bond = 0;        // largest MPO χ (own layers or TT-SVD variants); 0 = no χ knob
+  int heads = 1;
+  int mlp_width = 0;   // N, for the gate's block count
+  LinearKind attn = LinearKind::Dense;  // the model's own kinds
+  LinearKind mlp = LinearKind::Dense;
+};
+
+// The numbers shown under the sliders; NaN / negative = unknown.
+struct BudgetReadout {
+  double macs = 0, dense_macs = 0;   // per token at full context
+  double params = 0;
+  double estimated_accuracy = -1;    // read off the loaded frontier
+  double ms_per_token = -1;          // measured by the last generation
+};
+
+class BudgetPanel : public QWidget {
+  Q_OBJECT
+ public:
+  explicit BudgetPanel(QWidget* parent = nullptr);
+
+  void setLimits(const BudgetLimits& limits);
+  const BudgetLimits& limits() const { return limits_; }
+  Budget budget() const;             // what the controls say now
+  void setBudget(const Budget& b);   // moves the controls (emits budgetChanged once)
+  void setReadout(const BudgetReadout& r);
+  QString readoutText() const;       // the readout line, for tests and the status bar
+
+  QSlider* rankSlider() const { return rank_; }
+  QSlider* bondSlider() const { return bond_; }
+  QSlider* gateSlider() const { return active_; }
+  QSlider* keepSlider() const { return keep_; }
+
+ public Q_SLOTS:
+  void play();  // animates the rank (else χ, else gate) from full to its minimum; again = stop
+
+ Q_SIGNALS:
+  void budgetChanged(const nestscope::Budget& budget);
+
+ private:
+  void emitChanged();
+  void updateLabels();
+
+  BudgetLimits limits_;
+  bool quiet_ = false;
+  QComboBox* attn_kind_;
+  QComboBox* mlp_kind_;
+  QSlider* rank_;
+  QLabel* rank_label_;
+  QSlider* bond_;
+  QLabel* bond_label_;
+  QComboBox* policy_;
+  QSlider* active_;
+  QLabel* active_label_;
+  QCheckBox* adaptive_;
+  QSpinBox* m_min_;
+  QSpinBox* m_max_;
+  QSlider* heads_;
+  QLabel* heads_label_;
+  QSlider* keep_;
+  QLabel* keep_label_;
+  QPushButton* play_;
+  QTimer* anim_;
+  QLabel* readout_;
+};
+
+}  // namespace nestscope
+Q_DECLARE_METATYPE(nestscope::Budget)
