@@ -1,6 +1,7 @@
 #include "app/engine_worker.h"
 
 #include <QDir>
+#include <QFile>
 #include <QFileInfo>
 #include <QStandardPaths>
 
@@ -20,9 +21,35 @@ QString EngineWorker::frontierCachePath(const QString& source, const QString& ha
   return dir + "/default-model.frontier-" + hash + ".jsonl";
 }
 
+qint64 EngineWorker::memoryNeeded(qint64 file_bytes) {
+  // The weights once, their SVD and TT-SVD variants (about as large again, twice), caches and
+  // LibTorch's working set.
+  return 3 * file_bytes + (qint64(256) << 20);
+}
+
+qint64 EngineWorker::memoryAvailable() {
+  QFile f("/proc/meminfo");
+  if (!f.open(QIODevice::ReadOnly)) return -1;
+  for (const QByteArray& line : f.readAll().split('\n'))
+    if (line.startsWith("MemAvailable:")) return line.simplified().split(' ').value(1).toLongLong() * 1024;
+  return -1;
+}
+
 void EngineWorker::loadModel(const QString& path) {
   try {
     if (!engine_) engine_ = std::make_unique<Engine>();  // created on the worker thread
+    if (!path.isEmpty()) {
+      // Refuse before reading anything when it cannot fit; the current model stays loaded.
+      const QFileInfo info(path);
+      if (!info.isFile()) throw std::runtime_error(path.toStdString() + ": no such file");
+      const qint64 need = memoryNeeded(info.size()), avail = memoryAvailable();
+      const auto mib = [](qint64 b) { return QString::number(double(b) / double(1 << 20), 'f', 0) + " MiB"; };
+      Q_EMIT loading(QStringLiteral("%1 (%2; needs about %3)").arg(info.fileName(), mib(info.size()), mib(need)));
+      if (avail >= 0 && need > avail)
+        throw std::runtime_error(path.toStdString() + ": this model needs about " + mib(need).toStdString() +
+                                 " of memory but only " + mib(avail).toStdString() +
+                                 " are available; close other programs or open a smaller model");
+    }
     if (path.isEmpty()) engine_->load_default(); else engine_->load(path.toStdString());
     // SVD and TT-SVD variants (cached next to the checkpoint), so every slider has a mechanism.
     engine_->prepare_variants({LinearKind::Nsn, LinearKind::Mpo});
@@ -48,6 +75,7 @@ void EngineWorker::loadModel(const QString& path) {
     v.layers = int(c.n_layers);
     v.heads = int(c.n_heads);
     v.blocks = int(c.d_ff % 16 == 0 ? c.d_ff / 16 : 1);
+    for (const auto& n : engine_->projection_names()) v.projections << QString::fromStdString(n);
     source_ = v.source;
     hash_ = v.hash;
     Q_EMIT modelLoaded(v);
@@ -99,6 +127,7 @@ void EngineWorker::generate(const QString& prompt, const GenerationSettings& s, 
         a.measurements.push_back(int(g.measurements));
       }
       for (const auto& h : t.heads) a.heads.emplace_back(h.begin(), h.end());
+      for (const auto& [text, p] : t.top) a.top.emplace_back(QString::fromStdString(text), p);
       Q_EMIT tokenGenerated(a);
       return id == generation_.load();
     });
@@ -115,6 +144,15 @@ void EngineWorker::loadFrontier(const QString& path) {
     const auto rows = read_sweep_rows(path.toStdString());
     if (rows.empty()) throw std::runtime_error(path.toStdString() + ": no frontier rows");
     Q_EMIT frontierRows(rows);
+  } catch (const std::exception& e) {
+    Q_EMIT failed(QString::fromStdString(e.what()));
+  }
+}
+
+void EngineWorker::layerView(const QString& name, int rank, int bond) {
+  try {
+    if (!engine_ || !engine_->has_model()) throw std::runtime_error("no model is loaded");
+    Q_EMIT layerViewReady(engine_->layer_view(name.toStdString(), rank, bond));
   } catch (const std::exception& e) {
     Q_EMIT failed(QString::fromStdString(e.what()));
   }

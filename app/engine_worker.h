@@ -12,6 +12,7 @@
 #include "widgets/activation_map.h"
 #include "widgets/budget_panel.h"
 #include "widgets/generation_panel.h"
+#include "widgets/teaching_view.h"
 
 namespace nestscope {
 
@@ -24,6 +25,7 @@ struct ModelView {
   qint64 macs = 0, dense_macs = 0;
   BudgetLimits limits;
   int layers = 0, heads = 0, blocks = 0;  // the activation map's shape (MLP blocks of 16)
+  QStringList projections;                 // "blk.0.attn.q", …, for the teaching view
 };
 
 class EngineWorker : public QObject {
@@ -39,6 +41,10 @@ class EngineWorker : public QObject {
   void cancelSweep() { sweep_cancel_ = true; }
   // Where a model's frontier rows are cached (next to its checkpoint, or ~/.cache/nestscope).
   static QString frontierCachePath(const QString& source, const QString& hash);
+  // Bytes a checkpoint of `file_bytes` needs in memory (weights, variants, buffers) and bytes the
+  // machine has available now (-1 when unknown).
+  static qint64 memoryNeeded(qint64 file_bytes);
+  static qint64 memoryAvailable();
 
  public Q_SLOTS:
   void loadModel(const QString& path);  // empty = the embedded default model
@@ -49,6 +55,8 @@ class EngineWorker : public QObject {
   void runSweep(const QString& text_path);
   // Rows of a frontier results file (nestscope-cli frontier --out), shown as they are.
   void loadFrontier(const QString& path);
+  // The teaching view's layer: spectrum, rank-r reconstruction, MPO chain at χ (0 = full).
+  void layerView(const QString& name, int rank, int bond);
 
  Q_SIGNALS:
   void modelLoaded(const nestscope::ModelView& model);
@@ -58,7 +66,9 @@ class EngineWorker : public QObject {
   void generationFinished(qint64 tokens, double tokensPerSecond, double msPerToken, bool stopped);
   void sweepProgress(int done, int total);
   void frontierRows(const std::vector<nestscope::SweepRow>& rows);
+  void layerViewReady(const nestscope::LayerView& view);
   void failed(const QString& message);
+  void loading(const QString& what);  // before reading a checkpoint: its size and the memory it needs
 
  private:
   std::unique_ptr<Engine> engine_;

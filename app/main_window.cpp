@@ -3,6 +3,9 @@
 #include <QApplication>
 #include <QClipboard>
 #include <QDockWidget>
+#include <QDragEnterEvent>
+#include <QDropEvent>
+#include <QMimeData>
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QHBoxLayout>
@@ -21,6 +24,7 @@
 #include "widgets/budget_panel.h"
 #include "widgets/frontier_chart.h"
 #include "widgets/generation_panel.h"
+#include "widgets/teaching_view.h"
 
 namespace nestscope {
 
@@ -47,6 +51,7 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
   qRegisterMetaType<ModelView>("nestscope::ModelView");
   qRegisterMetaType<TokenActivity>("nestscope::TokenActivity");
   qRegisterMetaType<std::vector<SweepRow>>("std::vector<nestscope::SweepRow>");
+  qRegisterMetaType<LayerView>("nestscope::LayerView");
   setWindowTitle(tr("NestScope"));
   resize(1400, 900);
   panel_ = new GenerationPanel(this);
@@ -67,6 +72,7 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
   budget_ = new BudgetPanel;
   map_ = new ActivationMap;
   chart_ = new FrontierChart;
+  teaching_ = new TeachingView;
   auto* frontier = new QWidget;
   auto* fl = new QVBoxLayout(frontier);
   fl->setContentsMargins(4, 4, 4, 4);
@@ -92,7 +98,10 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
   ml->addStretch();
   dock(this, tr("Budget"), "budget", budget_, Qt::LeftDockWidgetArea);
   dock(this, tr("Model"), "model", model_box, Qt::LeftDockWidgetArea);
-  dock(this, tr("Activation map"), "activations", map_, Qt::BottomDockWidgetArea);
+  auto* map_dock = dock(this, tr("Activation map"), "activations", map_, Qt::BottomDockWidgetArea);
+  auto* teach_dock = dock(this, tr("Teaching view"), "teaching", teaching_, Qt::BottomDockWidgetArea);
+  tabifyDockWidget(map_dock, teach_dock);
+  map_dock->raise();
   auto* frontier_dock = dock(this, tr("Frontier"), "frontier", frontier, Qt::RightDockWidgetArea);
   resizeDocks({frontier_dock}, {560}, Qt::Horizontal);
   if (persist) {
@@ -109,7 +118,32 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
 
   auto* file = menuBar()->addMenu(tr("&File"));
   file->addAction(tr("&Open model…"), QKeySequence::Open, this, &MainWindow::openModel);
-  file->addAction(tr("Open &default model"), this, [this] { Q_EMIT loadRequested(QString()); });
+  file->addAction(tr("Open &default model"), this, [this] { openModelPath(QString()); });
+  recent_models_ = file->addMenu(tr("Recent &models"));
+  file->addSeparator();
+  file->addAction(tr("Open &session…"), QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_O), this, [this] {
+    const QString p = QFileDialog::getOpenFileName(this, tr("Open session"), QString(),
+                                                   tr("NestScope sessions (*.nestscope.json);;All files (*)"));
+    if (p.isEmpty()) return;
+    try {
+      openSession(load_session(p));
+      remember("recent/sessions", p);
+    } catch (const std::exception& e) {
+      onFailed(QString::fromStdString(e.what()));
+    }
+  });
+  file->addAction(tr("&Save session…"), QKeySequence::Save, this, [this] {
+    const QString p = QFileDialog::getSaveFileName(this, tr("Save session"), "finding.nestscope.json",
+                                                   tr("NestScope sessions (*.nestscope.json)"));
+    if (p.isEmpty()) return;
+    try {
+      save_session(p, session());
+      remember("recent/sessions", p);
+    } catch (const std::exception& e) {
+      onFailed(QString::fromStdString(e.what()));
+    }
+  });
+  recent_sessions_ = file->addMenu(tr("Recent s&essions"));
   file->addAction(tr("Open frontier &results…"), this, [this] {
     const QString p = QFileDialog::getOpenFileName(this, tr("Open frontier results"), QString(),
                                                    tr("Frontier rows (*.jsonl);;All files (*)"));
@@ -140,6 +174,9 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
   connect(this, &MainWindow::generateRequested, worker_, &EngineWorker::generate);
   connect(this, &MainWindow::sweepRequested, worker_, &EngineWorker::runSweep);
   connect(this, &MainWindow::frontierFileRequested, worker_, &EngineWorker::loadFrontier);
+  connect(this, &MainWindow::layerViewRequested, worker_, &EngineWorker::layerView);
+  connect(teaching_, &TeachingView::viewRequested, this, &MainWindow::layerViewRequested);
+  connect(worker_, &EngineWorker::layerViewReady, teaching_, &TeachingView::setView);
   connect(worker_, &EngineWorker::modelLoaded, this, &MainWindow::onModelLoaded);
   connect(worker_, &EngineWorker::budgetApplied, this, &MainWindow::onBudgetApplied);
   connect(worker_, &EngineWorker::generationStarted, this, [this] {
@@ -147,9 +184,12 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
     map_->clear();
   });
   connect(worker_, &EngineWorker::tokenGenerated, this, [this](const TokenActivity& t) {
-    panel_->appendToken(t.text, t.entropy);
+    panel_->appendToken(t.text, t.entropy, t.macs, t.top);
     map_->appendToken(t);
   });
+  // Clicking a token in the stream or in the map's strip selects it in both.
+  connect(panel_, &GenerationPanel::tokenClicked, map_, &ActivationMap::selectToken);
+  connect(map_, &ActivationMap::tokenSelected, panel_, &GenerationPanel::selectToken);
   connect(worker_, &EngineWorker::generationFinished, this, &MainWindow::onFinished);
   connect(worker_, &EngineWorker::frontierRows, this, &MainWindow::onFrontier);
   connect(worker_, &EngineWorker::sweepProgress, this, [this](int done, int total) {
@@ -188,9 +228,103 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
     Q_EMIT budgetRequested(budget_->budget(), panel_->prompt());
     if (!panel_->prompt().isEmpty()) startGeneration();
   });
+  connect(worker_, &EngineWorker::loading, this, [this](const QString& what) { model_label_->setText(tr("loading %1…").arg(what)); });
+  setAcceptDrops(true);  // drop a checkpoint or a session onto the window
+  rebuildRecent();
   panel_->setBusy(true);  // until the model is loaded
   thread_.start();
   Q_EMIT loadRequested(options.model);
+}
+
+void MainWindow::openModelPath(const QString& path) {
+  worker_->requestStop();
+  Q_EMIT loadRequested(path);
+}
+
+Session MainWindow::session() const {
+  Session s;
+  s.model = QFileInfo(model_.source).isFile() ? model_.source : QString();
+  s.model_hash = model_.hash;
+  s.budget = budget_->budget();
+  s.prompt = panel_->prompt();
+  s.settings = panel_->settings();
+  s.colouring = int(panel_->colouring());
+  return s;
+}
+
+void MainWindow::openSession(const Session& s) {
+  panel_->setPrompt(s.prompt);
+  panel_->setSettings(s.settings);
+  panel_->setColouring(GenerationPanel::Colouring(s.colouring));
+  if (!s.frontier.isEmpty()) Q_EMIT frontierFileRequested(s.frontier);
+  const QString current = QFileInfo(model_.source).isFile() ? model_.source : QString();
+  if (model_ready_ && current == s.model) {
+    if (!s.model_hash.isEmpty() && s.model_hash != model_.hash)
+      onFailed(tr("the session was saved with another version of %1 (hash %2, now %3): results may differ")
+                   .arg(s.model.isEmpty() ? tr("the default model") : s.model, s.model_hash, model_.hash));
+    budget_->setBudget(s.budget);
+    return;
+  }
+  pending_session_ = s;  // applied in onModelLoaded
+  have_pending_session_ = true;
+  openModelPath(s.model);
+}
+
+void MainWindow::remember(const QString& key, const QString& path) {
+  if (!options_.persist) return;
+  QSettings settings;
+  QStringList list = settings.value(key).toStringList();
+  list.removeAll(path);
+  list.prepend(path);
+  while (list.size() > 8) list.removeLast();
+  settings.setValue(key, list);
+  rebuildRecent();
+}
+
+void MainWindow::rebuildRecent() {
+  QSettings settings;
+  for (auto [menu, key] : {std::pair{recent_models_, QStringLiteral("recent/models")},
+                           std::pair{recent_sessions_, QStringLiteral("recent/sessions")}}) {
+    menu->clear();
+    const QStringList list = options_.persist ? settings.value(key).toStringList() : QStringList();
+    for (const QString& p : list) {
+      menu->addAction(QFileInfo(p).fileName(), this, [this, p, key] {
+        if (key.endsWith("models")) {
+          openModelPath(p);
+          return;
+        }
+        try {
+          openSession(load_session(p));
+        } catch (const std::exception& e) {
+          onFailed(QString::fromStdString(e.what()));
+        }
+      })->setToolTip(p);
+    }
+    menu->setEnabled(!list.isEmpty());
+  }
+}
+
+void MainWindow::dragEnterEvent(QDragEnterEvent* event) {
+  for (const auto& url : event->mimeData()->urls())
+    if (url.isLocalFile() && (url.path().endsWith(".safetensors") || url.path().endsWith(".json"))) {
+      event->acceptProposedAction();
+      return;
+    }
+}
+
+void MainWindow::dropEvent(QDropEvent* event) {
+  for (const auto& url : event->mimeData()->urls()) {
+    const QString p = url.toLocalFile();
+    if (p.endsWith(".safetensors")) {
+      openModelPath(p);
+    } else if (p.endsWith(".json")) {
+      try {
+        openSession(load_session(p));
+      } catch (const std::exception& e) {
+        onFailed(QString::fromStdString(e.what()));
+      }
+    }
+  }
 }
 
 void MainWindow::closeEvent(QCloseEvent* event) {
@@ -225,9 +359,8 @@ void MainWindow::openModel() {
   const QString path = QFileDialog::getOpenFileName(this, tr("Open model"), QString(),
                                                     tr("NestScope checkpoints (*.safetensors);;All files (*)"));
   if (path.isEmpty()) return;
-  worker_->requestStop();
   model_label_->setText(tr("loading %1…").arg(QFileInfo(path).fileName()));
-  Q_EMIT loadRequested(path);
+  openModelPath(path);
 }
 
 void MainWindow::onModelLoaded(const ModelView& m) {
@@ -236,6 +369,8 @@ void MainWindow::onModelLoaded(const ModelView& m) {
   rows_.clear();
   chart_->setRows({});
   map_->setShape(m.layers, m.heads, m.blocks);
+  teaching_->setProjections(m.projections, m.limits.rank, m.limits.bond);
+  teaching_->request();
   budget_->setLimits(m.limits);
   model_label_->setText(tr("%1 — %2").arg(m.source, m.summary));
   model_info_->setText(tr("<b>%1</b><br>%2<br>%3 parameters · %4 MACs/token at full context<br>"
@@ -245,6 +380,12 @@ void MainWindow::onModelLoaded(const ModelView& m) {
                            .arg(m.limits.bond));
   params_label_->setText(tr("%1 parameters").arg(human(double(m.parameters))));
   panel_->setBusy(false);
+  if (QFileInfo(m.source).isFile()) remember("recent/models", m.source);
+  if (have_pending_session_) {
+    have_pending_session_ = false;
+    openSession(pending_session_);
+    return;
+  }
   Budget start;
   if (!options_.budget.isEmpty()) {
     try {
@@ -323,8 +464,13 @@ void MainWindow::onFailed(const QString& message) {
     QApplication::exit(1);
     return;
   }
+  last_error_ = message;
   if (!model_ready_) model_label_->setText(tr("no model loaded"));
-  QMessageBox::warning(this, tr("NestScope"), message);
+  else model_label_->setText(tr("%1 — %2").arg(model_.source, model_.summary));  // the model that stayed
+  // Non-modal: the window stays usable (and a running generation keeps streaming).
+  auto* box = new QMessageBox(QMessageBox::Warning, tr("NestScope"), message, QMessageBox::Ok, this);
+  box->setAttribute(Qt::WA_DeleteOnClose);
+  box->open();
 }
 
 void MainWindow::saveScreenshotAndQuit() {

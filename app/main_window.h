@@ -6,8 +6,10 @@
 #include <vector>
 
 #include "app/engine_worker.h"
+#include "app/session.h"
 
 class QLabel;
+class QMenu;
 class QProgressBar;
 class QPushButton;
 class QTimer;
@@ -18,6 +20,7 @@ class ActivationMap;
 class BudgetPanel;
 class FrontierChart;
 class GenerationPanel;
+class TeachingView;
 
 struct StartupOptions {
   QString model;           // empty = embedded default model
@@ -39,6 +42,14 @@ class MainWindow : public QMainWindow {
   ActivationMap* activationMap() const { return map_; }
   FrontierChart* frontierChart() const { return chart_; }
   GenerationPanel* generationPanel() const { return panel_; }
+  TeachingView* teachingView() const { return teaching_; }
+  bool modelReady() const { return model_ready_; }
+  QString modelSource() const { return model_.source; }
+  QString lastError() const { return last_error_; }
+  // The window's state as a session, and reopening one (loads its model when it differs).
+  Session session() const;
+  void openSession(const Session& s);
+  void openModelPath(const QString& path);  // empty = the embedded default model
 
  Q_SIGNALS:
   void loadRequested(const QString& path);
@@ -46,6 +57,7 @@ class MainWindow : public QMainWindow {
   void generateRequested(const QString& prompt, const nestscope::GenerationSettings& settings, int id);
   void sweepRequested(const QString& text_path);
   void frontierFileRequested(const QString& path);
+  void layerViewRequested(const QString& name, int rank, int bond);
 
  private Q_SLOTS:
   void openModel();
@@ -57,12 +69,16 @@ class MainWindow : public QMainWindow {
 
  protected:
   void closeEvent(QCloseEvent* event) override;
+  void dragEnterEvent(QDragEnterEvent* event) override;
+  void dropEvent(QDropEvent* event) override;
 
  private:
   void startGeneration();
   void updateReadout();
   void exportFrontier(const QString& suffix);
   void saveScreenshotAndQuit();
+  void remember(const QString& key, const QString& path);  // recent files (QSettings)
+  void rebuildRecent();
 
   StartupOptions options_;
   QThread thread_;
@@ -71,6 +87,7 @@ class MainWindow : public QMainWindow {
   BudgetPanel* budget_;
   ActivationMap* map_;
   FrontierChart* chart_;
+  TeachingView* teaching_;
   QLabel* model_info_;
   QPushButton* sweep_button_;
   QProgressBar* sweep_progress_;
@@ -85,6 +102,11 @@ class MainWindow : public QMainWindow {
   double macs_ = 0, params_ = 0, ms_per_token_ = -1;
   std::string budget_json_;
   std::vector<SweepRow> rows_;
+  QString last_error_;
+  QMenu* recent_models_ = nullptr;
+  QMenu* recent_sessions_ = nullptr;
+  bool have_pending_session_ = false;
+  Session pending_session_;  // applied once its model has loaded
 };
 
 }  // namespace nestscope

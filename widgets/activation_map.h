@@ -15,6 +15,7 @@ struct TokenActivity {
   std::vector<std::vector<int>> blocks;  // per layer, MLP blocks that ran (empty = ungated: all)
   std::vector<int> measurements;         // per layer, m used (0 = none)
   std::vector<std::vector<int>> heads;   // per layer, heads that ran
+  std::vector<std::pair<QString, double>> top;  // the 5 likeliest tokens and their probabilities
 };
 
 class ActivationMap : public QWidget {

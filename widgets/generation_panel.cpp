@@ -1,6 +1,8 @@
 #include "widgets/generation_panel.h"
 
 #include <QColor>
+#include <QComboBox>
+#include <QMouseEvent>
 #include <QDoubleSpinBox>
 #include <QFontDatabase>
 #include <QFormLayout>
@@ -66,12 +68,22 @@ GenerationPanel::GenerationPanel(QWidget* parent) : QWidget(parent) {
   output_->setPlaceholderText(tr("The continuation streams here, token by token. "
                                  "Darker text = the model was more certain."));
 
+  colouring_ = new QComboBox(this);
+  colouring_->addItems({tr("colour: uncertainty"), tr("colour: MACs spent")});
+  colouring_->setToolTip(tr("Colour tokens by the model's entropy or by the MACs their step cost"));
+  auto* out_bar = new QHBoxLayout;
+  out_bar->addWidget(new QLabel(tr("Output (hover a token: alternatives; click: show it in the activation map)"), this));
+  out_bar->addStretch(1);
+  out_bar->addWidget(colouring_);
+
   auto* layout = new QVBoxLayout(this);
   layout->addWidget(new QLabel(tr("Prompt"), this));
   layout->addWidget(prompt_);
   layout->addLayout(settings);
-  layout->addWidget(new QLabel(tr("Output"), this));
+  layout->addLayout(out_bar);
   layout->addWidget(output_, 1);
+  output_->viewport()->installEventFilter(this);
+  connect(colouring_, &QComboBox::currentIndexChanged, this, [this](int i) { setColouring(Colouring(i)); });
 
   setSettings(GenerationSettings{});
   connect(generate_, &QPushButton::clicked, this, &GenerationPanel::requestGenerate);
@@ -100,26 +112,94 @@ void GenerationPanel::requestGenerate() {
 
 void GenerationPanel::startOutput() {
   output_->clear();
+  spans_.clear();
+  selected_ = -1;
+  macs_lo_ = macs_hi_ = 0;
   QTextCharFormat fmt;
   fmt.setForeground(palette().color(QPalette::PlaceholderText));
   QTextCursor c(output_->document());
   c.insertText(prompt(), fmt);
 }
 
-void GenerationPanel::appendToken(const QString& text, double entropy) {
-  // Entropy in nats, 0 (certain) .. ~3 (a guess among ~20 characters): dark blue to orange.
-  const double u = std::clamp(entropy / 3.0, 0.0, 1.0);
-  const QColor sure(20, 40, 120), unsure(230, 110, 0);
-  QColor c = QColor::fromRgbF(float(sure.redF() + u * (unsure.redF() - sure.redF())),
-                              float(sure.greenF() + u * (unsure.greenF() - sure.greenF())),
-                              float(sure.blueF() + u * (unsure.blueF() - sure.blueF())));
+void GenerationPanel::appendToken(const QString& text, double entropy) { appendToken(text, entropy, 0, {}); }
+
+QColor GenerationPanel::colourOf(const Span& s) const {
+  // Uncertainty: entropy in nats, 0 (certain) .. ~3 (a guess among ~20 characters). MACs: the
+  // cheapest step of this generation .. the dearest. Dark blue (low) to orange (high).
+  const double u = colour_mode_ == Colouring::Uncertainty
+                       ? std::clamp(s.entropy / 3.0, 0.0, 1.0)
+                       : (macs_hi_ > macs_lo_ ? double(s.macs - macs_lo_) / double(macs_hi_ - macs_lo_) : 0.0);
+  const QColor lo(20, 40, 120), hi(230, 110, 0);
+  return QColor::fromRgbF(float(lo.redF() + u * (hi.redF() - lo.redF())), float(lo.greenF() + u * (hi.greenF() - lo.greenF())),
+                          float(lo.blueF() + u * (hi.blueF() - lo.blueF())));
+}
+
+void GenerationPanel::paintSpan(int i) {
+  const Span& sp = spans_[size_t(i)];
+  QTextCursor c(output_->document());
+  c.setPosition(sp.start);
+  c.setPosition(sp.end, QTextCursor::KeepAnchor);
   QTextCharFormat fmt;
-  fmt.setForeground(c);
-  fmt.setToolTip(tr("entropy %1 nats").arg(entropy, 0, 'f', 2));
+  fmt.setForeground(colourOf(sp));
+  fmt.setBackground(i == selected_ ? QColor(255, 220, 120) : QColor(Qt::transparent));
+  c.mergeCharFormat(fmt);
+}
+
+void GenerationPanel::appendToken(const QString& text, double entropy, qint64 macs,
+                                  const std::vector<std::pair<QString, double>>& top) {
+  QString tip = tr("entropy %1 nats").arg(entropy, 0, 'f', 2);
+  if (macs > 0) tip += tr(" · %1 MACs").arg(macs);
+  if (!top.empty()) {
+    tip += tr("<br>alternatives:");
+    for (const auto& [t, p] : top)
+      tip += QStringLiteral("<br>&nbsp;&nbsp;'%1' %2%").arg(QString(t).replace('\n', "\\n").toHtmlEscaped()).arg(100 * p, 0, 'f', 1);
+  }
+  QTextCharFormat fmt;
+  fmt.setToolTip(tip);
   QTextCursor cursor(output_->document());
   cursor.movePosition(QTextCursor::End);
+  Span sp{cursor.position(), 0, entropy, macs};
   cursor.insertText(text, fmt);
+  sp.end = cursor.position();
+  spans_.push_back(sp);
+  if (macs > 0) {
+    macs_lo_ = spans_.size() == 1 ? macs : std::min(macs_lo_, macs);
+    macs_hi_ = std::max(macs_hi_, macs);
+  }
+  paintSpan(int(spans_.size()) - 1);
   output_->verticalScrollBar()->setValue(output_->verticalScrollBar()->maximum());
+}
+
+void GenerationPanel::setColouring(Colouring c) {
+  colour_mode_ = c;
+  if (colouring_->currentIndex() != int(c)) colouring_->setCurrentIndex(int(c));
+  for (int i = 0; i < int(spans_.size()); ++i) paintSpan(i);
+}
+
+int GenerationPanel::tokenAt(int position) const {
+  for (int i = 0; i < int(spans_.size()); ++i)
+    if (position >= spans_[size_t(i)].start && position < spans_[size_t(i)].end) return i;
+  return -1;
+}
+
+void GenerationPanel::selectToken(int index) {
+  if (index < 0 || index >= int(spans_.size()) || index == selected_) return;
+  const int old = selected_;
+  selected_ = index;
+  if (old >= 0) paintSpan(old);
+  paintSpan(index);
+}
+
+bool GenerationPanel::eventFilter(QObject* watched, QEvent* event) {
+  if (watched == output_->viewport() && event->type() == QEvent::MouseButtonRelease) {
+    const auto* e = static_cast<QMouseEvent*>(event);
+    const int i = tokenAt(output_->cursorForPosition(e->position().toPoint()).position());
+    if (i >= 0) {
+      selectToken(i);
+      Q_EMIT tokenClicked(i);
+    }
+  }
+  return QWidget::eventFilter(watched, event);
 }
 
 void GenerationPanel::setBusy(bool busy) {

@@ -5,10 +5,13 @@
 #include <dlfcn.h>
 
 #include <chrono>
+#include <numeric>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "core/error.h"
+#include "core/layers/mpo_linear.h"
+#include "core/layers/factory.h"
 #include "core/gate/block_recovery.h"
 #include "core/gate/head_probe.h"
 #include "core/gate/mlp_gate.h"
@@ -143,6 +146,67 @@ void Engine::set_device(const std::string& device) {
   model->apply_budget(impl_->budget);
 }
 
+std::vector<std::string> Engine::projection_names() const {
+  std::vector<std::string> out;
+  for (const auto& [name, p] : impl_->need().model->own_projections()) out.push_back(name);
+  return out;
+}
+
+LayerView Engine::layer_view(const std::string& name, int64_t rank, int64_t bond) {
+  auto& m = impl_->need();
+  std::shared_ptr<ElasticLinear> own;
+  for (const auto& [n, p] : m.model->own_projections())
+    if (n == name) own = p;
+  check(own != nullptr, "no projection named '" + name + "'");
+  torch::NoGradGuard no_grad;
+  m.model->apply_budget(Budget{});  // the whole weight, whatever the sliders say
+  torch::Tensor w, b;
+  try {
+    w = own->to_dense().to(torch::kCPU, torch::kFloat64);  // [out, in]
+    b = own->bias();
+  } catch (...) {
+    m.model->apply_budget(impl_->budget);
+    throw;
+  }
+  m.model->apply_budget(impl_->budget);
+  LayerView v;
+  v.name = name;
+  v.rows = w.size(0);
+  v.cols = w.size(1);
+  const int64_t full = std::min(v.rows, v.cols);
+  check(rank >= 0 && rank <= full, "rank " + std::to_string(rank) + " is outside [1, " + std::to_string(full) + "]");
+  v.rank = rank == 0 ? full : rank;
+  auto [U, S, Vh] = torch::linalg::svd(w, /*full_matrices=*/false, c10::nullopt);  // W = U diag(S) Vᵀ
+  v.singular_values.assign(S.data_ptr<double>(), S.data_ptr<double>() + S.numel());
+  const double total = S.square().sum().item<double>();
+  v.energy_retained = total > 0 ? S.narrow(0, 0, v.rank).square().sum().item<double>() / total : 1.0;
+  auto wr = U.narrow(1, 0, v.rank).mm(torch::diag(S.narrow(0, 0, v.rank))).mm(Vh.narrow(0, 0, v.rank));
+  const double norm = std::max(1e-300, w.norm().item<double>());
+  v.rank_error = (w - wr).norm().item<double>() / norm;
+  auto flat = [](const torch::Tensor& t) {
+    auto f = t.to(torch::kFloat32).contiguous();
+    return std::vector<float>(f.data_ptr<float>(), f.data_ptr<float>() + f.numel());
+  };
+  v.weight = flat(w);
+  v.reconstruction = flat(wr);
+  // The chain: TT-SVD of W at full χ, then the slider's truncation (as MpoLinear does it).
+  const std::string family = projection_family(name);
+  auto chain = make_linear(mpo_config(m.config, {family}, int64_t(1) << 16), family);
+  chain->load_from_dense(w.to(torch::kFloat32), b.defined() ? b.to(torch::kCPU) : torch::Tensor());
+  auto* mpo = dynamic_cast<MpoLinear*>(chain.get());
+  check(mpo != nullptr, "internal: the MPO factory did not make an MPO layer");
+  check(bond >= 0 && bond <= mpo->max_bond(),
+        "bond dimension " + std::to_string(bond) + " is outside [1, " + std::to_string(mpo->max_bond()) + "]");
+  v.bond = bond == 0 ? mpo->max_bond() : bond;
+  mpo->set_bond(v.bond);
+  v.out_factors = mpo->out_factors();
+  v.in_factors = mpo->in_factors();
+  v.bond_dims = mpo->bond_dims();
+  v.bond_error = (w - mpo->to_dense().to(torch::kFloat64)).norm().item<double>() / norm;
+  v.mpo_params = mpo->params() - (b.defined() ? b.numel() : 0);
+  return v;
+}
+
 VariantReport Engine::prepare_variants(const std::vector<LinearKind>& kinds) { return impl_->prepare_variants(kinds); }
 
 void Engine::set_variant_cache(bool on) { impl_->variant_cache = on; }
@@ -232,7 +296,19 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
   for (int64_t i = 0; i < options.max_new_tokens; ++i) {
     const Sample s = sampler.next(logits);
     ids.push_back(s.id);
-    GeneratedToken tok{i, s.id, m.tokenizer->decode_one(s.id), s.prob, s.entropy, step_macs, last_trace, heads};
+    GeneratedToken tok{i, s.id, m.tokenizer->decode_one(s.id), s.prob, s.entropy, step_macs, last_trace, heads, {}};
+    {  // the alternatives the model weighed, at temperature 1
+      std::vector<int64_t> order(logits.size());
+      std::iota(order.begin(), order.end(), 0);
+      const size_t k = std::min<size_t>(5, order.size());
+      std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                        [&](int64_t a, int64_t b) { return logits[size_t(a)] > logits[size_t(b)]; });
+      const float top_logit = logits[size_t(order[0])];
+      double z = 0;
+      for (float l : logits) z += std::exp(double(l - top_logit));
+      for (size_t j = 0; j < k; ++j)
+        tok.top.emplace_back(m.tokenizer->decode_one(order[j]), std::exp(double(logits[size_t(order[j])] - top_logit)) / z);
+    }
     r.text += tok.text;
     ++r.generated_tokens;
     if (on_token && !on_token(tok)) {

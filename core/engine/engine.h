@@ -124,6 +124,7 @@ struct GeneratedToken {
   int64_t macs = 0;     // MACs of the forward step that produced it, at the budget then in force
   std::vector<MlpGateTrace> gate;  // per layer, the MLP blocks that step used (empty: no gate)
   std::vector<std::vector<int64_t>> heads;  // per layer, the attention heads that ran
+  std::vector<std::pair<std::string, double>> top;  // the 5 likeliest tokens (temperature 1) and their probabilities
 };
 
 struct GenerateResult {
@@ -148,6 +149,22 @@ struct SweepOptions {
   int64_t calibration_windows = 8;  // gate calibration windows
   bool measure_latency = true;
   std::string results;           // JSON-lines file: rows already in it are reused, new rows appended
+};
+
+// One projection as the teaching view draws it (plain values, row-major matrices).
+struct LayerView {
+  std::string name;                   // "blk.0.mlp.up"
+  int64_t rows = 0, cols = 0;         // W is [out, in]
+  std::vector<double> singular_values;  // descending, of W at full budget
+  int64_t rank = 0;                   // the rank shown
+  double energy_retained = 1;         // Σ_{i<r} σ_i² / Σ σ_i²
+  double rank_error = 0;              // ‖W − W_r‖_F / ‖W‖_F (Eckart–Young: √(1 − energy))
+  std::vector<float> weight, reconstruction;  // W and W_r, rows × cols
+  // The MPO chain of W at bond dimension `bond` (TT-SVD, sites as the MPO layers use them).
+  int64_t bond = 0;
+  std::vector<int64_t> out_factors, in_factors, bond_dims;  // bond_dims: D_0 … D_L at χ
+  double bond_error = 0;              // ‖W − W_χ‖_F / ‖W‖_F
+  int64_t mpo_params = 0;             // parameters of the chain at χ
 };
 
 // Called for every generated token; return false to stop.
@@ -194,6 +211,11 @@ class Engine {
   // weights, or reads them from the cache next to the checkpoint; no-op when they exist.
   VariantReport prepare_variants(const std::vector<LinearKind>& kinds);
   void set_variant_cache(bool on);  // default on; off = build in memory only
+  // The projection `name` of the loaded model at full budget: its spectrum, its best rank-`rank`
+  // approximation, and its MPO chain truncated to χ = `bond` (rank / bond 0 = full). Throws Error
+  // on an unknown name or an out-of-range rank or χ. The budget is left as it was.
+  LayerView layer_view(const std::string& name, int64_t rank, int64_t bond);
+  std::vector<std::string> projection_names() const;
   // Multiply-accumulates of one token at position context_len-1, per part, at the current budget.
   std::vector<std::pair<std::string, int64_t>> mac_breakdown(int64_t context_len) const;
 

@@ -103,16 +103,33 @@ MlpGate::MlpGate(const torch::Tensor& up, const torch::Tensor& up_bias, const to
     check(!needs_prior || (prior && prior->mean.defined() && prior->cov.defined()),
           std::string("gate: ") + (options.recovery == Recovery::Mmse ? "MMSE recovery" : "PCA measurement") +
               " needs a calibration text first");
-    torch::Tensor mean_x, cov_x, cov_u;
+    torch::Tensor mean_x, cov_x;
     if (needs_prior) {
       mean_x = cpu_f32(prior->mean).to(torch::kFloat64).reshape({C_});  // [C]
       cov_x = cpu_f32(prior->cov).to(torch::kFloat64).reshape({C_, C_});  // [C, C]
-      auto w = up_.to(torch::kFloat64);                                  // [N, C]
-      cov_u = w.mm(cov_x).mm(w.t());                                      // Σ_u = W Σ_x Wᵀ [N, N]
     }
     if (options.measurement == MeasurementKind::Pca) {
-      auto [evals, evecs] = torch::linalg::eigh(cov_u, "L");  // ascending
-      phi_ = evecs.narrow(1, N_ - m_, m_).flip({1}).t().contiguous().to(torch::kFloat32);  // [m, N] top-m
+      // The top-m eigenvectors of Σ_u = W Σ_x Wᵀ [N, N]. Σ_u has rank ≤ C, so for m ≤ C they come
+      // from a C×C problem: Σ_x = L Lᵀ, M = W L [N, C], Σ_u = M Mᵀ, and with MᵀM = V S² Vᵀ the
+      // eigenvectors are M V S⁻¹ (an N×N eigh cost 4× more at N = 512 and dominated a budget move).
+      auto w = up_.to(torch::kFloat64);                                   // [N, C]
+      bool done = false;
+      if (m_ <= C_) {
+        auto [ex, vx] = torch::linalg::eigh(cov_x, "L");                  // Σ_x = Vx diag(ex) Vxᵀ
+        auto M = w.mm(vx * ex.clamp_min(0).sqrt());                       // [N, C]
+        auto [e, v] = torch::linalg::eigh(M.t().mm(M), "L");              // ascending [C], [C, C]
+        auto em = e.narrow(0, C_ - m_, m_).flip({0});                     // [m] top-m, descending
+        // Only where all m directions carry variance; a rank-deficient Σ_u takes the N×N path.
+        if (em[m_ - 1].item<double>() > 1e-10 * std::max(1e-300, em[0].item<double>())) {
+          auto vm = v.narrow(1, C_ - m_, m_).flip({1});                   // [C, m]
+          phi_ = (M.mm(vm) / em.sqrt()).t().contiguous().to(torch::kFloat32);  // [m, N] orthonormal rows
+          done = true;
+        }
+      }
+      if (!done) {
+        auto [evals, evecs] = torch::linalg::eigh(w.mm(cov_x).mm(w.t()), "L");  // ascending
+        phi_ = evecs.narrow(1, N_ - m_, m_).flip({1}).t().contiguous().to(torch::kFloat32);  // [m, N] top-m
+      }
     } else {
       phi_ = measurement_operator(m_, N_, seed, options.measurement);
     }

@@ -478,3 +478,30 @@ TEST(PromptCompression, BudgetGenerateAndSweep) {
   EXPECT_GT(rows[1].eval.kl, 0.0);              // dropped keys change the second halves
   EXPECT_GT(rows[1].eval.top1_agreement, 0.5);  // the first half of every window is untouched
 }
+
+TEST(LayerView, SpectrumReconstructionAndChainOfOneProjection) {
+  test::TempDir dir;
+  Engine e;
+  e.load(checkpoint(dir));
+  const auto names = e.projection_names();
+  ASSERT_EQ(names.front(), "blk.0.attn.q");
+  const auto v = e.layer_view("blk.1.mlp.up", 5, 3);
+  EXPECT_EQ(v.rows, 64);
+  EXPECT_EQ(v.cols, 32);
+  ASSERT_EQ(v.singular_values.size(), 32u);
+  EXPECT_TRUE(std::is_sorted(v.singular_values.rbegin(), v.singular_values.rend()));
+  // Eckart–Young: the rank-r error is exactly the dropped energy.
+  EXPECT_NEAR(v.rank_error, std::sqrt(1 - v.energy_retained), 1e-6);
+  EXPECT_EQ(v.weight.size(), size_t(64 * 32));
+  EXPECT_EQ(v.bond, 3);
+  for (size_t l = 1; l + 1 < v.bond_dims.size(); ++l) EXPECT_LE(v.bond_dims[l], 3);
+  EXPECT_LT(v.mpo_params, 64 * 32);
+  EXPECT_GT(v.bond_error, 0.0);
+  const auto full = e.layer_view("blk.1.mlp.up", 0, 0);
+  EXPECT_NEAR(full.rank_error, 0.0, 1e-6);
+  EXPECT_NEAR(full.bond_error, 0.0, 1e-5);
+  EXPECT_THROW(e.layer_view("blk.9.mlp.up", 4, 2), Error);
+  EXPECT_THROW(e.layer_view("blk.1.mlp.up", 33, 2), Error);
+  EXPECT_THROW(e.layer_view("blk.1.mlp.up", 4, 100000), Error);
+  EXPECT_EQ(e.budget(), Budget{});
+}

@@ -16,6 +16,10 @@
 #include "widgets/budget_panel.h"
 #include "widgets/frontier_chart.h"
 #include "widgets/generation_panel.h"
+#include "widgets/teaching_view.h"
+#include "app/session.h"
+#include <QFile>
+#include <cmath>
 
 using namespace nestscope;
 
@@ -161,5 +165,101 @@ TEST(Explorer, SlidersReachTheEngineAndAGenerationFillsTheMap) {
   EXPECT_FALSE(w.budgetPanel()->readoutText().contains("100.0% of dense"));
   QTRY_VERIFY_WITH_TIMEOUT(map->tokenCount() == 12 && map->selectedActiveFraction() < 0.99, 60000);
   EXPECT_NEAR(map->selectedActiveFraction(), 0.5, 0.2);  // token-adaptive k stays near 50%
+  w.close();
+}
+
+TEST(Session, RoundTripsAndNamesBadFiles) {
+  Session s;
+  s.model = "/models/m.safetensors";
+  s.model_hash = "0123456789abcdef";
+  s.budget.rank = 24;
+  s.budget.kind = {{"mlp", LinearKind::Nsn}};
+  s.budget.gate.policy = GatePolicy::Sensing;
+  s.budget.prompt_keep = 0.5;
+  s.prompt = "ROMEO:\nO, speak again";
+  s.settings = {77, 0.6, 5, 42};
+  s.colouring = 1;
+  const Session t = session_from_json(session_to_json(s), "x");
+  EXPECT_EQ(t.model, s.model);
+  EXPECT_EQ(t.model_hash, s.model_hash);
+  EXPECT_EQ(t.budget, s.budget);
+  EXPECT_EQ(t.prompt, s.prompt);
+  EXPECT_EQ(t.settings.max_new_tokens, 77);
+  EXPECT_EQ(t.settings.seed, 42u);
+  EXPECT_EQ(t.colouring, 1);
+  auto err = [](const QString& text) {
+    try {
+      session_from_json(text, "f.nestscope.json");
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(err("{").find("f.nestscope.json: not a NestScope session"), std::string::npos);
+  EXPECT_NE(err(R"({"format": "other"})").find("format"), std::string::npos);
+  QString bad = session_to_json(s);
+  bad.replace("\"rank\": 24", "\"rank\": \"x\"");
+  EXPECT_NE(err(bad).find("'rank'"), std::string::npos) << err(bad);
+}
+
+TEST(TeachingView, DrawsTheLayerItIsGiven) {
+  TeachingView t;
+  t.resize(700, 520);
+  QSignalSpy spy(&t, &TeachingView::viewRequested);
+  t.setProjections({"blk.0.attn.q", "blk.0.mlp.up"}, 128, 32);
+  t.request();
+  ASSERT_EQ(spy.count(), 1);
+  EXPECT_EQ(spy.last().at(0).toString(), "blk.0.attn.q");
+  EXPECT_EQ(spy.last().at(1).toInt(), 32);  // a quarter of the rank range to start
+  LayerView v;
+  v.name = "blk.0.attn.q";
+  v.rows = v.cols = 2;
+  v.singular_values = {2.0, 1.0};
+  v.rank = 1;
+  v.energy_retained = 0.8;
+  v.rank_error = std::sqrt(0.2);
+  v.weight = {1, 0, 0, 2};
+  v.reconstruction = {0, 0, 0, 2};
+  v.bond = 1;
+  v.out_factors = {2, 1};
+  v.in_factors = {1, 2};
+  v.bond_dims = {1, 1, 1};
+  v.mpo_params = 4;
+  t.setView(v);
+  EXPECT_TRUE(t.summary().contains("keeps 80.0% of the spectral energy")) << t.summary().toStdString();
+  EXPECT_FALSE(t.grab().toImage().isNull());
+}
+
+TEST(Explorer, BadCheckpointShowsAnErrorAndThePreviousModelStays) {
+  if (!has_default_model()) GTEST_SKIP() << "this build embedded no default model";
+  QTemporaryDir dir;
+  const QString junk = dir.filePath("junk.safetensors");
+  {
+    QFile f(junk);
+    ASSERT_TRUE(f.open(QIODevice::WriteOnly));
+    f.write("this is not a checkpoint");
+  }
+  StartupOptions o;
+  o.tokens = 8;
+  o.persist = false;
+  MainWindow w(o);
+  w.show();
+  QTRY_VERIFY_WITH_TIMEOUT(w.activationMap()->tokenCount() == 8, 60000);
+  const QString before = w.modelSource();
+  w.openModelPath(junk);
+  QTRY_VERIFY_WITH_TIMEOUT(!w.lastError().isEmpty(), 30000);
+  EXPECT_TRUE(w.lastError().contains("junk.safetensors")) << w.lastError().toStdString();
+  EXPECT_EQ(w.modelSource(), before);
+  // Still usable: the next generation runs on the model that stayed.
+  w.generationPanel()->requestGenerate();
+  QTRY_VERIFY_WITH_TIMEOUT(w.activationMap()->tokenCount() == 8 && w.generationPanel()->tokenCount() == 8, 60000);
+  // A session reopens prompt and budget exactly.
+  Session s = w.session();
+  s.prompt = "JULIET:\n";
+  s.budget.rank = 40;
+  s.budget.kind = {{"attn", LinearKind::Nsn}, {"mlp", LinearKind::Nsn}};
+  w.openSession(s);
+  EXPECT_EQ(w.generationPanel()->prompt(), "JULIET:\n");
+  EXPECT_EQ(w.session().budget, s.budget);
   w.close();
 }
