@@ -120,6 +120,7 @@ void EngineWorker::generate(const QString& prompt, const GenerationSettings& s, 
     const auto r = engine_->generate(prompt.toStdString(), o, [this, id](const GeneratedToken& t) {
       TokenActivity a;
       a.text = QString::fromStdString(t.text);
+      a.prob = t.prob;
       a.entropy = t.entropy;
       a.macs = t.macs;
       for (const auto& g : t.gate) {
@@ -144,6 +145,32 @@ void EngineWorker::loadFrontier(const QString& path) {
     const auto rows = read_sweep_rows(path.toStdString());
     if (rows.empty()) throw std::runtime_error(path.toStdString() + ": no frontier rows");
     Q_EMIT frontierRows(rows);
+  } catch (const std::exception& e) {
+    Q_EMIT failed(QString::fromStdString(e.what()));
+  }
+}
+
+void EngineWorker::compare(const QString& prompt, const GenerationSettings& s, const Budget& a, const Budget& b, int id) {
+  if (id != generation_.load()) return;
+  try {
+    if (!engine_ || !engine_->has_model()) throw std::runtime_error("no model is loaded");
+    GenerateOptions o;
+    o.max_new_tokens = s.max_new_tokens;
+    o.temperature = s.temperature;
+    o.top_k = s.top_k;
+    o.seed = s.seed;
+    std::vector<ComparedToken> out[2];
+    const Budget* budgets[2] = {&b, &a};  // B first, so the budget ends as A
+    for (int k = 0; k < 2; ++k) {
+      setBudget(*budgets[k], prompt);
+      auto& toks = out[k];
+      engine_->generate(prompt.toStdString(), o, [&](const GeneratedToken& t) {
+        toks.push_back({QString::fromStdString(t.text), t.prob});
+        return id == generation_.load();
+      });
+      if (id != generation_.load()) return;  // superseded: no half pair
+    }
+    Q_EMIT comparePair(out[1], out[0]);
   } catch (const std::exception& e) {
     Q_EMIT failed(QString::fromStdString(e.what()));
   }

@@ -11,6 +11,7 @@
 #include "core/model/budget.h"
 #include "widgets/activation_map.h"
 #include "widgets/budget_panel.h"
+#include "widgets/compare_view.h"
 #include "widgets/generation_panel.h"
 #include "widgets/teaching_view.h"
 
@@ -51,6 +52,10 @@ class EngineWorker : public QObject {
   // Applies a budget (calibrating the gate on `prompt` first when the budget needs it).
   void setBudget(const nestscope::Budget& budget, const QString& prompt);
   void generate(const QString& prompt, const nestscope::GenerationSettings& settings, int id);
+  // A/B: the same prompt, settings and seed under budget `a`, then under `b` (e.g. with heads or
+  // neuron blocks ablated); the budget is `a` afterwards.
+  void compare(const QString& prompt, const nestscope::GenerationSettings& settings, const nestscope::Budget& a,
+               const nestscope::Budget& b, int id);
   // The built-in default grid scored on continuations of the full model (or on `text_path`).
   void runSweep(const QString& text_path);
   // Rows of a frontier results file (nestscope-cli frontier --out), shown as they are.
@@ -67,6 +72,7 @@ class EngineWorker : public QObject {
   void sweepProgress(int done, int total);
   void frontierRows(const std::vector<nestscope::SweepRow>& rows);
   void layerViewReady(const nestscope::LayerView& view);
+  void comparePair(const std::vector<nestscope::ComparedToken>& a, const std::vector<nestscope::ComparedToken>& b);
   void failed(const QString& message);
   void loading(const QString& what);  // before reading a checkpoint: its size and the memory it needs
 
@@ -82,3 +88,4 @@ class EngineWorker : public QObject {
 Q_DECLARE_METATYPE(nestscope::ModelView)
 Q_DECLARE_METATYPE(nestscope::TokenActivity)
 Q_DECLARE_METATYPE(std::vector<nestscope::SweepRow>)
+Q_DECLARE_METATYPE(std::vector<nestscope::ComparedToken>)

@@ -22,6 +22,7 @@
 #include "core/model/budget_json.h"
 #include "widgets/activation_map.h"
 #include "widgets/budget_panel.h"
+#include "widgets/compare_view.h"
 #include "widgets/frontier_chart.h"
 #include "widgets/generation_panel.h"
 #include "widgets/teaching_view.h"
@@ -52,6 +53,7 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
   qRegisterMetaType<TokenActivity>("nestscope::TokenActivity");
   qRegisterMetaType<std::vector<SweepRow>>("std::vector<nestscope::SweepRow>");
   qRegisterMetaType<LayerView>("nestscope::LayerView");
+  qRegisterMetaType<std::vector<ComparedToken>>("std::vector<nestscope::ComparedToken>");
   setWindowTitle(tr("NestScope"));
   resize(1400, 900);
   panel_ = new GenerationPanel(this);
@@ -73,6 +75,7 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
   map_ = new ActivationMap;
   chart_ = new FrontierChart;
   teaching_ = new TeachingView;
+  compare_ = new CompareView;
   auto* frontier = new QWidget;
   auto* fl = new QVBoxLayout(frontier);
   fl->setContentsMargins(4, 4, 4, 4);
@@ -101,6 +104,8 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
   auto* map_dock = dock(this, tr("Activation map"), "activations", map_, Qt::BottomDockWidgetArea);
   auto* teach_dock = dock(this, tr("Teaching view"), "teaching", teaching_, Qt::BottomDockWidgetArea);
   tabifyDockWidget(map_dock, teach_dock);
+  compare_dock_ = dock(this, tr("Ablate and compare"), "compare", compare_, Qt::BottomDockWidgetArea);
+  tabifyDockWidget(map_dock, compare_dock_);
   map_dock->raise();
   auto* frontier_dock = dock(this, tr("Frontier"), "frontier", frontier, Qt::RightDockWidgetArea);
   resizeDocks({frontier_dock}, {560}, Qt::Horizontal);
@@ -177,6 +182,15 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
   connect(this, &MainWindow::layerViewRequested, worker_, &EngineWorker::layerView);
   connect(teaching_, &TeachingView::viewRequested, this, &MainWindow::layerViewRequested);
   connect(worker_, &EngineWorker::layerViewReady, teaching_, &TeachingView::setView);
+  connect(this, &MainWindow::compareRequested, worker_, &EngineWorker::compare);
+  connect(map_, &ActivationMap::cellClicked, this, &MainWindow::toggleAblation);
+  connect(worker_, &EngineWorker::comparePair, this,
+          [this](const std::vector<ComparedToken>& a, const std::vector<ComparedToken>& b) {
+            QStringList off;
+            for (const auto& [l, h] : heads_off_) off << tr("head L%1.%2").arg(l).arg(h);
+            for (const auto& [l, k] : blocks_off_) off << tr("block L%1.%2").arg(l).arg(k);
+            compare_->setPair(tr("A: the budget"), a, tr("B: without %1").arg(off.join(", ")), b);
+          });
   connect(worker_, &EngineWorker::modelLoaded, this, &MainWindow::onModelLoaded);
   connect(worker_, &EngineWorker::budgetApplied, this, &MainWindow::onBudgetApplied);
   connect(worker_, &EngineWorker::generationStarted, this, [this] {
@@ -236,6 +250,28 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
   Q_EMIT loadRequested(options.model);
 }
 
+void MainWindow::toggleAblation(bool is_head, int layer, int index) {
+  if (!model_ready_) return;
+  if (!is_head && budget_->budget().gate.policy != GatePolicy::Off) {
+    statusBar()->showMessage(tr("With the gate on, blocks are shown in the gate's neuron order: turn the gate off to "
+                                "ablate neuron blocks"), 6000);
+    return;
+  }
+  auto& set = is_head ? heads_off_ : blocks_off_;
+  const std::pair<int64_t, int64_t> key{layer, index};
+  if (!set.erase(key)) set.insert(key);
+  map_->setAblated(heads_off_, blocks_off_);
+  if (heads_off_.empty() && blocks_off_.empty()) return;
+  const Budget a = budget_->budget();
+  Budget b = a;
+  b.heads_off = heads_off_;
+  b.blocks_off = blocks_off_;
+  const int id = worker_->nextGeneration();  // supersedes a running generation
+  compare_dock_->show();
+  compare_dock_->raise();
+  Q_EMIT compareRequested(panel_->prompt(), panel_->settings(), a, b, id);
+}
+
 void MainWindow::openModelPath(const QString& path) {
   worker_->requestStop();
   Q_EMIT loadRequested(path);
@@ -246,6 +282,8 @@ Session MainWindow::session() const {
   s.model = QFileInfo(model_.source).isFile() ? model_.source : QString();
   s.model_hash = model_.hash;
   s.budget = budget_->budget();
+  s.budget.heads_off = heads_off_;
+  s.budget.blocks_off = blocks_off_;
   s.prompt = panel_->prompt();
   s.settings = panel_->settings();
   s.colouring = int(panel_->colouring());
@@ -262,7 +300,13 @@ void MainWindow::openSession(const Session& s) {
     if (!s.model_hash.isEmpty() && s.model_hash != model_.hash)
       onFailed(tr("the session was saved with another version of %1 (hash %2, now %3): results may differ")
                    .arg(s.model.isEmpty() ? tr("the default model") : s.model, s.model_hash, model_.hash));
-    budget_->setBudget(s.budget);
+    heads_off_ = s.budget.heads_off;
+    blocks_off_ = s.budget.blocks_off;
+    map_->setAblated(heads_off_, blocks_off_);
+    Budget b = s.budget;
+    b.heads_off.clear();
+    b.blocks_off.clear();
+    budget_->setBudget(b);
     return;
   }
   pending_session_ = s;  // applied in onModelLoaded
@@ -368,6 +412,9 @@ void MainWindow::onModelLoaded(const ModelView& m) {
   model_ready_ = true;
   rows_.clear();
   chart_->setRows({});
+  heads_off_.clear();
+  blocks_off_.clear();
+  map_->setAblated({}, {});
   map_->setShape(m.layers, m.heads, m.blocks);
   teaching_->setProjections(m.projections, m.limits.rank, m.limits.bond);
   teaching_->request();

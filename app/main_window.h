@@ -9,6 +9,7 @@
 #include "app/session.h"
 
 class QLabel;
+class QDockWidget;
 class QMenu;
 class QProgressBar;
 class QPushButton;
@@ -18,6 +19,7 @@ namespace nestscope {
 
 class ActivationMap;
 class BudgetPanel;
+class CompareView;
 class FrontierChart;
 class GenerationPanel;
 class TeachingView;
@@ -43,6 +45,9 @@ class MainWindow : public QMainWindow {
   FrontierChart* frontierChart() const { return chart_; }
   GenerationPanel* generationPanel() const { return panel_; }
   TeachingView* teachingView() const { return teaching_; }
+  CompareView* compareView() const { return compare_; }
+  // Toggles a head (or a neuron block) in the ablation set and runs the A/B comparison.
+  void toggleAblation(bool is_head, int layer, int index);
   bool modelReady() const { return model_ready_; }
   QString modelSource() const { return model_.source; }
   QString lastError() const { return last_error_; }
@@ -58,6 +63,8 @@ class MainWindow : public QMainWindow {
   void sweepRequested(const QString& text_path);
   void frontierFileRequested(const QString& path);
   void layerViewRequested(const QString& name, int rank, int bond);
+  void compareRequested(const QString& prompt, const nestscope::GenerationSettings& settings,
+                        const nestscope::Budget& a, const nestscope::Budget& b, int id);
 
  private Q_SLOTS:
   void openModel();
@@ -88,6 +95,8 @@ class MainWindow : public QMainWindow {
   ActivationMap* map_;
   FrontierChart* chart_;
   TeachingView* teaching_;
+  CompareView* compare_;
+  QDockWidget* compare_dock_ = nullptr;
   QLabel* model_info_;
   QPushButton* sweep_button_;
   QProgressBar* sweep_progress_;
@@ -107,6 +116,7 @@ class MainWindow : public QMainWindow {
   QMenu* recent_sessions_ = nullptr;
   bool have_pending_session_ = false;
   Session pending_session_;  // applied once its model has loaded
+  std::set<std::pair<int64_t, int64_t>> heads_off_, blocks_off_;  // the A/B ablation
 };
 
 }  // namespace nestscope

@@ -34,6 +34,13 @@ void ActivationMap::appendToken(const TokenActivity& token) {
   update();
 }
 
+void ActivationMap::setAblated(const std::set<std::pair<int64_t, int64_t>>& heads,
+                               const std::set<std::pair<int64_t, int64_t>>& blocks) {
+  heads_off_ = heads;
+  blocks_off_ = blocks;
+  update();
+}
+
 void ActivationMap::selectToken(int index) {
   if (index < 0 || index >= int(tokens_.size())) return;
   selected_ = index;
@@ -89,14 +96,21 @@ void ActivationMap::paintEvent(QPaintEvent*) {
     for (int h = 0; h < heads_; ++h) {
       bool on = true;
       if (t && l < int(t->heads.size())) on = std::count(t->heads[size_t(l)].begin(), t->heads[size_t(l)].end(), h) > 0;
-      p.fillRect(QRectF(L.heads.left() + h * hw + 1, L.heads.top() + l * ch + 1, hw - 2, ch - 2), on ? kOn : kOff);
+      const QRectF cell(L.heads.left() + h * hw + 1, L.heads.top() + l * ch + 1, hw - 2, ch - 2);
+      p.fillRect(cell, on ? kOn : kOff);
+      if (heads_off_.count({l, h})) {  // ablated: crossed out
+        p.setPen(QPen(kAccent, 2));
+        p.drawLine(cell.topLeft(), cell.bottomRight());
+        p.drawLine(cell.topRight(), cell.bottomLeft());
+        p.setPen(palette().text().color());
+      }
     }
     const double bw = L.blocks.width() / std::max(1, blocks_);
     for (int b = 0; b < blocks_; ++b) {
       const bool on = !t || blockActive(*t, l, b);
-      p.fillRect(QRectF(L.blocks.left() + b * bw + (bw > 4 ? 0.5 : 0), L.heads.top() + l * ch + 1,
-                        bw - (bw > 4 ? 1 : 0), ch - 2),
-                 on ? kOn : kOff);
+      const QRectF cell(L.blocks.left() + b * bw + (bw > 4 ? 0.5 : 0), L.heads.top() + l * ch + 1, bw - (bw > 4 ? 1 : 0),
+                        ch - 2);
+      p.fillRect(cell, blocks_off_.count({l, b}) ? kAccent : on ? kOn : kOff);
     }
   }
   // Timeline: bar = active fraction per token; dots = mean measurements (scaled to the largest).
@@ -165,6 +179,16 @@ void ActivationMap::mouseMoveEvent(QMouseEvent* e) {
 
 void ActivationMap::mousePressEvent(QMouseEvent* e) {
   const auto L = layout();
+  const QPointF pos = e->position();
+  if (layers_ > 0 && (L.heads.contains(pos) || L.blocks.contains(pos))) {
+    const int l = std::clamp(int((pos.y() - L.heads.top()) / (L.heads.height() / layers_)), 0, layers_ - 1);
+    if (L.heads.contains(pos))
+      Q_EMIT cellClicked(true, l, std::clamp(int((pos.x() - L.heads.left()) / (L.heads.width() / std::max(1, heads_))), 0, heads_ - 1));
+    else
+      Q_EMIT cellClicked(false, l,
+                         std::clamp(int((pos.x() - L.blocks.left()) / (L.blocks.width() / std::max(1, blocks_))), 0, blocks_ - 1));
+    return;
+  }
   if (L.timeline.contains(e->position()) && !tokens_.empty())
     selectToken(std::clamp(int((e->position().x() - L.timeline.left()) / (L.timeline.width() / tokens_.size())), 0,
                            int(tokens_.size()) - 1));

@@ -3,6 +3,8 @@
 #pragma once
 #include <QString>
 #include <QWidget>
+#include <set>
+#include <utility>
 #include <vector>
 
 namespace nestscope {
@@ -10,6 +12,7 @@ namespace nestscope {
 // One generated token as the map needs it (plain values; filled from Engine's GeneratedToken).
 struct TokenActivity {
   QString text;
+  double prob = 0;  // probability of the token produced
   double entropy = 0;
   qint64 macs = 0;
   std::vector<std::vector<int>> blocks;  // per layer, MLP blocks that ran (empty = ungated: all)
@@ -33,10 +36,14 @@ class ActivationMap : public QWidget {
   double selectedActiveFraction() const;
   // Text of the cell under a widget position ("" when none): what the hover tooltip shows.
   QString describeAt(const QPoint& pos) const;
+  // Cells forced off (ablation), drawn crossed out: (layer, head) and (layer, block).
+  void setAblated(const std::set<std::pair<int64_t, int64_t>>& heads, const std::set<std::pair<int64_t, int64_t>>& blocks);
   QSize sizeHint() const override { return {520, 300}; }
 
  Q_SIGNALS:
   void tokenSelected(int index);
+  // A click on a head (is_head) or a neuron block cell: layer and index.
+  void cellClicked(bool is_head, int layer, int index);
 
  protected:
   void paintEvent(QPaintEvent*) override;
@@ -55,6 +62,7 @@ class ActivationMap : public QWidget {
   std::vector<TokenActivity> tokens_;
   int selected_ = -1;
   bool follow_ = true;  // the newest token is selected until the user picks one
+  std::set<std::pair<int64_t, int64_t>> heads_off_, blocks_off_;
 };
 
 }  // namespace nestscope

@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 
 #include "core/gate/gate_options.h"
@@ -23,6 +24,10 @@ struct Budget {
   // cache (the ones that received the most attention, plus the first and the latest tokens) and
   // drop the rest, so every later token attends to fewer keys. 1 = keep the whole prompt.
   double prompt_keep = 1.0;
+  // Ablation, for A/B comparisons: attention heads (layer, head) and MLP neuron blocks (layer,
+  // block of kAblationBlock neurons in the checkpoint's order) forced off. Empty = none.
+  std::set<std::pair<int64_t, int64_t>> heads_off, blocks_off;
+  static constexpr int64_t kAblationBlock = 16;
   bool operator==(const Budget&) const = default;
 
   // The kind `family` ("attn.q", ..., "head") runs under this budget; a family key wins over its group.

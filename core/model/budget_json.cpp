@@ -45,6 +45,29 @@ T get(const Json& j, const char* key, T fallback, const std::string& where) {
 
 }  // namespace
 
+namespace {
+
+Json pairs(const std::set<std::pair<int64_t, int64_t>>& set) {
+  Json a = Json::array();
+  for (const auto& [l, i] : set) a.push_back({l, i});
+  return a;
+}
+
+std::set<std::pair<int64_t, int64_t>> parse_pairs(const Json& j, const char* key, const std::string& where) {
+  std::set<std::pair<int64_t, int64_t>> out;
+  auto it = j.find(key);
+  if (it == j.end()) return out;
+  check(it->is_array(), where + ": '" + key + "' must be an array of [layer, index] pairs");
+  for (const auto& p : *it) {
+    check(p.is_array() && p.size() == 2 && p[0].is_number_integer() && p[1].is_number_integer(),
+          where + ": '" + key + "' entries must be [layer, index] pairs of integers, got " + p.dump());
+    out.emplace(p[0].get<int64_t>(), p[1].get<int64_t>());
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string budget_to_json(const Budget& b) {
   const auto& g = b.gate;
   Json kinds = Json::object();
@@ -57,6 +80,8 @@ std::string budget_to_json(const Budget& b) {
       {"layer_rank", layer_rank},
       {"kind", kinds},
       {"prompt_keep", b.prompt_keep},
+      {"heads_off", pairs(b.heads_off)},
+      {"blocks_off", pairs(b.blocks_off)},
       {"gate",
        {{"policy", gate_policy_name(g.policy)},
         {"active", g.active},
@@ -80,11 +105,13 @@ Budget budget_from_json(const std::string& text) {
   Json j = Json::parse(text, nullptr, false);
   check(!j.is_discarded(), "budget: not valid JSON");
   const std::string w = "budget";
-  only_keys(j, {"rank", "bond", "layer_rank", "kind", "gate", "prompt_keep"}, w);
+  only_keys(j, {"rank", "bond", "layer_rank", "kind", "gate", "prompt_keep", "heads_off", "blocks_off"}, w);
   Budget b;
   b.rank = get<int64_t>(j, "rank", 0, w);
   b.bond = get<int64_t>(j, "bond", 0, w);
   b.prompt_keep = get<double>(j, "prompt_keep", 1.0, w);
+  b.heads_off = parse_pairs(j, "heads_off", w);
+  b.blocks_off = parse_pairs(j, "blocks_off", w);
   if (auto it = j.find("layer_rank"); it != j.end()) {
     check(it->is_object(), w + ": 'layer_rank' must be an object of layer name -> rank");
     for (const auto& [name, r] : it->items()) b.layer_rank[name] = get<int64_t>(*it, name.c_str(), 0, w + ".layer_rank");

@@ -77,6 +77,10 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, KvCache* 
     cache->key_mass.narrow(1, 0, L).add_(att.sum({1, 2}).to(cache->key_mass.dtype()));  // [B, L]
   auto yh = torch::matmul(att, vh);  // [B, H, T, hd]
   if (probe_mask.defined()) yh = yh * probe_mask.to(yh.options()).view({B, H, 1, 1});
+  if (head_mask.defined()) {  // ablated heads contribute nothing
+    auto m = gated ? head_mask.index_select(0, head_index_.to(head_mask.device())) : head_mask;
+    yh = yh * m.to(yh.options()).view({1, H, 1, 1});
+  }
   auto y = yh.transpose(1, 2).reshape({B, T, H * hd});  // [B, T, H·hd]
   return gated ? torch::linear(y, wo_, o->bias()) : o->forward(y);
 }
@@ -90,6 +94,7 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   if (gate && !at::GradMode::is_enabled()) return gate->forward(x, trace, stats);
   auto h = up->forward(x);  // [B, T, N]
   h = activation_ == Activation::Relu ? torch::relu(h) : torch::gelu(h);
+  if (neuron_mask.defined()) h = h * neuron_mask.to(h.options());  // ablated neurons off
   return down->forward(h);  // [B, T, C]
 }
 
@@ -335,6 +340,15 @@ void GptImpl::install(const std::string& name, const std::shared_ptr<ElasticLine
 void GptImpl::apply_budget(const Budget& budget) {
   check(budget.prompt_keep > 0 && budget.prompt_keep <= 1,
         "prompt keep fraction must be in (0, 1], got " + std::to_string(budget.prompt_keep));
+  for (const auto& [l, h] : budget.heads_off)
+    check(l >= 0 && l < cfg_.n_layers && h >= 0 && h < cfg_.n_heads,
+          "ablation: head (" + std::to_string(l) + ", " + std::to_string(h) + ") is outside " +
+              std::to_string(cfg_.n_layers) + " layers × " + std::to_string(cfg_.n_heads) + " heads");
+  for (const auto& [l, b] : budget.blocks_off)
+    check(l >= 0 && l < cfg_.n_layers && b >= 0 && (b + 1) * Budget::kAblationBlock <= cfg_.d_ff,
+          "ablation: neuron block (" + std::to_string(l) + ", " + std::to_string(b) + ") is outside " +
+              std::to_string(cfg_.n_layers) + " layers × " + std::to_string(cfg_.d_ff / Budget::kAblationBlock) +
+              " blocks of " + std::to_string(Budget::kAblationBlock));
   const auto layers = planned(budget);
   int64_t largest = 0;
   for (const auto& [name, p] : layers) largest = std::max(largest, p->max_rank());
@@ -394,6 +408,21 @@ void GptImpl::apply_budget(const Budget& budget) {
   }
   gate_ = budget.gate;
   prompt_keep_ = budget.prompt_keep;
+  const auto dev = tok_emb->weight.device();
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+    auto& b = blocks_[size_t(l)];
+    b->attn->head_mask = b->mlp->neuron_mask = torch::Tensor();
+    for (const auto& [layer, h] : budget.heads_off)
+      if (layer == l) {
+        if (!b->attn->head_mask.defined()) b->attn->head_mask = torch::ones({cfg_.n_heads}, torch::TensorOptions().device(dev));
+        b->attn->head_mask[h] = 0;
+      }
+    for (const auto& [layer, k] : budget.blocks_off)
+      if (layer == l) {
+        if (!b->mlp->neuron_mask.defined()) b->mlp->neuron_mask = torch::ones({cfg_.d_ff}, torch::TensorOptions().device(dev));
+        b->mlp->neuron_mask.narrow(0, k * Budget::kAblationBlock, Budget::kAblationBlock).zero_();
+      }
+  }
   rebuild_gates();
 }
 
@@ -414,7 +443,15 @@ void GptImpl::rebuild_gates() {
       continue;
     }
     // The weights at the current rank / χ: the gate composes with NSN and MPO budgets.
-    mlp->gate = std::make_shared<MlpGate>(mlp->up->to_dense(), mlp->up->bias(), mlp->down->to_dense(),
+    // Ablated neurons: their up rows, up bias and down columns zeroed (act(0) = 0 for ReLU / GELU).
+    auto up_w = mlp->up->to_dense(), up_b = mlp->up->bias(), down_w = mlp->down->to_dense();
+    if (mlp->neuron_mask.defined()) {
+      const auto m = mlp->neuron_mask.to(up_w.options());
+      up_w = up_w * m.unsqueeze(1);
+      down_w = down_w * m.unsqueeze(0);
+      if (up_b.defined()) up_b = up_b * m;
+    }
+    mlp->gate = std::make_shared<MlpGate>(up_w, up_b, down_w,
                                           mlp->down->bias(), cfg_.activation, gate_, l,
                                           gate_.clustered ? neuron_order_[size_t(l)] : std::vector<int64_t>{},
                                           prior_.empty() ? nullptr : prior_[size_t(l)].get());

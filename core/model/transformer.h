@@ -57,6 +57,8 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
   // Knockout probing: per-sequence head masks [B, H] (1 keep, 0 knock out) multiplied into the
   // heads' outputs; undefined = none. Measurement only: everything is still computed.
   torch::Tensor probe_mask;
+  // Ablation: [H] 1 keep / 0 off multiplied into every head's output (undefined = none).
+  torch::Tensor head_mask;
 
  private:
   int64_t n_heads_;
@@ -74,6 +76,9 @@ class MlpImpl : public torch::nn::Module {
   // When set (and autograd is off) the MLP runs gated: only the neuron blocks the gate picks.
   std::shared_ptr<MlpGate> gate;
   std::vector<MlpGateTrace>* trace = nullptr;  // filled per token row by the gate when set
+  // Ablation: [N] 1 keep / 0 off multiplied into the activations (undefined = none). The gate,
+  // when on, is built from weights with these neurons zeroed instead.
+  torch::Tensor neuron_mask;
   GateStats* stats = nullptr;                  // accumulated by the gate when set
 
  private:

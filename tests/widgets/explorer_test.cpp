@@ -17,6 +17,7 @@
 #include "widgets/frontier_chart.h"
 #include "widgets/generation_panel.h"
 #include "widgets/teaching_view.h"
+#include "widgets/compare_view.h"
 #include "app/session.h"
 #include <QFile>
 #include <cmath>
@@ -261,5 +262,33 @@ TEST(Explorer, BadCheckpointShowsAnErrorAndThePreviousModelStays) {
   w.openSession(s);
   EXPECT_EQ(w.generationPanel()->prompt(), "JULIET:\n");
   EXPECT_EQ(w.session().budget, s.budget);
+  w.close();
+}
+
+TEST(CompareView, FindsTheFirstDivergenceAndTheLogProbChange) {
+  CompareView v;
+  std::vector<ComparedToken> a = {{"T", 0.5}, {"h", 0.8}, {"e", 0.9}, {" ", 0.7}, {"c", 0.2}};
+  std::vector<ComparedToken> b = {{"T", 0.25}, {"h", 0.8}, {"e", 0.9}, {"y", 0.3}};
+  v.setPair("A", a, "B", b);
+  EXPECT_EQ(v.divergence(), 3);
+  EXPECT_NEAR(v.meanAbsDeltaLogProb(), std::log(2.0) / 3, 1e-9);
+  EXPECT_TRUE(v.summary().contains("token 3"));
+  v.setPair("A", a, "B", a);
+  EXPECT_EQ(v.divergence(), -1);
+}
+
+TEST(Explorer, ClickingAHeadRunsAnAbComparison) {
+  if (!has_default_model()) GTEST_SKIP() << "this build embedded no default model";
+  StartupOptions o;
+  o.tokens = 30;
+  o.persist = false;
+  MainWindow w(o);
+  w.show();
+  QTRY_VERIFY_WITH_TIMEOUT(w.activationMap()->tokenCount() == 30, 60000);
+  const QString before = w.compareView()->summary();
+  for (int h = 0; h < 4; ++h) w.toggleAblation(true, 0, h);  // every head of the first layer off
+  QTRY_VERIFY_WITH_TIMEOUT(w.compareView()->summary() != before, 60000);
+  EXPECT_GE(w.compareView()->divergence(), 0);  // without layer 0's attention the text changes
+  EXPECT_EQ(w.session().budget.heads_off.size(), 4u);
   w.close();
 }
