@@ -54,6 +54,27 @@ void EngineWorker::loadModel(const QString& path) {
     // SVD and TT-SVD variants (cached next to the checkpoint), so every slider has a mechanism.
     engine_->prepare_variants({LinearKind::Nsn, LinearKind::Mpo});
     calibrated_prompt_.clear();
+    announce();
+    // A frontier swept before for this very checkpoint comes back at once.
+    const QString cache = frontierCachePath(source_, hash_);
+    if (!cache.isEmpty() && QFileInfo::exists(cache)) Q_EMIT frontierRows(read_sweep_rows(cache.toStdString()));
+  } catch (const std::exception& e) {
+    Q_EMIT failed(QString::fromStdString(e.what()));
+  }
+}
+
+void EngineWorker::setDevice(const QString& device) {
+  try {
+    if (!engine_) engine_ = std::make_unique<Engine>();
+    engine_->set_device(device.toStdString());
+    if (engine_->has_model()) announce();
+  } catch (const std::exception& e) {
+    Q_EMIT failed(QString::fromStdString(e.what()));
+  }
+}
+
+void EngineWorker::announce() {
+  {
     const auto i = engine_->info();
     const auto& c = i.config;
     ModelView v;
@@ -79,11 +100,6 @@ void EngineWorker::loadModel(const QString& path) {
     source_ = v.source;
     hash_ = v.hash;
     Q_EMIT modelLoaded(v);
-    // A frontier swept before for this very checkpoint comes back at once.
-    const QString cache = frontierCachePath(source_, hash_);
-    if (!cache.isEmpty() && QFileInfo::exists(cache)) Q_EMIT frontierRows(read_sweep_rows(cache.toStdString()));
-  } catch (const std::exception& e) {
-    Q_EMIT failed(QString::fromStdString(e.what()));
   }
 }
 

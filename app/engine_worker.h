@@ -49,6 +49,7 @@ class EngineWorker : public QObject {
 
  public Q_SLOTS:
   void loadModel(const QString& path);  // empty = the embedded default model
+  void setDevice(const QString& device);  // "auto", "cpu" or "cuda"; re-announces the model
   // Applies a budget (calibrating the gate on `prompt` first when the budget needs it).
   void setBudget(const nestscope::Budget& budget, const QString& prompt);
   void generate(const QString& prompt, const nestscope::GenerationSettings& settings, int id);
@@ -81,6 +82,7 @@ class EngineWorker : public QObject {
   std::atomic<int> generation_{0};
   std::atomic<bool> sweep_cancel_{false};
   QString calibrated_prompt_;
+  void announce();  // emits modelLoaded for the current model
   QString source_, hash_;
 };
 

@@ -19,7 +19,9 @@ int main(int argc, char** argv) {
   QCommandLineOption screenshot("screenshot", "Generate once, save the window to FILE (PNG) and exit.", "file");
   QCommandLineOption frontier("frontier", "Show the rows of a frontier results file (nestscope-cli frontier --out).",
                               "file");
-  parser.addOptions({model, prompt, tokens, budget, frontier, screenshot});
+  QCommandLineOption panel("panel", "With --screenshot: only this panel (budget, model, activations, teaching, compare, "
+                           "frontier, prompt).", "name");
+  parser.addOptions({model, prompt, tokens, budget, frontier, screenshot, panel});
   parser.process(app);
 
   nestscope::StartupOptions o;
@@ -29,6 +31,7 @@ int main(int argc, char** argv) {
   o.budget = parser.value(budget);
   o.frontier = parser.value(frontier);
   o.screenshot = parser.value(screenshot);
+  o.panel = parser.value(panel);
 
   nestscope::MainWindow w(o);
   w.show();

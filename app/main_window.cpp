@@ -2,6 +2,8 @@
 
 #include <QApplication>
 #include <QClipboard>
+#include <QComboBox>
+#include <QStandardItemModel>
 #include <QDockWidget>
 #include <QDragEnterEvent>
 #include <QDropEvent>
@@ -19,10 +21,12 @@
 #include <QTimer>
 #include <QVBoxLayout>
 
+#include "core/engine/engine.h"
 #include "core/model/budget_json.h"
 #include "widgets/activation_map.h"
 #include "widgets/budget_panel.h"
 #include "widgets/compare_view.h"
+#include "widgets/export.h"
 #include "widgets/frontier_chart.h"
 #include "widgets/generation_panel.h"
 #include "widgets/teaching_view.h"
@@ -96,8 +100,22 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
   model_info_->setWordWrap(true);
   model_info_->setTextInteractionFlags(Qt::TextSelectableByMouse);
   auto* open = new QPushButton(tr("Open checkpoint…"));
+  auto* device = new QComboBox;
+  device->addItem(tr("device: auto"), "auto");
+  device->addItem(tr("device: CPU"), "cpu");
+  device->addItem(tr("device: CUDA"), "cuda");
+  if (!Engine::cuda_available()) {  // shown, but not selectable, so the user knows why
+    auto* item = qobject_cast<QStandardItemModel*>(device->model())->item(2);
+    item->setEnabled(false);
+    item->setToolTip(tr("this LibTorch sees no CUDA device"));
+  }
   ml->addWidget(model_info_);
+  ml->addWidget(device);
   ml->addWidget(open);
+  connect(device, &QComboBox::currentIndexChanged, this, [this, device] {
+    worker_->requestStop();
+    Q_EMIT deviceRequested(device->currentData().toString());
+  });
   ml->addStretch();
   dock(this, tr("Budget"), "budget", budget_, Qt::LeftDockWidgetArea);
   dock(this, tr("Model"), "model", model_box, Qt::LeftDockWidgetArea);
@@ -155,13 +173,16 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
     if (!p.isEmpty()) Q_EMIT frontierFileRequested(p);
   });
   file->addSeparator();
-  file->addAction(tr("&Export frontier PNG…"), QKeySequence(Qt::CTRL | Qt::Key_E), this, [this] { exportFrontier("png"); });
-  file->addAction(tr("Export frontier PNG (2×)…"), QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_E), this,
-                  [this] { exportFrontier("png"); });
-  file->addAction(tr("Export frontier SVG…"), QKeySequence(Qt::CTRL | Qt::ALT | Qt::Key_E), this, [this] { exportFrontier("svg"); });
-  file->addAction(tr("Export frontier CSV…"), this, [this] { exportFrontier("csv"); });
-  file->addAction(tr("Copy activation map image"), this,
-                  [this] { QApplication::clipboard()->setPixmap(map_->grab()); });
+  // Exports act on the panel that has the keyboard focus (the frontier when none does).
+  file->addAction(tr("&Export current panel…"), QKeySequence(Qt::CTRL | Qt::Key_E), this, [this] { exportCurrent(QString()); });
+  file->addAction(tr("Export current panel as PNG (2×)…"), QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_E), this,
+                  [this] { exportCurrent("png"); });
+  file->addAction(tr("Export current panel as SVG…"), QKeySequence(Qt::CTRL | Qt::ALT | Qt::Key_E), this,
+                  [this] { exportCurrent("svg"); });
+  file->addAction(tr("Export current panel data (CSV)…"), this, [this] { exportCurrent("csv"); });
+  file->addAction(tr("&Copy current panel image"), QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_C), this, [this] {
+    if (QWidget* w = panel(currentPanelName())) QApplication::clipboard()->setPixmap(w->grab());
+  });
   file->addSeparator();
   file->addAction(tr("&Quit"), QKeySequence::Quit, this, &QWidget::close);
   auto* run = menuBar()->addMenu(tr("&Run"));
@@ -175,6 +196,7 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
   worker_->moveToThread(&thread_);
   connect(&thread_, &QThread::finished, worker_, &QObject::deleteLater);
   connect(this, &MainWindow::loadRequested, worker_, &EngineWorker::loadModel);
+  connect(this, &MainWindow::deviceRequested, worker_, &EngineWorker::setDevice);
   connect(this, &MainWindow::budgetRequested, worker_, &EngineWorker::setBudget);
   connect(this, &MainWindow::generateRequested, worker_, &EngineWorker::generate);
   connect(this, &MainWindow::sweepRequested, worker_, &EngineWorker::runSweep);
@@ -495,14 +517,52 @@ void MainWindow::onFrontier(const std::vector<SweepRow>& all) {
   updateReadout();
 }
 
-void MainWindow::exportFrontier(const QString& suffix) {
-  const QString path = QFileDialog::getSaveFileName(this, tr("Export frontier"), "frontier." + suffix);
+QWidget* MainWindow::panel(const QString& name) const {
+  if (name == "window") return const_cast<MainWindow*>(this);
+  if (name == "frontier") return chart_;
+  if (name == "activations") return map_;
+  if (name == "teaching") return teaching_;
+  if (name == "compare") return compare_;
+  if (name == "budget") return budget_;
+  if (name == "prompt") return panel_;
+  for (auto* d : findChildren<QDockWidget*>())
+    if (d->objectName() == name) return d->widget();
+  return nullptr;
+}
+
+QString MainWindow::currentPanelName() const {
+  for (QWidget* w = QApplication::focusWidget(); w; w = w->parentWidget())
+    if (auto* d = qobject_cast<QDockWidget*>(w)) return d->objectName() == "activations" ? "activations" : d->objectName();
+  return "frontier";
+}
+
+bool MainWindow::exportPanel(const QString& name, const QString& path, QString* error) {
+  QWidget* w = panel(name);
+  if (!w) {
+    if (error) *error = tr("no panel named '%1' (frontier, activations, teaching, compare, budget, model, prompt, window)").arg(name);
+    return false;
+  }
+  const QString ext = QFileInfo(path).suffix().toLower();
+  if (ext == "csv") {
+    if (w == chart_) return chart_->exportCsv(path, error);
+    if (w == map_) return map_->exportCsv(path, error);
+    if (w == teaching_) return teaching_->exportCsv(path, error);
+    if (error) *error = tr("the %1 panel has no table to export; use .png or .svg").arg(name);
+    return false;
+  }
+  if (ext == "svg") return w == chart_ ? chart_->exportSvg(path, error) : export_widget_svg(w, path, name, error);
+  if (ext == "png") return w == chart_ ? chart_->exportPng(path, 2.0, error) : export_widget_png(w, path, 2.0, error);
+  if (error) *error = tr("export to .png, .svg or .csv, not '%1'").arg(path);
+  return false;
+}
+
+void MainWindow::exportCurrent(const QString& suffix) {
+  const QString name = currentPanelName();
+  const QString filter = suffix.isEmpty() ? tr("PNG (*.png);;SVG (*.svg);;CSV (*.csv)") : suffix.toUpper() + " (*." + suffix + ")";
+  const QString path = QFileDialog::getSaveFileName(this, tr("Export %1").arg(name), name + "." + (suffix.isEmpty() ? "png" : suffix), filter);
   if (path.isEmpty()) return;
   QString error;
-  const bool ok = suffix == "svg" ? chart_->exportSvg(path, &error)
-                  : suffix == "csv" ? chart_->exportCsv(path, &error)
-                                    : chart_->exportPng(path, 2.0, &error);
-  if (!ok) onFailed(error);
+  if (!exportPanel(name, path, &error)) onFailed(error);
 }
 
 void MainWindow::onFailed(const QString& message) {
@@ -521,7 +581,15 @@ void MainWindow::onFailed(const QString& message) {
 }
 
 void MainWindow::saveScreenshotAndQuit() {
-  const bool ok = grab().save(options_.screenshot, "PNG");
+  QWidget* w = options_.panel.isEmpty() ? this : panel(options_.panel);
+  if (!w) {
+    qCritical("error: no panel named '%s'", qPrintable(options_.panel));
+    QApplication::exit(1);
+    return;
+  }
+  if (auto* d = qobject_cast<QDockWidget*>(w->parentWidget())) d->raise();  // a tabbed panel comes to the front
+  QApplication::processEvents();
+  const bool ok = w->grab().save(options_.screenshot, "PNG");
   if (!ok) qCritical("error: cannot write screenshot %s", qPrintable(options_.screenshot));
   QApplication::exit(ok ? 0 : 1);
 }

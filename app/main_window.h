@@ -30,6 +30,8 @@ struct StartupOptions {
   int tokens = 300;
   QString budget;          // JSON budget applied before the first generation ("" = full)
   QString screenshot;      // non-empty: generate once, save the window as PNG, quit
+  QString panel;           // with screenshot: only this panel (budget, model, activations, teaching,
+                           // compare, frontier); empty = the whole window
   QString frontier;        // a results file (nestscope-cli frontier --out) to show at start
   bool persist = true;     // restore and save window state and settings (QSettings)
 };
@@ -48,6 +50,10 @@ class MainWindow : public QMainWindow {
   CompareView* compareView() const { return compare_; }
   // Toggles a head (or a neuron block) in the ablation set and runs the A/B comparison.
   void toggleAblation(bool is_head, int layer, int index);
+  // Exports a panel ("frontier", "activations", "teaching", "compare", "budget", "model", "window")
+  // to `path`: .png (2×), .svg, or .csv (frontier, activations, teaching). False + *error on failure.
+  bool exportPanel(const QString& name, const QString& path, QString* error = nullptr);
+  QWidget* panel(const QString& name) const;
   bool modelReady() const { return model_ready_; }
   QString modelSource() const { return model_.source; }
   QString lastError() const { return last_error_; }
@@ -58,6 +64,7 @@ class MainWindow : public QMainWindow {
 
  Q_SIGNALS:
   void loadRequested(const QString& path);
+  void deviceRequested(const QString& device);
   void budgetRequested(const nestscope::Budget& budget, const QString& prompt);
   void generateRequested(const QString& prompt, const nestscope::GenerationSettings& settings, int id);
   void sweepRequested(const QString& text_path);
@@ -82,7 +89,8 @@ class MainWindow : public QMainWindow {
  private:
   void startGeneration();
   void updateReadout();
-  void exportFrontier(const QString& suffix);
+  QString currentPanelName() const;  // the dock holding the keyboard focus (default: frontier)
+  void exportCurrent(const QString& suffix);  // asks for a file name
   void saveScreenshotAndQuit();
   void remember(const QString& key, const QString& path);  // recent files (QSettings)
   void rebuildRecent();

@@ -1,6 +1,8 @@
 #include "widgets/activation_map.h"
 
+#include <QFile>
 #include <QMouseEvent>
+#include <QTextStream>
 #include <QPainter>
 #include <QToolTip>
 #include <algorithm>
@@ -32,6 +34,36 @@ void ActivationMap::appendToken(const TokenActivity& token) {
   tokens_.push_back(token);
   if (follow_) selected_ = int(tokens_.size()) - 1;
   update();
+}
+
+bool ActivationMap::exportCsv(const QString& path, QString* error) const {
+  QFile f(path);
+  if (!f.open(QIODevice::WriteOnly | QIODevice::Truncate | QIODevice::Text)) {
+    if (error) *error = tr("could not write %1: %2").arg(path, f.errorString());
+    return false;
+  }
+  QTextStream out(&f);
+  out << "token,text,entropy,macs,active_fraction";
+  for (int l = 0; l < layers_; ++l) out << ",m_L" << l << ",blocks_L" << l << ",heads_L" << l;
+  out << "\n";
+  for (size_t i = 0; i < tokens_.size(); ++i) {
+    const auto& t = tokens_[i];
+    QString text = t.text;
+    text.replace('"', "\"\"");
+    out << i << ",\"" << text << "\"," << t.entropy << ',' << t.macs << ',' << activeFraction(t);
+    for (int l = 0; l < layers_; ++l) {
+      auto join = [](const std::vector<std::vector<int>>& v, int l) {
+        QStringList s;
+        if (l < int(v.size()))
+          for (int x : v[size_t(l)]) s << QString::number(x);
+        return s.join(' ');
+      };
+      out << ',' << (l < int(t.measurements.size()) ? t.measurements[size_t(l)] : 0) << ",\"" << join(t.blocks, l) << "\",\""
+          << join(t.heads, l) << '"';
+    }
+    out << "\n";
+  }
+  return true;
 }
 
 void ActivationMap::setAblated(const std::set<std::pair<int64_t, int64_t>>& heads,

@@ -39,6 +39,8 @@ class ActivationMap : public QWidget {
   // Cells forced off (ablation), drawn crossed out: (layer, head) and (layer, block).
   void setAblated(const std::set<std::pair<int64_t, int64_t>>& heads, const std::set<std::pair<int64_t, int64_t>>& blocks);
   QSize sizeHint() const override { return {520, 300}; }
+  // Every token: index, text, entropy, MACs, active fraction, per-layer m and blocks. False + *error on failure.
+  bool exportCsv(const QString& path, QString* error = nullptr) const;
 
  Q_SIGNALS:
   void tokenSelected(int index);

@@ -55,6 +55,8 @@ const QColor kPalette[] = {QColor(0, 0, 0),     QColor(230, 159, 0),  QColor(86,
 
 FrontierChart::FrontierChart(QWidget* parent) : QWidget(parent), chart_(new QChart), view_(new QChartView(chart_)) {
   view_->setRenderHint(QPainter::Antialiasing);
+  // Follow the system palette: the dark chart theme on a dark desktop.
+  if (palette().color(QPalette::Window).lightness() < 128) chart_->setTheme(QChart::ChartThemeDark);
   chart_->legend()->setAlignment(Qt::AlignRight);
   QFont legend_font = chart_->legend()->font();
   legend_font.setPointSizeF(legend_font.pointSizeF() * 0.85);

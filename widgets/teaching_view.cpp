@@ -1,6 +1,8 @@
 #include "widgets/teaching_view.h"
 
 #include <QComboBox>
+#include <QFile>
+#include <QTextStream>
 #include <QHBoxLayout>
 #include <QImage>
 #include <QLabel>
@@ -98,6 +100,26 @@ void TeachingView::setView(const LayerView& v) {
 }
 
 QString TeachingView::summary() const { return summary_->text(); }
+
+bool TeachingView::exportCsv(const QString& path, QString* error) const {
+  QFile f(path);
+  if (!f.open(QIODevice::WriteOnly | QIODevice::Truncate | QIODevice::Text)) {
+    if (error) *error = tr("could not write %1: %2").arg(path, f.errorString());
+    return false;
+  }
+  QTextStream out(&f);
+  double total = 0, cum = 0;
+  for (double s : view_.singular_values) total += s * s;
+  out << "# " << QString::fromStdString(view_.name) << " [" << view_.rows << "x" << view_.cols << "], MPO bonds at chi="
+      << view_.bond << ":";
+  for (auto d : view_.bond_dims) out << ' ' << d;
+  out << "\nindex,singular_value,cumulative_energy\n";
+  for (size_t i = 0; i < view_.singular_values.size(); ++i) {
+    cum += view_.singular_values[i] * view_.singular_values[i];
+    out << i << ',' << view_.singular_values[i] << ',' << (total > 0 ? cum / total : 1.0) << "\n";
+  }
+  return true;
+}
 
 void TeachingView::paintEvent(QPaintEvent*) {
   QPainter p(this);

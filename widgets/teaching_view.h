@@ -22,6 +22,8 @@ class TeachingView : public QWidget {
   void setView(const LayerView& view);
   const LayerView& view() const { return view_; }
   QString summary() const;  // the text line under the drawings (for tests and screen readers)
+  // The spectrum (index, σ, cumulative energy) and the chain's bonds. False + *error on failure.
+  bool exportCsv(const QString& path, QString* error = nullptr) const;
   QSize sizeHint() const override { return {640, 520}; }
 
  public Q_SLOTS:

@@ -135,6 +135,8 @@ void Engine::load_default() { impl_->adopt(load_checkpoint_bytes(default_model_b
 
 bool Engine::has_model() const { return impl_->loaded != nullptr; }
 
+bool Engine::cuda_available() { return torch::cuda::is_available(); }
+
 void Engine::set_device(const std::string& device) {
   impl_->device = resolve_device(device);
   if (!impl_->loaded) return;

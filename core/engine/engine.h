@@ -184,6 +184,7 @@ class Engine {
   ModelInfo info() const;  // throws Error when no model is loaded
   // "auto" (CUDA when present), "cpu" or "cuda".
   void set_device(const std::string& device);
+  static bool cuda_available();
 
   // Streams tokens after the prompt. The prompt must be non-empty, valid UTF-8, in the
   // vocabulary and shorter than the context; generation past the context keeps the latest

@@ -292,3 +292,39 @@ TEST(Explorer, ClickingAHeadRunsAnAbComparison) {
   EXPECT_EQ(w.session().budget.heads_off.size(), 4u);
   w.close();
 }
+
+TEST(Explorer, EveryPanelExportsPngSvgAndItsData) {
+  if (!has_default_model()) GTEST_SKIP() << "this build embedded no default model";
+  StartupOptions o;
+  o.tokens = 10;
+  o.persist = false;
+  MainWindow w(o);
+  w.show();
+  QTRY_VERIFY_WITH_TIMEOUT(w.activationMap()->tokenCount() == 10, 60000);
+  QTRY_VERIFY_WITH_TIMEOUT(!w.teachingView()->view().singular_values.empty(), 60000);
+  QTemporaryDir dir;
+  QString error;
+  for (const char* name : {"activations", "teaching", "budget", "compare", "window"}) {
+    const QString png = dir.filePath(QString(name) + ".png"), svg = dir.filePath(QString(name) + ".svg");
+    ASSERT_TRUE(w.exportPanel(name, png, &error)) << name << ": " << error.toStdString();
+    QImage img(png);
+    ASSERT_FALSE(img.isNull()) << name;
+    EXPECT_EQ(img.width(), 2 * w.panel(name)->width()) << name;  // 2× for slides
+    ASSERT_TRUE(w.exportPanel(name, svg, &error)) << name << ": " << error.toStdString();
+    QFile f(svg);
+    ASSERT_TRUE(f.open(QIODevice::ReadOnly));
+    EXPECT_TRUE(f.readAll().contains("<svg")) << name;
+  }
+  ASSERT_TRUE(w.exportPanel("activations", dir.filePath("a.csv"), &error)) << error.toStdString();
+  QFile a(dir.filePath("a.csv"));
+  ASSERT_TRUE(a.open(QIODevice::ReadOnly));
+  EXPECT_EQ(a.readAll().count('\n'), 11);  // header + 10 tokens
+  ASSERT_TRUE(w.exportPanel("teaching", dir.filePath("t.csv"), &error));
+  QFile t(dir.filePath("t.csv"));
+  ASSERT_TRUE(t.open(QIODevice::ReadOnly));
+  EXPECT_TRUE(t.readAll().contains("index,singular_value,cumulative_energy"));
+  EXPECT_FALSE(w.exportPanel("budget", dir.filePath("b.csv"), &error));
+  EXPECT_TRUE(error.contains("no table"));
+  EXPECT_FALSE(w.exportPanel("nope", dir.filePath("x.png"), &error));
+  w.close();
+}

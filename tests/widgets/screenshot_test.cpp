@@ -30,3 +30,24 @@ TEST(GuiScreenshot, WindowRendersAGenerationToPng) {
     for (int x = 0; x < img.width(); x += 3) colours.insert(img.pixel(x, y));
   EXPECT_GT(colours.size(), 20u);
 }
+
+TEST(GuiScreenshot, OneNamedPanel) {
+  QTemporaryDir dir;
+  const QString png = dir.filePath("map.png");
+  QProcess app;
+  auto env = QProcessEnvironment::systemEnvironment();
+  env.insert("QT_QPA_PLATFORM", "offscreen");
+  app.setProcessEnvironment(env);
+  app.start(NESTSCOPE_GUI_BIN, {"--screenshot", png, "--panel", "activations", "--tokens", "20"});
+  ASSERT_TRUE(app.waitForFinished(240000)) << "GUI did not finish";
+  const QString err = QString::fromUtf8(app.readAllStandardError());
+  if (app.exitCode() != 0 && err.contains("no embedded default model")) GTEST_SKIP() << err.toStdString();
+  ASSERT_EQ(app.exitCode(), 0) << err.toStdString();
+  QImage img(png);
+  ASSERT_FALSE(img.isNull());
+  EXPECT_LT(img.height(), 600);  // the panel, not the whole window
+  app.start(NESTSCOPE_GUI_BIN, {"--screenshot", png, "--panel", "nope", "--tokens", "5"});
+  ASSERT_TRUE(app.waitForFinished(240000));
+  EXPECT_NE(app.exitCode(), 0);
+  EXPECT_TRUE(QString::fromUtf8(app.readAllStandardError()).contains("no panel named 'nope'"));
+}
