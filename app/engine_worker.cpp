@@ -96,7 +96,13 @@ void EngineWorker::announce() {
     v.layers = int(c.n_layers);
     v.heads = int(c.n_heads);
     v.blocks = int(c.d_ff % 16 == 0 ? c.d_ff / 16 : 1);
-    for (const auto& n : engine_->projection_names()) v.projections << QString::fromStdString(n);
+    for (const auto& n : engine_->projection_names()) {
+      v.projections << QString::fromStdString(n);
+      const std::string family = projection_family(n);
+      const auto [in, out] = c.family_shape(family);
+      v.limits.layers.emplace_back(n, int(c.linear_spec(family).kind == LinearKind::Nsn ? c.nsn_max_rank(family)
+                                                                                          : std::min(in, out)));
+    }
     source_ = v.source;
     hash_ = v.hash;
     Q_EMIT modelLoaded(v);
@@ -133,6 +139,7 @@ void EngineWorker::generate(const QString& prompt, const GenerationSettings& s, 
     o.temperature = s.temperature;
     o.top_k = s.top_k;
     o.seed = s.seed;
+    o.trace_oracle = true;  // the activation map can show what the oracle would have run
     const auto r = engine_->generate(prompt.toStdString(), o, [this, id](const GeneratedToken& t) {
       TokenActivity a;
       a.text = QString::fromStdString(t.text);
@@ -141,6 +148,7 @@ void EngineWorker::generate(const QString& prompt, const GenerationSettings& s, 
       a.macs = t.macs;
       for (const auto& g : t.gate) {
         a.blocks.emplace_back(g.blocks.begin(), g.blocks.end());
+        a.oracle.emplace_back(g.oracle.begin(), g.oracle.end());
         a.measurements.push_back(int(g.measurements));
       }
       for (const auto& h : t.heads) a.heads.emplace_back(h.begin(), h.end());

@@ -1,5 +1,6 @@
 #include "widgets/activation_map.h"
 
+#include <QCheckBox>
 #include <QFile>
 #include <QMouseEvent>
 #include <QTextStream>
@@ -15,6 +16,10 @@ const QColor kOn(0, 114, 178), kOff(225, 228, 232), kAccent(213, 94, 0);
 
 ActivationMap::ActivationMap(QWidget* parent) : QWidget(parent) {
   setMouseTracking(true);
+  oracle_box_ = new QCheckBox(tr("compare with the oracle"), this);
+  oracle_box_->setToolTip(tr("Blocks: dark = the gate ran it and it is among the truly strongest k; orange = the "
+                             "oracle would have run it but the gate did not; light = the gate ran it needlessly"));
+  connect(oracle_box_, &QCheckBox::toggled, this, &ActivationMap::setShowOracle);
   setMinimumSize(320, 220);
 }
 
@@ -64,6 +69,12 @@ bool ActivationMap::exportCsv(const QString& path, QString* error) const {
     out << "\n";
   }
   return true;
+}
+
+void ActivationMap::setShowOracle(bool on) {
+  show_oracle_ = on;
+  if (oracle_box_->isChecked() != on) oracle_box_->setChecked(on);
+  update();
 }
 
 void ActivationMap::setAblated(const std::set<std::pair<int64_t, int64_t>>& heads,
@@ -116,6 +127,7 @@ void ActivationMap::paintEvent(QPaintEvent*) {
     return;
   }
   const auto L = layout();
+  oracle_box_->move(width() - oracle_box_->sizeHint().width() - 8, 1);
   const TokenActivity* t = selected_ >= 0 ? &tokens_[size_t(selected_)] : nullptr;
   p.drawText(QRectF(L.heads.left(), 2, L.heads.width(), 18), Qt::AlignLeft, tr("heads"));
   p.drawText(QRectF(L.blocks.left(), 2, L.blocks.width(), 18), Qt::AlignLeft,
@@ -142,7 +154,13 @@ void ActivationMap::paintEvent(QPaintEvent*) {
       const bool on = !t || blockActive(*t, l, b);
       const QRectF cell(L.blocks.left() + b * bw + (bw > 4 ? 0.5 : 0), L.heads.top() + l * ch + 1, bw - (bw > 4 ? 1 : 0),
                         ch - 2);
-      p.fillRect(cell, blocks_off_.count({l, b}) ? kAccent : on ? kOn : kOff);
+      QColor colour = on ? kOn : kOff;
+      if (show_oracle_ && t && l < int(t->oracle.size()) && !t->oracle[size_t(l)].empty()) {
+        const auto& o = t->oracle[size_t(l)];
+        const bool best = std::binary_search(o.begin(), o.end(), b);
+        colour = on && best ? kOn : best ? QColor(230, 159, 0) : on ? kOn.lighter(165) : kOff;
+      }
+      p.fillRect(cell, blocks_off_.count({l, b}) ? kAccent : colour);
     }
   }
   // Timeline: bar = active fraction per token; dots = mean measurements (scaled to the largest).
@@ -186,6 +204,10 @@ QString ActivationMap::describeAt(const QPoint& pos) const {
   if (L.blocks.contains(pos) && l >= 0 && l < layers_) {
     const int b = int((pos.x() - L.blocks.left()) / (L.blocks.width() / std::max(1, blocks_)));
     QString s = tr("layer %1, block %2: %3").arg(l).arg(b).arg(!t || blockActive(*t, l, b) ? tr("ran") : tr("skipped"));
+    if (t && l < int(t->oracle.size()) && !t->oracle[size_t(l)].empty()) {
+      const auto& o = t->oracle[size_t(l)];
+      s += std::binary_search(o.begin(), o.end(), b) ? tr(" · among the oracle's top-k") : tr(" · not in the oracle's top-k");
+    }
     if (t && l < int(t->measurements.size()) && t->measurements[size_t(l)] > 0)
       s += tr(" · %1 measurements in this layer").arg(t->measurements[size_t(l)]);
     return s;

@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+class QCheckBox;
+
 namespace nestscope {
 
 // One generated token as the map needs it (plain values; filled from Engine's GeneratedToken).
@@ -16,6 +18,7 @@ struct TokenActivity {
   double entropy = 0;
   qint64 macs = 0;
   std::vector<std::vector<int>> blocks;  // per layer, MLP blocks that ran (empty = ungated: all)
+  std::vector<std::vector<int>> oracle;  // per layer, the oracle's top-k blocks (may be empty)
   std::vector<int> measurements;         // per layer, m used (0 = none)
   std::vector<std::vector<int>> heads;   // per layer, heads that ran
   std::vector<std::pair<QString, double>> top;  // the 5 likeliest tokens and their probabilities
@@ -30,6 +33,9 @@ class ActivationMap : public QWidget {
   void clear();
   void appendToken(const TokenActivity& token);      // selects it when following the stream
   void selectToken(int index);
+  // Draw the oracle's blocks (the truly strongest k) instead of the ones the gate ran.
+  void setShowOracle(bool on);
+  bool showOracle() const { return show_oracle_; }
   int selectedToken() const { return selected_; }
   int tokenCount() const { return int(tokens_.size()); }
   // Fraction of MLP blocks the selected token ran, over all layers (1 when ungated, -1 if none).
@@ -65,6 +71,8 @@ class ActivationMap : public QWidget {
   int selected_ = -1;
   bool follow_ = true;  // the newest token is selected until the user picks one
   std::set<std::pair<int64_t, int64_t>> heads_off_, blocks_off_;
+  bool show_oracle_ = false;
+  QCheckBox* oracle_box_;
 };
 
 }  // namespace nestscope

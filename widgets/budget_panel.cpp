@@ -10,6 +10,8 @@
 #include <QSlider>
 #include <QSpinBox>
 #include <QTimer>
+#include <QToolButton>
+#include <QGridLayout>
 #include <QVBoxLayout>
 #include <cmath>
 
@@ -86,6 +88,20 @@ BudgetPanel::BudgetPanel(QWidget* parent) : QWidget(parent) {
   auto* sf = new QFormLayout(sizes);
   sf->addRow(rank_label_, rank_);
   sf->addRow(bond_label_, bond_);
+  layers_toggle_ = new QToolButton;
+  layers_toggle_->setText(tr("Per-layer ranks"));
+  layers_toggle_->setCheckable(true);
+  layers_toggle_->setToolButtonStyle(Qt::ToolButtonTextBesideIcon);
+  layers_toggle_->setArrowType(Qt::RightArrow);
+  layers_box_ = new QWidget;
+  layers_box_->setVisible(false);
+  new QGridLayout(layers_box_);
+  sf->addRow(layers_toggle_);
+  sf->addRow(layers_box_);
+  connect(layers_toggle_, &QToolButton::toggled, this, [this](bool on) {
+    layers_box_->setVisible(on);
+    layers_toggle_->setArrowType(on ? Qt::DownArrow : Qt::RightArrow);
+  });
   auto* gate = new QGroupBox(tr("Sensing gate"));
   auto* gf = new QFormLayout(gate);
   gf->addRow(tr("policy"), policy_);
@@ -154,8 +170,34 @@ void BudgetPanel::setLimits(const BudgetLimits& l) {
   mlp_kind_->setCurrentIndex(0);
   policy_->setCurrentIndex(0);
   keep_->setValue(100);
+  // One box per projection: 0 follows the global rank.
+  auto* grid = static_cast<QGridLayout*>(layers_box_->layout());
+  for (auto& [name, spin] : layer_spins_) delete spin;
+  while (auto* item = grid->takeAt(0)) {
+    delete item->widget();
+    delete item;
+  }
+  layer_spins_.clear();
+  int row = 0;
+  for (const auto& [name, max_rank] : l.layers) {
+    auto* spin = new QSpinBox;
+    spin->setRange(0, std::max(1, max_rank));
+    spin->setSpecialValueText(tr("global"));
+    grid->addWidget(new QLabel(QString::fromStdString(name)), row / 2, (row % 2) * 2);
+    grid->addWidget(spin, row / 2, (row % 2) * 2 + 1);
+    ++row;
+    connect(spin, &QSpinBox::valueChanged, this, &BudgetPanel::emitChanged);
+    layer_spins_.emplace_back(name, spin);
+  }
+  layers_toggle_->setVisible(!l.layers.empty());
   quiet_ = false;
   updateLabels();
+}
+
+QSpinBox* BudgetPanel::layerRankBox(const std::string& name) const {
+  for (const auto& [n, spin] : layer_spins_)
+    if (n == name) return spin;
+  return nullptr;
 }
 
 Budget BudgetPanel::budget() const {
@@ -170,6 +212,13 @@ Budget BudgetPanel::budget() const {
   const bool any_nsn = attn == LinearKind::Nsn || mlp == LinearKind::Nsn;
   const bool any_mpo = attn == LinearKind::Mpo || mlp == LinearKind::Mpo;
   if (any_nsn && rank_->value() < rank_->maximum()) b.rank = rank_->value();
+  for (const auto& [name, spin] : layer_spins_)  // per-layer overrides, on NSN layers only
+    if (spin->value() > 0 && b.kind_for(projection_family(name), projection_family(name).rfind("attn", 0) == 0
+                                                                        ? limits_.attn
+                                                                        : projection_family(name).rfind("mlp", 0) == 0
+                                                                              ? limits_.mlp
+                                                                              : LinearKind::Dense) == LinearKind::Nsn)
+      b.layer_rank[name] = spin->value();
   if (any_mpo && bond_->value() < bond_->maximum()) b.bond = bond_->value();
   b.gate.policy = GatePolicy(policy_->currentIndex());
   if (b.gate.policy != GatePolicy::Off) {
@@ -204,6 +253,10 @@ void BudgetPanel::setBudget(const Budget& b) {
   m_max_->setValue(int(b.gate.m_max));
   heads_->setValue(int(std::lround(b.gate.head_active * heads_->maximum())));
   keep_->setValue(int(std::lround(b.prompt_keep * 100)));
+  for (const auto& [name, spin] : layer_spins_) {
+    auto it = b.layer_rank.find(name);
+    spin->setValue(it == b.layer_rank.end() ? 0 : int(it->second));
+  }
   quiet_ = false;
   emitChanged();
 }
@@ -213,6 +266,11 @@ void BudgetPanel::updateLabels() {
   const bool any_nsn = b.kind_for("attn.q", limits_.attn) == LinearKind::Nsn || b.kind_for("mlp.up", limits_.mlp) == LinearKind::Nsn;
   const bool any_mpo = b.kind_for("attn.q", limits_.attn) == LinearKind::Mpo || b.kind_for("mlp.up", limits_.mlp) == LinearKind::Mpo;
   rank_->setEnabled(any_nsn && limits_.rank > 0);
+  for (const auto& [name, spin] : layer_spins_) {
+    const std::string family = projection_family(name);
+    const LinearKind own = family.rfind("attn", 0) == 0 ? limits_.attn : family.rfind("mlp", 0) == 0 ? limits_.mlp : LinearKind::Dense;
+    spin->setEnabled(b.kind_for(family, own) == LinearKind::Nsn);
+  }
   bond_->setEnabled(any_mpo && limits_.bond > 0);
   rank_label_->setText(rank_->value() >= rank_->maximum() ? tr("rank: full") : tr("rank: %1").arg(rank_->value()));
   bond_label_->setText(bond_->value() >= bond_->maximum() ? tr("χ: full") : tr("χ: %1").arg(bond_->value()));

@@ -1,6 +1,9 @@
 // BudgetPanel: every compute knob of the model as a slider, and what the budget costs.
 #pragma once
 #include <QWidget>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "core/model/budget.h"
 
@@ -11,6 +14,7 @@ class QPushButton;
 class QSlider;
 class QSpinBox;
 class QTimer;
+class QToolButton;
 
 namespace nestscope {
 
@@ -22,6 +26,8 @@ struct BudgetLimits {
   int mlp_width = 0;   // N, for the gate's block count
   LinearKind attn = LinearKind::Dense;  // the model's own kinds
   LinearKind mlp = LinearKind::Dense;
+  // Every projection ("blk.0.attn.q", …) and the largest rank it can take, for per-layer ranks.
+  std::vector<std::pair<std::string, int>> layers;
 };
 
 // The numbers shown under the sliders; NaN / negative = unknown.
@@ -48,6 +54,8 @@ class BudgetPanel : public QWidget {
   QSlider* bondSlider() const { return bond_; }
   QSlider* gateSlider() const { return active_; }
   QSlider* keepSlider() const { return keep_; }
+  // The per-layer rank box of a projection (0 = follow the global rank), or nullptr.
+  QSpinBox* layerRankBox(const std::string& name) const;
 
  public Q_SLOTS:
   void play();  // animates the rank (else χ, else gate) from full to its minimum; again = stop
@@ -78,6 +86,9 @@ class BudgetPanel : public QWidget {
   QSlider* keep_;
   QLabel* keep_label_;
   QPushButton* play_;
+  QToolButton* layers_toggle_;
+  QWidget* layers_box_;
+  std::vector<std::pair<std::string, QSpinBox*>> layer_spins_;
   QTimer* anim_;
   QLabel* readout_;
 };

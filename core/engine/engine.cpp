@@ -263,7 +263,7 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
     Gpt& model;
     ~TraceOff() { model->set_gate_trace(nullptr); }
   } trace_off{model};
-  if (gated) model->set_gate_trace(&sink);
+  if (gated) model->set_gate_trace(&sink, options.trace_oracle);
   std::vector<MlpGateTrace> last_trace;  // of the step whose logits we hold
   // One step's MACs: the analytic count, with each gated MLP at what its trace says it spent.
   auto step_macs_at = [&](int64_t context_len) {

@@ -113,6 +113,7 @@ struct GenerateOptions {
   double temperature = 0.8;  // 0 = greedy
   int64_t top_k = 0;         // 0 = off
   uint64_t seed = 0;
+  bool trace_oracle = false;  // gate traces also carry the oracle's top-k blocks (costs a full up-projection)
 };
 
 struct GeneratedToken {

@@ -53,6 +53,7 @@ struct MlpGateTrace {
   std::vector<int64_t> blocks;  // active block indices (in the gate's neuron order), ascending
   int64_t measurements = 0;     // m used (0 for policies that do not measure)
   int64_t macs = 0;             // MLP MACs spent: measurement + recovery + the active blocks
+  std::vector<int64_t> oracle;  // the true top-k blocks, when asked for (a full up-projection: measurement only)
 };
 
 // m when GateOptions::measurements is 0: N/16 (PCA + MMSE reaches block-support F1 ≈ 0.94 there

@@ -346,7 +346,9 @@ void MlpGate::forward_raw(int64_t rows, const float* x, float* y, std::vector<Ml
         ++stats->f1_rows;
       }
     }
-    if (trace) trace->push_back({std::move(blocks), options_.policy == GatePolicy::Sensing ? m_t_ : 0, macs});
+    if (trace)
+      trace->push_back({std::move(blocks), options_.policy == GatePolicy::Sensing ? m_t_ : 0, macs,
+                        trace_oracle ? oracle_blocks(x + r * C_) : std::vector<int64_t>{}});
   }
 }
 

@@ -77,6 +77,8 @@ class MlpGate {
   void set_uncertainty(double h);
   int64_t width() const { return N_; }
   const GateOptions& options() const { return options_; }
+  // With a trace: also record each row's oracle top-k (costs a full up-projection; for display).
+  bool trace_oracle = false;
   // MACs of the dense MLP per token (2·N·C), for ratios.
   int64_t dense_macs() const { return 2 * N_ * C_; }
   // MACs per token row at the current m_t and k_t: measurement + recovery + the k_t chosen blocks

@@ -91,7 +91,10 @@ MlpImpl::MlpImpl(const ModelConfig& cfg) : activation_(cfg.activation) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  if (gate && !at::GradMode::is_enabled()) return gate->forward(x, trace, stats);
+  if (gate && !at::GradMode::is_enabled()) {
+    gate->trace_oracle = trace_oracle;
+    return gate->forward(x, trace, stats);
+  }
   auto h = up->forward(x);  // [B, T, N]
   h = activation_ == Activation::Relu ? torch::relu(h) : torch::gelu(h);
   if (neuron_mask.defined()) h = h * neuron_mask.to(h.options());  // ablated neurons off
@@ -459,9 +462,12 @@ void GptImpl::rebuild_gates() {
   }
 }
 
-void GptImpl::set_gate_trace(std::vector<std::vector<MlpGateTrace>>* sink) {
+void GptImpl::set_gate_trace(std::vector<std::vector<MlpGateTrace>>* sink, bool with_oracle) {
   if (sink) sink->resize(size_t(cfg_.n_layers));
-  for (int64_t l = 0; l < cfg_.n_layers; ++l) blocks_[size_t(l)]->mlp->trace = sink ? &(*sink)[size_t(l)] : nullptr;
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+    blocks_[size_t(l)]->mlp->trace = sink ? &(*sink)[size_t(l)] : nullptr;
+    blocks_[size_t(l)]->mlp->trace_oracle = sink != nullptr && with_oracle;
+  }
 }
 
 void GptImpl::set_head_importance(const torch::Tensor& importance) {

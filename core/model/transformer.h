@@ -76,6 +76,7 @@ class MlpImpl : public torch::nn::Module {
   // When set (and autograd is off) the MLP runs gated: only the neuron blocks the gate picks.
   std::shared_ptr<MlpGate> gate;
   std::vector<MlpGateTrace>* trace = nullptr;  // filled per token row by the gate when set
+  bool trace_oracle = false;                   // traces also carry the oracle's blocks
   // Ablation: [N] 1 keep / 0 off multiplied into the activations (undefined = none). The gate,
   // when on, is built from weights with these neurons zeroed instead.
   torch::Tensor neuron_mask;
@@ -159,7 +160,7 @@ class GptImpl : public torch::nn::Module {
   bool gate_calibrated(int64_t block) const { return calib_block_ == block && !neuron_energy_.empty(); }
   // Per-layer gate traces: a forward appends one MlpGateTrace per token row to (*sink)[layer].
   // nullptr stops tracing (the default: the fast path pays nothing).
-  void set_gate_trace(std::vector<std::vector<MlpGateTrace>>* sink);
+  void set_gate_trace(std::vector<std::vector<MlpGateTrace>>* sink, bool with_oracle = false);
   // Head importance [L, H] (from knockout probes) used when GateOptions::head_active < 1.
   void set_head_importance(const torch::Tensor& importance);
   bool heads_calibrated() const { return head_importance_.defined(); }

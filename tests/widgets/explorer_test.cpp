@@ -6,6 +6,7 @@
 #include <QImage>
 #include <QSignalSpy>
 #include <QSlider>
+#include <QSpinBox>
 #include <QTemporaryDir>
 #include <QTest>
 
@@ -327,4 +328,54 @@ TEST(Explorer, EveryPanelExportsPngSvgAndItsData) {
   EXPECT_TRUE(error.contains("no table"));
   EXPECT_FALSE(w.exportPanel("nope", dir.filePath("x.png"), &error));
   w.close();
+}
+
+TEST(ActivationMap, ComparesTheGateWithTheOracle) {
+  ActivationMap m;
+  m.resize(600, 320);
+  m.setShape(1, 2, 4);
+  TokenActivity a;
+  a.text = "a";
+  a.blocks = {{0, 1}};
+  a.oracle = {{1, 2}};
+  a.heads = {{0, 1}};
+  m.appendToken(a);
+  m.setShowOracle(true);
+  EXPECT_TRUE(m.showOracle());
+  bool missed = false, wasted = false;
+  for (int y = 0; y < m.height(); y += 2)
+    for (int x = 0; x < m.width(); x += 2) {
+      const QString s = m.describeAt({x, y});
+      missed |= s == "layer 0, block 2: skipped · among the oracle's top-k";
+      wasted |= s == "layer 0, block 0: ran · not in the oracle's top-k";
+    }
+  EXPECT_TRUE(missed);
+  EXPECT_TRUE(wasted);
+  // Orange marks the block the oracle wanted and the gate skipped.
+  const QImage img = m.grab().toImage();
+  bool orange = false;
+  for (int y = 0; y < img.height() && !orange; y += 2)
+    for (int x = 0; x < img.width() && !orange; x += 2) orange |= img.pixelColor(x, y) == QColor(230, 159, 0);
+  EXPECT_TRUE(orange);
+}
+
+TEST(BudgetPanel, PerLayerRanksApplyToNsnLayersOnly) {
+  BudgetPanel p;
+  BudgetLimits l{128, 64, 4, 512, LinearKind::Dense, LinearKind::Dense};
+  l.layers = {{"blk.0.attn.q", 128}, {"blk.0.mlp.up", 128}, {"head", 65}};
+  p.setLimits(l);
+  ASSERT_NE(p.layerRankBox("blk.0.mlp.up"), nullptr);
+  EXPECT_FALSE(p.layerRankBox("blk.0.mlp.up")->isEnabled());  // dense MLP: no rank to set
+  Budget b;
+  b.kind = {{"mlp", LinearKind::Nsn}};
+  p.setBudget(b);
+  EXPECT_TRUE(p.layerRankBox("blk.0.mlp.up")->isEnabled());
+  EXPECT_FALSE(p.layerRankBox("blk.0.attn.q")->isEnabled());
+  p.layerRankBox("blk.0.mlp.up")->setValue(12);
+  p.layerRankBox("blk.0.attn.q")->setValue(5);  // ignored: attention is dense
+  const Budget got = p.budget();
+  EXPECT_EQ(got.layer_rank, (std::map<std::string, int64_t>{{"blk.0.mlp.up", 12}}));
+  Budget again = got;
+  p.setBudget(again);
+  EXPECT_EQ(p.layerRankBox("blk.0.mlp.up")->value(), 12);
 }
