@@ -59,6 +59,7 @@ TeachingView::TeachingView(QWidget* parent) : QWidget(parent) {
   lay->addLayout(bar);
   lay->addStretch(1);  // the drawings fill this space (paintEvent)
   lay->addWidget(summary_);
+  setMinimumHeight(340);  // room for the spectrum, three heatmaps and the chain
   connect(layer_, &QComboBox::currentIndexChanged, this, &TeachingView::request);
   connect(rank_, &QSpinBox::valueChanged, this, &TeachingView::request);
   connect(bond_, &QSpinBox::valueChanged, this, &TeachingView::request);
@@ -129,7 +130,7 @@ void TeachingView::paintEvent(QPaintEvent*) {
     p.drawText(rect(), Qt::AlignCenter, tr("pick a layer"));
     return;
   }
-  const double top = 40, bottom = height() - summary_->height() - 16;
+  const double top = layer_->geometry().bottom() + 30, bottom = summary_->geometry().top() - 8;
   const double w = width() - 16, h = bottom - top;
   const QRectF spec(8, top, w * 0.34, h * 0.55), maps(16 + w * 0.34, top, w * 0.66 - 8, h * 0.55),
       chain(8, top + h * 0.6, w, h * 0.4);
