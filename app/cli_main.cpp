@@ -188,6 +188,10 @@ int main(int argc, char** argv) {
   train->add_option("--position", position, "sinusoidal or learned")->capture_default_str();
   train->add_option("--activation", activation, "relu or gelu")->capture_default_str();
   int64_t train_mpo_bond = 0;
+  train->add_option("--mlp-block-active", topt.mlp_block_active,
+                    "gate-aware training: per token keep only this fraction of MLP blocks (the oracle top-k)")
+      ->capture_default_str();
+  train->add_option("--mlp-block", topt.mlp_block, "neurons per block for --mlp-block-active")->capture_default_str();
   train->add_option("--mpo-bond", train_mpo_bond,
                     "train every projection as an MPO chain of this χ from random cores (0 = dense)")
       ->capture_default_str();

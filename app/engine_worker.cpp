@@ -217,7 +217,7 @@ void EngineWorker::runSweep(const QString& text_path) {
     if (!text_path.isEmpty()) o.text = read_text_file(text_path.toStdString());
     o.max_windows = 24;
     o.results = frontierCachePath(source_, hash_).toStdString();
-    const auto budget = engine_->budget();
+    calibrated_prompt_.clear();  // the sweep calibrates the gate on its own text
     auto rows = engine_->sweep(engine_->grid("default"), o, [this](const Progress& p) {
       Q_EMIT sweepProgress(int(p.done), int(p.total));
       return !sweep_cancel_.load();

@@ -98,6 +98,16 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   auto h = up->forward(x);  // [B, T, N]
   h = activation_ == Activation::Relu ? torch::relu(h) : torch::gelu(h);
   if (neuron_mask.defined()) h = h * neuron_mask.to(h.options());  // ablated neurons off
+  if (train_active < 1 && at::GradMode::is_enabled()) {
+    // The oracle support in the loop: per token, the k blocks with the largest ‖act(z_b)‖².
+    const auto sizes = h.sizes().vec();
+    const int64_t N = h.size(-1), nb = N / train_block;
+    const int64_t k = std::clamp<int64_t>(std::llround(train_active * double(nb)), 1, nb);
+    auto blocks = h.reshape({-1, nb, train_block});                     // [BT, nb, blk]
+    auto energy = blocks.detach().square().sum(-1);                     // [BT, nb]
+    auto keep = torch::zeros_like(energy).scatter_(1, std::get<1>(energy.topk(k, 1)), 1.0);  // [BT, nb]
+    h = (blocks * keep.unsqueeze(-1)).reshape(sizes);
+  }
   return down->forward(h);  // [B, T, C]
 }
 
@@ -489,6 +499,16 @@ void GptImpl::set_head_probe_masks(const torch::Tensor& masks) {
 void GptImpl::set_gate_uncertainty(double h) {
   for (auto& b : blocks_)
     if (b->mlp->gate) b->mlp->gate->set_uncertainty(h);
+}
+
+void GptImpl::set_train_block_support(double active, int64_t block) {
+  check(active > 0 && active <= 1, "MLP block active fraction must be in (0, 1]");
+  check(active == 1 || (block >= 1 && cfg_.d_ff % block == 0),
+        "MLP block size " + std::to_string(block) + " does not divide the MLP width " + std::to_string(cfg_.d_ff));
+  for (auto& b : blocks_) {
+    b->mlp->train_active = active;
+    b->mlp->train_block = block;
+  }
 }
 
 void GptImpl::set_gate_stats(GateStats* stats) {

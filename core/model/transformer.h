@@ -77,6 +77,10 @@ class MlpImpl : public torch::nn::Module {
   std::shared_ptr<MlpGate> gate;
   std::vector<MlpGateTrace>* trace = nullptr;  // filled per token row by the gate when set
   bool trace_oracle = false;                   // traces also carry the oracle's blocks
+  // Gate-aware training (autograd on only): keep per token the `train_active` fraction of blocks of
+  // `train_block` neurons with the largest activation energy; the rest are zeroed. 1 = off.
+  double train_active = 1.0;
+  int64_t train_block = 16;
   // Ablation: [N] 1 keep / 0 off multiplied into the activations (undefined = none). The gate,
   // when on, is built from weights with these neurons zeroed instead.
   torch::Tensor neuron_mask;
@@ -171,6 +175,9 @@ class GptImpl : public torch::nn::Module {
   void set_gate_uncertainty(double h);
   // Every layer's gate accumulates into `stats` (nullptr stops).
   void set_gate_stats(GateStats* stats);
+  // Gate-aware training (see MlpImpl::train_active) in every layer; throws Error when `block`
+  // does not divide the MLP width.
+  void set_train_block_support(double active, int64_t block);
 
   torch::nn::Embedding tok_emb{nullptr};
   torch::Tensor pos_emb;  // [context, C]: learned parameter or fixed sinusoidal buffer

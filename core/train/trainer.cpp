@@ -24,6 +24,8 @@ void TrainOptions::validate() const {
   check(train_fraction > 0 && train_fraction < 1, "train fraction must be in (0, 1)");
   check(eval_every >= 0 && eval_windows >= 0, "eval_every and eval_windows must be >= 0");
   check(threads >= 0, "threads must be >= 0");
+  check(mlp_block_active > 0 && mlp_block_active <= 1, "MLP block active fraction must be in (0, 1]");
+  check(mlp_block >= 1, "MLP block size must be >= 1");
 }
 
 double learning_rate_at(const TrainOptions& o, int64_t step) {
@@ -68,6 +70,11 @@ TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o,
 
   TrainResult result;
   std::deque<double> recent;
+  model->set_train_block_support(o.mlp_block_active, o.mlp_block);  // throws on a block that does not divide N
+  struct Reset {
+    Gpt& m;
+    ~Reset() { m->set_train_block_support(1.0, 1); }
+  } reset{model};
   model->train();
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t step = 0; step < o.steps; ++step) {
@@ -127,7 +134,8 @@ std::string train_record_json(const TrainOptions& o, const TrainResult& r, int64
       {"options",
        {{"steps", o.steps}, {"batch", o.batch}, {"warmup", o.warmup}, {"lr", o.lr}, {"min_lr", o.min_lr},
         {"betas", {o.beta1, o.beta2}}, {"weight_decay", o.weight_decay}, {"grad_clip", o.grad_clip},
-        {"train_fraction", o.train_fraction}, {"seed", o.seed}}},
+        {"train_fraction", o.train_fraction}, {"seed", o.seed}, {"mlp_block_active", o.mlp_block_active},
+        {"mlp_block", o.mlp_block}}},
       {"corpus_bytes", corpus_bytes},
       {"seconds", r.seconds},
       {"tokens_per_s", r.tokens_per_s},

@@ -554,3 +554,34 @@ TEST(Ablation, HeadsAndNeuronBlocksForcedOffMatchTheirReferences) {
   EXPECT_EQ(budget_from_json(budget_to_json(b)).heads_off, b.heads_off);
   EXPECT_THROW(budget_from_json(R"({"heads_off": [[0]]})"), Error);
 }
+
+TEST(GateAwareTraining, KeepsTheOracleBlocksInTheLoopAndOnlyThen) {
+  torch::manual_seed(17);
+  const auto c = config();
+  Gpt model(c);
+  auto idx = torch::randint(0, c.vocab_size, {2, 12}, torch::kInt64);
+  const auto full = model->forward(idx).detach();  // autograd on, support off: the plain model
+  model->set_train_block_support(0.5, 16);
+  const auto masked = model->forward(idx);
+  EXPECT_GT((masked.detach() - full).abs().max().item<double>(), 1e-4);
+  masked.sum().backward();  // gradients flow through the kept blocks
+  int64_t with_grad = 0;
+  for (const auto& p : model->parameters()) with_grad += p.grad().defined();
+  EXPECT_GT(with_grad, 0);
+  // The same as the oracle gate at 50% in checkpoint order (no autograd).
+  {
+    torch::NoGradGuard no_grad;
+    model->set_train_block_support(1.0, 1);
+    model->calibrate_gate(model->mlp_samples(idx), 16);
+    Budget b;
+    b.gate.policy = GatePolicy::Oracle;
+    b.gate.active = 0.5;
+    b.gate.block = 16;
+    model->apply_budget(b);
+    EXPECT_LT((model->forward(idx) - masked.detach()).abs().max().item<double>(), 1e-4);
+  }
+  EXPECT_THROW(model->set_train_block_support(0.5, 7), Error);
+  TrainOptions o;
+  o.mlp_block_active = 0;
+  EXPECT_THROW(o.validate(), Error);
+}
