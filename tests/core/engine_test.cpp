@@ -14,11 +14,7 @@ ModelConfig small_config() {
   c.context = 24;
   return c;
 }
-std::string text() {
-  std::string s;
-  for (int i = 0; i < 60; ++i) s += "To be, or not to be: that is the question.\n";
-  return s;
-}
+std::string text() { return test::hamlet_text(); }
 TrainOptions quick(int64_t steps) {
   TrainOptions o;
   o.steps = steps;

@@ -29,11 +29,7 @@ ModelConfig config() {
   return c;
 }
 
-std::string text() {
-  std::string s;
-  for (int i = 0; i < 60; ++i) s += "To be, or not to be: that is the question.\n";
-  return s;
-}
+std::string text() { return test::hamlet_text(); }
 
 // A trained-for-a-moment checkpoint of config() in `dir` (real loading, real hash).
 std::string checkpoint(const test::TempDir& dir) {

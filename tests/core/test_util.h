@@ -20,6 +20,13 @@ inline ModelConfig tiny_config() {
   return c;
 }
 
+// A small repetitive training text (60 lines of Hamlet), for models trained for a few steps.
+inline std::string hamlet_text() {
+  std::string s;
+  for (int i = 0; i < 60; ++i) s += "To be, or not to be: that is the question.\n";
+  return s;
+}
+
 // A fresh folder under the system temp dir, removed when the object dies.
 struct TempDir {
   std::filesystem::path path;

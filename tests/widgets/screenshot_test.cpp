@@ -7,19 +7,36 @@
 #include <QTemporaryDir>
 #include <set>
 
-TEST(GuiScreenshot, WindowRendersAGenerationToPng) {
-  QTemporaryDir dir;
-  ASSERT_TRUE(dir.isValid());
-  const QString png = dir.filePath("window.png");
+namespace {
+struct GuiRun {
+  int exit_code = -1;
+  QString err;
+  bool finished = false;
+};
+// The GUI binary offscreen with `args`; waits up to 4 minutes.
+GuiRun run_gui(const QStringList& args) {
   QProcess app;
   auto env = QProcessEnvironment::systemEnvironment();
   env.insert("QT_QPA_PLATFORM", "offscreen");
   app.setProcessEnvironment(env);
-  app.start(NESTSCOPE_GUI_BIN, {"--screenshot", png, "--prompt", "ROMEO:\n", "--tokens", "60"});
-  ASSERT_TRUE(app.waitForFinished(240000)) << "GUI did not finish";
-  const QString err = QString::fromUtf8(app.readAllStandardError());
-  if (app.exitCode() != 0 && err.contains("no embedded default model")) GTEST_SKIP() << err.toStdString();
-  ASSERT_EQ(app.exitCode(), 0) << err.toStdString();
+  app.start(NESTSCOPE_GUI_BIN, args);
+  GuiRun r;
+  r.finished = app.waitForFinished(240000);
+  r.exit_code = app.exitCode();
+  r.err = QString::fromUtf8(app.readAllStandardError());
+  return r;
+}
+bool no_default_model(const GuiRun& r) { return r.exit_code != 0 && r.err.contains("no embedded default model"); }
+}  // namespace
+
+TEST(GuiScreenshot, WindowRendersAGenerationToPng) {
+  QTemporaryDir dir;
+  ASSERT_TRUE(dir.isValid());
+  const QString png = dir.filePath("window.png");
+  const auto r = run_gui({"--screenshot", png, "--prompt", "ROMEO:\n", "--tokens", "60"});
+  ASSERT_TRUE(r.finished) << "GUI did not finish";
+  if (no_default_model(r)) GTEST_SKIP() << r.err.toStdString();
+  ASSERT_EQ(r.exit_code, 0) << r.err.toStdString();
   QImage img(png);
   ASSERT_FALSE(img.isNull());
   EXPECT_GE(img.width(), 800);
@@ -34,20 +51,15 @@ TEST(GuiScreenshot, WindowRendersAGenerationToPng) {
 TEST(GuiScreenshot, OneNamedPanel) {
   QTemporaryDir dir;
   const QString png = dir.filePath("map.png");
-  QProcess app;
-  auto env = QProcessEnvironment::systemEnvironment();
-  env.insert("QT_QPA_PLATFORM", "offscreen");
-  app.setProcessEnvironment(env);
-  app.start(NESTSCOPE_GUI_BIN, {"--screenshot", png, "--panel", "activations", "--tokens", "20"});
-  ASSERT_TRUE(app.waitForFinished(240000)) << "GUI did not finish";
-  const QString err = QString::fromUtf8(app.readAllStandardError());
-  if (app.exitCode() != 0 && err.contains("no embedded default model")) GTEST_SKIP() << err.toStdString();
-  ASSERT_EQ(app.exitCode(), 0) << err.toStdString();
+  auto r = run_gui({"--screenshot", png, "--panel", "activations", "--tokens", "20"});
+  ASSERT_TRUE(r.finished) << "GUI did not finish";
+  if (no_default_model(r)) GTEST_SKIP() << r.err.toStdString();
+  ASSERT_EQ(r.exit_code, 0) << r.err.toStdString();
   QImage img(png);
   ASSERT_FALSE(img.isNull());
   EXPECT_LT(img.height(), 600);  // the panel, not the whole window
-  app.start(NESTSCOPE_GUI_BIN, {"--screenshot", png, "--panel", "nope", "--tokens", "5"});
-  ASSERT_TRUE(app.waitForFinished(240000));
-  EXPECT_NE(app.exitCode(), 0);
-  EXPECT_TRUE(QString::fromUtf8(app.readAllStandardError()).contains("no panel named 'nope'"));
+  r = run_gui({"--screenshot", png, "--panel", "nope", "--tokens", "5"});
+  ASSERT_TRUE(r.finished);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(r.err.contains("no panel named 'nope'"));
 }
