@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Gate-aware fine-tuning of the default model and its gate scores (README, gate section).
+# Needs ../shared/data/tinyshakespeare.txt; writes runs/gateaware/. About 12 min per 600 steps on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CLI=build/app/nestscope-cli
+C=../shared/data/tinyshakespeare.txt
+OUT=runs/gateaware
+mkdir -p "$OUT"
+STEPS=${STEPS:-600}
+$CLI train --init resources/models/picogpt.safetensors --corpus "$C" --steps "$STEPS" --batch 32 --lr 3e-4 --warmup 20 \
+    --mlp-block-active 0.5 --out "$OUT/picogpt-ga50.safetensors" --json > "$OUT/train.json"
+for m in resources/models/picogpt.safetensors "$OUT/picogpt-ga50.safetensors"; do
+  $CLI frontier --model "$m" --budgets scripts/gate-aware-budgets.json --eval "$C" --no-latency \
+      --out "$OUT/rows-$(basename "$m" .safetensors).jsonl"
+done
