@@ -484,7 +484,8 @@ void MainWindow::updateReadout() {
                              ? -1
                              : estimate_accuracy(rows_, model_.hash.toStdString(), budget_json_, macs_);
   budget_->setReadout(r);
-  chart_->setOperatingPoint(r.estimated_accuracy >= 0 ? macs_ : qQNaN(), r.estimated_accuracy);
+  if (r.estimated_accuracy >= 0) chart_->setOperatingPoint(macs_, r.estimated_accuracy);
+  else chart_->setOperatingPoint(qQNaN(), qQNaN());  // no series of this kind: no marker
 }
 
 void MainWindow::onFinished(qint64 tokens, double tokensPerSecond, double msPerToken, bool stopped) {

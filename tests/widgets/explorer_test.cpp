@@ -379,3 +379,39 @@ TEST(BudgetPanel, PerLayerRanksApplyToNsnLayersOnly) {
   p.setBudget(again);
   EXPECT_EQ(p.layerRankBox("blk.0.mlp.up")->value(), 12);
 }
+
+TEST(Explorer, TheFrontierMarkerFollowsTheSliders) {
+  if (!has_default_model()) GTEST_SKIP() << "this build embedded no default model";
+  StartupOptions o;
+  o.tokens = 4;
+  o.persist = false;
+  MainWindow w(o);
+  w.show();
+  QTRY_VERIFY_WITH_TIMEOUT(w.activationMap()->tokenCount() == 4, 60000);
+  // A frontier of SVD truncations for this very model (made-up accuracies: the marker is read off them).
+  QTemporaryDir dir;
+  const QString rows = dir.filePath("rows.jsonl");
+  const std::string hash = w.session().model_hash.toStdString();
+  int i = 0;
+  for (auto [rank, macs, acc] : {std::tuple{16, 400000, 0.20}, {32, 600000, 0.30}, {64, 900000, 0.50}}) {
+    SweepRow r = row("svd", macs, acc, "{\"rank\": " + std::to_string(rank) + ", \"kind\": {\"attn\": \"nsn\", \"mlp\": \"nsn\"}}");
+    r.model_hash = hash;
+    r.key = std::to_string(i++);
+    append_sweep_row(rows.toStdString(), r);
+  }
+  Q_EMIT w.frontierFileRequested(rows);
+  QTRY_VERIFY_WITH_TIMEOUT(w.frontierChart()->rows().size() == 3, 30000);
+  Budget b;
+  b.kind = {{"attn", LinearKind::Nsn}, {"mlp", LinearKind::Nsn}};
+  b.rank = 24;
+  w.budgetPanel()->setBudget(b);
+  QTRY_VERIFY_WITH_TIMEOUT(!std::isnan(w.frontierChart()->operatingPoint().y()), 30000);
+  const QPointF first = w.frontierChart()->operatingPoint();
+  EXPECT_GT(first.y(), 0.2);
+  EXPECT_LT(first.y(), 0.5);
+  b.rank = 48;
+  w.budgetPanel()->setBudget(b);
+  QTRY_VERIFY_WITH_TIMEOUT(w.frontierChart()->operatingPoint().x() > first.x(), 30000);
+  EXPECT_GT(w.frontierChart()->operatingPoint().y(), first.y());  // more MACs, higher on the curve
+  w.close();
+}
