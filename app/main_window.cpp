@@ -211,7 +211,13 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
             QStringList off;
             for (const auto& [l, h] : heads_off_) off << tr("head L%1.%2").arg(l).arg(h);
             for (const auto& [l, k] : blocks_off_) off << tr("block L%1.%2").arg(l).arg(k);
-            compare_->setPair(tr("A: the budget"), a, tr("B: without %1").arg(off.join(", ")), b);
+            QStringList on;
+            for (const auto& [l, h] : heads_on_) on << tr("head L%1.%2").arg(l).arg(h);
+            for (const auto& [l, k] : blocks_on_) on << tr("block L%1.%2").arg(l).arg(k);
+            QStringList parts;
+            if (!off.isEmpty()) parts << tr("without %1").arg(off.join(", "));
+            if (!on.isEmpty()) parts << tr("forcing on %1").arg(on.join(", "));
+            compare_->setPair(tr("A: the budget"), a, tr("B: %1").arg(parts.join("; ")), b);
           });
   connect(worker_, &EngineWorker::modelLoaded, this, &MainWindow::onModelLoaded);
   connect(worker_, &EngineWorker::budgetApplied, this, &MainWindow::onBudgetApplied);
@@ -272,22 +278,36 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
   Q_EMIT loadRequested(options.model);
 }
 
+void MainWindow::showAblation() { map_->setAblated(heads_off_, blocks_off_, heads_on_, blocks_on_); }
+
 void MainWindow::toggleAblation(bool is_head, int layer, int index) {
   if (!model_ready_) return;
-  if (!is_head && budget_->budget().gate.policy != GatePolicy::Off) {
-    statusBar()->showMessage(tr("With the gate on, blocks are shown in the gate's neuron order: turn the gate off to "
-                                "ablate neuron blocks"), 6000);
-    return;
-  }
-  auto& set = is_head ? heads_off_ : blocks_off_;
+  // A unit that ran for the selected token is forced off, one that was skipped is forced on;
+  // clicking a forced unit again releases it.
   const std::pair<int64_t, int64_t> key{layer, index};
-  if (!set.erase(key)) set.insert(key);
-  map_->setAblated(heads_off_, blocks_off_);
-  if (heads_off_.empty() && blocks_off_.empty()) return;
+  const bool gated = budget_->budget().gate.policy != GatePolicy::Off;
+  auto& off = is_head ? heads_off_ : blocks_off_;
+  auto& on = is_head ? heads_on_ : blocks_on_;
+  if (!off.erase(key) && !on.erase(key)) {
+    if (map_->cellRan(is_head, layer, index)) {
+      if (!is_head && gated) {
+        statusBar()->showMessage(tr("With the gate on, blocks are shown in the gate's neuron order: turn the gate off "
+                                    "to force a block off (skipped blocks can be forced on)"), 6000);
+        return;
+      }
+      off.insert(key);
+    } else {
+      on.insert(key);
+    }
+  }
+  showAblation();
+  if (heads_off_.empty() && blocks_off_.empty() && heads_on_.empty() && blocks_on_.empty()) return;
   const Budget a = budget_->budget();
   Budget b = a;
   b.heads_off = heads_off_;
   b.blocks_off = blocks_off_;
+  b.heads_on = heads_on_;
+  b.blocks_on = gated ? blocks_on_ : std::set<std::pair<int64_t, int64_t>>{};
   const int id = worker_->nextGeneration();  // supersedes a running generation
   compare_dock_->show();
   compare_dock_->raise();
@@ -306,6 +326,8 @@ Session MainWindow::session() const {
   s.budget = budget_->budget();
   s.budget.heads_off = heads_off_;
   s.budget.blocks_off = blocks_off_;
+  s.budget.heads_on = heads_on_;
+  s.budget.blocks_on = blocks_on_;
   s.prompt = panel_->prompt();
   s.settings = panel_->settings();
   s.colouring = int(panel_->colouring());
@@ -324,10 +346,14 @@ void MainWindow::openSession(const Session& s) {
                    .arg(s.model.isEmpty() ? tr("the default model") : s.model, s.model_hash, model_.hash));
     heads_off_ = s.budget.heads_off;
     blocks_off_ = s.budget.blocks_off;
-    map_->setAblated(heads_off_, blocks_off_);
+    heads_on_ = s.budget.heads_on;
+    blocks_on_ = s.budget.blocks_on;
+    showAblation();
     Budget b = s.budget;
     b.heads_off.clear();
     b.blocks_off.clear();
+    b.heads_on.clear();
+    b.blocks_on.clear();
     budget_->setBudget(b);
     return;
   }
@@ -436,7 +462,9 @@ void MainWindow::onModelLoaded(const ModelView& m) {
   chart_->setRows({});
   heads_off_.clear();
   blocks_off_.clear();
-  map_->setAblated({}, {});
+  heads_on_.clear();
+  blocks_on_.clear();
+  showAblation();
   map_->setShape(m.layers, m.heads, m.blocks);
   teaching_->setProjections(m.projections, m.limits.rank, m.limits.bond);
   teaching_->request();

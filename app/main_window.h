@@ -124,7 +124,8 @@ class MainWindow : public QMainWindow {
   QMenu* recent_sessions_ = nullptr;
   bool have_pending_session_ = false;
   Session pending_session_;  // applied once its model has loaded
-  std::set<std::pair<int64_t, int64_t>> heads_off_, blocks_off_;  // the A/B ablation
+  std::set<std::pair<int64_t, int64_t>> heads_off_, blocks_off_, heads_on_, blocks_on_;  // the A/B ablation
+  void showAblation();
 };
 
 }  // namespace nestscope

@@ -78,10 +78,22 @@ void ActivationMap::setShowOracle(bool on) {
 }
 
 void ActivationMap::setAblated(const std::set<std::pair<int64_t, int64_t>>& heads,
-                               const std::set<std::pair<int64_t, int64_t>>& blocks) {
+                               const std::set<std::pair<int64_t, int64_t>>& blocks,
+                               const std::set<std::pair<int64_t, int64_t>>& heads_on,
+                               const std::set<std::pair<int64_t, int64_t>>& blocks_on) {
   heads_off_ = heads;
   blocks_off_ = blocks;
+  heads_on_ = heads_on;
+  blocks_on_ = blocks_on;
   update();
+}
+
+bool ActivationMap::cellRan(bool is_head, int layer, int index) const {
+  if (selected_ < 0) return true;
+  const auto& t = tokens_[size_t(selected_)];
+  if (!is_head) return blockActive(t, layer, index);
+  if (layer >= int(t.heads.size())) return true;
+  return std::count(t.heads[size_t(layer)].begin(), t.heads[size_t(layer)].end(), index) > 0;
 }
 
 void ActivationMap::selectToken(int index) {
@@ -142,6 +154,11 @@ void ActivationMap::paintEvent(QPaintEvent*) {
       if (t && l < int(t->heads.size())) on = std::count(t->heads[size_t(l)].begin(), t->heads[size_t(l)].end(), h) > 0;
       const QRectF cell(L.heads.left() + h * hw + 1, L.heads.top() + l * ch + 1, hw - 2, ch - 2);
       p.fillRect(cell, on ? kOn : kOff);
+      if (heads_on_.count({l, h})) {  // forced on: framed
+        p.setPen(QPen(QColor(0, 158, 115), 3));
+        p.drawRect(cell.adjusted(1, 1, -1, -1));
+        p.setPen(palette().text().color());
+      }
       if (heads_off_.count({l, h})) {  // ablated: crossed out
         p.setPen(QPen(kAccent, 2));
         p.drawLine(cell.topLeft(), cell.bottomRight());
@@ -161,6 +178,11 @@ void ActivationMap::paintEvent(QPaintEvent*) {
         colour = on && best ? kOn : best ? QColor(230, 159, 0) : on ? kOn.lighter(165) : kOff;
       }
       p.fillRect(cell, blocks_off_.count({l, b}) ? kAccent : colour);
+      if (blocks_on_.count({l, b})) {
+        p.setPen(QPen(QColor(0, 158, 115), 2));
+        p.drawRect(cell.adjusted(1, 1, -1, -1));
+        p.setPen(palette().text().color());
+      }
     }
   }
   // Timeline: bar = active fraction per token; dots = mean measurements (scaled to the largest).

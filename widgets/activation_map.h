@@ -43,7 +43,12 @@ class ActivationMap : public QWidget {
   // Text of the cell under a widget position ("" when none): what the hover tooltip shows.
   QString describeAt(const QPoint& pos) const;
   // Cells forced off (ablation), drawn crossed out: (layer, head) and (layer, block).
-  void setAblated(const std::set<std::pair<int64_t, int64_t>>& heads, const std::set<std::pair<int64_t, int64_t>>& blocks);
+  // Forced-on cells get a green frame.
+  void setAblated(const std::set<std::pair<int64_t, int64_t>>& heads, const std::set<std::pair<int64_t, int64_t>>& blocks,
+                  const std::set<std::pair<int64_t, int64_t>>& heads_on = {},
+                  const std::set<std::pair<int64_t, int64_t>>& blocks_on = {});
+  // Whether a head / block ran for the selected token (true when nothing is selected).
+  bool cellRan(bool is_head, int layer, int index) const;
   QSize sizeHint() const override { return {520, 300}; }
   // Every token: index, text, entropy, MACs, active fraction, per-layer m and blocks. False + *error on failure.
   bool exportCsv(const QString& path, QString* error = nullptr) const;
@@ -70,7 +75,7 @@ class ActivationMap : public QWidget {
   std::vector<TokenActivity> tokens_;
   int selected_ = -1;
   bool follow_ = true;  // the newest token is selected until the user picks one
-  std::set<std::pair<int64_t, int64_t>> heads_off_, blocks_off_;
+  std::set<std::pair<int64_t, int64_t>> heads_off_, blocks_off_, heads_on_, blocks_on_;
   bool show_oracle_ = false;
   QCheckBox* oracle_box_;
 };

@@ -27,6 +27,9 @@ struct Budget {
   // Ablation, for A/B comparisons: attention heads (layer, head) and MLP neuron blocks (layer,
   // block of kAblationBlock neurons in the checkpoint's order) forced off. Empty = none.
   std::set<std::pair<int64_t, int64_t>> heads_off, blocks_off;
+  // ... and forced on: heads that run although head gating would skip them, and, with the gate on,
+  // blocks (in the gate's block order, as the activation map shows them) that always run.
+  std::set<std::pair<int64_t, int64_t>> heads_on, blocks_on;
   static constexpr int64_t kAblationBlock = 16;
   bool operator==(const Budget&) const = default;
 

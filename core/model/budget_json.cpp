@@ -82,6 +82,8 @@ std::string budget_to_json(const Budget& b) {
       {"prompt_keep", b.prompt_keep},
       {"heads_off", pairs(b.heads_off)},
       {"blocks_off", pairs(b.blocks_off)},
+      {"heads_on", pairs(b.heads_on)},
+      {"blocks_on", pairs(b.blocks_on)},
       {"gate",
        {{"policy", gate_policy_name(g.policy)},
         {"active", g.active},
@@ -105,13 +107,17 @@ Budget budget_from_json(const std::string& text) {
   Json j = Json::parse(text, nullptr, false);
   check(!j.is_discarded(), "budget: not valid JSON");
   const std::string w = "budget";
-  only_keys(j, {"rank", "bond", "layer_rank", "kind", "gate", "prompt_keep", "heads_off", "blocks_off"}, w);
+  only_keys(j, {"rank", "bond", "layer_rank", "kind", "gate", "prompt_keep", "heads_off", "blocks_off", "heads_on",
+                "blocks_on"},
+            w);
   Budget b;
   b.rank = get<int64_t>(j, "rank", 0, w);
   b.bond = get<int64_t>(j, "bond", 0, w);
   b.prompt_keep = get<double>(j, "prompt_keep", 1.0, w);
   b.heads_off = parse_pairs(j, "heads_off", w);
   b.blocks_off = parse_pairs(j, "blocks_off", w);
+  b.heads_on = parse_pairs(j, "heads_on", w);
+  b.blocks_on = parse_pairs(j, "blocks_on", w);
   if (auto it = j.find("layer_rank"); it != j.end()) {
     check(it->is_object(), w + ": 'layer_rank' must be an object of layer name -> rank");
     for (const auto& [name, r] : it->items()) b.layer_rank[name] = get<int64_t>(*it, name.c_str(), 0, w + ".layer_rank");

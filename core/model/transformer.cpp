@@ -362,6 +362,14 @@ void GptImpl::apply_budget(const Budget& budget) {
           "ablation: neuron block (" + std::to_string(l) + ", " + std::to_string(b) + ") is outside " +
               std::to_string(cfg_.n_layers) + " layers × " + std::to_string(cfg_.d_ff / Budget::kAblationBlock) +
               " blocks of " + std::to_string(Budget::kAblationBlock));
+  for (const auto& [l, h] : budget.heads_on)
+    check(l >= 0 && l < cfg_.n_layers && h >= 0 && h < cfg_.n_heads,
+          "forced-on head (" + std::to_string(l) + ", " + std::to_string(h) + ") is outside the model");
+  for (const auto& [l, b] : budget.blocks_on)
+    check(budget.gate.policy != GatePolicy::Off && l >= 0 && l < cfg_.n_layers && b >= 0 &&
+              b < cfg_.d_ff / std::max<int64_t>(1, budget.gate.block),
+          "forced-on block (" + std::to_string(l) + ", " + std::to_string(b) +
+              ") needs the gate on and a block index of the gate's order");
   const auto layers = planned(budget);
   int64_t largest = 0;
   for (const auto& [name, p] : layers) largest = std::max(largest, p->max_rank());
@@ -421,6 +429,8 @@ void GptImpl::apply_budget(const Budget& budget) {
   }
   gate_ = budget.gate;
   prompt_keep_ = budget.prompt_keep;
+  heads_on_ = budget.heads_on;
+  blocks_on_ = budget.blocks_on;
   const auto dev = tok_emb->weight.device();
   for (int64_t l = 0; l < cfg_.n_layers; ++l) {
     auto& b = blocks_[size_t(l)];
@@ -446,7 +456,11 @@ void GptImpl::rebuild_gates() {
     auto& attn = blocks_[size_t(l)]->attn;
     if (gate_.head_active < 1 && head_importance_.defined()) {
       const int64_t k = std::clamp<int64_t>(std::llround(gate_.head_active * double(cfg_.n_heads)), 1, cfg_.n_heads);
-      attn->set_active_heads(top_blocks(head_importance_[l], k));
+      auto heads = top_blocks(head_importance_[l], k);
+      for (const auto& [layer, h] : heads_on_)  // forced on
+        if (layer == l && std::find(heads.begin(), heads.end(), h) == heads.end()) heads.push_back(h);
+      std::sort(heads.begin(), heads.end());
+      attn->set_active_heads(heads);
     } else {
       attn->set_active_heads({});
     }
@@ -469,6 +483,10 @@ void GptImpl::rebuild_gates() {
                                           gate_.clustered ? neuron_order_[size_t(l)] : std::vector<int64_t>{},
                                           prior_.empty() ? nullptr : prior_[size_t(l)].get());
     if (gate_.policy == GatePolicy::Static) mlp->gate->set_static_energy(neuron_energy_[size_t(l)]);
+    std::vector<int64_t> forced;
+    for (const auto& [layer, b] : blocks_on_)
+      if (layer == l) forced.push_back(b);
+    mlp->gate->set_forced_on(std::move(forced));
   }
 }
 

@@ -581,3 +581,40 @@ TEST(GateAwareTraining, KeepsTheOracleBlocksInTheLoopAndOnlyThen) {
   o.mlp_block_active = 0;
   EXPECT_THROW(o.validate(), Error);
 }
+
+TEST(Ablation, ForcedOnUnitsRunWhateverTheGateOrTheHeadSupportSays) {
+  torch::manual_seed(19);
+  const auto c = config();  // d_ff 64: 4 blocks of 16
+  Gpt model(c);
+  torch::NoGradGuard no_grad;
+  auto idx = torch::randint(0, c.vocab_size, {1, 12}, torch::kInt64);
+  model->calibrate_gate(model->mlp_samples(idx), 16);
+  model->set_head_importance(torch::tensor({{4.0, 3.0}, {1.0, 2.0}}, torch::kFloat64));
+  Budget b;
+  b.gate.policy = GatePolicy::Random;
+  b.gate.active = 0.25;  // one block of four per token
+  b.gate.block = 16;
+  b.gate.head_active = 0.5;  // one head per layer: head 0 in layer 0, head 1 in layer 1
+  b.blocks_on = {{0, 3}};
+  b.heads_on = {{1, 0}};
+  model->apply_budget(b);
+  EXPECT_EQ(model->active_heads(), (std::vector<std::vector<int64_t>>{{0}, {0, 1}}));
+  std::vector<std::vector<MlpGateTrace>> sink;
+  model->set_gate_trace(&sink);
+  model->forward(idx);
+  model->set_gate_trace(nullptr);
+  for (const auto& t : sink[0]) {
+    EXPECT_TRUE(std::binary_search(t.blocks.begin(), t.blocks.end(), 3));
+    EXPECT_LE(t.blocks.size(), 2u);
+  }
+  for (const auto& t : sink[1]) EXPECT_EQ(t.blocks.size(), 1u);
+  // Out of range, or blocks forced on with the gate off: clear errors.
+  Budget bad = b;
+  bad.blocks_on = {{0, 4}};
+  EXPECT_THROW(model->apply_budget(bad), Error);
+  bad = Budget{};
+  bad.blocks_on = {{0, 1}};
+  EXPECT_THROW(model->apply_budget(bad), Error);
+  EXPECT_EQ(budget_from_json(budget_to_json(b)).blocks_on, b.blocks_on);
+  EXPECT_EQ(budget_from_json(budget_to_json(b)).heads_on, b.heads_on);
+}

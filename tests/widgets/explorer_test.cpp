@@ -415,3 +415,17 @@ TEST(Explorer, TheFrontierMarkerFollowsTheSliders) {
   EXPECT_GT(w.frontierChart()->operatingPoint().y(), first.y());  // more MACs, higher on the curve
   w.close();
 }
+
+TEST(ActivationMap, TellsWhichCellsRanForTheSelectedToken) {
+  ActivationMap m;
+  m.setShape(1, 2, 4);
+  EXPECT_TRUE(m.cellRan(false, 0, 3));  // nothing selected
+  TokenActivity a;
+  a.blocks = {{1}};
+  a.heads = {{0}};
+  m.appendToken(a);
+  EXPECT_TRUE(m.cellRan(false, 0, 1));
+  EXPECT_FALSE(m.cellRan(false, 0, 2));
+  EXPECT_TRUE(m.cellRan(true, 0, 0));
+  EXPECT_FALSE(m.cellRan(true, 0, 1));
+}
