@@ -267,9 +267,8 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
   std::vector<MlpGateTrace> last_trace;  // of the step whose logits we hold
   // One step's MACs: the analytic count, with each gated MLP at what its trace says it spent.
   auto step_macs_at = [&](int64_t context_len) {
-    int64_t macs = 0;
-    for (const auto& [part, n] : model->mac_breakdown(context_len))
-      if (!gated || part.find("mlp.gated") == std::string::npos) macs += n;
+    if (!gated) return model->macs_per_token(context_len);
+    int64_t macs = model->macs_without_gated_mlp(context_len);
     for (const auto& t : last_trace) macs += t.macs;
     return macs;
   };

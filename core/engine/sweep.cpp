@@ -229,9 +229,7 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
       const int64_t keys = nb.budget.prompt_keep < 1
                                ? std::clamp<int64_t>(int64_t(std::ceil(nb.budget.prompt_keep * double(P) - 1e-9)), 1, P) + (T - P)
                                : T;
-      int64_t macs = 0;
-      for (const auto& [part, n] : model->mac_breakdown(keys))
-        if (g.policy == GatePolicy::Off || part.find("mlp.gated") == std::string::npos) macs += n;
+      int64_t macs = g.policy == GatePolicy::Off ? model->macs_per_token(keys) : model->macs_without_gated_mlp(keys);
       if (g.policy != GatePolicy::Off && stats.rows > 0) {
         macs += int64_t(std::llround(double(m.config.n_layers) * stats.macs / double(stats.rows)));
         row.mlp_mac_fraction = stats.macs / (double(stats.rows) * double(dense_mlp));

@@ -1,5 +1,7 @@
 #include "core/model/transformer.h"
 
+#include <cstring>
+
 #include "core/error.h"
 #include "core/gate/block_recovery.h"
 #include "core/gate/mlp_gate.h"
@@ -211,37 +213,51 @@ std::vector<std::pair<std::string, std::shared_ptr<ElasticLinear>>> GptImpl::pro
   return out;
 }
 
-int64_t GptImpl::macs_per_token(int64_t context_len) const {
-  int64_t macs = 0;
-  for (const auto& [name, m] : mac_breakdown(context_len)) macs += m;
-  return macs;
-}
-
-std::vector<std::pair<std::string, int64_t>> GptImpl::mac_breakdown(int64_t context_len) const {
+template <class F>
+void GptImpl::visit_macs(int64_t context_len, F&& f) const {
   check(context_len >= 1 && context_len <= cfg_.context, "MAC count: context length " + std::to_string(context_len) +
                                                              " is outside [1, " + std::to_string(cfg_.context) + "]");
-  std::vector<std::pair<std::string, int64_t>> out;
   const int64_t C = cfg_.d_model, H = cfg_.n_heads, hd = cfg_.head_dim();
   for (int64_t l = 0; l < cfg_.n_layers; ++l) {
-    const std::string p = "blk." + std::to_string(l) + ".";
     const auto& a = blocks_[size_t(l)]->attn;
     const auto& m = blocks_[size_t(l)]->mlp;
     // Head gating runs q and o as gathered dense rows / columns of the active heads only.
     const int64_t kh = a->active_heads().empty() ? H : int64_t(a->active_heads().size());
-    out.emplace_back(p + "attn.q", kh == H ? a->q->macs() : kh * hd * C);
-    out.emplace_back(p + "attn.k", a->k->macs());
-    out.emplace_back(p + "attn.v", a->v->macs());
+    f(l, "attn.q", kh == H ? a->q->macs() : kh * hd * C);
+    f(l, "attn.k", a->k->macs());
+    f(l, "attn.v", a->v->macs());
     // Scores q·k over context_len keys and the weighted sum of v, per active head.
-    out.emplace_back(p + "attn.scores", 2 * context_len * kh * hd);
-    out.emplace_back(p + "attn.o", kh == H ? a->o->macs() : kh * hd * C);
+    f(l, "attn.scores", 2 * context_len * kh * hd);
+    f(l, "attn.o", kh == H ? a->o->macs() : kh * hd * C);
     if (m->gate) {
-      out.emplace_back(p + "mlp.gated", m->gate->macs_estimate());
+      f(l, "mlp.gated", m->gate->macs_estimate());
     } else {
-      out.emplace_back(p + "mlp.up", m->up->macs());
-      out.emplace_back(p + "mlp.down", m->down->macs());
+      f(l, "mlp.up", m->up->macs());
+      f(l, "mlp.down", m->down->macs());
     }
   }
-  out.emplace_back("head", head ? head->macs() : C * cfg_.vocab_size);
+  f(-1, "head", head ? head->macs() : C * cfg_.vocab_size);
+}
+
+int64_t GptImpl::macs_per_token(int64_t context_len) const {
+  int64_t macs = 0;
+  visit_macs(context_len, [&](int64_t, const char*, int64_t n) { macs += n; });
+  return macs;
+}
+
+int64_t GptImpl::macs_without_gated_mlp(int64_t context_len) const {
+  int64_t macs = 0;
+  visit_macs(context_len, [&](int64_t, const char* part, int64_t n) {
+    if (std::strcmp(part, "mlp.gated") != 0) macs += n;
+  });
+  return macs;
+}
+
+std::vector<std::pair<std::string, int64_t>> GptImpl::mac_breakdown(int64_t context_len) const {
+  std::vector<std::pair<std::string, int64_t>> out;
+  visit_macs(context_len, [&](int64_t l, const char* part, int64_t n) {
+    out.emplace_back(l < 0 ? std::string(part) : "blk." + std::to_string(l) + "." + part, n);
+  });
   return out;
 }
 

@@ -129,6 +129,9 @@ class GptImpl : public torch::nn::Module {
   // "blk.0.mlp.gated" under the gate: measurement + recovery + the chosen blocks at the gate's
   // current m and k), "head". Counted from the real shapes and the budget.
   std::vector<std::pair<std::string, int64_t>> mac_breakdown(int64_t context_len) const;
+  // macs_per_token without the gated MLPs' estimates (the decode loop adds what each gate's trace
+  // says it spent). No allocation: it runs once per generated token.
+  int64_t macs_without_gated_mlp(int64_t context_len) const;
   int64_t parameter_count() const;
   // Parameters used at the current budget (a truncated NSN layer counts r·(in+out) + bias).
   int64_t active_parameter_count() const;
@@ -191,6 +194,9 @@ class GptImpl : public torch::nn::Module {
   // The projections `budget` runs (own or variant), in projections() order; throws Error when a
   // kind has no variant or names an unknown family.
   std::vector<std::pair<std::string, std::shared_ptr<ElasticLinear>>> planned(const Budget& budget) const;
+  // Calls f(layer, part, macs) for every part of one token's cost (mac_breakdown without strings).
+  template <class F>
+  void visit_macs(int64_t context_len, F&& f) const;
   // Puts `layer` in the slot of projection `name` (a plain pointer swap, no copy).
   void install(const std::string& name, const std::shared_ptr<ElasticLinear>& layer);
 
