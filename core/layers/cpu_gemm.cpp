@@ -1,5 +1,7 @@
 #include "core/layers/cpu_gemm.h"
 
+#include "core/layers/low_rank_kernel.h"
+
 #include <ATen/core/grad_mode.h>
 
 #include <algorithm>
@@ -10,6 +12,14 @@
 #endif
 
 namespace nestscope {
+
+bool cpu_gemm_available() {
+#ifdef NESTSCOPE_HAVE_CBLAS
+  return true;
+#else
+  return false;
+#endif
+}
 
 bool cpu_gemm_applies(const torch::Tensor& x, const torch::Tensor& weight) {
 #ifdef NESTSCOPE_HAVE_CBLAS
@@ -108,6 +118,7 @@ float fill_bias(int64_t N, int64_t n, const float* bias, float* y) {
 
 void cpu_low_rank_raw(int64_t N, int64_t k, int64_t n, int64_t r, const float* x, const float* A, const float* bt,
                       int64_t ldb, const float* bias, float* y) {
+  if (low_rank_kernel_applies(N, k, n, r)) return low_rank_kernel(N, k, n, r, x, A, bt, ldb, bias, y);
   thread_local std::vector<float> h;
   if (int64_t(h.size()) < N * r) h.resize(size_t(N * r));
   std::fill_n(h.begin(), N * r, 0.f);

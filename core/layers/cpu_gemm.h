@@ -7,6 +7,9 @@
 
 namespace nestscope {
 
+// True when the build has CBLAS (the raw paths below exist without it too, as plain loops).
+bool cpu_gemm_available();
+
 // True when the build has CBLAS and x, the weight and the bias qualify: grad mode off, CPU,
 // float32, x contiguous.
 bool cpu_gemm_applies(const torch::Tensor& x, const torch::Tensor& weight);

@@ -1,4 +1,6 @@
 #include <gtest/gtest.h>
+
+#include <cmath>
 #include <torch/torch.h>
 
 #include "core/engine/engine.h"
@@ -6,6 +8,7 @@
 #include "core/eval/metrics.h"
 #include "core/eval/rank_allocation.h"
 #include "core/io/checkpoint.h"
+#include "core/layers/low_rank_kernel.h"
 #include "core/layers/nsn_linear.h"
 #include "core/model/convert.h"
 #include "core/text/char_tokenizer.h"
@@ -65,6 +68,38 @@ TEST(NsnLinear, RawBufferPathMatchesAndFollowsInPlaceUpdates) {
     auto ref = torch::matmul(x, l.to_dense().t()) + l.bias();
     EXPECT_LT((l.forward(x) - ref).abs().max().item<double>(), 1e-5) << "rows " << rows;
   }
+}
+
+TEST(LowRankKernel, EveryVariantMatchesTheReferenceOnRowTailsRanksAndStrides) {
+  // The fused small-rank kernel behind NsnLinear's raw path: every row count (6-row and 2-row
+  // blocks plus their tails), every rank up to its limit (4-wide rank blocks plus tails), a Bᵀ
+  // wider than n (a column prefix), with and without bias, on each variant this CPU runs.
+  int variants = 0;
+  for (LowRankIsa isa : {LowRankIsa::avx2, LowRankIsa::avx512vl}) {
+    if (!low_rank_isa_supported(isa)) continue;
+    ++variants;
+    torch::manual_seed(9);
+    const int64_t k = 40, n = 48, R = kLowRankKernelMaxPrefillRank, ldb = 56;
+    auto A = torch::randn({R, k}), Bt = torch::randn({R, ldb}), bias = torch::randn({n});
+    for (int64_t rows : {1, 2, 3, 5, 6, 7, 13}) {  // rows 13: also ranks past 32 (prefill limit)
+      auto x = torch::randn({rows, k});
+      for (int64_t r = 1; r <= R; ++r) {
+        for (bool with_bias : {true, false}) {
+          std::vector<float> y(size_t(rows * n), std::nanf(""));
+          low_rank_kernel(rows, k, n, r, x.data_ptr<float>(), A.data_ptr<float>(), Bt.data_ptr<float>(), ldb,
+                          with_bias ? bias.data_ptr<float>() : nullptr, y.data(), isa);
+          auto ref = torch::matmul(torch::matmul(x, A.narrow(0, 0, r).t()), Bt.narrow(0, 0, r).narrow(1, 0, n));
+          if (with_bias) ref = ref + bias;
+          auto got = torch::from_blob(y.data(), {rows, n}).clone();
+          ASSERT_LT((got - ref).abs().max().item<double>(), 1e-4 * (1 + ref.abs().max().item<double>()))
+              << low_rank_isa_name(isa) << " rows " << rows << " rank " << r << " bias " << with_bias;
+        }
+      }
+    }
+  }
+  if (variants == 0) GTEST_SKIP() << "this CPU has no AVX2+FMA: NsnLinear uses the BLAS path";
+  EXPECT_FALSE(low_rank_kernel_applies(1, 12, 48, 8));   // k not a multiple of 8
+  EXPECT_FALSE(low_rank_kernel_applies(1, 40, 48, kLowRankKernelMaxPrefillRank + 1));
 }
 
 TEST(NsnLinear, SvdConversionIsTheEckartYoungBestApproximation) {
