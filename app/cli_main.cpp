@@ -404,6 +404,15 @@ int main(int argc, char** argv) {
   gate_run->add_option("--m-min", grun.m_min, "token-adaptive lower bound on m_t (0 = m/2)")->capture_default_str();
   gate_run->add_option("--m-max", grun.m_max, "token-adaptive upper bound on m_t (0 = 4·m)")->capture_default_str();
   gate_run->add_option("--hysteresis", grun.hysteresis, "relative change before m_t / k_t move")->capture_default_str();
+  gate_run->add_option("--head-active", grun.head_active, "fraction of attention heads kept per layer")
+      ->capture_default_str();
+  gate_run->add_option("--head-reprobe", grun.head_reprobe,
+                       "re-probe the heads on the context when H/log V reaches this (0 = never)")
+      ->capture_default_str();
+  gate_run->add_option("--head-reprobe-cooldown", grun.head_reprobe_cooldown, "tokens between head re-probes")
+      ->capture_default_str();
+  gate_run->add_option("--head-probes", grun.head_probes, "knockout probes per head estimate (0 = 2·L·H)")
+      ->capture_default_str();
   gate_run->add_option("--calibration", calibration_file, "calibrate on this text instead of the prompt");
   add_common(gate_run, common);
 
@@ -594,7 +603,8 @@ int main(int argc, char** argv) {
         for (const auto& l : t.gate)
           layers.push_back({{"blocks", l.blocks}, {"measurements", l.measurements}, {"macs", l.macs}});
         tokens.push_back({{"id", t.id}, {"text", t.text}, {"prob", t.prob}, {"entropy", t.entropy}, {"macs", t.macs},
-                          {"layers", layers}});
+                          {"layers", layers}, {"heads", t.heads}, {"heads_reprobed", t.heads_reprobed},
+                          {"probe_macs", t.probe_macs}});
         if (!common.json_out) {
           std::fwrite(t.text.data(), 1, t.text.size(), stdout);
           std::fflush(stdout);
@@ -610,6 +620,8 @@ int main(int argc, char** argv) {
                   {"measurement", measurement_name(grun.measurement)},
                   {"recovery", recovery_name(grun.recovery)},
                   {"clustered", grun.clustered},
+                  {"head_active", grun.head_active},
+                  {"head_reprobe", grun.head_reprobe},
                   {"generated_tokens", r.generated_tokens},
                   {"tokens_per_s", r.tokens_per_s},
                   {"tokens", tokens}};

@@ -69,6 +69,10 @@ BudgetPanel::BudgetPanel(QWidget* parent) : QWidget(parent) {
   }
   heads_ = slider(1, 1, 1);
   heads_label_ = new QLabel;
+  reprobe_ = new QCheckBox(tr("re-probe heads when uncertain"));
+  reprobe_->setToolTip(tr("When a token's predictive entropy reaches half of its maximum, run the knockout "
+                          "probes again on the text so far and keep the new top heads (at most every %1 tokens)")
+                           .arg(GateOptions{}.head_reprobe_cooldown));
   keep_ = slider(5, 100, 10);
   keep_->setValue(100);
   keep_label_ = new QLabel;
@@ -113,6 +117,7 @@ BudgetPanel::BudgetPanel(QWidget* parent) : QWidget(parent) {
   mr->addWidget(m_max_);
   gf->addRow(tr("measurements"), mr);
   gf->addRow(heads_label_, heads_);
+  gf->addRow(reprobe_);
   auto* prompt = new QGroupBox(tr("Prompt"));
   auto* pf = new QFormLayout(prompt);
   pf->addRow(keep_label_, keep_);
@@ -130,6 +135,7 @@ BudgetPanel::BudgetPanel(QWidget* parent) : QWidget(parent) {
   for (auto* s : {rank_, bond_, active_, heads_, keep_}) connect(s, &QSlider::valueChanged, this, &BudgetPanel::emitChanged);
   for (auto* s : {m_min_, m_max_}) connect(s, &QSpinBox::valueChanged, this, &BudgetPanel::emitChanged);
   connect(adaptive_, &QCheckBox::toggled, this, &BudgetPanel::emitChanged);
+  connect(reprobe_, &QCheckBox::toggled, this, &BudgetPanel::emitChanged);
   connect(play_, &QPushButton::clicked, this, &BudgetPanel::play);
   connect(anim_, &QTimer::timeout, this, [this] {
     QSlider* s = rank_->isEnabled() ? rank_ : bond_->isEnabled() ? bond_ : active_;
@@ -231,7 +237,10 @@ Budget BudgetPanel::budget() const {
     b.gate.m_min = m_min_->value();
     b.gate.m_max = m_max_->value();
   }
-  if (heads_->value() < heads_->maximum()) b.gate.head_active = double(heads_->value()) / double(heads_->maximum());
+  if (heads_->value() < heads_->maximum()) {
+    b.gate.head_active = double(heads_->value()) / double(heads_->maximum());
+    if (reprobe_->isChecked()) b.gate.head_reprobe = kReprobeEntropy;
+  }
   b.prompt_keep = keep_->value() / 100.0;
   return b;
 }
@@ -252,6 +261,7 @@ void BudgetPanel::setBudget(const Budget& b) {
   m_min_->setValue(int(b.gate.m_min));
   m_max_->setValue(int(b.gate.m_max));
   heads_->setValue(int(std::lround(b.gate.head_active * heads_->maximum())));
+  reprobe_->setChecked(b.gate.head_reprobe > 0);
   keep_->setValue(int(std::lround(b.prompt_keep * 100)));
   for (const auto& [name, spin] : layer_spins_) {
     auto it = b.layer_rank.find(name);
@@ -280,6 +290,7 @@ void BudgetPanel::updateLabels() {
   m_min_->setEnabled(gated);
   m_max_->setEnabled(gated);
   active_label_->setText(tr("blocks kept: %1%").arg(active_->value()));
+  reprobe_->setEnabled(heads_->value() < heads_->maximum());
   heads_label_->setText(tr("heads kept: %1 of %2").arg(heads_->value()).arg(heads_->maximum()));
   keep_label_->setText(keep_->value() >= 100 ? tr("prompt kept: all") : tr("prompt kept: %1%").arg(keep_->value()));
 }

@@ -79,6 +79,8 @@ class BudgetPanel : public QWidget {
   QSlider* active_;
   QLabel* active_label_;
   QCheckBox* adaptive_;
+  QCheckBox* reprobe_;  // GateOptions::head_reprobe at kReprobeEntropy
+  static constexpr double kReprobeEntropy = 0.5;
   QSpinBox* m_min_;
   QSpinBox* m_max_;
   QSlider* heads_;

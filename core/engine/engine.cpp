@@ -7,6 +7,7 @@
 #include <chrono>
 #include <numeric>
 #include <nlohmann/json.hpp>
+#include <cstdlib>
 #include <thread>
 
 #include "core/error.h"
@@ -43,6 +44,9 @@ torch::Device resolve_device(const std::string& name) {
 }  // namespace
 
 void init_threads(int threads) {
+  // NESTSCOPE_THREADS caps the default (e.g. a background training run leaving a core free).
+  if (threads <= 0)
+    if (const char* env = std::getenv("NESTSCOPE_THREADS")) threads = std::atoi(env);
   at::set_num_threads(threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency())));
   // OpenBLAS's own thread pool fights LibTorch's: with both at 2 threads on 2 cores, training
   // took 1.42 s/step and a 64-token prefill 79 ms; with OpenBLAS at 1 thread, 1.07 s/step and
@@ -125,6 +129,36 @@ void calibrate_on_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64_t
                    .to(model->tok_emb->weight.device());
   model->set_head_importance(probe_heads(model, first, head_probes > 0 ? head_probes : 2 * c.n_layers * c.n_heads, seed));
 }
+
+namespace {
+
+// Token-adaptive heads: re-estimates the head support on `context` (the latest ids, at most one
+// context length) with fresh knockout probes, as calibration does on the prompt, and applies it.
+// Probes run every head and no trace; both are restored. Returns the MACs the probes spent: the
+// unmasked pass plus one per probe, each T tokens at the current budget with all heads.
+int64_t reprobe_heads(Gpt& model, const std::vector<int64_t>& context, int64_t probes, uint64_t seed,
+                      std::vector<std::vector<MlpGateTrace>>* sink, bool trace_oracle, torch::Device dev) {
+  const auto& c = model->config();
+  if (probes <= 0) probes = 2 * c.n_layers * c.n_heads;
+  auto idx = torch::tensor(context, torch::kInt64).view({1, -1}).to(dev);
+  const int64_t T = idx.size(1);
+  model->set_gate_trace(nullptr);
+  model->clear_head_support();
+  struct Restore {
+    Gpt& model;
+    std::vector<std::vector<MlpGateTrace>>* sink;
+    bool oracle;
+    ~Restore() {
+      model->apply_head_support();
+      model->set_gate_trace(sink, oracle);
+    }
+  } restore{model, sink, trace_oracle};
+  const int64_t macs = (probes + 1) * T * model->macs_per_token((T + 1) / 2);  // linear in the context length
+  model->set_head_importance(probe_heads(model, idx, probes, seed));
+  return macs;
+}
+
+}  // namespace
 
 Engine::Engine() : impl_(std::make_unique<Impl>()) { init_threads(); }
 Engine::~Engine() = default;
@@ -283,7 +317,23 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
     return std::vector<float>(logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel());
   };
 
-  const auto heads = model->active_heads();  // fixed for the whole generation (the budget's)
+  // The heads the budget runs; token-adaptive re-probing (GateOptions::head_reprobe) may replace
+  // them during decoding, restoring the calibrated importance when the generation ends.
+  auto heads = model->active_heads();
+  const GateOptions& g = model->gate_options();
+  const bool reprobe_on = g.head_active < 1 && g.head_reprobe > 0 && model->heads_calibrated();
+  struct ImportanceRestore {
+    Gpt& model;
+    torch::Tensor saved;
+    ~ImportanceRestore() {
+      if (!saved.defined()) return;
+      model->set_head_importance(saved);
+      model->apply_head_support();
+    }
+  } importance_restore{model, reprobe_on ? model->head_importance().clone() : torch::Tensor()};
+  bool armed = true;               // hysteresis: re-armed once h falls below θ·(1 − hysteresis)
+  int64_t last_probe = 0;          // the step of the last re-estimate (the prefill's counts as 0)
+  int64_t pending_probe_macs = 0;  // charged to the next token, whose step runs the new heads
   GenerateResult r;
   r.prompt_tokens = int64_t(ids.size());
   auto t0 = Clock::now();
@@ -297,7 +347,11 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
   for (int64_t i = 0; i < options.max_new_tokens; ++i) {
     const Sample s = sampler.next(logits);
     ids.push_back(s.id);
-    GeneratedToken tok{i, s.id, m.tokenizer->decode_one(s.id), s.prob, s.entropy, step_macs, last_trace, heads, {}};
+    GeneratedToken tok{i, s.id, m.tokenizer->decode_one(s.id), s.prob, s.entropy, step_macs + pending_probe_macs,
+                       last_trace, heads, {}};
+    tok.probe_macs = pending_probe_macs;
+    tok.heads_reprobed = pending_probe_macs > 0;
+    pending_probe_macs = 0;
     {  // the alternatives the model weighed, at temperature 1
       std::vector<int64_t> order(logits.size());
       std::iota(order.begin(), order.end(), 0);
@@ -317,7 +371,20 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
       break;
     }
     if (i + 1 == options.max_new_tokens) break;
-    if (gated) model->set_gate_uncertainty(s.entropy / std::log(double(m.config.vocab_size)));
+    const double h = s.entropy / std::log(double(m.config.vocab_size));
+    if (gated) model->set_gate_uncertainty(h);
+    if (reprobe_on) {
+      if (!armed && h < g.head_reprobe * (1 - g.hysteresis)) armed = true;
+      if (armed && h >= g.head_reprobe && i + 1 - last_probe >= g.head_reprobe_cooldown) {
+        const size_t n = std::min<size_t>(ids.size(), size_t(ctx));
+        pending_probe_macs = reprobe_heads(model, std::vector<int64_t>(ids.end() - int64_t(n), ids.end()),
+                                           g.head_probes, g.seed + uint64_t(i) + 1, gated ? &sink : nullptr,
+                                           options.trace_oracle, dev);
+        heads = model->active_heads();
+        armed = false;
+        last_probe = i + 1;
+      }
+    }
     if (cache.position == ctx) {
       // Context full: keep the latest half and re-read it (absolute positions restart at 0).
       std::vector<int64_t> latest(ids.end() - ctx / 2, ids.end());

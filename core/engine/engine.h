@@ -126,6 +126,8 @@ struct GeneratedToken {
   std::vector<MlpGateTrace> gate;  // per layer, the MLP blocks that step used (empty: no gate)
   std::vector<std::vector<int64_t>> heads;  // per layer, the attention heads that ran
   std::vector<std::pair<std::string, double>> top;  // the 5 likeliest tokens (temperature 1) and their probabilities
+  bool heads_reprobed = false;  // the head support was re-estimated just before this step (high entropy)
+  int64_t probe_macs = 0;       // MACs those knockout probes spent (included in `macs`)
 };
 
 struct GenerateResult {
@@ -278,7 +280,8 @@ class Engine {
   std::unique_ptr<Impl> impl_;
 };
 
-// Sets LibTorch's intra-op threads (0 = all cores) and OpenBLAS's to 1 (see engine.cpp).
+// Sets LibTorch's intra-op threads (0 = $NESTSCOPE_THREADS if set, else all cores) and
+// OpenBLAS's to 1 (see engine.cpp).
 // Called by Engine's constructor.
 void init_threads(int threads = 0);
 

@@ -45,6 +45,13 @@ struct GateOptions {
   // importance that random knockout probes recovered on the calibration text (Engine::
   // calibrate_gate); inactive heads skip their query rows, scores and output columns.
   double head_active = 1.0;
+  // Token-adaptive heads: when the last token's normalised entropy h reaches head_reprobe, decoding
+  // re-runs the knockout probes on the context so far and takes the new top heads (0 = never).
+  // Hysteresis: after a re-probe it re-arms only once h has fallen below
+  // head_reprobe·(1 − hysteresis), and at least head_reprobe_cooldown tokens later.
+  double head_reprobe = 0;
+  int64_t head_reprobe_cooldown = 16;
+  int64_t head_probes = 0;   // probes per re-estimate (0 = 2·L·H)
   bool operator==(const GateOptions&) const = default;
 };
 

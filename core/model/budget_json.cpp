@@ -98,7 +98,10 @@ std::string budget_to_json(const Budget& b) {
         {"m_min", g.m_min},
         {"m_max", g.m_max},
         {"hysteresis", g.hysteresis},
-        {"head_active", g.head_active}}},
+        {"head_active", g.head_active},
+        {"head_reprobe", g.head_reprobe},
+        {"head_reprobe_cooldown", g.head_reprobe_cooldown},
+        {"head_probes", g.head_probes}}},
   };
   return j.dump();  // nlohmann's object keys are sorted
 }
@@ -132,7 +135,8 @@ Budget budget_from_json(const std::string& text) {
   if (auto it = j.find("gate"); it != j.end()) {
     const std::string wg = w + ".gate";
     only_keys(*it, {"policy", "active", "block", "measurements", "iters", "measurement", "recovery", "seed",
-                    "clustered", "gamma", "m_min", "m_max", "hysteresis", "head_active"},
+                    "clustered", "gamma", "m_min", "m_max", "hysteresis", "head_active", "head_reprobe",
+                    "head_reprobe_cooldown", "head_probes"},
               wg);
     auto& g = b.gate;
     const GateOptions d;
@@ -150,6 +154,9 @@ Budget budget_from_json(const std::string& text) {
     g.m_max = get<int64_t>(*it, "m_max", d.m_max, wg);
     g.hysteresis = get<double>(*it, "hysteresis", d.hysteresis, wg);
     g.head_active = get<double>(*it, "head_active", d.head_active, wg);
+    g.head_reprobe = get<double>(*it, "head_reprobe", d.head_reprobe, wg);
+    g.head_reprobe_cooldown = get<int64_t>(*it, "head_reprobe_cooldown", d.head_reprobe_cooldown, wg);
+    g.head_probes = get<int64_t>(*it, "head_probes", d.head_probes, wg);
   }
   return b;
 }

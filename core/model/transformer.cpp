@@ -420,6 +420,13 @@ void GptImpl::apply_budget(const Budget& budget) {
         "gate: head active fraction must be in (0, 1], got " + std::to_string(budget.gate.head_active));
   check(budget.gate.head_active == 1 || heads_calibrated(),
         "gate: head gating needs a calibration text first (knockout probes)");
+  check(budget.gate.head_reprobe >= 0 && budget.gate.head_reprobe <= 1,
+        "gate: head re-probe entropy threshold must be in [0, 1] (0 = never), got " +
+            std::to_string(budget.gate.head_reprobe));
+  check(budget.gate.head_reprobe_cooldown >= 1,
+        "gate: head re-probe cooldown must be at least 1 token, got " + std::to_string(budget.gate.head_reprobe_cooldown));
+  check(budget.gate.head_probes == 0 || budget.gate.head_probes >= 2,
+        "gate: head probes must be 0 (= 2·layers·heads) or at least 2, got " + std::to_string(budget.gate.head_probes));
   if (budget.gate.policy != GatePolicy::Off) {
     const auto& g = budget.gate;
     check(g.active > 0 && g.active <= 1, "gate: active fraction must be in (0, 1], got " + std::to_string(g.active));
@@ -465,7 +472,7 @@ void GptImpl::apply_budget(const Budget& budget) {
   rebuild_gates();
 }
 
-void GptImpl::rebuild_gates() {
+void GptImpl::apply_head_support() {
   torch::NoGradGuard no_grad;
   for (int64_t l = 0; l < cfg_.n_layers; ++l) {
     // Heads: the top fraction of this layer by probed importance (whole heads, every layer alike).
@@ -480,6 +487,17 @@ void GptImpl::rebuild_gates() {
     } else {
       attn->set_active_heads({});
     }
+  }
+}
+
+void GptImpl::clear_head_support() {
+  for (auto& b : blocks_) b->attn->set_active_heads({});
+}
+
+void GptImpl::rebuild_gates() {
+  torch::NoGradGuard no_grad;
+  apply_head_support();
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
     auto& mlp = blocks_[size_t(l)]->mlp;
     if (gate_.policy == GatePolicy::Off) {
       mlp->gate.reset();

@@ -171,6 +171,10 @@ class GptImpl : public torch::nn::Module {
   // Head importance [L, H] (from knockout probes) used when GateOptions::head_active < 1.
   void set_head_importance(const torch::Tensor& importance);
   bool heads_calibrated() const { return head_importance_.defined(); }
+  // Head support from the current importance and budget (what set_budget does for heads), e.g.
+  // after a re-estimate; clear_head_support runs every head until then (what probes need).
+  void apply_head_support();
+  void clear_head_support();
   const torch::Tensor& head_importance() const { return head_importance_; }
   // Knockout probing: masks [B, L, H] for a batch of B sequences (undefined = clear).
   void set_head_probe_masks(const torch::Tensor& masks);

@@ -1,5 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "core/engine/engine.h"
 #include "core/error.h"
 #include "core/io/atomic_file.h"
@@ -109,4 +112,80 @@ TEST(Engine, DefaultModelScoresAtLeast50PercentOnTheValidationSplit) {
   EXPECT_GE(r.token_accuracy, 0.50);
   EXPECT_LT(r.loss, 1.60);
   std::printf("default model on the validation split: token accuracy %.4f, loss %.4f\n", r.token_accuracy, r.loss);
+}
+
+TEST(Engine, HighEntropyReprobesTheHeadSupportWithHysteresisAndCooldown) {
+  Engine e;
+  auto c = small_config();
+  c.n_heads = 4;
+  e.train(text(), c, quick(10));
+  e.calibrate_gate(text(), 16, 1);
+  Budget b = e.budget();
+  b.gate.head_active = 0.5;
+  e.set_budget(b);
+  GenerateOptions o;
+  o.max_new_tokens = 20;  // within the context: no sliding window
+  o.seed = 4;
+  const std::string plain = e.generate("To be", o).text;
+  auto run = [&](double threshold, int64_t cooldown) {
+    Budget r = b;
+    r.gate.head_reprobe = threshold;
+    r.gate.head_reprobe_cooldown = cooldown;
+    e.set_budget(r);
+    std::vector<GeneratedToken> toks;
+    e.generate("To be", o, [&](const GeneratedToken& t) {
+      toks.push_back(t);
+      return true;
+    });
+    e.set_budget(b);
+    return toks;
+  };
+  // Never reached (h ≤ 1): no probes, the same text as without the option.
+  auto none = run(1.0, 1);
+  for (const auto& t : none) EXPECT_FALSE(t.heads_reprobed);
+  // The decision replayed on the run's own entropies: after token i (h_i = H_i / log V), probe when
+  // armed, h_i ≥ θ and i + 1 − last ≥ cooldown; re-arm once h < θ·(1 − hysteresis). The probe is
+  // charged to token i + 1, which runs on the new support.
+  const double logv = std::log(double(e.info().config.vocab_size));
+  std::vector<double> h;
+  for (const auto& t : none) h.push_back(t.entropy / logv);
+  std::vector<double> sorted = h;
+  std::sort(sorted.begin(), sorted.end());
+  const double theta = sorted[sorted.size() / 2];  // the median: crossed several times
+  auto toks = run(theta, 3);
+  ASSERT_EQ(toks.size(), 20u);
+  bool armed = true;
+  int64_t last = 0, probes = 0;
+  for (size_t i = 0; i + 1 < toks.size(); ++i) {
+    const double hi = toks[i].entropy / logv;
+    if (!armed && hi < theta * (1 - b.gate.hysteresis)) armed = true;
+    const bool expect = armed && hi >= theta && int64_t(i) + 1 - last >= 3;
+    if (expect) armed = false, last = int64_t(i) + 1, ++probes;
+    EXPECT_EQ(toks[i + 1].heads_reprobed, expect) << "token " << i + 1;
+    if (toks[i + 1].heads_reprobed) {
+      EXPECT_GT(toks[i + 1].probe_macs, 0);
+      EXPECT_GT(toks[i + 1].macs, 2 * toks[i].macs);  // dozens of probe forwards ride on this token
+      for (const auto& layer : toks[i + 1].heads) EXPECT_EQ(layer.size(), 2u);  // still half the heads
+    }
+  }
+  EXPECT_GE(probes, 1);
+  // A low threshold that h never drops below by the hysteresis margin probes exactly once.
+  auto once = run(1e-6, 5);
+  int64_t flagged = 0;
+  for (const auto& t : once) flagged += t.heads_reprobed;
+  EXPECT_EQ(flagged, 1);
+  EXPECT_TRUE(once[5].heads_reprobed);
+  // The calibrated support is back after each generation: the same text as before.
+  EXPECT_EQ(e.generate("To be", o).text, plain);
+  // Out of range settings are clear errors and change nothing.
+  Budget bad = b;
+  bad.gate.head_reprobe = 1.5;
+  EXPECT_THROW(e.set_budget(bad), Error);
+  bad = b;
+  bad.gate.head_reprobe_cooldown = 0;
+  EXPECT_THROW(e.set_budget(bad), Error);
+  bad = b;
+  bad.gate.head_probes = 1;
+  EXPECT_THROW(e.set_budget(bad), Error);
+  EXPECT_EQ(e.budget(), b);
 }
