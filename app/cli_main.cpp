@@ -413,6 +413,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   gate_run->add_option("--head-probes", grun.head_probes, "knockout probes per head estimate (0 = 2·L·H)")
       ->capture_default_str();
+  double run_mac_target = 0;
+  gate_run->add_option("--mac-target", run_mac_target,
+                       "one knob: fraction of the MACs per token; the gate fraction and prompt keep are chosen by "
+                       "measurement (overrides --active)")
+      ->capture_default_str();
   gate_run->add_option("--calibration", calibration_file, "calibrate on this text instead of the prompt");
   add_common(gate_run, common);
 
@@ -494,6 +499,11 @@ int main(int argc, char** argv) {
                   {"prefill_ms", r.prefill_ms}, {"decode_ms", r.decode_ms},
                   {"tokens_per_s", r.tokens_per_s}, {"stopped", r.stopped},
                   {"tokens", tokens}};
+        if (r.joint.used)
+          j["joint"] = {{"mac_target", engine.budget().mac_target}, {"active", r.joint.active},
+                        {"prompt_keep", r.joint.prompt_keep}, {"mac_fraction", r.joint.mac_fraction},
+                        {"calibration_kl", r.joint.kl},       {"calibration_agreement", r.joint.agreement},
+                        {"fits", r.joint.fits}};
         std::cout << j.dump() << "\n";
       } else {
         std::printf("\n");
@@ -596,6 +606,7 @@ int main(int argc, char** argv) {
       engine.calibrate_gate(calibration_file.empty() ? prompt : read_text_file(calibration_file), grun.block, grun.seed);
       Budget b = engine.budget();
       b.gate = grun;
+      b.mac_target = run_mac_target;
       engine.set_budget(b);
       json tokens = json::array();
       const auto r = engine.generate(prompt, gopt, [&](const GeneratedToken& t) {
@@ -625,6 +636,11 @@ int main(int argc, char** argv) {
                   {"generated_tokens", r.generated_tokens},
                   {"tokens_per_s", r.tokens_per_s},
                   {"tokens", tokens}};
+        if (r.joint.used)
+          j["joint"] = {{"mac_target", engine.budget().mac_target}, {"active", r.joint.active},
+                        {"prompt_keep", r.joint.prompt_keep}, {"mac_fraction", r.joint.mac_fraction},
+                        {"calibration_kl", r.joint.kl},       {"calibration_agreement", r.joint.agreement},
+                        {"fits", r.joint.fits}};
         std::cout << j.dump() << "\n";
       } else {
         std::printf("\n");

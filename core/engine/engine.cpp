@@ -18,6 +18,7 @@
 #include "core/gate/mlp_gate.h"
 #include "core/eval/metrics.h"
 #include "core/eval/rank_allocation.h"
+#include "core/model/budget_json.h"
 #include "core/model/convert.h"
 #include "core/train/nsn_objective.h"
 #include "core/io/checkpoint.h"
@@ -160,6 +161,26 @@ int64_t reprobe_heads(Gpt& model, const std::vector<int64_t>& context, int64_t p
 
 }  // namespace
 
+Budget Engine::Impl::resolve(const Budget& b, int64_t prompt, int64_t fresh, JointChoice* choice) {
+  if (b.mac_target <= 0) return b;
+  auto& m = need();
+  check(!calibration_tokens.empty(),
+        "the MAC target knob splits compute between prompt and model by measurement: give a calibration text first "
+        "(gate calibration)");
+  Budget key = b;
+  key.mac_target = 0;
+  key.prompt_keep = 1;
+  key.gate.active = 1;
+  const std::string k = budget_to_json(key);
+  if (k != joint_key || joint_scores.empty()) {
+    joint_scores = score_joint_candidates(m.model, calibration_tokens, b);
+    joint_key = k;
+  }
+  const JointChoice c = choose_joint_split(m.model, joint_scores, b, b.mac_target, prompt, fresh);
+  if (choice) *choice = c;
+  return with_joint_choice(b, c);
+}
+
 Engine::Engine() : impl_(std::make_unique<Impl>()) { init_threads(); }
 Engine::~Engine() = default;
 
@@ -289,6 +310,18 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
   torch::NoGradGuard no_grad;
   auto& model = m.model;
   const auto dev = impl_->device;
+  // The joint MAC knob: this prompt's split between prompt keep and gate fraction, for this
+  // generation only (the engine's budget keeps the target).
+  JointChoice joint;
+  struct BudgetRestore {
+    Impl& impl;
+    bool on;
+    ~BudgetRestore() {
+      if (on) impl.need().model->apply_budget(impl.budget);
+    }
+  } budget_restore{*impl_, impl_->budget.mac_target > 0};
+  if (budget_restore.on)
+    model->apply_budget(impl_->resolve(impl_->budget, int64_t(ids.size()), options.max_new_tokens, &joint));
   auto cache = model->make_cache(1);
   // With the gate on, every step's per-layer trace rides along with its token.
   const bool gated = model->gate_options().policy != GatePolicy::Off;
@@ -336,6 +369,8 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
   int64_t pending_probe_macs = 0;  // charged to the next token, whose step runs the new heads
   GenerateResult r;
   r.prompt_tokens = int64_t(ids.size());
+  if (budget_restore.on)
+    r.joint = {true, joint.active, joint.prompt_keep, joint.mac_fraction, joint.kl, joint.agreement, joint.fits};
   auto t0 = Clock::now();
   const double keep = model->prompt_keep();
   if (keep < 1) cache.key_mass = torch::zeros({1, ctx}, torch::TensorOptions().dtype(torch::kFloat32).device(dev));
@@ -600,6 +635,8 @@ void Engine::calibrate_gate(const std::string& text, int64_t block, uint64_t see
     throw;
   }
   m.model->apply_budget(impl_->budget);  // rebuilt with the new calibration
+  impl_->calibration_tokens = tokens;
+  impl_->joint_scores.clear();
 }
 
 std::vector<GateFrontierRow> Engine::gate_frontier(const std::string& text, bool validation_split,

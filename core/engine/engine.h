@@ -140,6 +140,16 @@ struct GenerateResult {
   bool stopped = false;      // the callback asked to stop early
   // With Budget::prompt_keep < 1: the prompt tokens (0-based) whose keys/values stayed cached.
   std::vector<int64_t> kept_prompt_tokens;
+  // With Budget::mac_target: the split the joint knob chose for this prompt (core/eval/joint_split.h).
+  struct Joint {
+    bool used = false;
+    double active = 1;        // gate active fraction (1 = gate off)
+    double prompt_keep = 1;
+    double mac_fraction = 1;  // mean MACs per generated token / without gate and compression
+    double kl = 0;            // measured on the calibration text
+    double agreement = 1;
+    bool fits = true;         // false: the target was below every candidate; the cheapest ran
+  } joint;
 };
 
 // How Engine::sweep evaluates each budget.

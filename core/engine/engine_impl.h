@@ -8,6 +8,7 @@
 
 #include "core/engine/engine.h"
 #include "core/error.h"
+#include "core/eval/joint_split.h"
 #include "core/io/checkpoint.h"
 #include "core/model/convert.h"
 #include "core/model/variants.h"
@@ -22,6 +23,11 @@ struct Engine::Impl {
   torch::Device device = torch::kCPU;
   Budget budget;
   bool variant_cache = true;  // keep built variants on disk next to the checkpoint
+  // Joint MAC knob (Budget::mac_target): the last calibration text's tokens and the candidate
+  // scores measured on them for one base budget (joint_key: that base in canonical JSON).
+  std::vector<int64_t> calibration_tokens;
+  std::vector<JointCandidate> joint_scores;
+  std::string joint_key;
 
   LoadedModel& need() const {
     check(loaded != nullptr, "no model is loaded");
@@ -32,7 +38,13 @@ struct Engine::Impl {
     m.model->eval();
     loaded = std::make_unique<LoadedModel>(std::move(m));
     budget = Budget{};
+    calibration_tokens.clear();
+    joint_scores.clear();
+    joint_key.clear();
   }
+  // The budget a generation of `prompt` tokens and `fresh` new ones runs under: `b` itself, or,
+  // with b.mac_target set, b with its measured joint split (scored once per base budget).
+  Budget resolve(const Budget& b, int64_t prompt, int64_t fresh, JointChoice* choice = nullptr);
   // Builds the variants `kinds` need (see build_variants) around a full budget, then puts the
   // current budget back.
   VariantReport prepare_variants(const std::vector<LinearKind>& kinds) {

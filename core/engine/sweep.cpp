@@ -84,6 +84,9 @@ std::vector<NamedBudget> Engine::grid(const std::string& name) const {
     for (double a : actives) add("gate", "sensing " + fmt_pct(a), Budget{.gate = sensing_gate(a)});
     for (double k : {0.5, 0.25, 0.1}) add("prompt", "keep " + fmt_pct(k), Budget{.prompt_keep = k});
     add("gate+prompt", "50% keep 50%", Budget{.gate = sensing_gate(0.5), .prompt_keep = 0.5});
+    // One knob: the split between gate and prompt measured per target (core/eval/joint_split.h).
+    for (double t : {0.9, 0.8, 0.7, 0.6})
+      add("joint", "target " + fmt_pct(t), Budget{.gate = sensing_gate(0.5), .mac_target = t});
     for (auto [r, b] : {std::pair<int64_t, int64_t>{cfg.d_model / 4, 8}, {cfg.d_model / 2, 16}, {3 * cfg.d_model / 4, 32}})
       add("svd-mlp+tt-svd-attn", "r=" + std::to_string(r) + " χ=" + std::to_string(b),
           Budget{.rank = r, .bond = b, .kind = {{"mlp", K::Nsn}, {"attn", K::Mpo}}});
@@ -191,9 +194,9 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
         report(progress, {"sweep", int64_t(i + 1), int64_t(budgets.size())});
         continue;
       }
-      const auto& g = nb.budget.gate;
-      const bool gated = g.policy != GatePolicy::Off || g.head_active < 1;
-      if (gated) {
+      const bool gated = nb.budget.gate.policy != GatePolicy::Off || nb.budget.gate.head_active < 1;
+      if (gated || nb.budget.mac_target > 0) {
+        const auto& g = nb.budget.gate;
         Budget base = nb.budget;
         base.gate = GateOptions{};
         const std::string sig = budget_to_json(base) + "|" + std::to_string(g.block) + "|" + std::to_string(g.seed);
@@ -203,7 +206,16 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
           calibrated_for = sig;
         }
       }
-      model->apply_budget(nb.budget);
+      // The joint MAC knob: the split for a window's shape (first half prompt, second half new).
+      Budget eff = nb.budget;
+      std::string resolved;
+      if (nb.budget.mac_target > 0) {
+        const auto scored = score_joint_candidates(model, calibration, nb.budget);
+        eff = with_joint_choice(nb.budget, choose_joint_split(model, scored, nb.budget, nb.budget.mac_target, T / 2, T - T / 2));
+        resolved = budget_to_json(eff);
+      }
+      const auto& g = eff.gate;
+      model->apply_budget(eff);
       SweepRow row;
       row.key = key;
       row.model = m.source;
@@ -211,13 +223,14 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
       row.method = nb.method;
       row.label = nb.label;
       row.budget_json = budget_json;
+      row.resolved_json = resolved;
       row.evaluated_on = evaluated_on;
       row.linear_macs = model->linear_macs_per_token();
       row.parameters = model->active_parameter_count();
       GateStats stats;
       if (g.policy != GatePolicy::Off) model->set_gate_stats(&stats);
       try {
-        row.eval = evaluate_tokens(model, tokens, o.max_windows, 16, {}, &full, &nb.budget);
+        row.eval = evaluate_tokens(model, tokens, o.max_windows, 16, {}, &full, &eff);
       } catch (...) {
         model->set_gate_stats(nullptr);
         throw;
@@ -226,8 +239,8 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
       // MACs at full context; a gated MLP counts what it really spent per token on this text.
       // Under prompt compression the last token of a window attends to the kept half plus the rest.
       const int64_t P = T / 2;
-      const int64_t keys = nb.budget.prompt_keep < 1
-                               ? std::clamp<int64_t>(int64_t(std::ceil(nb.budget.prompt_keep * double(P) - 1e-9)), 1, P) + (T - P)
+      const int64_t keys = eff.prompt_keep < 1
+                               ? std::clamp<int64_t>(int64_t(std::ceil(eff.prompt_keep * double(P) - 1e-9)), 1, P) + (T - P)
                                : T;
       int64_t macs = g.policy == GatePolicy::Off ? model->macs_per_token(keys) : model->macs_without_gated_mlp(keys);
       if (g.policy != GatePolicy::Off && stats.rows > 0) {

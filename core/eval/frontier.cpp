@@ -39,6 +39,7 @@ std::string sweep_row_to_json(const SweepRow& r) {
             {"eval_seconds", r.eval.seconds},
             {"mlp_mac_fraction", r.mlp_mac_fraction},
             {"ms_per_token", r.ms_per_token}};
+  if (!r.resolved_json.empty()) j["resolved_budget"] = Json::parse(r.resolved_json);
   return j.dump();
 }
 
@@ -53,6 +54,7 @@ SweepRow sweep_row_from_json(const std::string& line) {
     r.method = j.at("method").get<std::string>();
     r.label = j.at("label").get<std::string>();
     r.budget_json = j.at("budget").dump();
+    if (auto it = j.find("resolved_budget"); it != j.end()) r.resolved_json = it->dump();
     r.evaluated_on = j.at("evaluated_on").get<std::string>();
     r.macs = j.at("macs").get<int64_t>();
     r.dense_macs = j.at("dense_macs").get<int64_t>();

@@ -16,6 +16,7 @@ struct SweepRow {
   std::string model_hash;
   std::string method, label;  // series and point, from the NamedBudget
   std::string budget_json;    // budget_to_json of the budget
+  std::string resolved_json;  // with Budget::mac_target: the budget the joint knob chose (else empty)
   std::string evaluated_on;   // "text" (validation split of a text) or "continuations" (of the full model)
   int64_t macs = 0;           // whole model, one decode step at full context (gate: measured mean)
   int64_t dense_macs = 0;     // the same for the dense model

@@ -4,11 +4,8 @@
 
 namespace nestscope {
 
-namespace {
-// Logits of windows x [B, T] at the model's current budget: one forward, or, with prompt
-// compression, the first half read as a prompt and compressed, then the second half against it
-// (at keep = 1 both give the same logits).
-torch::Tensor window_logits(Gpt& model, const torch::Tensor& x) {
+// At keep = 1 both ways give the same logits.
+torch::Tensor prompt_window_logits(Gpt& model, const torch::Tensor& x) {
   const double keep = model->prompt_keep();
   const int64_t B = x.size(0), T = x.size(1), P = T / 2;
   if (keep >= 1 || P < 1) return model->forward(x);
@@ -19,7 +16,6 @@ torch::Tensor window_logits(Gpt& model, const torch::Tensor& x) {
   auto second = model->forward(x.narrow(1, P, T - P), &cache);  // [B, T-P, V]
   return torch::cat({first, second}, 1);
 }
-}  // namespace
 
 EvalResult evaluate_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64_t max_windows, int64_t batch,
                            const ProgressFn& progress, const Budget* reference, const Budget* budget) {
@@ -50,7 +46,7 @@ EvalResult evaluate_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64
       ref_flat = model->forward(x).view({b * T, -1});                    // [BT, V]
       model->apply_budget(*budget);
     }
-    auto logits = window_logits(model, x);                               // [B, T, V]
+    auto logits = prompt_window_logits(model, x);                               // [B, T, V]
     auto flat = logits.view({b * T, -1});                                // [BT, V]
     if (reference) {
       auto ref_logp = torch::log_softmax(ref_flat, -1), logp = torch::log_softmax(flat, -1);

@@ -19,6 +19,10 @@ EvalResult evaluate_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64
                            int64_t batch = 16, const ProgressFn& progress = {}, const Budget* reference = nullptr,
                            const Budget* budget = nullptr);
 
+// Logits of windows x [B, T] at the model's current budget: one forward, or, under prompt
+// compression, the first half read as a prompt and compressed, then the second half against it.
+torch::Tensor prompt_window_logits(Gpt& model, const torch::Tensor& x);
+
 // Median wall time (ms) of one batch-1 decode step with the KV cache, over `tokens` steps after
 // a `prompt`-token prefill, at the model's current budget.
 double measure_decode_ms(Gpt& model, int64_t prompt = 64, int64_t tokens = 64);

@@ -24,6 +24,12 @@ struct Budget {
   // cache (the ones that received the most attention, plus the first and the latest tokens) and
   // drop the rest, so every later token attends to fewer keys. 1 = keep the whole prompt.
   double prompt_keep = 1.0;
+  // Joint prompt + model compression, one knob: a MAC target as a fraction of this budget's MACs
+  // per generated token without the gate and prompt compression (0 = off). When set, each
+  // generation (and each frontier row) picks the gate's active fraction and the prompt keep
+  // fraction that fit the target with the least measured KL to the uncompressed model
+  // (core/eval/joint_split.h), overriding gate.active and prompt_keep. Needs a calibration text.
+  double mac_target = 0;
   // Ablation, for A/B comparisons: attention heads (layer, head) and MLP neuron blocks (layer,
   // block of kAblationBlock neurons in the checkpoint's order) forced off. Empty = none.
   std::set<std::pair<int64_t, int64_t>> heads_off, blocks_off;

@@ -1,5 +1,6 @@
 #include "core/model/budget_json.h"
 
+#include <iterator>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -68,7 +69,10 @@ std::set<std::pair<int64_t, int64_t>> parse_pairs(const Json& j, const char* key
 
 }  // namespace
 
-std::string budget_to_json(const Budget& b) {
+namespace {
+
+// Every field, defaults included.
+Json full_json(const Budget& b) {
   const auto& g = b.gate;
   Json kinds = Json::object();
   for (const auto& [family, kind] : b.kind) kinds[family] = linear_kind_name(kind);
@@ -80,6 +84,7 @@ std::string budget_to_json(const Budget& b) {
       {"layer_rank", layer_rank},
       {"kind", kinds},
       {"prompt_keep", b.prompt_keep},
+      {"mac_target", b.mac_target},
       {"heads_off", pairs(b.heads_off)},
       {"blocks_off", pairs(b.blocks_off)},
       {"heads_on", pairs(b.heads_on)},
@@ -103,6 +108,25 @@ std::string budget_to_json(const Budget& b) {
         {"head_reprobe_cooldown", g.head_reprobe_cooldown},
         {"head_probes", g.head_probes}}},
   };
+  return j;
+}
+
+}  // namespace
+
+std::string budget_to_json(const Budget& b) {
+  // Fields at their defaults are left out, so a field added later (with a default that keeps the
+  // old behaviour) does not change the text of existing budgets, nor the sweep keys built from it.
+  static const Json defaults = full_json(Budget{});
+  Json j = full_json(b);
+  for (auto it = j.begin(); it != j.end();) {
+    if (it.key() == "gate") {
+      const Json& dg = defaults.at("gate");
+      for (auto g = it->begin(); g != it->end();) g = *g == dg.at(g.key()) ? it->erase(g) : std::next(g);
+      it = it->empty() ? j.erase(it) : std::next(it);
+    } else {
+      it = *it == defaults.at(it.key()) ? j.erase(it) : std::next(it);
+    }
+  }
   return j.dump();  // nlohmann's object keys are sorted
 }
 
@@ -110,13 +134,14 @@ Budget budget_from_json(const std::string& text) {
   Json j = Json::parse(text, nullptr, false);
   check(!j.is_discarded(), "budget: not valid JSON");
   const std::string w = "budget";
-  only_keys(j, {"rank", "bond", "layer_rank", "kind", "gate", "prompt_keep", "heads_off", "blocks_off", "heads_on",
-                "blocks_on"},
+  only_keys(j, {"rank", "bond", "layer_rank", "kind", "gate", "prompt_keep", "mac_target", "heads_off", "blocks_off",
+                "heads_on", "blocks_on"},
             w);
   Budget b;
   b.rank = get<int64_t>(j, "rank", 0, w);
   b.bond = get<int64_t>(j, "bond", 0, w);
   b.prompt_keep = get<double>(j, "prompt_keep", 1.0, w);
+  b.mac_target = get<double>(j, "mac_target", 0.0, w);
   b.heads_off = parse_pairs(j, "heads_off", w);
   b.blocks_off = parse_pairs(j, "blocks_off", w);
   b.heads_on = parse_pairs(j, "heads_on", w);

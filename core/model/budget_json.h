@@ -7,7 +7,8 @@
 
 namespace nestscope {
 
-// Every field written, keys sorted: equal budgets give equal strings (a cache key).
+// Keys sorted, fields at their defaults left out: equal budgets give equal strings (a cache key),
+// and a field added later does not change the text of budgets that leave it at its default.
 std::string budget_to_json(const Budget& budget);
 // Fields may be left out (defaults); an unknown key, a value of the wrong type or an unknown
 // enum name throws Error naming it. Ranges are checked when the budget is applied to a model.

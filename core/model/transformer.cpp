@@ -369,6 +369,8 @@ void GptImpl::install(const std::string& name, const std::shared_ptr<ElasticLine
 void GptImpl::apply_budget(const Budget& budget) {
   check(budget.prompt_keep > 0 && budget.prompt_keep <= 1,
         "prompt keep fraction must be in (0, 1], got " + std::to_string(budget.prompt_keep));
+  check(budget.mac_target >= 0 && budget.mac_target <= 1,
+        "MAC target must be a fraction in (0, 1] (0 = off), got " + std::to_string(budget.mac_target));
   for (const auto& [l, h] : budget.heads_off)
     check(l >= 0 && l < cfg_.n_layers && h >= 0 && h < cfg_.n_heads,
           "ablation: head (" + std::to_string(l) + ", " + std::to_string(h) + ") is outside " +
@@ -546,6 +548,11 @@ void GptImpl::set_head_probe_masks(const torch::Tensor& masks) {
           "head probes run with every head: clear the head budget first");
   for (int64_t l = 0; l < cfg_.n_layers; ++l)
     blocks_[size_t(l)]->attn->probe_mask = masks.defined() ? masks.select(1, l) : torch::Tensor();
+}
+
+void GptImpl::set_prompt_keep(double keep) {
+  check(keep > 0 && keep <= 1, "prompt keep fraction must be in (0, 1], got " + std::to_string(keep));
+  prompt_keep_ = keep;
 }
 
 void GptImpl::set_gate_uncertainty(double h) {

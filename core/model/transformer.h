@@ -118,6 +118,8 @@ class GptImpl : public torch::nn::Module {
   // kept slots (ascending). Later tokens keep their absolute positions (cache.position).
   std::vector<std::vector<int64_t>> compress_cache(KvCache& cache, double keep, int64_t recent = 4) const;
   double prompt_keep() const { return prompt_keep_; }
+  // Only the prompt keep fraction, without rebuilding anything (what the joint knob's scoring sweeps).
+  void set_prompt_keep(double keep);
 
   const ModelConfig& config() const { return cfg_; }
   // Every projection, named like the checkpoint ("blk.0.attn.q", ..., "head").

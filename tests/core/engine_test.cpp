@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/engine/engine.h"
+#include "core/eval/joint_split.h"
 #include "core/error.h"
 #include "core/io/atomic_file.h"
 #include "core/io/default_model.h"
@@ -186,6 +187,66 @@ TEST(Engine, HighEntropyReprobesTheHeadSupportWithHysteresisAndCooldown) {
   EXPECT_THROW(e.set_budget(bad), Error);
   bad = b;
   bad.gate.head_probes = 1;
+  EXPECT_THROW(e.set_budget(bad), Error);
+  EXPECT_EQ(e.budget(), b);
+}
+
+TEST(Engine, OneMacKnobSplitsComputeBetweenPromptAndGateByMeasurement) {
+  Engine e;
+  auto c = small_config();
+  c.d_ff = 64;  // 4 blocks of 16
+  e.train(text(), c, quick(10));
+  Budget b;
+  b.gate.policy = GatePolicy::Sensing;
+  b.gate.active = 0.5;
+  b.mac_target = 0.8;
+  GenerateOptions o;
+  o.max_new_tokens = 12;
+  o.seed = 5;
+  const std::string prompt = "To be, or not to be";
+  // The knob measures its split on a calibration text: without one, a clear error, nothing changed.
+  e.set_budget(b);
+  try {
+    e.generate(prompt, o);
+    FAIL() << "generated without a calibration text";
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what()).find("calibration"), std::string::npos) << err.what();
+  }
+  EXPECT_EQ(e.budget(), b);
+  e.calibrate_gate(text(), 16, 1);
+  auto r = e.generate(prompt, o);
+  ASSERT_TRUE(r.joint.used);
+  EXPECT_TRUE(r.joint.fits);
+  EXPECT_LE(r.joint.mac_fraction, 0.8 + 1e-9);
+  const auto actives = joint_active_grid(), keeps = joint_keep_grid();
+  EXPECT_NE(std::find(actives.begin(), actives.end(), r.joint.active), actives.end());
+  EXPECT_NE(std::find(keeps.begin(), keeps.end(), r.joint.prompt_keep), keeps.end());
+  EXPECT_EQ(e.budget(), b);  // the engine keeps the target; the split was for that generation
+  // The same prompt, the same split and text; a resolved split reproduces the text exactly.
+  auto again = e.generate(prompt, o);
+  EXPECT_EQ(again.text, r.text);
+  EXPECT_EQ(again.joint.active, r.joint.active);
+  EXPECT_EQ(again.joint.prompt_keep, r.joint.prompt_keep);
+  Budget fixed = b;
+  fixed.mac_target = 0;
+  fixed.prompt_keep = r.joint.prompt_keep;
+  if (r.joint.active >= 1) fixed.gate = GateOptions{};
+  else fixed.gate.active = r.joint.active;
+  e.set_budget(fixed);
+  EXPECT_EQ(e.generate(prompt, o).text, r.text);
+  // A lower target never costs more MACs; an unreachable one runs the cheapest split, flagged.
+  b.mac_target = 0.5;
+  e.set_budget(b);
+  auto lower = e.generate(prompt, o);
+  EXPECT_LE(lower.joint.mac_fraction, r.joint.mac_fraction + 1e-12);
+  b.mac_target = 0.01;
+  e.set_budget(b);
+  auto floor = e.generate(prompt, o);
+  EXPECT_FALSE(floor.joint.fits);
+  EXPECT_EQ(floor.joint.active, actives.back());
+  EXPECT_EQ(floor.joint.prompt_keep, keeps.back());
+  Budget bad = b;
+  bad.mac_target = 1.5;
   EXPECT_THROW(e.set_budget(bad), Error);
   EXPECT_EQ(e.budget(), b);
 }

@@ -106,6 +106,15 @@ TEST(Budget, JsonRoundTripsAndNamesBadFields) {
   EXPECT_EQ(budget_from_json(budget_to_json(b)), b);
   EXPECT_EQ(budget_to_json(budget_from_json(budget_to_json(b))), budget_to_json(b));
   EXPECT_EQ(budget_from_json("{}"), Budget{});
+  // Defaults are left out, so fields added later keep old texts (and sweep keys) unchanged.
+  EXPECT_EQ(budget_to_json(Budget{}), "{}");
+  Budget r;
+  r.rank = 16;
+  r.gate.head_active = 0.5;
+  EXPECT_EQ(budget_to_json(r), R"({"gate":{"head_active":0.5},"rank":16})");
+  r.mac_target = 0.7;
+  r.gate.head_reprobe = 0.5;
+  EXPECT_EQ(budget_from_json(budget_to_json(r)), r);
   auto msg = [](const std::string& j) {
     try {
       budget_from_json(j);

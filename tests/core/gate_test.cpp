@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/eval/joint_split.h"
 #include "core/gate/block_recovery.h"
 #include "core/gate/head_probe.h"
 #include "core/gate/mlp_gate.h"
@@ -376,4 +377,52 @@ TEST(HeadGate, KnockoutProbesFindAPlantedDominantHead) {
   }
   EXPECT_TRUE(torch::equal(probed, probe_heads(model, idx, 24, 5)));  // seeded
   EXPECT_THROW(probe_heads(model, idx, 1, 5), Error);
+}
+
+TEST(JointSplit, PicksTheLeastKlCandidateWithinTheTargetByTheModelsOwnMacCount) {
+  torch::manual_seed(21);
+  ModelConfig c = tiny_config();
+  Gpt model(c);
+  torch::NoGradGuard no_grad;
+  Budget base;
+  base.gate.policy = GatePolicy::Sensing;
+  base.gate.block = 16;
+  base.gate.active = 0.5;
+  auto tokens = torch::randint(0, 11, {3 * c.context + 1});
+  std::vector<int64_t> toks(tokens.data_ptr<int64_t>(), tokens.data_ptr<int64_t>() + tokens.numel());
+  auto scored = score_joint_candidates(model, toks, base, 2);
+  ASSERT_EQ(scored.size(), joint_active_grid().size() * joint_keep_grid().size());
+  for (const auto& s : scored) {
+    if (s.active >= 1 && s.prompt_keep >= 1) {
+      EXPECT_NEAR(s.kl, 0, 1e-6);  // the uncompressed model itself
+      EXPECT_EQ(s.agreement, 1);
+    }
+    EXPECT_GE(s.kl, -1e-6);
+  }
+  // Independent MAC count: decode tokens 1..G after K kept prompt keys, at each candidate's budget.
+  const int64_t P = 6, G = 5;
+  auto mean_macs = [&](double active, double keep) {
+    Budget b = base;
+    if (active >= 1) b.gate = GateOptions{};
+    else b.gate.active = active;
+    model->apply_budget(b);
+    const int64_t K = keep >= 1 ? P : std::max<int64_t>(1, int64_t(std::ceil(keep * P - 1e-9)));
+    double sum = 0;
+    for (int64_t t = 1; t <= G; ++t) sum += double(model->macs_per_token(K + t));
+    return sum / double(G);
+  };
+  const double full = mean_macs(1, 1);
+  for (double target : {0.95, 0.8, 0.6}) {
+    auto choice = choose_joint_split(model, scored, base, target, P, G);
+    double best = 1e300;
+    for (const auto& s : scored)
+      if (mean_macs(s.active, s.prompt_keep) / full <= target + 1e-9) best = std::min(best, s.kl);
+    if (best < 1e300) {
+      EXPECT_TRUE(choice.fits) << target;
+      EXPECT_DOUBLE_EQ(choice.kl, best) << target;
+      EXPECT_NEAR(choice.mac_fraction, mean_macs(choice.active, choice.prompt_keep) / full, 1e-9) << target;
+    }
+  }
+  EXPECT_THROW(choose_joint_split(model, scored, base, 0, P, G), Error);
+  EXPECT_THROW(choose_joint_split(model, {}, base, 0.5, P, G), Error);
 }
