@@ -112,7 +112,8 @@ void EngineWorker::announce() {
 void EngineWorker::setBudget(const Budget& budget, const QString& prompt) {
   try {
     if (!engine_ || !engine_->has_model()) throw std::runtime_error("no model is loaded");
-    const bool needs_calibration = budget.gate.policy != GatePolicy::Off || budget.gate.head_active < 1;
+    const bool needs_calibration =
+        budget.gate.policy != GatePolicy::Off || budget.gate.head_active < 1 || budget.mac_target > 0;
     if (needs_calibration && calibrated_prompt_ != prompt) {
       // Task-conditioned: the prompt itself is the gate's calibration text.
       Budget ungated = budget;

@@ -76,6 +76,11 @@ BudgetPanel::BudgetPanel(QWidget* parent) : QWidget(parent) {
   keep_ = slider(5, 100, 10);
   keep_->setValue(100);
   keep_label_ = new QLabel;
+  target_ = slider(30, 100, 10);
+  target_->setValue(100);
+  target_->setToolTip(tr("One knob for prompt and model: the engine measures which mix of gate blocks and kept "
+                         "prompt tokens fits this share of the MACs best (overrides both sliders)"));
+  target_label_ = new QLabel;
   play_ = new QPushButton(tr("▶ Play budget"));
   play_->setToolTip(tr("Animate the budget from full to minimum while the model writes"));
   anim_ = new QTimer(this);
@@ -121,6 +126,7 @@ BudgetPanel::BudgetPanel(QWidget* parent) : QWidget(parent) {
   auto* prompt = new QGroupBox(tr("Prompt"));
   auto* pf = new QFormLayout(prompt);
   pf->addRow(keep_label_, keep_);
+  pf->addRow(target_label_, target_);
   auto* lay = new QVBoxLayout(this);
   lay->addWidget(kinds);
   lay->addWidget(sizes);
@@ -132,7 +138,7 @@ BudgetPanel::BudgetPanel(QWidget* parent) : QWidget(parent) {
 
   for (auto* c : {attn_kind_, mlp_kind_, policy_})
     connect(c, &QComboBox::currentIndexChanged, this, &BudgetPanel::emitChanged);
-  for (auto* s : {rank_, bond_, active_, heads_, keep_}) connect(s, &QSlider::valueChanged, this, &BudgetPanel::emitChanged);
+  for (auto* s : {rank_, bond_, active_, heads_, keep_, target_}) connect(s, &QSlider::valueChanged, this, &BudgetPanel::emitChanged);
   for (auto* s : {m_min_, m_max_}) connect(s, &QSpinBox::valueChanged, this, &BudgetPanel::emitChanged);
   connect(adaptive_, &QCheckBox::toggled, this, &BudgetPanel::emitChanged);
   connect(reprobe_, &QCheckBox::toggled, this, &BudgetPanel::emitChanged);
@@ -242,6 +248,16 @@ Budget BudgetPanel::budget() const {
     if (reprobe_->isChecked()) b.gate.head_reprobe = kReprobeEntropy;
   }
   b.prompt_keep = keep_->value() / 100.0;
+  if (target_->value() < 100) {
+    b.mac_target = target_->value() / 100.0;
+    if (b.gate.policy == GatePolicy::Off) {  // the knob trades gate blocks too: the default sensing gate
+      b.gate.policy = GatePolicy::Sensing;
+      b.gate.block = 16;
+      b.gate.measurement = MeasurementKind::Pca;
+      b.gate.recovery = Recovery::Mmse;
+      b.gate.clustered = true;
+    }
+  }
   return b;
 }
 
@@ -263,6 +279,7 @@ void BudgetPanel::setBudget(const Budget& b) {
   heads_->setValue(int(std::lround(b.gate.head_active * heads_->maximum())));
   reprobe_->setChecked(b.gate.head_reprobe > 0);
   keep_->setValue(int(std::lround(b.prompt_keep * 100)));
+  target_->setValue(b.mac_target > 0 ? int(std::lround(b.mac_target * 100)) : 100);
   for (const auto& [name, spin] : layer_spins_) {
     auto it = b.layer_rank.find(name);
     spin->setValue(it == b.layer_rank.end() ? 0 : int(it->second));
@@ -293,6 +310,10 @@ void BudgetPanel::updateLabels() {
   reprobe_->setEnabled(heads_->value() < heads_->maximum());
   heads_label_->setText(tr("heads kept: %1 of %2").arg(heads_->value()).arg(heads_->maximum()));
   keep_label_->setText(keep_->value() >= 100 ? tr("prompt kept: all") : tr("prompt kept: %1%").arg(keep_->value()));
+  const bool knob = target_->value() < 100;
+  target_label_->setText(knob ? tr("MAC target: %1% (gate + prompt)").arg(target_->value()) : tr("MAC target: off"));
+  keep_->setEnabled(!knob);
+  if (knob) active_->setEnabled(false);
 }
 
 void BudgetPanel::emitChanged() {

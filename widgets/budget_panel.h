@@ -79,7 +79,9 @@ class BudgetPanel : public QWidget {
   QSlider* active_;
   QLabel* active_label_;
   QCheckBox* adaptive_;
-  QCheckBox* reprobe_;  // GateOptions::head_reprobe at kReprobeEntropy
+  QCheckBox* reprobe_;
+  QSlider* target_;  // Budget::mac_target (100 = off)
+  QLabel* target_label_;  // GateOptions::head_reprobe at kReprobeEntropy
   static constexpr double kReprobeEntropy = 0.5;
   QSpinBox* m_min_;
   QSpinBox* m_max_;

@@ -173,7 +173,27 @@ Budget Engine::Impl::resolve(const Budget& b, int64_t prompt, int64_t fresh, Joi
   key.gate.active = 1;
   const std::string k = budget_to_json(key);
   if (k != joint_key || joint_scores.empty()) {
-    joint_scores = score_joint_candidates(m.model, calibration_tokens, b);
+    // Scoring needs a context window plus one token. A shorter calibration text (the GUI
+    // calibrates on the prompt) is continued by the model itself at this budget without gate and
+    // compression, so the split is still conditioned on it.
+    std::vector<int64_t> tokens = calibration_tokens;
+    const int64_t ctx = m.config.context;
+    if (int64_t(tokens.size()) <= ctx) {
+      Budget plain = key;
+      plain.gate.policy = GatePolicy::Off;
+      m.model->apply_budget(plain);
+      torch::NoGradGuard no_grad;
+      if (int64_t(tokens.size()) >= ctx) tokens.resize(size_t(ctx - 1));
+      auto cache = m.model->make_cache(1);
+      Sampler sampler({1.0, 0, 0});
+      auto feed = torch::tensor(tokens, torch::kInt64).view({1, -1}).to(device);
+      while (int64_t(tokens.size()) <= ctx) {
+        auto logits = m.model->forward(feed, &cache).select(1, -1).view({-1}).to(torch::kCPU, torch::kFloat32).contiguous();
+        tokens.push_back(sampler.next(std::vector<float>(logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel())).id);
+        feed = torch::full({1, 1}, tokens.back(), torch::kInt64).to(device);
+      }
+    }
+    joint_scores = score_joint_candidates(m.model, tokens, b);
     joint_key = k;
   }
   const JointChoice c = choose_joint_split(m.model, joint_scores, b, b.mac_target, prompt, fresh);

@@ -1,5 +1,7 @@
 #include "core/gate/mlp_gate.h"
 
+#include "core/layers/low_rank_kernel.h"
+
 #include <algorithm>
 #include <numeric>
 
@@ -308,10 +310,23 @@ void MlpGate::run_blocks(const float* x, const std::vector<int64_t>& blocks, flo
   const float* up = up_.data_ptr<float>();
   const float* down_t = down_t_.data_ptr<float>();
   const float* bias = up_bias_.data_ptr<float>();
+  // The fused kernel: a run's up rows, bias, activation and down columns in one pass, in chunks of
+  // at most kLowRankKernelMaxRank neurons (no per-run library calls, the middle in registers/L1).
+  const bool fused = low_rank_kernel_applies(1, C_, C_, std::min<int64_t>(B_, kLowRankKernelMaxRank));
+  const LowRankAct fused_act = activation_ == Activation::Relu ? LowRankAct::Relu : LowRankAct::Gelu;
   for (size_t i = 0; i < blocks.size();) {
     size_t j = i + 1;  // a run of adjacent blocks is one pair of products
     while (j < blocks.size() && blocks[j] == blocks[j - 1] + 1) ++j;
     const int64_t r0 = blocks[i] * B_, len = int64_t(j - i) * B_;
+    if (fused) {
+      for (int64_t c = 0; c < len; c += kLowRankKernelMaxRank) {
+        const int64_t w = std::min(kLowRankKernelMaxRank, len - c);
+        low_rank_kernel_ex(1, C_, C_, w, x, up + (r0 + c) * C_, bias + r0 + c, fused_act, down_t + (r0 + c) * C_, C_,
+                           nullptr, true, y);
+      }
+      i = j;
+      continue;
+    }
     float* z = z_.data() + r0;
     std::copy_n(bias + r0, len, z);
     cpu_gemm_nt_raw(1, len, C_, x, up + r0 * C_, C_, 1.f, z);  // z_run = W_up[run]·x + b_up[run]

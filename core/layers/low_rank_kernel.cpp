@@ -1,5 +1,6 @@
 #include "core/layers/low_rank_kernel.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <string>
 
@@ -85,11 +86,19 @@ bool low_rank_kernel_applies(int64_t rows, int64_t k, int64_t n, int64_t r) {
 
 void low_rank_kernel(int64_t N, int64_t k, int64_t n, int64_t r, const float* x, const float* A, const float* bt,
                      int64_t ldb, const float* bias, float* y, LowRankIsa isa) {
+  low_rank_kernel_ex(N, k, n, r, x, A, nullptr, LowRankAct::None, bt, ldb, bias, false, y, isa);
+}
+
+void low_rank_kernel_ex(int64_t N, int64_t k, int64_t n, int64_t r, const float* x, const float* A,
+                        const float* mid_bias, LowRankAct act, const float* bt, int64_t ldb, const float* bias,
+                        bool accumulate, float* y, LowRankIsa isa) {
 #ifdef NESTSCOPE_LOW_RANK_AVX2
-  if (isa == LowRankIsa::avx512vl) return avx512vl::low_rank(N, k, n, r, x, A, bt, ldb, bias, y);
-  if (isa == LowRankIsa::avx2) return avx2::low_rank(N, k, n, r, x, A, bt, ldb, bias, y);
+  if (isa == LowRankIsa::avx512vl)
+    return avx512vl::low_rank(N, k, n, r, x, A, mid_bias, act, bt, ldb, bias, accumulate, y);
+  if (isa == LowRankIsa::avx2) return avx2::low_rank(N, k, n, r, x, A, mid_bias, act, bt, ldb, bias, accumulate, y);
 #endif
-  (void)N, (void)k, (void)n, (void)r, (void)x, (void)A, (void)bt, (void)ldb, (void)bias, (void)y, (void)isa;
+  (void)N, (void)k, (void)n, (void)r, (void)x, (void)A, (void)mid_bias, (void)act, (void)bt, (void)ldb, (void)bias,
+      (void)accumulate, (void)y, (void)isa;
 }
 
 }  // namespace nestscope

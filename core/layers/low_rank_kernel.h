@@ -19,6 +19,9 @@ inline constexpr int64_t kLowRankKernelMaxPrefillRank = 128;
 inline constexpr int64_t kLowRankPrefillRows = 16;
 inline constexpr int64_t kLowRankPrefillMaxWidth = 1024;
 
+// What happens to the middle h before the second product (an MLP block: bias, then act).
+enum class LowRankAct { None, Relu, Gelu /* exact, erf */ };
+
 // Instruction sets the kernel is built for. none = use the caller's BLAS path.
 enum class LowRankIsa { none, avx2, avx512vl };
 
@@ -43,5 +46,12 @@ bool low_rank_kernel_applies(int64_t rows, int64_t k, int64_t n, int64_t r);
 // (and isa is supported); does nothing for LowRankIsa::none.
 void low_rank_kernel(int64_t N, int64_t k, int64_t n, int64_t r, const float* x, const float* A, const float* bt,
                      int64_t ldb, const float* bias, float* y, LowRankIsa isa = low_rank_kernel_isa());
+
+// The general form: h = x·A[:r]ᵀ (+ mid_bias[:r]), h = act(h), then y = h·Bt[:r] + bias, or
+// y += h·Bt[:r] with `accumulate` (bias ignored). With A = W_up rows and Bt = W_downᵀ rows of a
+// run of neuron blocks this is a gated MLP's block product in one pass (core/gate/mlp_gate).
+void low_rank_kernel_ex(int64_t N, int64_t k, int64_t n, int64_t r, const float* x, const float* A,
+                        const float* mid_bias, LowRankAct act, const float* bt, int64_t ldb, const float* bias,
+                        bool accumulate, float* y, LowRankIsa isa = low_rank_kernel_isa());
 
 }  // namespace nestscope

@@ -250,3 +250,22 @@ TEST(Engine, OneMacKnobSplitsComputeBetweenPromptAndGateByMeasurement) {
   EXPECT_THROW(e.set_budget(bad), Error);
   EXPECT_EQ(e.budget(), b);
 }
+
+TEST(Engine, MacKnobCalibratedOnAShortPromptContinuesItToScore) {
+  Engine e;
+  auto c = small_config();
+  c.d_ff = 64;
+  e.train(text(), c, quick(10));
+  e.calibrate_gate("To be, or not", 16, 1);  // shorter than one context window: the GUI's case
+  Budget b;
+  b.gate.policy = GatePolicy::Sensing;
+  b.mac_target = 0.85;
+  e.set_budget(b);
+  GenerateOptions o;
+  o.max_new_tokens = 8;
+  auto r = e.generate("To be", o);
+  ASSERT_TRUE(r.joint.used);
+  EXPECT_LE(r.joint.mac_fraction, 0.85 + 1e-9);
+  EXPECT_EQ(r.generated_tokens, 8);
+  EXPECT_EQ(e.budget(), b);
+}
