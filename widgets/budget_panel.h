@@ -54,6 +54,8 @@ class BudgetPanel : public QWidget {
   QSlider* bondSlider() const { return bond_; }
   QSlider* gateSlider() const { return active_; }
   QSlider* keepSlider() const { return keep_; }
+  QSlider* targetSlider() const { return target_; }
+  QCheckBox* reprobeBox() const { return reprobe_; }
   // The per-layer rank box of a projection (0 = follow the global rank), or nullptr.
   QSpinBox* layerRankBox(const std::string& name) const;
 

@@ -2,6 +2,7 @@
 // exports, and the real window driving the real Engine on its worker thread.
 #include <gtest/gtest.h>
 
+#include <QCheckBox>
 #include <QFile>
 #include <QImage>
 #include <QSignalSpy>
@@ -357,6 +358,28 @@ TEST(ActivationMap, ComparesTheGateWithTheOracle) {
   for (int y = 0; y < img.height() && !orange; y += 2)
     for (int x = 0; x < img.width() && !orange; x += 2) orange |= img.pixelColor(x, y) == QColor(230, 159, 0);
   EXPECT_TRUE(orange);
+}
+
+TEST(BudgetPanel, OneMacKnobAndHeadReprobingReachTheBudget) {
+  BudgetPanel p;
+  p.setLimits({128, 64, 4, 512, LinearKind::Dense, LinearKind::Dense});
+  EXPECT_EQ(p.budget().mac_target, 0);
+  EXPECT_FALSE(p.reprobeBox()->isEnabled());  // all heads run: nothing to re-probe
+  p.targetSlider()->setValue(70);
+  Budget b = p.budget();
+  EXPECT_DOUBLE_EQ(b.mac_target, 0.7);
+  EXPECT_EQ(b.gate.policy, GatePolicy::Sensing);  // the knob trades gate blocks too
+  EXPECT_FALSE(p.keepSlider()->isEnabled());      // the knob sets the prompt keep itself
+  Budget h;
+  h.gate.head_active = 0.5;
+  h.gate.head_reprobe = 0.5;
+  p.setBudget(h);
+  EXPECT_TRUE(p.reprobeBox()->isEnabled());
+  EXPECT_TRUE(p.reprobeBox()->isChecked());
+  EXPECT_EQ(p.budget().gate.head_reprobe, 0.5);
+  EXPECT_EQ(p.budget().mac_target, 0);
+  p.reprobeBox()->setChecked(false);
+  EXPECT_EQ(p.budget().gate.head_reprobe, 0);
 }
 
 TEST(BudgetPanel, PerLayerRanksApplyToNsnLayersOnly) {
