@@ -113,6 +113,9 @@ class MlpGate {
   // Σ_u Φᵀ [N, m] (float64) make K_m for any prefix m.
   torch::Tensor mean_u_, y_mean_, s_, cross_;
   std::map<int64_t, torch::Tensor> gains_;
+  // Per m: c_m = μ_u + b_up − ȳ_m·K_m, so that ẑ = c_m + (P_m·x)·K_m is one fused low-rank product.
+  std::map<int64_t, torch::Tensor> offsets_;
+  const float* mmse_offset(int64_t m);
   torch::Tensor static_energy_;                      // [n] mean block energy on the calibration text
   std::mt19937_64 rng_;
   std::vector<float> y_, g_, u_, z_;                 // scratch: [m], [N], [N], [N]
