@@ -211,6 +211,7 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
             QStringList off;
             for (const auto& [l, h] : heads_off_) off << tr("head L%1.%2").arg(l).arg(h);
             for (const auto& [l, k] : blocks_off_) off << tr("block L%1.%2").arg(l).arg(k);
+            for (const auto& [l, k] : gate_blocks_off_) off << tr("gate block L%1.%2").arg(l).arg(k);
             QStringList on;
             for (const auto& [l, h] : heads_on_) on << tr("head L%1.%2").arg(l).arg(h);
             for (const auto& [l, k] : blocks_on_) on << tr("block L%1.%2").arg(l).arg(k);
@@ -278,7 +279,11 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
   Q_EMIT loadRequested(options.model);
 }
 
-void MainWindow::showAblation() { map_->setAblated(heads_off_, blocks_off_, heads_on_, blocks_on_); }
+void MainWindow::showAblation() {
+  // With the gate on the map shows blocks in the gate's order: its forced-off set is that order's.
+  const bool gated = budget_->budget().gate.policy != GatePolicy::Off;
+  map_->setAblated(heads_off_, gated ? gate_blocks_off_ : blocks_off_, heads_on_, blocks_on_);
+}
 
 void MainWindow::toggleAblation(bool is_head, int layer, int index) {
   if (!model_ready_) return;
@@ -286,28 +291,25 @@ void MainWindow::toggleAblation(bool is_head, int layer, int index) {
   // clicking a forced unit again releases it.
   const std::pair<int64_t, int64_t> key{layer, index};
   const bool gated = budget_->budget().gate.policy != GatePolicy::Off;
-  auto& off = is_head ? heads_off_ : blocks_off_;
+  // Blocks under the gate are in the gate's neuron order, so they are forced off in that order.
+  auto& off = is_head ? heads_off_ : gated ? gate_blocks_off_ : blocks_off_;
   auto& on = is_head ? heads_on_ : blocks_on_;
   if (!off.erase(key) && !on.erase(key)) {
-    if (map_->cellRan(is_head, layer, index)) {
-      if (!is_head && gated) {
-        statusBar()->showMessage(tr("With the gate on, blocks are shown in the gate's neuron order: turn the gate off "
-                                    "to force a block off (skipped blocks can be forced on)"), 6000);
-        return;
-      }
+    if (map_->cellRan(is_head, layer, index))
       off.insert(key);
-    } else {
+    else
       on.insert(key);
-    }
   }
   showAblation();
-  if (heads_off_.empty() && blocks_off_.empty() && heads_on_.empty() && blocks_on_.empty()) return;
+  if (heads_off_.empty() && blocks_off_.empty() && heads_on_.empty() && blocks_on_.empty() && gate_blocks_off_.empty())
+    return;
   const Budget a = budget_->budget();
   Budget b = a;
   b.heads_off = heads_off_;
   b.blocks_off = blocks_off_;
   b.heads_on = heads_on_;
   b.blocks_on = gated ? blocks_on_ : std::set<std::pair<int64_t, int64_t>>{};
+  b.gate_blocks_off = gated ? gate_blocks_off_ : std::set<std::pair<int64_t, int64_t>>{};
   const int id = worker_->nextGeneration();  // supersedes a running generation
   compare_dock_->show();
   compare_dock_->raise();
@@ -328,6 +330,7 @@ Session MainWindow::session() const {
   s.budget.blocks_off = blocks_off_;
   s.budget.heads_on = heads_on_;
   s.budget.blocks_on = blocks_on_;
+  s.budget.gate_blocks_off = gate_blocks_off_;
   s.prompt = panel_->prompt();
   s.settings = panel_->settings();
   s.colouring = int(panel_->colouring());
@@ -348,12 +351,14 @@ void MainWindow::openSession(const Session& s) {
     blocks_off_ = s.budget.blocks_off;
     heads_on_ = s.budget.heads_on;
     blocks_on_ = s.budget.blocks_on;
+    gate_blocks_off_ = s.budget.gate_blocks_off;
     showAblation();
     Budget b = s.budget;
     b.heads_off.clear();
     b.blocks_off.clear();
     b.heads_on.clear();
     b.blocks_on.clear();
+    b.gate_blocks_off.clear();
     budget_->setBudget(b);
     return;
   }
@@ -464,6 +469,7 @@ void MainWindow::onModelLoaded(const ModelView& m) {
   blocks_off_.clear();
   heads_on_.clear();
   blocks_on_.clear();
+  gate_blocks_off_.clear();
   showAblation();
   map_->setShape(m.layers, m.heads, m.blocks);
   teaching_->setProjections(m.projections, m.limits.rank, m.limits.bond);

@@ -125,6 +125,7 @@ class MainWindow : public QMainWindow {
   bool have_pending_session_ = false;
   Session pending_session_;  // applied once its model has loaded
   std::set<std::pair<int64_t, int64_t>> heads_off_, blocks_off_, heads_on_, blocks_on_;  // the A/B ablation
+  std::set<std::pair<int64_t, int64_t>> gate_blocks_off_;  // blocks forced off in the gate's order
   void showAblation();
 };
 

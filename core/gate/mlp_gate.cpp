@@ -311,6 +311,10 @@ const std::vector<int64_t>& MlpGate::select(const float* x, int64_t* macs) {
   }
   for (int64_t b : forced_)  // forced on: added to whatever was chosen, order kept
     if (!std::binary_search(chosen_.begin(), chosen_.end(), b)) chosen_.insert(std::lower_bound(chosen_.begin(), chosen_.end(), b), b);
+  if (!forced_off_.empty())
+    chosen_.erase(std::remove_if(chosen_.begin(), chosen_.end(),
+                                 [&](int64_t b) { return std::binary_search(forced_off_.begin(), forced_off_.end(), b); }),
+                  chosen_.end());
   if (macs) *macs = spent;
   return chosen_;
 }
@@ -321,6 +325,14 @@ void MlpGate::set_forced_on(std::vector<int64_t> blocks) {
   std::sort(blocks.begin(), blocks.end());
   blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
   forced_ = std::move(blocks);
+}
+
+void MlpGate::set_forced_off(std::vector<int64_t> blocks) {
+  for (int64_t b : blocks)
+    check(b >= 0 && b < n_, "gate: forced-off block " + std::to_string(b) + " is outside [0, " + std::to_string(n_) + ")");
+  std::sort(blocks.begin(), blocks.end());
+  blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
+  forced_off_ = std::move(blocks);
 }
 
 void MlpGate::run_blocks(const float* x, const std::vector<int64_t>& blocks, float* y) {

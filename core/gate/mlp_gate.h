@@ -70,6 +70,8 @@ class MlpGate {
   // Blocks (in the gate's order) that run for every row whatever the policy picks: an ablation
   // "forced on". Throws Error on an index outside [0, blocks()).
   void set_forced_on(std::vector<int64_t> blocks);
+  // Blocks (gate order) that never run: removed from whatever the policy chose (an ablation).
+  void set_forced_off(std::vector<int64_t> blocks);
 
   int64_t blocks() const { return n_; }
   int64_t active_blocks() const { return k_; }
@@ -108,6 +110,7 @@ class MlpGate {
   torch::Tensor up_, up_bias_, down_t_, down_bias_;  // [N, C], [N], [N, C] (= W_downᵀ), [C]; rows in gate order
   torch::Tensor order_;                              // [N] int64, gate position -> neuron
   std::vector<int64_t> forced_;                      // blocks always run (ascending)
+  std::vector<int64_t> forced_off_;                  // blocks never run (ascending)
   torch::Tensor phi_, folded_;                       // Φ [m, N], P = Φ·W_up [m, C]
   // MMSE, û = μ_u + K_m (y − ȳ): μ_u [N], ȳ = P μ_x [m]; S = P Σ_x Pᵀ + λI [m, m] and
   // Σ_u Φᵀ [N, m] (float64) make K_m for any prefix m.

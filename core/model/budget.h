@@ -36,6 +36,9 @@ struct Budget {
   // ... and forced on: heads that run although head gating would skip them, and, with the gate on,
   // blocks (in the gate's block order, as the activation map shows them) that always run.
   std::set<std::pair<int64_t, int64_t>> heads_on, blocks_on;
+  // With the gate on, blocks in the gate's order (as the activation map shows them) that never run,
+  // whatever the gate picks (the token runs one block fewer when it would have picked them).
+  std::set<std::pair<int64_t, int64_t>> gate_blocks_off;
   static constexpr int64_t kAblationBlock = 16;
   bool operator==(const Budget&) const = default;
 

@@ -89,6 +89,7 @@ Json full_json(const Budget& b) {
       {"blocks_off", pairs(b.blocks_off)},
       {"heads_on", pairs(b.heads_on)},
       {"blocks_on", pairs(b.blocks_on)},
+      {"gate_blocks_off", pairs(b.gate_blocks_off)},
       {"gate",
        {{"policy", gate_policy_name(g.policy)},
         {"active", g.active},
@@ -135,7 +136,7 @@ Budget budget_from_json(const std::string& text) {
   check(!j.is_discarded(), "budget: not valid JSON");
   const std::string w = "budget";
   only_keys(j, {"rank", "bond", "layer_rank", "kind", "gate", "prompt_keep", "mac_target", "heads_off", "blocks_off",
-                "heads_on", "blocks_on"},
+                "heads_on", "blocks_on", "gate_blocks_off"},
             w);
   Budget b;
   b.rank = get<int64_t>(j, "rank", 0, w);
@@ -146,6 +147,7 @@ Budget budget_from_json(const std::string& text) {
   b.blocks_off = parse_pairs(j, "blocks_off", w);
   b.heads_on = parse_pairs(j, "heads_on", w);
   b.blocks_on = parse_pairs(j, "blocks_on", w);
+  b.gate_blocks_off = parse_pairs(j, "gate_blocks_off", w);
   if (auto it = j.find("layer_rank"); it != j.end()) {
     check(it->is_object(), w + ": 'layer_rank' must be an object of layer name -> rank");
     for (const auto& [name, r] : it->items()) b.layer_rank[name] = get<int64_t>(*it, name.c_str(), 0, w + ".layer_rank");

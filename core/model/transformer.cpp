@@ -388,6 +388,11 @@ void GptImpl::apply_budget(const Budget& budget) {
               b < cfg_.d_ff / std::max<int64_t>(1, budget.gate.block),
           "forced-on block (" + std::to_string(l) + ", " + std::to_string(b) +
               ") needs the gate on and a block index of the gate's order");
+  for (const auto& [l, b] : budget.gate_blocks_off)
+    check(budget.gate.policy != GatePolicy::Off && l >= 0 && l < cfg_.n_layers && b >= 0 &&
+              b < cfg_.d_ff / std::max<int64_t>(1, budget.gate.block) && !budget.blocks_on.count({l, b}),
+          "forced-off gate block (" + std::to_string(l) + ", " + std::to_string(b) +
+              ") needs the gate on, a block index of the gate's order and not the same block forced on");
   const auto layers = planned(budget);
   int64_t largest = 0;
   for (const auto& [name, p] : layers) largest = std::max(largest, p->max_rank());
@@ -456,6 +461,7 @@ void GptImpl::apply_budget(const Budget& budget) {
   prompt_keep_ = budget.prompt_keep;
   heads_on_ = budget.heads_on;
   blocks_on_ = budget.blocks_on;
+  gate_blocks_off_ = budget.gate_blocks_off;
   const auto dev = tok_emb->weight.device();
   for (int64_t l = 0; l < cfg_.n_layers; ++l) {
     auto& b = blocks_[size_t(l)];
@@ -523,6 +529,10 @@ void GptImpl::rebuild_gates() {
     for (const auto& [layer, b] : blocks_on_)
       if (layer == l) forced.push_back(b);
     mlp->gate->set_forced_on(std::move(forced));
+    std::vector<int64_t> off;
+    for (const auto& [layer, b] : gate_blocks_off_)
+      if (layer == l) off.push_back(b);
+    mlp->gate->set_forced_off(std::move(off));
   }
 }
 

@@ -211,6 +211,7 @@ class GptImpl : public torch::nn::Module {
   GateOptions gate_;
   double prompt_keep_ = 1.0;
   std::set<std::pair<int64_t, int64_t>> heads_on_, blocks_on_;  // forced on (Budget)
+  std::set<std::pair<int64_t, int64_t>> gate_blocks_off_;       // forced off in gate order (Budget)
   std::vector<torch::Tensor> neuron_energy_;         // per layer [N]: mean act(z)² on the calibration text
   std::vector<std::vector<int64_t>> neuron_order_;   // per layer [N]: co-activation order for calib_block_
   std::vector<std::shared_ptr<GatePrior>> prior_;   // per layer: MLP input mean and covariance

@@ -9,6 +9,7 @@
 #include "core/gate/head_probe.h"
 #include "core/gate/mlp_gate.h"
 #include "core/gate/neuron_order.h"
+#include "core/model/budget_json.h"
 #include "core/model/transformer.h"
 #include "tests/core/test_util.h"
 
@@ -140,6 +141,47 @@ TEST(MlpGate, GatedMlpComputesExactlyTheChosenBlocks) {
       EXPECT_LT(trace[0].macs, gate.dense_macs());
     }
   }
+}
+
+TEST(MlpGate, ForcedOffBlocksNeverRunAndForcedOnAlwaysDo) {
+  torch::manual_seed(5);
+  const int64_t C = 32, N = 64;
+  auto up = torch::randn({N, C}) * 0.3, up_b = torch::randn({N}) * 0.1;
+  auto down = torch::randn({C, N}) * 0.3, down_b = torch::randn({C}) * 0.1;
+  MlpGate gate(up, up_b, down, down_b, Activation::Relu, {.policy = GatePolicy::Oracle, .active = 0.5, .block = 8}, 0);
+  auto x = torch::randn({6, C});
+  std::vector<MlpGateTrace> free_trace, trace;
+  gate.forward(x, &free_trace);
+  gate.set_forced_off({free_trace[0].blocks[0], 7});
+  gate.set_forced_on({3});
+  auto y = gate.forward(x, &trace);
+  for (int64_t r = 0; r < 6; ++r) {
+    const auto& b = trace[size_t(r)].blocks;
+    EXPECT_EQ(std::count(b.begin(), b.end(), free_trace[0].blocks[0]), 0);
+    EXPECT_EQ(std::count(b.begin(), b.end(), 7), 0);
+    EXPECT_EQ(std::count(b.begin(), b.end(), 3), 1);
+    auto mask = torch::zeros({N});
+    for (int64_t k : b) mask.narrow(0, k * 8, 8).fill_(1);
+    auto ref = torch::mv(down, torch::relu(torch::mv(up, x[r]) + up_b) * mask) + down_b;
+    EXPECT_LT((y[r] - ref).abs().max().item<double>(), 1e-4);
+  }
+  EXPECT_THROW(gate.set_forced_off({8}), Error);
+  // Through a budget: the gate must be on, the block in range and not forced on as well.
+  ModelConfig c = tiny_config();
+  Gpt model(c);
+  Budget bad;
+  bad.gate_blocks_off = {{0, 1}};
+  EXPECT_THROW(model->apply_budget(bad), Error);  // gate off
+  bad.gate.policy = GatePolicy::Random;
+  bad.gate.active = 0.5;
+  bad.blocks_on = {{0, 1}};
+  EXPECT_THROW(model->apply_budget(bad), Error);  // on and off at once
+  bad.blocks_on.clear();
+  bad.gate_blocks_off = {{0, c.d_ff / 16}};
+  EXPECT_THROW(model->apply_budget(bad), Error);  // out of range
+  bad.gate_blocks_off = {{0, 1}};
+  model->apply_budget(bad);
+  EXPECT_EQ(budget_from_json(budget_to_json(bad)), bad);
 }
 
 TEST(MlpGate, SeedsMakeRunsReproducible) {

@@ -295,6 +295,30 @@ TEST(Explorer, ClickingAHeadRunsAnAbComparison) {
   w.close();
 }
 
+TEST(Explorer, ClickingABlockTheGateRanForcesItOffInTheGatesOrder) {
+  if (!has_default_model()) GTEST_SKIP() << "this build embedded no default model";
+  StartupOptions o;
+  o.tokens = 20;
+  o.persist = false;
+  o.budget = R"({"gate": {"policy": "sensing", "active": 0.5, "measurement": "pca", "recovery": "mmse", "clustered": true}})";
+  MainWindow w(o);
+  w.show();
+  QTRY_VERIFY_WITH_TIMEOUT(w.activationMap()->tokenCount() == 20, 60000);
+  int ran = -1;
+  for (int b = 0; b < 32 && ran < 0; ++b)
+    if (w.activationMap()->cellRan(false, 0, b)) ran = b;
+  ASSERT_GE(ran, 0);
+  const QString before = w.compareView()->summary();
+  w.toggleAblation(false, 0, ran);
+  QTRY_VERIFY_WITH_TIMEOUT(w.compareView()->summary() != before, 60000);
+  const Budget b = w.session().budget;
+  EXPECT_EQ(b.gate_blocks_off.count({0, ran}), 1u);  // in the gate's order, not the checkpoint's
+  EXPECT_TRUE(b.blocks_off.empty());
+  w.toggleAblation(false, 0, ran);  // a second click releases it
+  EXPECT_TRUE(w.session().budget.gate_blocks_off.empty());
+  w.close();
+}
+
 TEST(Explorer, EveryPanelExportsPngSvgAndItsData) {
   if (!has_default_model()) GTEST_SKIP() << "this build embedded no default model";
   StartupOptions o;
