@@ -1,7 +1,9 @@
 #include "core/eval/joint_split.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 
 #include "core/error.h"
 #include "core/eval/metrics.h"
