@@ -337,7 +337,11 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
     Impl& impl;
     bool on;
     ~BudgetRestore() {
-      if (on) impl.need().model->apply_budget(impl.budget);
+      if (!on) return;
+      try {
+        impl.need().model->apply_budget(impl.budget);  // it applied before: cannot fail in practice
+      } catch (...) {
+      }
     }
   } budget_restore{*impl_, impl_->budget.mac_target > 0};
   if (budget_restore.on)
