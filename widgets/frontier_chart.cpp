@@ -1,5 +1,6 @@
 #include "widgets/frontier_chart.h"
 
+#include <QEvent>
 #include <QApplication>
 #include <QComboBox>
 #include <QFile>
@@ -53,10 +54,27 @@ const QColor kPalette[] = {QColor(0, 0, 0),     QColor(230, 159, 0),  QColor(86,
 
 }  // namespace
 
+bool FrontierChart::dark() const { return palette().color(QPalette::Window).lightness() < 128; }
+
+void FrontierChart::applyTheme() {
+  // Follow the system palette: the dark chart theme on a dark desktop, the light one otherwise.
+  // (setTheme restyles the legend font, so keep ours.)
+  const QFont legend_font = chart_->legend()->font();
+  chart_->setTheme(dark() ? QChart::ChartThemeDark : QChart::ChartThemeLight);
+  chart_->legend()->setFont(legend_font);
+}
+
+void FrontierChart::changeEvent(QEvent* e) {
+  QWidget::changeEvent(e);
+  if (e->type() == QEvent::PaletteChange) {
+    applyTheme();
+    rebuild();  // series colours depend on it
+  }
+}
+
 FrontierChart::FrontierChart(QWidget* parent) : QWidget(parent), chart_(new QChart), view_(new QChartView(chart_)) {
   view_->setRenderHint(QPainter::Antialiasing);
-  // Follow the system palette: the dark chart theme on a dark desktop.
-  if (palette().color(QPalette::Window).lightness() < 128) chart_->setTheme(QChart::ChartThemeDark);
+  applyTheme();
   chart_->legend()->setAlignment(Qt::AlignRight);
   QFont legend_font = chart_->legend()->font();
   legend_font.setPointSizeF(legend_font.pointSizeF() * 0.85);
@@ -196,7 +214,8 @@ void FrontierChart::rebuild() {
   for (const auto& method : order) {
     auto p = pts[method];
     std::sort(p.begin(), p.end(), [](const QPointF& a, const QPointF& b) { return a.x() < b.x(); });
-    const QColor c = kPalette[colour++ % (sizeof kPalette / sizeof kPalette[0])];
+    QColor c = kPalette[colour++ % (sizeof kPalette / sizeof kPalette[0])];
+    if (dark() && c.lightness() < 40) c = QColor(235, 235, 235);  // black on a dark chart: light grey
     auto* dots = new QScatterSeries;
     dots->setName(QString::fromStdString(method));
     dots->setColor(c);

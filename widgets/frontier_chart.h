@@ -36,6 +36,7 @@ class FrontierChart : public QWidget {
   void setTitle(const QString& title);
   void setLegendAlignment(Qt::Alignment a);  // default right
   int seriesCount() const;
+  QChart* chart() const { return chart_; }
 
   // Exports; each returns false with a message in *error when the file cannot be written.
   bool exportPng(const QString& path, double scale = 2.0, QString* error = nullptr);
@@ -49,6 +50,9 @@ class FrontierChart : public QWidget {
  private:
   void rebuild();
   QSize renderSize();
+  bool dark() const;  // the window background is dark (system palette)
+  void applyTheme();   // the chart theme for the current palette
+  void changeEvent(QEvent* e) override;  // follows palette changes while open
 
   std::vector<SweepRow> rows_;
   FrontierX x_ = FrontierX::Macs;

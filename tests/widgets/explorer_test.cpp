@@ -2,9 +2,11 @@
 // exports, and the real window driving the real Engine on its worker thread.
 #include <gtest/gtest.h>
 
+#include <QChart>
 #include <QCheckBox>
 #include <QFile>
 #include <QImage>
+#include <QScatterSeries>
 #include <QSignalSpy>
 #include <QSlider>
 #include <QSpinBox>
@@ -109,6 +111,28 @@ SweepRow row(const std::string& method, int64_t macs, double acc, const std::str
   return r;
 }
 }  // namespace
+
+TEST(FrontierChart, FollowsTheSystemPaletteWhileOpen) {
+  FrontierChart c;
+  c.resize(600, 400);
+  c.setRows({row("dense", 1000000, 0.55), row("svd", 300000, 0.10)});
+  QPalette dark = c.palette();
+  dark.setColor(QPalette::Window, QColor(30, 30, 30));
+  c.setPalette(dark);  // a switch to a dark desktop theme while the window is open
+  EXPECT_EQ(c.chart()->theme(), QChart::ChartThemeDark);
+  // The first method's colour (black on light) is light on dark, so it stays visible.
+  QColor dense_colour;
+  for (auto* s : c.chart()->series())
+    if (s->name() == "dense") dense_colour = static_cast<QScatterSeries*>(s)->color();
+  ASSERT_TRUE(dense_colour.isValid());
+  EXPECT_GT(dense_colour.lightness(), 128);
+  QPalette light = c.palette();
+  light.setColor(QPalette::Window, QColor(240, 240, 240));
+  c.setPalette(light);
+  EXPECT_EQ(c.chart()->theme(), QChart::ChartThemeLight);
+  for (auto* s : c.chart()->series())
+    if (s->name() == "dense") EXPECT_LT(static_cast<QScatterSeries*>(s)->color().lightness(), 40);
+}
 
 TEST(FrontierChart, PlotsSeriesMovesTheMarkerAndExports) {
   FrontierChart c;
