@@ -182,16 +182,9 @@ Budget Engine::Impl::resolve(const Budget& b, int64_t prompt, int64_t fresh, Joi
       Budget plain = key;
       plain.gate.policy = GatePolicy::Off;
       m.model->apply_budget(plain);
-      torch::NoGradGuard no_grad;
       if (int64_t(tokens.size()) >= ctx) tokens.resize(size_t(ctx - 1));
-      auto cache = m.model->make_cache(1);
       Sampler sampler({1.0, 0, 0});
-      auto feed = torch::tensor(tokens, torch::kInt64).view({1, -1}).to(device);
-      while (int64_t(tokens.size()) <= ctx) {
-        auto logits = m.model->forward(feed, &cache).select(1, -1).view({-1}).to(torch::kCPU, torch::kFloat32).contiguous();
-        tokens.push_back(sampler.next(std::vector<float>(logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel())).id);
-        feed = torch::full({1, 1}, tokens.back(), torch::kInt64).to(device);
-      }
+      tokens = extend_by_sampling(m.model, std::move(tokens), ctx + 1, sampler);
     }
     joint_scores = score_joint_candidates(m.model, tokens, b);
     joint_key = k;

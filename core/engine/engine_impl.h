@@ -11,12 +11,17 @@
 #include "core/eval/joint_split.h"
 #include "core/io/checkpoint.h"
 #include "core/model/convert.h"
+#include "core/model/sampler.h"
 #include "core/model/variants.h"
 #include "core/text/tokenizer.h"
 
 namespace nestscope {
 
 inline constexpr const char* kEmbeddedSource = "<embedded default model>";
+
+// `tokens` (fewer than one context) continued with the model's own samples at its current budget
+// until `length` tokens (at most one context plus one); the last token is sampled, never fed.
+std::vector<int64_t> extend_by_sampling(Gpt& model, std::vector<int64_t> tokens, int64_t length, Sampler& sampler);
 
 struct Engine::Impl {
   std::unique_ptr<LoadedModel> loaded;

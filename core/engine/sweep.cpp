@@ -32,30 +32,35 @@ GateOptions sensing_gate(double active) {
 // `count` sequences of one context each, sampled (temperature 1) from the model at its current
 // budget, concatenated, plus one token so every window has a next-token target.
 std::vector<int64_t> sample_continuations(Gpt& model, int64_t count, uint64_t seed) {
-  torch::NoGradGuard no_grad;
   const auto& cfg = model->config();
-  const auto dev = model->tok_emb->weight.device();
   std::vector<int64_t> out;
   Sampler sampler({1.0, 0, seed});
   std::mt19937_64 rng(seed);
   for (int64_t s = 0; s <= count; ++s) {
-    const int64_t len = s == count ? 1 : cfg.context;
-    auto cache = model->make_cache(1);
-    int64_t id = int64_t(rng() % uint64_t(cfg.vocab_size));  // a random first token
-    out.push_back(id);
-    for (int64_t t = 1; t < len; ++t) {
-      auto logits = model->forward(torch::full({1, 1}, id, torch::kInt64).to(dev), &cache)
-                        .view({-1})
-                        .to(torch::kCPU, torch::kFloat32)
-                        .contiguous();  // [V]
-      id = sampler.next(std::vector<float>(logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel())).id;
-      out.push_back(id);
-    }
+    const int64_t id = int64_t(rng() % uint64_t(cfg.vocab_size));  // a random first token
+    const auto seq = s == count ? std::vector<int64_t>{id} : extend_by_sampling(model, {id}, cfg.context, sampler);
+    out.insert(out.end(), seq.begin(), seq.end());
   }
   return out;
 }
 
 }  // namespace
+
+std::vector<int64_t> extend_by_sampling(Gpt& model, std::vector<int64_t> tokens, int64_t length, Sampler& sampler) {
+  check(!tokens.empty() && length <= model->config().context + 1,
+        "sampling: needs a first token and at most one context plus one");
+  torch::NoGradGuard no_grad;
+  const auto dev = model->tok_emb->weight.device();
+  if (int64_t(tokens.size()) >= length) return tokens;
+  auto cache = model->make_cache(1);
+  auto feed = torch::tensor(tokens, torch::kInt64).view({1, -1}).to(dev);
+  while (int64_t(tokens.size()) < length) {
+    auto logits = model->forward(feed, &cache).select(1, -1).reshape({-1}).to(torch::kCPU, torch::kFloat32).contiguous();
+    tokens.push_back(sampler.next(std::vector<float>(logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel())).id);
+    feed = torch::full({1, 1}, tokens.back(), torch::kInt64).to(dev);
+  }
+  return tokens;
+}
 
 std::vector<NamedBudget> Engine::grid(const std::string& name) const {
   check(name == "default", "unknown grid '" + name + "' (built in: default)");

@@ -319,20 +319,19 @@ const std::vector<int64_t>& MlpGate::select(const float* x, int64_t* macs) {
   return chosen_;
 }
 
-void MlpGate::set_forced_on(std::vector<int64_t> blocks) {
+std::vector<int64_t> MlpGate::checked_blocks(std::vector<int64_t> blocks, const char* what) const {
   for (int64_t b : blocks)
-    check(b >= 0 && b < n_, "gate: forced block " + std::to_string(b) + " is outside [0, " + std::to_string(n_) + ")");
+    check(b >= 0 && b < n_, std::string("gate: ") + what + " block " + std::to_string(b) + " is outside [0, " +
+                                std::to_string(n_) + ")");
   std::sort(blocks.begin(), blocks.end());
   blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
-  forced_ = std::move(blocks);
+  return blocks;
 }
 
+void MlpGate::set_forced_on(std::vector<int64_t> blocks) { forced_ = checked_blocks(std::move(blocks), "forced"); }
+
 void MlpGate::set_forced_off(std::vector<int64_t> blocks) {
-  for (int64_t b : blocks)
-    check(b >= 0 && b < n_, "gate: forced-off block " + std::to_string(b) + " is outside [0, " + std::to_string(n_) + ")");
-  std::sort(blocks.begin(), blocks.end());
-  blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
-  forced_off_ = std::move(blocks);
+  forced_off_ = checked_blocks(std::move(blocks), "forced-off");
 }
 
 void MlpGate::run_blocks(const float* x, const std::vector<int64_t>& blocks, float* y) {

@@ -119,6 +119,8 @@ class MlpGate {
   // Per m: c_m = μ_u + b_up − ȳ_m·K_m, so that ẑ = c_m + (P_m·x)·K_m is one fused low-rank product.
   std::map<int64_t, torch::Tensor> offsets_;
   const float* mmse_offset(int64_t m);
+  // Block indices checked against [0, n) (Error naming `what`), sorted, without repeats.
+  std::vector<int64_t> checked_blocks(std::vector<int64_t> blocks, const char* what) const;
   torch::Tensor static_energy_;                      // [n] mean block energy on the calibration text
   std::mt19937_64 rng_;
   std::vector<float> y_, g_, u_, z_;                 // scratch: [m], [N], [N], [N]
