@@ -1,4 +1,5 @@
 #include "core/text/char_tokenizer.h"
+#include "core/text/bpe_tokenizer.h"
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
@@ -63,6 +64,7 @@ std::unique_ptr<Tokenizer> tokenizer_from_json(const std::string& json_text) {
     check(j.contains("vocab") && j["vocab"].is_string(), "tokenizer: char tokenizer without a 'vocab' string");
     return std::make_unique<CharTokenizer>(utf8_decode(j["vocab"].get<std::string>(), "tokenizer vocab"));
   }
+  if (kind == "bpe") return std::make_unique<BpeTokenizer>(BpeTokenizer::from_nestscope_json(json_text));
   throw Error("tokenizer: unknown kind '" + kind + "'");
 }
 
