@@ -435,7 +435,7 @@ int main(int argc, char** argv) {
       check(train_mpo_bond >= 0, "--mpo-bond must be at least 1 (or 0 for dense), got " + std::to_string(train_mpo_bond));
       // Factors stay empty: each family gets its balanced default once the corpus fixes the vocabulary.
       if (train_mpo_bond > 0)
-        for (const auto& f : projection_families()) cfg.linear[f] = LinearSpec{.kind = LinearKind::Mpo, .bond = train_mpo_bond};
+        for (const auto& f : cfg.families()) cfg.linear[f] = LinearSpec{.kind = LinearKind::Mpo, .bond = train_mpo_bond};
       engine.set_device(common.device);
       if (!init.empty()) engine.load(init);
       const std::string text = read_text_file(corpus);

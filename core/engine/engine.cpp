@@ -22,6 +22,7 @@
 #include "core/model/convert.h"
 #include "core/train/nsn_objective.h"
 #include "core/io/checkpoint.h"
+#include "core/io/hf_model.h"
 #include "core/io/default_model.h"
 #include "core/model/sampler.h"
 #include "core/text/char_tokenizer.h"
@@ -197,7 +198,14 @@ Budget Engine::Impl::resolve(const Budget& b, int64_t prompt, int64_t fresh, Joi
 Engine::Engine() : impl_(std::make_unique<Impl>()) { init_threads(); }
 Engine::~Engine() = default;
 
-void Engine::load(const std::string& path) { impl_->adopt(load_checkpoint(path)); }
+void Engine::load(const std::string& path) {
+  impl_->adopt(is_hf_folder(path) ? import_hf_folder(path) : load_checkpoint(path));
+}
+
+std::string Engine::export_hf(const std::string& dir) const {
+  auto& m = impl_->need();
+  return export_hf_folder(dir, m.model, *m.tokenizer);
+}
 
 void Engine::load_default() { impl_->adopt(load_checkpoint_bytes(default_model_bytes(), kEmbeddedSource)); }
 
@@ -363,7 +371,8 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
     last_trace.clear();
     for (auto& l : sink)
       if (!l.empty()) last_trace.push_back(l.back());
-    logits = logits.to(torch::kCPU, torch::kFloat32).contiguous();
+    // Embedding rows past the tokenizer's vocabulary (padded imports) are never sampled.
+    logits = logits.narrow(0, 0, m.tokenizer->vocab_size()).to(torch::kCPU, torch::kFloat32).contiguous();
     return std::vector<float>(logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel());
   };
 

@@ -190,8 +190,11 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // Loading validates the whole file first; on error the current model stays loaded.
+  // Loading validates the whole file first; on error the current model stays loaded. `path` is a
+  // NestScope checkpoint or a Hugging Face model folder (core/io/hf_model.h).
   void load(const std::string& path);
+  // Writes the current model at the current budget as a Hugging Face folder; returns its model_type.
+  std::string export_hf(const std::string& dir) const;
   void load_default();
   bool has_model() const;
   ModelInfo info() const;  // throws Error when no model is loaded

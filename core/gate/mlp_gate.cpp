@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/gate/block_recovery.h"
 #include "core/layers/cpu_gemm.h"
+#include "core/model/transformer.h"
 
 namespace nestscope {
 
@@ -55,7 +56,8 @@ torch::Tensor cpu_f32(const torch::Tensor& t) {
 
 MlpGate::MlpGate(const torch::Tensor& up, const torch::Tensor& up_bias, const torch::Tensor& down,
                  const torch::Tensor& down_bias, Activation activation, const GateOptions& options, int64_t layer,
-                 const std::vector<int64_t>& order, const GatePrior* prior)
+                 const std::vector<int64_t>& order, const GatePrior* prior, const torch::Tensor& mul,
+                 const torch::Tensor& mul_bias)
     : options_(options), activation_(activation) {
   check(up.dim() == 2 && down.dim() == 2 && down.size(0) == up.size(1) && down.size(1) == up.size(0),
         "gate: the MLP weights must be up [N, C] and down [C, N]");
@@ -96,6 +98,12 @@ MlpGate::MlpGate(const torch::Tensor& up, const torch::Tensor& up_bias, const to
   down_t_ = cpu_f32(down.t()).index_select(0, order_).contiguous();  // [N, C]
   up_bias_ = up_bias.defined() ? cpu_f32(up_bias).index_select(0, order_).contiguous() : torch::zeros({N_});
   down_bias_ = down_bias.defined() ? cpu_f32(down_bias) : torch::zeros({C_});
+  if (mul.defined()) {
+    check(mul.dim() == 2 && mul.size(0) == N_ && mul.size(1) == C_, "gate: the multiplied projection must be [N, C]");
+    mul_ = cpu_f32(mul).index_select(0, order_).contiguous();
+    mul_bias_ = mul_bias.defined() ? cpu_f32(mul_bias).index_select(0, order_).contiguous() : torch::zeros({N_});
+    check(torch::isfinite(mul_).all().item<bool>(), "gate: the MLP weights contain NaN or infinite values");
+  }
   check(torch::isfinite(up_).all().item<bool>() && torch::isfinite(down_t_).all().item<bool>(),
         "gate: the MLP weights contain NaN or infinite values");
   const uint64_t seed = options.seed + uint64_t(layer);
@@ -157,8 +165,13 @@ MlpGate::MlpGate(const torch::Tensor& up, const torch::Tensor& up_bias, const to
 }
 
 float MlpGate::act(float v) const {
-  if (activation_ == Activation::Relu) return v > 0 ? v : 0.f;
-  return 0.5f * v * (1.f + std::erf(v * 0.70710678f));  // exact GELU, as torch::gelu
+  switch (activation_) {
+    case Activation::Relu: return v > 0 ? v : 0.f;
+    case Activation::Gelu: return 0.5f * v * (1.f + std::erf(v * 0.70710678f));  // exact GELU, as torch::gelu
+    case Activation::GeluTanh: return 0.5f * v * (1.f + std::tanh(0.7978845608f * (v + 0.044715f * v * v * v)));
+    case Activation::Silu: return v / (1.f + std::exp(-v));
+  }
+  return v;
 }
 
 const float* MlpGate::mmse_gain(int64_t m) {
@@ -200,8 +213,9 @@ void MlpGate::set_static_energy(const torch::Tensor& neuron_energy) {
 }
 
 torch::Tensor MlpGate::block_energies(const torch::Tensor& x) const {
-  auto z = torch::addmm(up_bias_, cpu_f32(x).view({-1, C_}), up_.t());  // [rows, N]
-  z = activation_ == Activation::Relu ? torch::relu(z) : torch::gelu(z);
+  auto xr = cpu_f32(x).view({-1, C_});
+  auto z = activate(torch::addmm(up_bias_, xr, up_.t()), activation_);  // [rows, N]
+  if (mul_.defined()) z = z * torch::addmm(mul_bias_, xr, mul_.t());
   return block_energy(z.to(torch::kFloat64), B_);  // [rows, n]
 }
 
@@ -235,14 +249,14 @@ void MlpGate::keep_top_k() {
 }
 
 int64_t MlpGate::macs_estimate() const {
-  const int64_t run = 2 * k_t_ * B_ * C_;
+  const int64_t run = projections() * k_t_ * B_ * C_;
   switch (options_.policy) {
     case GatePolicy::Off:
       return dense_macs();
     case GatePolicy::Sensing:
       return m_t_ * C_ + (options_.recovery == Recovery::Mmse ? m_t_ * N_ : options_.iters * m_t_ * N_) + run;
     case GatePolicy::Oracle:
-      return N_ * C_ + run;
+      return (projections() - 1) * N_ * C_ + run;
     case GatePolicy::Static:
     case GatePolicy::Random:
       break;
@@ -345,7 +359,9 @@ void MlpGate::run_blocks(const float* x, const std::vector<int64_t>& blocks, flo
   // blocks 3.5 → 2.4 µs); beyond, the gemv streams from memory and BLAS's prefetching wins
   // (GPT-2 small: 19 MiB, 100 → 125–150 µs fused), so large MLPs keep the BLAS calls.
   const bool fits_l2 = 2 * N_ * C_ * int64_t(sizeof(float)) <= (int64_t(1) << 20);
-  const bool fused = fits_l2 && low_rank_kernel_applies(1, C_, C_, std::min<int64_t>(B_, kLowRankKernelMaxRank));
+  const bool fused = fits_l2 && !mul_.defined() &&
+                     (activation_ == Activation::Relu || activation_ == Activation::Gelu) &&
+                     low_rank_kernel_applies(1, C_, C_, std::min<int64_t>(B_, kLowRankKernelMaxRank));
   const LowRankAct fused_act = activation_ == Activation::Relu ? LowRankAct::Relu : LowRankAct::Gelu;
   for (size_t i = 0; i < blocks.size();) {
     size_t j = i + 1;  // a run of adjacent blocks is one pair of products
@@ -368,6 +384,12 @@ void MlpGate::run_blocks(const float* x, const std::vector<int64_t>& blocks, flo
     } else {
       for (int64_t t = 0; t < len; ++t) z[t] = act(z[t]);
     }
+    if (mul_.defined()) {  // gated: ⊙ (W_mul[run]·x + b_mul[run])
+      float* u = u_.data() + r0;
+      std::copy_n(mul_bias_.data_ptr<float>() + r0, len, u);
+      cpu_gemm_nt_raw(1, len, C_, x, mul_.data_ptr<float>() + r0 * C_, C_, 1.f, u);
+      for (int64_t t = 0; t < len; ++t) z[t] *= u[t];
+    }
     cpu_gemm_nn_raw(1, C_, len, z, down_t + r0 * C_, C_, 1.f, y);  // y += W_down[:, run]·act(z_run)
     i = j;
   }
@@ -376,9 +398,20 @@ void MlpGate::run_blocks(const float* x, const std::vector<int64_t>& blocks, flo
 int64_t MlpGate::select_oracle(const float* x) {
   std::copy_n(up_bias_.data_ptr<float>(), N_, z_.data());
   cpu_gemm_nt_raw(1, N_, C_, x, up_.data_ptr<float>(), C_, 1.f, z_.data());  // z = W_up·x + b
-  block_activation_energy(z_.data());
+  if (mul_.defined()) {  // the true hidden act(z) ⊙ (W_mul·x + b): energies of the product
+    std::copy_n(mul_bias_.data_ptr<float>(), N_, u_.data());
+    cpu_gemm_nt_raw(1, N_, C_, x, mul_.data_ptr<float>(), C_, 1.f, u_.data());
+    for (int64_t j = 0; j < N_; ++j) z_[size_t(j)] = act(z_[size_t(j)]) * u_[size_t(j)];
+    for (int64_t b = 0; b < n_; ++b) {
+      float e = 0;
+      for (int64_t j = 0; j < B_; ++j) e += z_[size_t(b * B_ + j)] * z_[size_t(b * B_ + j)];
+      energy_[size_t(b)] = e;
+    }
+  } else {
+    block_activation_energy(z_.data());
+  }
   keep_top_k();
-  return N_ * C_;
+  return (projections() - 1) * N_ * C_;
 }
 
 std::vector<int64_t> MlpGate::oracle_blocks(const float* x) {
@@ -392,7 +425,7 @@ void MlpGate::forward_raw(int64_t rows, const float* x, float* y, std::vector<Ml
     const auto& chosen = select(x + r * C_, &overhead);
     run_blocks(x + r * C_, chosen, y + r * C_);
     if (!stats && !trace) continue;
-    const int64_t macs = overhead + 2 * int64_t(chosen.size()) * B_ * C_;
+    const int64_t macs = overhead + projections() * int64_t(chosen.size()) * B_ * C_;
     std::vector<int64_t> blocks = chosen;  // a copy: oracle_blocks below reuses the scratch
     if (stats) {
       ++stats->rows;

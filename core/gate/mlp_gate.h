@@ -45,9 +45,13 @@ class MlpGate {
   // The MLP at its current budget: up [N, C], up_bias [N] or undefined, down [C, N], down_bias [C]
   // or undefined. `layer` offsets the seed. `order` (empty = identity) is a neuron permutation:
   // block b holds neurons order[b·B .. b·B+B). Throws Error on bad sizes (block, k, m) or shapes.
+  // A gated (SwiGLU) MLP passes its activated projection as `up` and the multiplied one as `mul`
+  // [N, C] (+ `mul_bias`): hidden = act(up·x + b) ⊙ (mul·x + b_mul). Sensing then estimates act(up·x)
+  // per block (the gate factor; the multiplier is not measured) and the chosen blocks run all three.
   MlpGate(const torch::Tensor& up, const torch::Tensor& up_bias, const torch::Tensor& down,
           const torch::Tensor& down_bias, Activation activation, const GateOptions& options, int64_t layer,
-          const std::vector<int64_t>& order = {}, const GatePrior* prior = nullptr);
+          const std::vector<int64_t>& order = {}, const GatePrior* prior = nullptr,
+          const torch::Tensor& mul = {}, const torch::Tensor& mul_bias = {});
 
   // x [..., C] -> [..., C]; every row is gated on its own. `trace` (optional) gets one entry per
   // row; `stats` (optional) accumulates, and then also scores each row's support against the
@@ -84,8 +88,9 @@ class MlpGate {
   const GateOptions& options() const { return options_; }
   // With a trace: also record each row's oracle top-k (costs a full up-projection; for display).
   bool trace_oracle = false;
-  // MACs of the dense MLP per token (2·N·C), for ratios.
-  int64_t dense_macs() const { return 2 * N_ * C_; }
+  // MACs of the dense MLP per token (2·N·C, 3·N·C gated), for ratios.
+  int64_t dense_macs() const { return projections() * N_ * C_; }
+  int64_t projections() const { return mul_.defined() ? 3 : 2; }
   // MACs per token row at the current m_t and k_t: measurement + recovery + the k_t chosen blocks
   // (2·k·B·C). Exact for every policy but iterative IHT, counted here at one Φᵀy per iteration
   // (its line search may spend more; GateStats measures what a text really cost).
@@ -95,7 +100,7 @@ class MlpGate {
   // choose() without allocations: fills chosen_ and returns it.
   const std::vector<int64_t>& select(const float* x, int64_t* macs);
   void run_blocks(const float* x, const std::vector<int64_t>& blocks, float* y);
-  void block_activation_energy(const float* z);  // energy_[b] = ‖act(z_b)‖²
+  void block_activation_energy(const float* z);  // energy_[b] = ‖act(z_b)‖² (gated: the gate factor only)
   void keep_top_k();                             // chosen_ = the k largest energy_, ascending
   int64_t select_oracle(const float* x);         // chosen_ = the true top-k; returns its MACs
   float act(float v) const;
@@ -108,6 +113,7 @@ class MlpGate {
   int64_t C_, N_, B_, n_, k_, m_;  // m_ = rows folded (the largest m_t); k_ = base k
   int64_t m_base_ = 0, m_t_ = 0, k_t_ = 0, m_lo_ = 0;
   torch::Tensor up_, up_bias_, down_t_, down_bias_;  // [N, C], [N], [N, C] (= W_downᵀ), [C]; rows in gate order
+  torch::Tensor mul_, mul_bias_;                     // gated MLP: [N, C], [N] in gate order; undefined otherwise
   torch::Tensor order_;                              // [N] int64, gate position -> neuron
   std::vector<int64_t> forced_;                      // blocks always run (ascending)
   std::vector<int64_t> forced_off_;                  // blocks never run (ascending)

@@ -21,6 +21,8 @@ std::string shape_str(c10::IntArrayRef s) {
   return out + "]";
 }
 
+}  // namespace
+
 torch::Tensor to_float_tensor(const SafetensorsFile& f, const TensorRecord& r) {
   auto st = [&]() -> c10::ScalarType {
     switch (r.dtype) {
@@ -37,8 +39,6 @@ torch::Tensor to_float_tensor(const SafetensorsFile& f, const TensorRecord& r) {
   std::memcpy(t.data_ptr(), f.data(r), r.end - r.begin);  // copy: file data may be unaligned
   return t.to(torch::kFloat32);
 }
-
-}  // namespace
 
 void save_checkpoint(const std::string& path, Gpt& model, const Tokenizer& tokenizer,
                      const std::string& training_json, const std::map<std::string, torch::Tensor>& extras) {
@@ -97,7 +97,8 @@ LoadedModel load_checkpoint_bytes(std::vector<uint8_t> bytes, const std::string&
   } catch (const Error& e) {
     fail(e.what());
   }
-  if (m.tokenizer->vocab_size() != m.config.vocab_size)
+  // Equal for trained models; imported ones may pad the embedding past the tokenizer.
+  if (m.tokenizer->vocab_size() > m.config.vocab_size)
     fail("tokenizer has " + std::to_string(m.tokenizer->vocab_size()) + " tokens but the config says vocab_size " +
          std::to_string(m.config.vocab_size));
   auto training = meta.find("training");

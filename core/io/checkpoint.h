@@ -24,6 +24,12 @@ struct LoadedModel {
   std::string hash;
 };
 
+class SafetensorsFile;
+struct TensorRecord;
+// A floating-point tensor of a safetensors file as float32 (F32, F16, BF16, F64); throws Error
+// naming the tensor for any other dtype.
+torch::Tensor to_float_tensor(const SafetensorsFile& file, const TensorRecord& record);
+
 // FNV-1a 64 of `size` bytes as 16 hex digits: the key of everything cached per checkpoint.
 std::string content_hash(const void* data, size_t size);
 

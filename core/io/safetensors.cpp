@@ -1,6 +1,12 @@
 #include "core/io/safetensors.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -48,22 +54,45 @@ int64_t TensorRecord::numel() const {
 SafetensorsFile SafetensorsFile::read(const std::string& path) { return parse(read_file_bytes(path), path); }
 
 SafetensorsFile SafetensorsFile::parse(std::vector<uint8_t> bytes, const std::string& source) {
+  auto owner = std::make_shared<std::vector<uint8_t>>(std::move(bytes));
+  return parse_span(owner, owner->data(), owner->size(), source);
+}
+
+SafetensorsFile SafetensorsFile::map(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  check(fd >= 0, path + ": cannot open (" + std::strerror(errno) + ")");
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw Error(path + ": not a regular file");
+  }
+  const size_t size = size_t(st.st_size);
+  void* p = size > 0 ? ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0) : nullptr;
+  ::close(fd);  // the mapping stays valid
+  check(size == 0 || p != MAP_FAILED, path + ": cannot map (" + std::strerror(errno) + ")");
+  if (size == 0) return parse(std::vector<uint8_t>(), path);  // reports the truncation
+  std::shared_ptr<const void> owner(p, [size](const void* q) { ::munmap(const_cast<void*>(q), size); });
+  return parse_span(owner, static_cast<const uint8_t*>(p), size, path);
+}
+
+SafetensorsFile SafetensorsFile::parse_span(std::shared_ptr<const void> owner, const uint8_t* bytes, size_t size,
+                                            const std::string& source) {
   auto fail = [&](const std::string& why) -> void { throw Error(source + ": " + why); };
-  if (bytes.size() < 8)
-    fail("file is truncated (" + std::to_string(bytes.size()) +
+  if (size < 8)
+    fail("file is truncated (" + std::to_string(size) +
          " bytes; a safetensors file starts with an 8-byte header length)");
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | bytes[i];  // little-endian u64
   if (header_len > kMaxHeaderBytes) fail("header claims " + std::to_string(header_len) + " bytes, more than the 100 MiB allowed");
-  if (header_len > bytes.size() - 8)
+  if (header_len > size - 8)
     fail("file is truncated: header claims " + std::to_string(header_len) + " bytes but only " +
-         std::to_string(bytes.size() - 8) + " follow");
+         std::to_string(size - 8) + " follow");
 
   SafetensorsFile f;
   f.source_ = source;
   f.data_start_ = 8 + header_len;
-  const uint64_t data_size = bytes.size() - f.data_start_;
-  json header = json::parse(bytes.begin() + 8, bytes.begin() + 8 + header_len, nullptr, /*allow_exceptions=*/false);
+  const uint64_t data_size = size - f.data_start_;
+  json header = json::parse(bytes + 8, bytes + 8 + header_len, nullptr, /*allow_exceptions=*/false);
   if (!header.is_object()) fail("header is not a JSON object");
 
   for (auto it = header.begin(); it != header.end(); ++it) {
@@ -126,7 +155,9 @@ SafetensorsFile SafetensorsFile::parse(std::vector<uint8_t> bytes, const std::st
     if (order[i]->begin < order[i - 1]->end)
       fail("tensors '" + order[i - 1]->name + "' and '" + order[i]->name + "' overlap");
   std::sort(f.tensors_.begin(), f.tensors_.end(), [](const auto& a, const auto& b) { return a.begin < b.begin; });
-  f.bytes_ = std::make_shared<std::vector<uint8_t>>(std::move(bytes));
+  f.owner_ = std::move(owner);
+  f.base_ = bytes;
+  f.size_ = size;
   return f;
 }
 

@@ -22,22 +22,32 @@ struct TensorRecord {
   int64_t numel() const;
 };
 
-// A parsed file: header validated against the data section. Owns its bytes.
+// A parsed file: header validated against the data section. Owns its bytes (a buffer or a
+// read-only memory map; copies share them).
 class SafetensorsFile {
  public:
   // `source` names the file in error messages.
   static SafetensorsFile parse(std::vector<uint8_t> bytes, const std::string& source);
   static SafetensorsFile read(const std::string& path);
+  // Memory-maps the file read-only: tensors are paged in as they are read, so converting a 1 GB
+  // checkpoint does not hold a second copy of it. The file must not change while this is alive.
+  static SafetensorsFile map(const std::string& path);
 
   const std::string& source() const { return source_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const std::vector<TensorRecord>& tensors() const { return tensors_; }
   const TensorRecord* find(const std::string& name) const;
-  const uint8_t* data(const TensorRecord& t) const { return bytes_->data() + data_start_ + t.begin; }
+  const uint8_t* data(const TensorRecord& t) const { return base_ + data_start_ + t.begin; }
+  const uint8_t* bytes() const { return base_; }  // the whole file
+  size_t size() const { return size_; }
 
  private:
+  static SafetensorsFile parse_span(std::shared_ptr<const void> owner, const uint8_t* base, size_t size,
+                                    const std::string& source);
   std::string source_;
-  std::shared_ptr<std::vector<uint8_t>> bytes_;
+  std::shared_ptr<const void> owner_;  // keeps base_ alive
+  const uint8_t* base_ = nullptr;
+  size_t size_ = 0;
   size_t data_start_ = 0;
   std::map<std::string, std::string> metadata_;
   std::vector<TensorRecord> tensors_;  // in file order

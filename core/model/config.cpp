@@ -1,6 +1,7 @@
 #include "core/model/config.h"
 
 #include <algorithm>
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -35,9 +36,40 @@ std::string projection_family(const std::string& name) {
 }
 
 const std::vector<std::string>& projection_families() {
-  static const std::vector<std::string> f = {"attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.down", "head"};
+  static const std::vector<std::string> f = {"attn.q", "attn.k",   "attn.v",   "attn.o",
+                                             "mlp.gate", "mlp.up", "mlp.down", "head"};
   return f;
 }
+
+std::vector<std::string> ModelConfig::families() const {
+  std::vector<std::string> out;
+  for (const auto& f : projection_families())
+    if (f != "mlp.gate" || gated_mlp) out.push_back(f);
+  return out;
+}
+
+namespace {
+
+const char* activation_name(Activation a) {
+  switch (a) {
+    case Activation::Relu: return "relu";
+    case Activation::Gelu: return "gelu";
+    case Activation::GeluTanh: return "gelu_tanh";
+    case Activation::Silu: return "silu";
+  }
+  return "relu";
+}
+
+const char* position_name(PositionEncoding p) {
+  switch (p) {
+    case PositionEncoding::Sinusoidal: return "sinusoidal";
+    case PositionEncoding::Learned: return "learned";
+    case PositionEncoding::Rope: return "rope";
+  }
+  return "sinusoidal";
+}
+
+}  // namespace
 
 LinearSpec ModelConfig::linear_spec(const std::string& family) const {
   auto it = linear.find(family);
@@ -45,16 +77,17 @@ LinearSpec ModelConfig::linear_spec(const std::string& family) const {
 }
 
 std::pair<int64_t, int64_t> ModelConfig::family_shape(const std::string& family) const {
-  if (family == "mlp.up") return {d_model, d_ff};
+  if (family == "mlp.up" || family == "mlp.gate") return {d_model, d_ff};
   if (family == "mlp.down") return {d_ff, d_model};
   if (family == "head") return {d_model, vocab_size};
   check(family.rfind("attn.", 0) == 0, "unknown projection family '" + family + "'");
+  if (family == "attn.k" || family == "attn.v") return {d_model, kv_heads() * head_dim()};
   return {d_model, d_model};
 }
 
 bool ModelConfig::family_has_bias(const std::string& family) const {
   if (family == "attn.o") return out_bias;
-  if (family == "mlp.up" || family == "mlp.down") return mlp_bias;
+  if (family == "mlp.up" || family == "mlp.down" || family == "mlp.gate") return mlp_bias;
   if (family == "head") return lm_head_bias;
   return qkv_bias;
 }
@@ -87,11 +120,16 @@ void ModelConfig::validate() const {
                                     " is not divisible by n_heads " + std::to_string(n_heads));
   check(position != PositionEncoding::Sinusoidal || d_model % 2 == 0,
         "model config: sinusoidal positions need an even d_model");
+  check(n_kv_heads >= 0 && n_heads % kv_heads() == 0,
+        "model config: n_heads " + std::to_string(n_heads) + " is not a multiple of n_kv_heads " +
+            std::to_string(kv_heads()));
+  check(position != PositionEncoding::Rope || (head_dim() % 2 == 0 && rope_theta > 0 && std::isfinite(rope_theta)),
+        "model config: rotary positions need an even head size and a positive rope_theta");
   check(ln_eps > 0 && std::isfinite(ln_eps), "model config: ln_eps must be positive");
   check(init_std > 0 && std::isfinite(init_std), "model config: init_std must be positive");
   check(!(tied_head && lm_head_bias), "model config: a tied LM head has no bias");
   for (const auto& [family, spec] : linear) {
-    const auto& fams = projection_families();
+    const auto fams = families();
     check(std::find(fams.begin(), fams.end(), family) != fams.end(),
           "model config: unknown projection family '" + family + "'");
     check(!(family == "head" && tied_head), "model config: a tied LM head cannot be re-parameterized");
@@ -132,10 +170,11 @@ int64_t ModelConfig::parameter_count() const {
     }
     return weights + (family_has_bias(family) ? out : 0);
   };
-  int64_t per_block = 2 * (2 * d_model);  // two LayerNorms
-  for (const auto& f : projection_families())
+  const int64_t norm_params = norm == Norm::LayerNorm ? 2 * d_model : d_model;
+  int64_t per_block = 2 * norm_params;
+  for (const auto& f : families())
     if (f != "head") per_block += projection(f);
-  int64_t total = vocab_size * d_model + n_layers * per_block + 2 * d_model;
+  int64_t total = vocab_size * d_model + n_layers * per_block + norm_params;
   if (position == PositionEncoding::Learned) total += context * d_model;
   if (!tied_head) total += projection("head");
   return total;
@@ -149,8 +188,8 @@ std::string ModelConfig::to_json() const {
       {"n_layers", n_layers},
       {"context", context},
       {"d_ff", d_ff},
-      {"position", position == PositionEncoding::Sinusoidal ? "sinusoidal" : "learned"},
-      {"activation", activation == Activation::Relu ? "relu" : "gelu"},
+      {"position", position_name(position)},
+      {"activation", activation_name(activation)},
       {"qkv_bias", qkv_bias},
       {"out_bias", out_bias},
       {"mlp_bias", mlp_bias},
@@ -159,6 +198,11 @@ std::string ModelConfig::to_json() const {
       {"ln_eps", ln_eps},
       {"init_std", init_std},
   };
+  // Llama-style fields only when they differ from the defaults, so older files stay byte-identical.
+  if (n_kv_heads != 0) j["n_kv_heads"] = n_kv_heads;
+  if (norm != Norm::LayerNorm) j["norm"] = "rms";
+  if (gated_mlp) j["gated_mlp"] = true;
+  if (position == PositionEncoding::Rope) j["rope_theta"] = rope_theta;
   for (const auto& [family, spec] : linear) {
     if (spec.kind == LinearKind::Nsn) j["linear"][family] = {{"kind", "nsn"}, {"max_rank", spec.max_rank}};
     if (spec.kind == LinearKind::Mpo) {
@@ -181,11 +225,21 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
     c.context = j.at("context").get<int64_t>();
     c.d_ff = j.at("d_ff").get<int64_t>();
     const auto pos = j.at("position").get<std::string>();
-    check(pos == "sinusoidal" || pos == "learned", "model config: unknown position encoding '" + pos + "'");
-    c.position = pos == "sinusoidal" ? PositionEncoding::Sinusoidal : PositionEncoding::Learned;
+    bool found = false;
+    for (auto p : {PositionEncoding::Sinusoidal, PositionEncoding::Learned, PositionEncoding::Rope})
+      if (pos == position_name(p)) c.position = p, found = true;
+    check(found, "model config: unknown position encoding '" + pos + "' (sinusoidal, learned or rope)");
     const auto act = j.at("activation").get<std::string>();
-    check(act == "relu" || act == "gelu", "model config: unknown activation '" + act + "'");
-    c.activation = act == "relu" ? Activation::Relu : Activation::Gelu;
+    found = false;
+    for (auto a : {Activation::Relu, Activation::Gelu, Activation::GeluTanh, Activation::Silu})
+      if (act == activation_name(a)) c.activation = a, found = true;
+    check(found, "model config: unknown activation '" + act + "' (relu, gelu, gelu_tanh or silu)");
+    c.n_kv_heads = j.value("n_kv_heads", int64_t(0));
+    const auto norm = j.value("norm", std::string("layer"));
+    check(norm == "layer" || norm == "rms", "model config: unknown norm '" + norm + "' (layer or rms)");
+    c.norm = norm == "rms" ? Norm::RmsNorm : Norm::LayerNorm;
+    c.gated_mlp = j.value("gated_mlp", false);
+    c.rope_theta = j.value("rope_theta", 10000.0);
     c.qkv_bias = j.at("qkv_bias").get<bool>();
     c.out_bias = j.at("out_bias").get<bool>();
     c.mlp_bias = j.at("mlp_bias").get<bool>();

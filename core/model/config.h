@@ -7,8 +7,9 @@
 
 namespace nestscope {
 
-enum class PositionEncoding { Sinusoidal, Learned };
-enum class Activation { Relu, Gelu };
+enum class PositionEncoding { Sinusoidal, Learned, Rope };  // Rope: rotary (Su et al. 2021), as Llama
+enum class Activation { Relu, Gelu, GeluTanh, Silu };          // Gelu exact erf; GeluTanh GPT-2's "gelu_new"
+enum class Norm { LayerNorm, RmsNorm };                        // RmsNorm: Zhang & Sennrich 2019, as Llama
 
 // How a projection family is parameterized: the registry of ElasticLinear kinds.
 enum class LinearKind { Dense, Nsn, Mpo };
@@ -23,7 +24,8 @@ struct LinearSpec {
   bool operator==(const LinearSpec&) const = default;
 };
 
-// Projection families, named as in checkpoints ("blk.3.attn.q", "head").
+// Every projection family there is, named as in checkpoints ("blk.3.attn.q", "head"); a model has
+// the subset ModelConfig::families() lists ("mlp.gate" only with a gated MLP).
 const std::vector<std::string>& projection_families();
 // The family of a projection name: "blk.3.attn.q" -> "attn.q", "head" -> "head".
 std::string projection_family(const std::string& name);
@@ -32,11 +34,15 @@ struct ModelConfig {
   int64_t vocab_size = 65;
   int64_t d_model = 128;  // C
   int64_t n_heads = 4;    // H
+  int64_t n_kv_heads = 0; // key/value heads (grouped-query attention); 0 = n_heads
   int64_t n_layers = 4;
   int64_t context = 256;  // longest sequence T the model accepts
   int64_t d_ff = 512;     // N, MLP width
   PositionEncoding position = PositionEncoding::Sinusoidal;
   Activation activation = Activation::Relu;
+  Norm norm = Norm::LayerNorm;
+  bool gated_mlp = false;       // SwiGLU-style MLP: down(act(gate(x)) ⊙ up(x)) (Shazeer 2020), as Llama
+  double rope_theta = 10000.0;  // rotary base (PositionEncoding::Rope)
   bool qkv_bias = false;      // bias on the q/k/v projections
   bool out_bias = true;       // bias on the attention output projection
   bool mlp_bias = true;       // biases on the MLP up/down projections
@@ -47,6 +53,8 @@ struct ModelConfig {
   // Family ("attn.q", ..., "mlp.down", "head") -> parameterization; absent families are dense.
   std::map<std::string, LinearSpec> linear;
 
+  // The projection families this model has, in projections() order within a block, then "head".
+  std::vector<std::string> families() const;
   LinearSpec linear_spec(const std::string& family) const;
   // (d_in, d_out) of a family's projections.
   std::pair<int64_t, int64_t> family_shape(const std::string& family) const;
@@ -58,6 +66,7 @@ struct ModelConfig {
   std::pair<std::vector<int64_t>, std::vector<int64_t>> mpo_factors(const std::string& family) const;
 
   int64_t head_dim() const { return d_model / n_heads; }
+  int64_t kv_heads() const { return n_kv_heads > 0 ? n_kv_heads : n_heads; }
 
   // Throws Error naming the first field that makes no sense.
   void validate() const;

@@ -8,7 +8,7 @@ ModelConfig nsn_config(const ModelConfig& src, const std::vector<std::string>& f
   ModelConfig c = src;
   std::vector<std::string> chosen = families;
   if (chosen.empty())
-    for (const auto& f : projection_families())
+    for (const auto& f : src.families())
       if (f != "head") chosen.push_back(f);
   for (const auto& f : chosen) {
     const auto [in, out] = src.family_shape(f);  // throws on unknown families
@@ -24,7 +24,7 @@ ModelConfig mpo_config(const ModelConfig& src, const std::vector<std::string>& f
   ModelConfig c = src;
   std::vector<std::string> chosen = families;
   if (chosen.empty())
-    for (const auto& f : projection_families())
+    for (const auto& f : src.families())
       if (f != "head" || !src.tied_head) chosen.push_back(f);
   for (const auto& f : chosen) {
     src.family_shape(f);  // throws on unknown families

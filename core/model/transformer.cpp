@@ -1,6 +1,7 @@
 #include "core/model/transformer.h"
 
 #include <cstring>
+#include <numeric>
 
 #include "core/error.h"
 #include "core/gate/block_recovery.h"
@@ -19,17 +20,64 @@ torch::Tensor sinusoidal_positions(int64_t context, int64_t channels) {
   return torch::stack({torch::sin(angle), torch::cos(angle)}, 2).reshape({context, channels});
 }
 
-CausalSelfAttentionImpl::CausalSelfAttentionImpl(const ModelConfig& cfg) : n_heads_(cfg.n_heads) {
+torch::Tensor activate(const torch::Tensor& z, Activation activation) {
+  switch (activation) {
+    case Activation::Relu: return torch::relu(z);
+    case Activation::Gelu: return torch::gelu(z);
+    case Activation::GeluTanh: return torch::gelu(z, "tanh");
+    case Activation::Silu: return torch::silu(z);
+  }
+  return z;
+}
+
+NormLayerImpl::NormLayerImpl(const ModelConfig& cfg) : kind_(cfg.norm), eps_(cfg.ln_eps) {
+  weight = register_parameter("weight", torch::ones({cfg.d_model}));
+  if (kind_ == Norm::LayerNorm) bias = register_parameter("bias", torch::zeros({cfg.d_model}));
+}
+
+torch::Tensor NormLayerImpl::forward(const torch::Tensor& x) {
+  if (kind_ == Norm::LayerNorm) return torch::layer_norm(x, {x.size(-1)}, weight, bias, eps_);
+  // RMSNorm: x / sqrt(mean(x²) + eps) · w
+  return x * torch::rsqrt(x.square().mean(-1, /*keepdim=*/true) + eps_) * weight;
+}
+
+namespace {
+
+// [H] or [kH] int64: the key/value head each query head in `heads` reads (grouped-query attention).
+torch::Tensor kv_heads_of(const std::vector<int64_t>& heads, int64_t n_heads, int64_t n_kv) {
+  std::vector<int64_t> kv;
+  for (int64_t h : heads) kv.push_back(h / (n_heads / n_kv));
+  return torch::tensor(kv, torch::kInt64);
+}
+
+// Rotary embedding, HF Llama's layout: x·cos + rotate_half(x)·sin with rotate_half(x) = [−x₂, x₁].
+torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  auto rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);  // [B, H, T, hd]
+  return x * cos + rotated * sin;
+}
+
+}  // namespace
+
+CausalSelfAttentionImpl::CausalSelfAttentionImpl(const ModelConfig& cfg) : n_heads_(cfg.n_heads), n_kv_(cfg.kv_heads()) {
   q = register_module("q", make_linear(cfg, "attn.q"));
   k = register_module("k", make_linear(cfg, "attn.k"));
   v = register_module("v", make_linear(cfg, "attn.v"));
   o = register_module("o", make_linear(cfg, "attn.o"));
+  if (n_kv_ != n_heads_) {
+    std::vector<int64_t> all(static_cast<size_t>(n_heads_));
+    std::iota(all.begin(), all.end(), 0);
+    kv_index_ = kv_heads_of(all, n_heads_, n_kv_);
+  }
 }
 
 void CausalSelfAttentionImpl::set_active_heads(const std::vector<int64_t>& heads) {
   torch::NoGradGuard no_grad;
   heads_.clear();
   head_index_ = wq_ = bq_ = wo_ = torch::Tensor();
+  std::vector<int64_t> all(static_cast<size_t>(n_heads_));
+  std::iota(all.begin(), all.end(), 0);
+  kv_index_ = n_kv_ != n_heads_ ? kv_heads_of(all, n_heads_, n_kv_) : torch::Tensor();
   if (heads.empty() || int64_t(heads.size()) == n_heads_) return;
   const int64_t C = q->in_features(), hd = C / n_heads_;
   std::vector<int64_t> cols;  // channels of the active heads
@@ -39,6 +87,7 @@ void CausalSelfAttentionImpl::set_active_heads(const std::vector<int64_t>& heads
   }
   heads_ = heads;
   head_index_ = torch::tensor(heads, torch::kInt64);
+  kv_index_ = kv_heads_of(heads, n_heads_, n_kv_);
   auto idx = torch::tensor(cols, torch::kInt64).to(q->to_dense().device());
   wq_ = q->to_dense().index_select(0, idx).contiguous();                 // [kH·hd, C]
   if (q->bias().defined()) bq_ = q->bias().index_select(0, idx).contiguous();
@@ -51,19 +100,23 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, KvCache* 
   const int64_t H = gated ? int64_t(heads_.size()) : n_heads_;  // heads that run
   auto split = [&](const torch::Tensor& t, int64_t h) { return t.view({B, T, h, hd}).transpose(1, 2); };
   auto qh = gated ? split(torch::linear(x, wq_, bq_), H) : split(q->forward(x), H);  // [B, H, T, hd]
-  auto kh = split(k->forward(x), n_heads_);  // [B, H_all, T, hd]
-  auto vh = split(v->forward(x), n_heads_);  // [B, H_all, T, hd]
+  auto kh = split(k->forward(x), n_kv_);  // [B, KVH, T, hd]
+  auto vh = split(v->forward(x), n_kv_);  // [B, KVH, T, hd]
+  if (rope_cos.defined()) {  // positions enter q and k by rotation; cached keys stay rotated
+    qh = rotate(qh, rope_cos, rope_sin);
+    kh = rotate(kh, rope_cos, rope_sin);
+  }
   int64_t past = 0;
   if (cache) {
     past = cache->length;
     cache->k[layer].narrow(2, past, T).copy_(kh);
     cache->v[layer].narrow(2, past, T).copy_(vh);
-    kh = cache->k[layer].narrow(2, 0, past + T);  // [B, H, L, hd]
-    vh = cache->v[layer].narrow(2, 0, past + T);  // [B, H, L, hd]
+    kh = cache->k[layer].narrow(2, 0, past + T);  // [B, KVH, L, hd]
+    vh = cache->v[layer].narrow(2, 0, past + T);  // [B, KVH, L, hd]
   }
-  if (gated) {
-    const auto idx = head_index_.to(kh.device());
-    kh = kh.index_select(1, idx);  // [B, kH, L, hd]
+  if (kv_index_.defined()) {  // each running query head's key/value head (GQA groups, head gating)
+    const auto idx = kv_index_.to(kh.device());
+    kh = kh.index_select(1, idx);  // [B, H, L, hd]
     vh = vh.index_select(1, idx);
   }
   const int64_t L = past + T;
@@ -88,6 +141,7 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, KvCache* 
 }
 
 MlpImpl::MlpImpl(const ModelConfig& cfg) : activation_(cfg.activation) {
+  if (cfg.gated_mlp) gate_proj = register_module("gate", make_linear(cfg, "mlp.gate"));
   up = register_module("up", make_linear(cfg, "mlp.up"));
   down = register_module("down", make_linear(cfg, "mlp.down"));
 }
@@ -97,8 +151,8 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
     gate->trace_oracle = trace_oracle;
     return gate->forward(x, trace, stats);
   }
-  auto h = up->forward(x);  // [B, T, N]
-  h = activation_ == Activation::Relu ? torch::relu(h) : torch::gelu(h);
+  auto h = gate_proj ? activate(gate_proj->forward(x), activation_) * up->forward(x)  // [B, T, N]
+                     : activate(up->forward(x), activation_);
   if (neuron_mask.defined()) h = h * neuron_mask.to(h.options());  // ablated neurons off
   if (train_active < 1 && at::GradMode::is_enabled()) {
     // The oracle support in the loop: per token, the k blocks with the largest ‖act(z_b)‖².
@@ -114,10 +168,9 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
 }
 
 BlockImpl::BlockImpl(const ModelConfig& cfg) {
-  auto ln = [&] { return torch::nn::LayerNorm(torch::nn::LayerNormOptions({cfg.d_model}).eps(cfg.ln_eps)); };
-  ln1 = register_module("ln1", ln());
+  ln1 = register_module("ln1", NormLayer(cfg));
   attn = register_module("attn", CausalSelfAttention(cfg));
-  ln2 = register_module("ln2", ln());
+  ln2 = register_module("ln2", NormLayer(cfg));
   mlp = register_module("mlp", Mlp(cfg));
 }
 
@@ -133,15 +186,18 @@ GptImpl::GptImpl(const ModelConfig& cfg) : cfg_(cfg) {
   tok_emb->weight.normal_(0.0, cfg.init_std);
   if (cfg.position == PositionEncoding::Learned) {
     pos_emb = register_parameter("pos_emb", torch::randn({cfg.context, cfg.d_model}) * cfg.init_std);
-  } else {
+  } else if (cfg.position == PositionEncoding::Sinusoidal) {
     pos_emb = register_buffer("pos_sin", sinusoidal_positions(cfg.context, cfg.d_model));
+  } else {
+    const int64_t hd = cfg.head_dim();
+    rope_inv_freq_ = 1.0 / torch::pow(cfg.rope_theta, torch::arange(0, hd, 2, torch::kInt64).to(torch::kFloat) / double(hd));  // [hd/2]
   }
   blk = register_module("blk", torch::nn::ModuleList());
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
     blocks_.push_back(Block(cfg));
     blk->push_back(blocks_.back());
   }
-  ln_f = register_module("ln_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({cfg.d_model}).eps(cfg.ln_eps)));
+  ln_f = register_module("ln_f", NormLayer(cfg));
   if (!cfg.tied_head) head = register_module("head", make_linear(cfg, "head"));
   own_ = projections();
 }
@@ -153,7 +209,9 @@ torch::Tensor GptImpl::forward(const torch::Tensor& idx, KvCache* cache) {
   check(T > 0, "model input is empty");
   check(pos + T <= cfg_.context, "sequence of " + std::to_string(pos + T) +
                                      " tokens exceeds the model's context of " + std::to_string(cfg_.context));
-  auto x = tok_emb->forward(idx) + pos_emb.narrow(0, pos, T);  // [B, T, C]
+  auto x = tok_emb->forward(idx);  // [B, T, C]
+  if (pos_emb.defined()) x = x + pos_emb.narrow(0, pos, T);
+  set_rope(pos, T, x.device());
   for (int64_t l = 0; l < cfg_.n_layers; ++l) x = blocks_[l]->forward(x, cache, l);
   if (cache) {
     cache->length += T;
@@ -163,12 +221,25 @@ torch::Tensor GptImpl::forward(const torch::Tensor& idx, KvCache* cache) {
   return head ? head->forward(x) : torch::linear(x, tok_emb->weight);  // [B, T, V]
 }
 
+void GptImpl::set_rope(int64_t pos, int64_t T, const torch::Device& device) {
+  if (!rope_inv_freq_.defined()) return;
+  // HF Llama: freqs = t ⊗ θ^(−2i/hd) in float32, emb = [freqs, freqs].
+  auto t = torch::arange(pos, pos + T, torch::kInt64).to(torch::kFloat);  // [T]
+  auto freqs = torch::outer(t, rope_inv_freq_);                            // [T, hd/2]
+  auto emb = torch::cat({freqs, freqs}, -1);                               // [T, hd]
+  auto cos = emb.cos().to(device, tok_emb->weight.scalar_type()), sin = emb.sin().to(device, tok_emb->weight.scalar_type());
+  for (auto& b : blocks_) {
+    b->attn->rope_cos = cos;
+    b->attn->rope_sin = sin;
+  }
+}
+
 KvCache GptImpl::make_cache(int64_t batch) const {
   KvCache c;
   auto opts = tok_emb->weight.options().requires_grad(false);
   for (int64_t l = 0; l < cfg_.n_layers; ++l) {
-    c.k.push_back(torch::empty({batch, cfg_.n_heads, cfg_.context, cfg_.head_dim()}, opts));
-    c.v.push_back(torch::empty({batch, cfg_.n_heads, cfg_.context, cfg_.head_dim()}, opts));
+    c.k.push_back(torch::empty({batch, cfg_.kv_heads(), cfg_.context, cfg_.head_dim()}, opts));
+    c.v.push_back(torch::empty({batch, cfg_.kv_heads(), cfg_.context, cfg_.head_dim()}, opts));
   }
   return c;
 }
@@ -206,8 +277,9 @@ std::vector<std::pair<std::string, std::shared_ptr<ElasticLinear>>> GptImpl::pro
     const std::string p = "blk." + std::to_string(l) + ".";
     const auto& a = blocks_[l]->attn;
     const auto& m = blocks_[l]->mlp;
-    out.insert(out.end(), {{p + "attn.q", a->q}, {p + "attn.k", a->k}, {p + "attn.v", a->v},
-                           {p + "attn.o", a->o}, {p + "mlp.up", m->up}, {p + "mlp.down", m->down}});
+    out.insert(out.end(), {{p + "attn.q", a->q}, {p + "attn.k", a->k}, {p + "attn.v", a->v}, {p + "attn.o", a->o}});
+    if (m->gate_proj) out.emplace_back(p + "mlp.gate", m->gate_proj);
+    out.insert(out.end(), {{p + "mlp.up", m->up}, {p + "mlp.down", m->down}});
   }
   if (head) out.emplace_back("head", head);
   return out;
@@ -232,6 +304,7 @@ void GptImpl::visit_macs(int64_t context_len, F&& f) const {
     if (m->gate) {
       f(l, "mlp.gated", m->gate->macs_estimate());
     } else {
+      if (m->gate_proj) f(l, "mlp.gate", m->gate_proj->macs());
       f(l, "mlp.up", m->up->macs());
       f(l, "mlp.down", m->down->macs());
     }
@@ -362,6 +435,7 @@ void GptImpl::install(const std::string& name, const std::shared_ptr<ElasticLine
   else if (family == "attn.v") a->v = layer;
   else if (family == "attn.o") a->o = layer;
   else if (family == "mlp.up") m->up = layer;
+  else if (family == "mlp.gate" && m->gate_proj) m->gate_proj = layer;
   else if (family == "mlp.down") m->down = layer;
   else throw Error("no projection slot '" + name + "'");
 }
@@ -511,19 +585,25 @@ void GptImpl::rebuild_gates() {
       mlp->gate.reset();
       continue;
     }
-    // The weights at the current rank / χ: the gate composes with NSN and MPO budgets.
-    // Ablated neurons: their up rows, up bias and down columns zeroed (act(0) = 0 for ReLU / GELU).
-    auto up_w = mlp->up->to_dense(), up_b = mlp->up->bias(), down_w = mlp->down->to_dense();
+    // The weights at the current rank / χ: the gate composes with NSN and MPO budgets. A gated MLP
+    // senses its activated projection (mlp.gate) and multiplies in mlp.up for the chosen blocks.
+    // Ablated neurons: their rows, biases and down columns zeroed (act(0) = 0 for every activation).
+    const auto& sensed = mlp->gate_proj ? mlp->gate_proj : mlp->up;
+    auto up_w = sensed->to_dense(), up_b = sensed->bias(), down_w = mlp->down->to_dense();
+    torch::Tensor mul_w, mul_b;
+    if (mlp->gate_proj) mul_w = mlp->up->to_dense(), mul_b = mlp->up->bias();
     if (mlp->neuron_mask.defined()) {
       const auto m = mlp->neuron_mask.to(up_w.options());
       up_w = up_w * m.unsqueeze(1);
       down_w = down_w * m.unsqueeze(0);
       if (up_b.defined()) up_b = up_b * m;
+      if (mul_w.defined()) mul_w = mul_w * m.unsqueeze(1);
+      if (mul_b.defined()) mul_b = mul_b * m;
     }
     mlp->gate = std::make_shared<MlpGate>(up_w, up_b, down_w,
                                           mlp->down->bias(), cfg_.activation, gate_, l,
                                           gate_.clustered ? neuron_order_[size_t(l)] : std::vector<int64_t>{},
-                                          prior_.empty() ? nullptr : prior_[size_t(l)].get());
+                                          prior_.empty() ? nullptr : prior_[size_t(l)].get(), mul_w, mul_b);
     if (gate_.policy == GatePolicy::Static) mlp->gate->set_static_energy(neuron_energy_[size_t(l)]);
     std::vector<int64_t> forced;
     for (const auto& [layer, b] : blocks_on_)
@@ -590,13 +670,15 @@ std::vector<MlpSample> GptImpl::mlp_samples(const torch::Tensor& idx) {
   torch::NoGradGuard no_grad;
   std::vector<MlpSample> out;
   // The dense forward of BlockImpl::forward, keeping each MLP's input and activations.
-  auto x = tok_emb->forward(idx) + pos_emb.narrow(0, 0, idx.size(1));  // [B, T, C]
+  auto x = tok_emb->forward(idx);  // [B, T, C]
+  if (pos_emb.defined()) x = x + pos_emb.narrow(0, 0, idx.size(1));
+  set_rope(0, idx.size(1), x.device());
   for (int64_t l = 0; l < cfg_.n_layers; ++l) {
     auto& b = blocks_[size_t(l)];
     auto h = x + b->attn->forward(b->ln1->forward(x), nullptr, l);
     auto u = b->ln2->forward(h);                                       // [B, T, C]
-    auto z = b->mlp->up->forward(u);                                   // [B, T, N]
-    z = cfg_.activation == Activation::Relu ? torch::relu(z) : torch::gelu(z);
+    auto z = b->mlp->gate_proj ? activate(b->mlp->gate_proj->forward(u), cfg_.activation) * b->mlp->up->forward(u)
+                               : activate(b->mlp->up->forward(u), cfg_.activation);  // [B, T, N]
     out.push_back({u.reshape({-1, cfg_.d_model}).to(torch::kCPU, torch::kFloat32),
                    z.reshape({-1, cfg_.d_ff}).to(torch::kCPU, torch::kFloat32)});
     x = h + b->mlp->down->forward(z);

@@ -1,4 +1,6 @@
-// Gpt: a decoder-only transformer (pre-LayerNorm, GPT-2 style) whose variants are config fields.
+// Gpt: a decoder-only pre-norm transformer whose variants are config fields: GPT-2 style (LayerNorm,
+// learned or sinusoidal positions, GELU/ReLU MLP) and Llama style (RMSNorm, rotary positions,
+// grouped-query attention, SwiGLU MLP).
 #pragma once
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
@@ -31,14 +33,31 @@ struct MlpSample {
 
 // Keys and values of every layer for incremental decoding.
 struct KvCache {
-  std::vector<torch::Tensor> k;  // per layer [B, H, context, hd]
-  std::vector<torch::Tensor> v;  // per layer [B, H, context, hd]
+  std::vector<torch::Tensor> k;  // per layer [B, KVH, context, hd] (KVH = key/value heads)
+  std::vector<torch::Tensor> v;  // per layer [B, KVH, context, hd]
   int64_t length = 0;            // slots filled so far (keys each new token attends to)
   int64_t position = 0;          // absolute position of the next token (> length after compression)
   // When defined ([B, context]): every forward adds the attention each cached slot receives,
   // summed over layers, heads and queries (what prompt compression ranks by).
   torch::Tensor key_mass;
 };
+
+// act(z) elementwise, as the MLP applies it.
+torch::Tensor activate(const torch::Tensor& z, Activation activation);
+
+// LayerNorm (weight and bias) or RMSNorm (weight only), per ModelConfig::norm; parameters are named
+// "weight" and "bias" either way, so checkpoints keep one naming.
+class NormLayerImpl : public torch::nn::Module {
+ public:
+  explicit NormLayerImpl(const ModelConfig& cfg);
+  torch::Tensor forward(const torch::Tensor& x);  // [..., C] -> [..., C]
+  torch::Tensor weight, bias;                     // [C], [C] or undefined (RMSNorm)
+
+ private:
+  Norm kind_;
+  double eps_;
+};
+TORCH_MODULE(NormLayer);
 
 class CausalSelfAttentionImpl : public torch::nn::Module {
  public:
@@ -59,11 +78,14 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
   torch::Tensor probe_mask;
   // Ablation: [H] 1 keep / 0 off multiplied into every head's output (undefined = none).
   torch::Tensor head_mask;
+  // Rotary embedding for this forward's positions, [T, hd] each (set by GptImpl; undefined = none).
+  torch::Tensor rope_cos, rope_sin;
 
  private:
-  int64_t n_heads_;
+  int64_t n_heads_, n_kv_;
   std::vector<int64_t> heads_;
   torch::Tensor head_index_, wq_, bq_, wo_;  // [kH], [kH·hd, C], [kH·hd] or undefined, [C, kH·hd]
+  torch::Tensor kv_index_;                   // [H or kH]: the key/value head each running query head reads
 };
 TORCH_MODULE(CausalSelfAttention);
 
@@ -73,6 +95,7 @@ class MlpImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);  // [B, T, C] -> [B, T, C]
 
   std::shared_ptr<ElasticLinear> up, down;
+  std::shared_ptr<ElasticLinear> gate_proj;  // gated MLP only ("mlp.gate"): down(act(gate_proj·x) ⊙ up·x)
   // When set (and autograd is off) the MLP runs gated: only the neuron blocks the gate picks.
   std::shared_ptr<MlpGate> gate;
   std::vector<MlpGateTrace>* trace = nullptr;  // filled per token row by the gate when set
@@ -96,7 +119,7 @@ class BlockImpl : public torch::nn::Module {
   explicit BlockImpl(const ModelConfig& cfg);
   torch::Tensor forward(const torch::Tensor& x, KvCache* cache, int64_t layer);
 
-  torch::nn::LayerNorm ln1{nullptr}, ln2{nullptr};
+  NormLayer ln1{nullptr}, ln2{nullptr};
   CausalSelfAttention attn{nullptr};
   Mlp mlp{nullptr};
 };
@@ -189,9 +212,9 @@ class GptImpl : public torch::nn::Module {
   void set_train_block_support(double active, int64_t block);
 
   torch::nn::Embedding tok_emb{nullptr};
-  torch::Tensor pos_emb;  // [context, C]: learned parameter or fixed sinusoidal buffer
+  torch::Tensor pos_emb;  // [context, C]: learned parameter, fixed sinusoidal buffer, or undefined (rotary)
   torch::nn::ModuleList blk{nullptr};
-  torch::nn::LayerNorm ln_f{nullptr};
+  NormLayer ln_f{nullptr};
   std::shared_ptr<ElasticLinear> head;  // null when tied to tok_emb
 
  private:
@@ -200,6 +223,8 @@ class GptImpl : public torch::nn::Module {
   // The projections `budget` runs (own or variant), in projections() order; throws Error when a
   // kind has no variant or names an unknown family.
   std::vector<std::pair<std::string, std::shared_ptr<ElasticLinear>>> planned(const Budget& budget) const;
+  // Rotary tables for positions pos .. pos+T-1 into every attention layer (no-op without rotary).
+  void set_rope(int64_t pos, int64_t T, const torch::Device& device);
   // Calls f(layer, part, macs) for every part of one token's cost (mac_breakdown without strings).
   template <class F>
   void visit_macs(int64_t context_len, F&& f) const;
@@ -217,6 +242,7 @@ class GptImpl : public torch::nn::Module {
   std::vector<std::shared_ptr<GatePrior>> prior_;   // per layer: MLP input mean and covariance
   int64_t calib_block_ = 0;
   torch::Tensor head_importance_;  // [L, H]
+  torch::Tensor rope_inv_freq_;    // [hd/2] float32: θ^(−2i/hd), as HF Llama computes it
   std::vector<std::pair<std::string, std::shared_ptr<ElasticLinear>>> own_;  // registered projections
   std::map<std::string, std::map<LinearKind, std::shared_ptr<ElasticLinear>>> variants_;
 };

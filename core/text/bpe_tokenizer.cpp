@@ -244,7 +244,7 @@ void BpeTokenizer::encode_plain(std::string_view text, std::vector<int64_t>& out
     return;
   }
   utf8_decode(text, "prompt");  // validates
-  std::string norm = replace_all(std::string(text), " ", kSpaceMark);
+  std::string norm = spec_.space_mark ? replace_all(std::string(text), " ", kSpaceMark) : std::string(text);
   if (spec_.prepend_space) norm = kSpaceMark + norm;
   encode_piece(norm, out);
 }
@@ -281,7 +281,7 @@ std::string BpeTokenizer::decode_one(int64_t id) const {
   const std::string& t = spec_.vocab[size_t(id)];
   if (spec_.style == Style::SentencePiece) {
     if (token_byte_[size_t(id)] >= 0) return std::string(1, char(token_byte_[size_t(id)]));
-    return replace_all(t, kSpaceMark, " ");
+    return spec_.space_mark ? replace_all(t, kSpaceMark, " ") : t;
   }
   std::string out;
   for (char32_t c : utf8_decode(t, "token")) {
@@ -315,7 +315,8 @@ std::string BpeTokenizer::to_json() const {
               {"byte_fallback", spec_.byte_fallback},
               {"unk_id", spec_.unk_id},
               {"bos_id", spec_.bos_id},
-              {"prepend_space", spec_.prepend_space}}
+              {"prepend_space", spec_.prepend_space},
+              {"space_mark", spec_.space_mark}}
       .dump();
 }
 
@@ -335,6 +336,7 @@ BpeTokenizer BpeTokenizer::from_nestscope_json(const std::string& text) {
     s.unk_id = j.at("unk_id").get<int64_t>();
     s.bos_id = j.at("bos_id").get<int64_t>();
     s.prepend_space = j.at("prepend_space").get<bool>();
+    s.space_mark = j.value("space_mark", true);
     return BpeTokenizer(std::move(s));
   } catch (const Json::exception& e) {
     throw Error(std::string("tokenizer: ") + e.what());
@@ -447,15 +449,15 @@ BpeTokenizer BpeTokenizer::from_hf_json(const std::string& text, const std::stri
     } else {
       // SentencePiece-style: Prepend("▁") + Replace(" " -> "▁") normalizers, or a Metaspace pre-tokenizer.
       s.style = Style::SentencePiece;
-      s.prepend_space = false;
+      s.prepend_space = s.space_mark = false;
       auto normalizer = [&](const Json& n) {
         const auto t = type_of(n);
         if (t == "Prepend" && n.at("prepend").get<std::string>() == kSpaceMark) s.prepend_space = true;
         else if (t == "Replace" && n.at("pattern").value("String", std::string()) == " " &&
-                 n.at("content").get<std::string>() == kSpaceMark) {
-        } else {
+                 n.at("content").get<std::string>() == kSpaceMark)
+          s.space_mark = true;
+        else
           throw Error(source + ": normalizer '" + t + "' is not supported (SentencePiece's Prepend/Replace only)");
-        }
       };
       if (type_of(norm) == "Sequence") {
         for (const auto& n : norm.at("normalizers")) normalizer(n);
@@ -466,9 +468,10 @@ BpeTokenizer BpeTokenizer::from_hf_json(const std::string& text, const std::stri
         check(pre.value("replacement", kSpaceMark) == kSpaceMark, source + ": Metaspace replacement must be ▁");
         check(!pre.value("split", false), source + ": a splitting Metaspace pre-tokenizer is not supported");
         s.prepend_space = pre.value("prepend_scheme", std::string("always")) != "never" && pre.value("add_prefix_space", true);
+        s.space_mark = true;
       } else {
+        // No normalizer and no pre-tokenizer: plain BPE over code points (e.g. a character vocabulary).
         check(pre.is_null(), source + ": pre-tokenizer '" + type_of(pre) + "' is not supported");
-        check(!norm.is_null() || s.byte_fallback, source + ": neither byte-level nor SentencePiece-style BPE");
       }
     }
     // BOS from a TemplateProcessing post-processor whose single-sequence template starts with a special token.
@@ -534,12 +537,13 @@ std::string BpeTokenizer::to_hf_json() const {
   } else {
     Json norms = Json::array();
     if (spec_.prepend_space) norms.push_back({{"type", "Prepend"}, {"prepend", kSpaceMark}});
-    norms.push_back({{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", kSpaceMark}});
-    j["normalizer"] = {{"type", "Sequence"}, {"normalizers", norms}};
+    if (spec_.space_mark) norms.push_back({{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", kSpaceMark}});
+    j["normalizer"] = norms.empty() ? Json(nullptr) : Json{{"type", "Sequence"}, {"normalizers", norms}};
     j["pre_tokenizer"] = nullptr;
-    Json decoders = Json::array({{{"type", "Replace"}, {"pattern", {{"String", kSpaceMark}}}, {"content", " "}},
-                                 {{"type", "ByteFallback"}},
-                                 {{"type", "Fuse"}}});
+    Json decoders = Json::array();
+    if (spec_.space_mark) decoders.push_back({{"type", "Replace"}, {"pattern", {{"String", kSpaceMark}}}, {"content", " "}});
+    decoders.push_back({{"type", "ByteFallback"}});
+    decoders.push_back({{"type", "Fuse"}});
     if (spec_.prepend_space) decoders.push_back({{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}});
     j["decoder"] = {{"type", "Sequence"}, {"decoders", decoders}};
     if (spec_.bos_id >= 0) {

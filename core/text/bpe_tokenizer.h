@@ -30,6 +30,7 @@ class BpeTokenizer : public Tokenizer {
     int64_t unk_id = -1;             // used for unknown characters without byte fallback (-1 = error)
     int64_t bos_id = -1;             // prepended by encode when >= 0 (Llama's post-processor)
     bool prepend_space = true;       // SentencePiece: "▁" before the text
+    bool space_mark = true;          // SentencePiece: spaces become "▁" (false: plain BPE over code points)
   };
 
   // Validates the spec (every merge's parts and result in the vocabulary, ids in range).

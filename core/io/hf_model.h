@@ -1,0 +1,36 @@
+// Hugging Face model folders: import (config.json, model.safetensors or a sharded
+// model.safetensors.index.json, tokenizer.json) and export. Architectures are data: each is a
+// table from checkpoint tensor names to NestScope's parameter names plus a layout (llama.cpp's
+// habit), so another family is one more table in hf_model.cpp.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "core/io/checkpoint.h"
+
+namespace nestscope {
+
+struct HfImportOptions {
+  // Longest context kept: the KV cache is allocated for it, and Llama configs often claim 4k–128k.
+  int64_t max_context = 4096;
+};
+
+// The architectures import understands (config.json's model_type): "gpt2", "llama".
+const std::vector<std::string>& hf_architectures();
+
+// True when `path` is a folder holding a config.json.
+bool is_hf_folder(const std::string& path);
+
+// Validates every file, name, shape, dtype (F32, F16, BF16, F64; converted to float32) and value
+// before building the model; throws Error naming the file and the tensor at fault. Weights are
+// read through a memory map, one tensor at a time.
+LoadedModel import_hf_folder(const std::string& dir, const HfImportOptions& options = {});
+
+// Writes config.json, model.safetensors (F32) and tokenizer.json to `dir` (created if needed;
+// each file atomically), as "gpt2" (LayerNorm models; sinusoidal positions are written as the
+// learned table they equal, absent biases as zeros) or "llama" (RMSNorm + rotary + gated MLP).
+// Projections go out as their dense matrices at the model's current budget (NSN rank, MPO χ).
+// Throws Error when no architecture can express the model. Returns the architecture written.
+std::string export_hf_folder(const std::string& dir, Gpt& model, const Tokenizer& tokenizer);
+
+}  // namespace nestscope
