@@ -26,7 +26,7 @@ struct Common {
 };
 
 void add_common(CLI::App* cmd, Common& c, bool with_model = true) {
-  if (with_model) cmd->add_option("-m,--model", c.model, "checkpoint (.safetensors); default: the embedded PicoGPT");
+  if (with_model) cmd->add_option("-m,--model", c.model, "checkpoint (.safetensors) or Hugging Face model folder; default: the embedded PicoGPT");
   cmd->add_option("--device", c.device, "auto, cpu or cuda")->capture_default_str();
   cmd->add_flag("--json", c.json_out, "print one JSON object on stdout");
 }
@@ -221,10 +221,21 @@ int main(int argc, char** argv) {
   auto* info = app.add_subcommand("info", "describe a model");
   add_common(info, common);
 
+  // export: a Hugging Face folder (dense at a budget) or a NestScope checkpoint
+  auto* exp = app.add_subcommand("export", "write the model as a Hugging Face folder (dense at a chosen budget) "
+                                           "or as a NestScope checkpoint");
+  add_common(exp, common);
+  std::string export_hf_dir, export_checkpoint;
+  int64_t export_rank = 0, export_bond = 0;
+  exp->add_option("--hf", export_hf_dir, "folder to write config.json, model.safetensors and tokenizer.json to");
+  exp->add_option("--checkpoint", export_checkpoint, "NestScope checkpoint (.safetensors) to write");
+  exp->add_option("--rank", export_rank, "NSN rank the exported dense weights are taken at (0 = full)");
+  exp->add_option("--bond", export_bond, "MPO bond dimension χ the exported weights are taken at (0 = full)");
+
   // frontier: every mechanism and composition in one sweep
   auto* frontier = app.add_subcommand("frontier", "accuracy against MACs and latency for a list or grid of budgets");
   cli::FrontierArgs fr;
-  frontier->add_option("-m,--model", fr.model, "checkpoint (.safetensors); default: the embedded PicoGPT");
+  frontier->add_option("-m,--model", fr.model, "checkpoint (.safetensors) or Hugging Face model folder; default: the embedded PicoGPT");
   frontier->add_option("--with", fr.with, "more checkpoints swept with the same --grid (repeatable)");
   auto* fr_budgets = frontier->add_option("--budgets", fr.budgets, "JSON array of {method, label, budget}");
   auto* fr_grid = frontier->add_option("--grid", fr.grid, "built-in budget grid (default)");
@@ -725,6 +736,20 @@ int main(int argc, char** argv) {
       }
     } else if (*frontier) {
       return cli::run_frontier(fr);
+    } else if (*exp) {
+      check(!export_hf_dir.empty() || !export_checkpoint.empty(), "export: give --hf FOLDER and/or --checkpoint FILE");
+      open_model(engine, common);
+      Budget b;
+      b.rank = export_rank;
+      b.bond = export_bond;
+      engine.set_budget(b);
+      json j = {{"model", engine.info().source}, {"rank", export_rank}, {"bond", export_bond}};
+      if (!export_hf_dir.empty()) j["hf"] = {{"folder", export_hf_dir}, {"model_type", engine.export_hf(export_hf_dir)}};
+      if (!export_checkpoint.empty()) {
+        engine.save(export_checkpoint);
+        j["checkpoint"] = export_checkpoint;
+      }
+      std::cout << (common.json_out ? j.dump() : j.dump(2)) << "\n";
     } else if (*info) {
       open_model(engine, common);
       const auto i = engine.info();

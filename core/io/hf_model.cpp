@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -226,6 +227,52 @@ std::vector<TensorRule> expand(const Architecture& a, int64_t layers) {
   return out;
 }
 
+// A 64-bit FNV-1a over 8-byte words (8× faster than per byte; the key of per-checkpoint caches),
+// in 64 MiB chunks whose pages are dropped after reading, so hashing does not hold the file in memory.
+std::string file_hash(const SafetensorsFile& f) {
+  uint64_t h = 1469598103934665603ull ^ uint64_t(f.size());
+  const uint8_t* p = f.bytes();
+  constexpr size_t kChunk = size_t(64) << 20;
+  for (size_t at = 0; at < f.size(); at += kChunk) {
+    const size_t n = std::min(kChunk, f.size() - at);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      uint64_t w;
+      std::memcpy(&w, p + at + i, 8);
+      h = (h ^ w) * 1099511628211ull;
+    }
+    for (; i < n; ++i) h = (h ^ p[at + i]) * 1099511628211ull;
+    f.release(at, at + n);
+  }
+  return content_hash(&h, sizeof h);
+}
+
+// A tensor of the file without copying it (a view of the mapped bytes, converted by whoever copies
+// from it) when its bytes are aligned for its dtype; otherwise a float32 copy.
+torch::Tensor file_view(const SafetensorsFile& f, const TensorRecord& r) {
+  c10::ScalarType st = torch::kFloat32;
+  switch (r.dtype) {
+    case DType::F32: st = torch::kFloat32; break;
+    case DType::F16: st = torch::kFloat16; break;
+    case DType::BF16: st = torch::kBFloat16; break;
+    case DType::F64: st = torch::kFloat64; break;
+    default: return to_float_tensor(f, r);  // throws the dtype error
+  }
+  const auto* p = f.data(r);
+  if (reinterpret_cast<uintptr_t>(p) % dtype_size(r.dtype) != 0) return to_float_tensor(f, r);
+  return torch::from_blob(const_cast<uint8_t*>(p), r.shape, torch::TensorOptions().dtype(st));
+}
+
+// isfinite(t).all() in slices of 1M elements: the whole-tensor form allocates |t| (a float tensor
+// as large as t), which for an embedding is hundreds of MB at the import's peak.
+bool all_finite(const torch::Tensor& t) {
+  const auto flat = t.reshape({-1});
+  constexpr int64_t kSlice = int64_t(1) << 20;
+  for (int64_t at = 0; at < flat.numel(); at += kSlice)
+    if (!torch::isfinite(flat.narrow(0, at, std::min(kSlice, flat.numel() - at))).all().item<bool>()) return false;
+  return true;
+}
+
 std::string shape_str(const std::vector<int64_t>& s) {
   std::string out = "[";
   for (size_t i = 0; i < s.size(); ++i) out += (i ? "," : "") + std::to_string(s[i]);
@@ -335,7 +382,7 @@ LoadedModel import_hf_folder(const std::string& dir_path, const HfImportOptions&
   check(!files.empty(), index.string() + ": the shard index lists no tensors");
   if (found.empty())
     for (const auto& r : files[0].tensors()) found[r.name] = {0, &r};
-  for (const auto& f : files) hashes += content_hash(f.bytes(), f.size());
+  for (const auto& f : files) hashes += file_hash(f);
 
   // Build everything aside; the model is assembled only once every tensor checked out.
   Gpt model(cfg);
@@ -365,15 +412,35 @@ LoadedModel import_hf_folder(const std::string& dir_path, const HfImportOptions&
                          rec->shape[1] == want[1];
     check(rec->shape == want || rows_ok, file.source() + ": tensor '" + name + "' has shape " + shape_str(rec->shape) +
                                              ", expected " + shape_str(want));
-    auto t = to_float_tensor(file, *rec);
-    check(torch::isfinite(t).all().item<bool>(), file.source() + ": tensor '" + name + "' contains NaN or Inf values");
+    // Straight from the mapped file into the parameters (dtype conversion and transposition inside
+    // copy_), then the file's pages are dropped: peak memory stays near the model's own size.
+    auto t = file_view(file, *rec);
     if (rule.layout == Layout::Conv1D) t = t.t();
     if (rule.layout == Layout::Rows) t = t.narrow(0, 0, want[0]);
-    int64_t row = 0;
+    if (rule.ours.size() == 1 && rule.layout != Layout::Conv1D && t.dim() == 2 && t.is_contiguous()) {
+      // One matrix stored as ours (embeddings, Llama projections): 32 MiB of rows at a time, each
+      // slice's file pages dropped once copied.
+      auto& p = params[rule.ours[0]];
+      const int64_t row_bytes = t.size(1) * int64_t(dtype_size(rec->dtype));
+      const int64_t step = std::max<int64_t>(1, (int64_t(32) << 20) / std::max<int64_t>(1, row_bytes));
+      for (int64_t r = 0; r < p.size(0); r += step) {
+        const int64_t n = std::min(step, p.size(0) - r);
+        p.narrow(0, r, n).copy_(t.narrow(0, r, n));
+        const uint64_t at = file.data_start() + rec->begin;
+        file.release(at + uint64_t(r * row_bytes), at + uint64_t((r + n) * row_bytes));
+      }
+    } else {
+      int64_t row = 0;
+      for (const auto& o : rule.ours) {
+        auto& p = params[o];
+        p.copy_(t.narrow(0, row, p.size(0)));
+        row += p.size(0);
+      }
+    }
+    t = torch::Tensor();
+    file.release(*rec);
     for (const auto& o : rule.ours) {
-      auto& p = params[o];
-      p.copy_(t.narrow(0, row, p.size(0)));
-      row += p.size(0);
+      check(all_finite(params[o]), file.source() + ": tensor '" + name + "' contains NaN or Inf values");
       filled.insert(o);
     }
   }

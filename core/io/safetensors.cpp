@@ -72,7 +72,16 @@ SafetensorsFile SafetensorsFile::map(const std::string& path) {
   check(size == 0 || p != MAP_FAILED, path + ": cannot map (" + std::strerror(errno) + ")");
   if (size == 0) return parse(std::vector<uint8_t>(), path);  // reports the truncation
   std::shared_ptr<const void> owner(p, [size](const void* q) { ::munmap(const_cast<void*>(q), size); });
-  return parse_span(owner, static_cast<const uint8_t*>(p), size, path);
+  auto f = parse_span(owner, static_cast<const uint8_t*>(p), size, path);
+  f.mapped_ = true;
+  return f;
+}
+
+void SafetensorsFile::release(uint64_t begin, uint64_t end) const {
+  if (!mapped_ || end > size_ || begin >= end) return;
+  const uint64_t page = uint64_t(::sysconf(_SC_PAGESIZE));
+  const uint64_t a = (begin + page - 1) / page * page, b = end / page * page;  // whole pages inside
+  if (a < b) ::madvise(const_cast<uint8_t*>(base_) + a, b - a, MADV_DONTNEED);
 }
 
 SafetensorsFile SafetensorsFile::parse_span(std::shared_ptr<const void> owner, const uint8_t* bytes, size_t size,

@@ -40,6 +40,12 @@ class SafetensorsFile {
   const uint8_t* data(const TensorRecord& t) const { return base_ + data_start_ + t.begin; }
   const uint8_t* bytes() const { return base_; }  // the whole file
   size_t size() const { return size_; }
+  // Mapped files: drops the pages of file bytes [begin, end) from this process (read-once data
+  // stops counting toward its resident memory; reading them again pages them back in). No-op for
+  // buffers.
+  void release(uint64_t begin, uint64_t end) const;  // file offsets
+  void release(const TensorRecord& t) const { release(data_start_ + t.begin, data_start_ + t.end); }
+  uint64_t data_start() const { return data_start_; }  // file offset of the data section
 
  private:
   static SafetensorsFile parse_span(std::shared_ptr<const void> owner, const uint8_t* base, size_t size,
@@ -48,6 +54,7 @@ class SafetensorsFile {
   std::shared_ptr<const void> owner_;  // keeps base_ alive
   const uint8_t* base_ = nullptr;
   size_t size_ = 0;
+  bool mapped_ = false;
   size_t data_start_ = 0;
   std::map<std::string, std::string> metadata_;
   std::vector<TensorRecord> tensors_;  // in file order

@@ -7,7 +7,7 @@ namespace nestscope {
 
 DenseLinear::DenseLinear(int64_t in_features, int64_t out_features, bool with_bias, double init_std)
     : ElasticLinear(in_features, out_features) {
-  weight_ = register_parameter("weight", torch::randn({out_features, in_features}) * init_std);
+  weight_ = register_parameter("weight", torch::randn({out_features, in_features}).mul_(init_std));
   if (with_bias) bias_ = register_parameter("bias", torch::zeros({out_features}));
 }
 

@@ -185,7 +185,7 @@ GptImpl::GptImpl(const ModelConfig& cfg) : cfg_(cfg) {
   torch::NoGradGuard no_grad;
   tok_emb->weight.normal_(0.0, cfg.init_std);
   if (cfg.position == PositionEncoding::Learned) {
-    pos_emb = register_parameter("pos_emb", torch::randn({cfg.context, cfg.d_model}) * cfg.init_std);
+    pos_emb = register_parameter("pos_emb", torch::randn({cfg.context, cfg.d_model}).mul_(cfg.init_std));
   } else if (cfg.position == PositionEncoding::Sinusoidal) {
     pos_emb = register_buffer("pos_sin", sinusoidal_positions(cfg.context, cfg.d_model));
   } else {
