@@ -41,10 +41,16 @@ void EngineWorker::loadModel(const QString& path) {
     if (!path.isEmpty()) {
       // Refuse before reading anything when it cannot fit; the current model stays loaded.
       const QFileInfo info(path);
-      if (!info.isFile()) throw std::runtime_error(path.toStdString() + ": no such file");
-      const qint64 need = memoryNeeded(info.size()), avail = memoryAvailable();
+      qint64 bytes = info.size();
+      if (info.isDir()) {  // a Hugging Face folder: its weight files, which may be f16 (twice as large as float32)
+        bytes = 0;
+        for (const QFileInfo& f : QDir(path).entryInfoList({"*.safetensors"}, QDir::Files)) bytes += 2 * f.size();
+      } else if (!info.isFile()) {
+        throw std::runtime_error(path.toStdString() + ": no such file or folder");
+      }
+      const qint64 need = memoryNeeded(bytes), avail = memoryAvailable();
       const auto mib = [](qint64 b) { return QString::number(double(b) / double(1 << 20), 'f', 0) + " MiB"; };
-      Q_EMIT loading(QStringLiteral("%1 (%2; needs about %3)").arg(info.fileName(), mib(info.size()), mib(need)));
+      Q_EMIT loading(QStringLiteral("%1 (%2; needs about %3)").arg(info.fileName(), mib(bytes), mib(need)));
       if (avail >= 0 && need > avail)
         throw std::runtime_error(path.toStdString() + ": this model needs about " + mib(need).toStdString() +
                                  " of memory but only " + mib(avail).toStdString() +
@@ -80,9 +86,16 @@ void EngineWorker::announce() {
     ModelView v;
     v.source = QString::fromStdString(i.source);
     v.hash = QString::fromStdString(i.hash);
-    v.summary = QStringLiteral("%1 layers · d=%2 · %3 heads · FFN %4 · context %5 · vocab %6 (%7) · %8")
+    QString style;  // what kind of transformer, in the words of its papers
+    if (c.norm == Norm::RmsNorm || c.gated_mlp || c.position == PositionEncoding::Rope || c.kv_heads() != c.n_heads)
+      style = QStringLiteral(" · %1%2%3%4")
+                  .arg(c.norm == Norm::RmsNorm ? "RMSNorm" : "LayerNorm")
+                  .arg(c.position == PositionEncoding::Rope ? ", rotary" : "")
+                  .arg(c.kv_heads() != c.n_heads ? QStringLiteral(", GQA %1 kv heads").arg(c.kv_heads()) : QString())
+                  .arg(c.gated_mlp ? ", gated MLP" : "");
+    v.summary = QStringLiteral("%1 layers · d=%2 · %3 heads · FFN %4 · context %5 · vocab %6 (%7)%8 · %9")
                     .arg(c.n_layers).arg(c.d_model).arg(c.n_heads).arg(c.d_ff).arg(c.context)
-                    .arg(c.vocab_size).arg(QString::fromStdString(i.tokenizer_kind))
+                    .arg(c.vocab_size).arg(QString::fromStdString(i.tokenizer_kind)).arg(style)
                     .arg(QString::fromStdString(i.device));
     v.parameters = i.parameters;
     v.macs = i.macs_per_token;
@@ -229,6 +242,16 @@ void EngineWorker::runSweep(const QString& text_path) {
   } catch (const std::exception& e) {
     Q_EMIT failed(QString::fromStdString(e.what()));
     Q_EMIT sweepProgress(-1, 0);
+  }
+}
+
+void EngineWorker::exportHf(const QString& dir) {
+  try {
+    if (!engine_ || !engine_->has_model()) throw std::runtime_error("no model is loaded");
+    const auto type = engine_->export_hf(dir.toStdString());
+    Q_EMIT exported(tr("exported as a Hugging Face %1 folder: %2").arg(QString::fromStdString(type), dir));
+  } catch (const std::exception& e) {
+    Q_EMIT failed(QString::fromStdString(e.what()));
   }
 }
 

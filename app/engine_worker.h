@@ -63,6 +63,8 @@ class EngineWorker : public QObject {
   void loadFrontier(const QString& path);
   // The teaching view's layer: spectrum, rank-r reconstruction, MPO chain at χ (0 = full).
   void layerView(const QString& name, int rank, int bond);
+  // Writes the model at the current budget as a Hugging Face folder (config.json, weights, tokenizer).
+  void exportHf(const QString& dir);
 
  Q_SIGNALS:
   void modelLoaded(const nestscope::ModelView& model);
@@ -76,6 +78,7 @@ class EngineWorker : public QObject {
   void comparePair(const std::vector<nestscope::ComparedToken>& a, const std::vector<nestscope::ComparedToken>& b);
   void failed(const QString& message);
   void loading(const QString& what);  // before reading a checkpoint: its size and the memory it needs
+  void exported(const QString& message);  // a Hugging Face export finished
 
  private:
   std::unique_ptr<Engine> engine_;

@@ -8,6 +8,7 @@
 #include <QDragEnterEvent>
 #include <QDropEvent>
 #include <QMimeData>
+#include <QDir>
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QHBoxLayout>
@@ -141,7 +142,16 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
 
   auto* file = menuBar()->addMenu(tr("&File"));
   file->addAction(tr("&Open model…"), QKeySequence::Open, this, &MainWindow::openModel);
+  file->addAction(tr("Open &Hugging Face folder…"), QKeySequence(Qt::CTRL | Qt::ALT | Qt::Key_O), this, [this] {
+    const QString dir = QFileDialog::getExistingDirectory(this, tr("Open a Hugging Face model folder (config.json, "
+                                                                   "model.safetensors, tokenizer.json)"));
+    if (!dir.isEmpty()) openModelPath(dir);
+  });
   file->addAction(tr("Open &default model"), this, [this] { openModelPath(QString()); });
+  file->addAction(tr("&Export as Hugging Face folder…"), this, [this] {
+    const QString dir = QFileDialog::getExistingDirectory(this, tr("Export the model at the current budget to a folder"));
+    if (!dir.isEmpty()) Q_EMIT exportHfRequested(dir);
+  });
   recent_models_ = file->addMenu(tr("Recent &models"));
   file->addSeparator();
   file->addAction(tr("Open &session…"), QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_O), this, [this] {
@@ -201,6 +211,8 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
   connect(this, &MainWindow::generateRequested, worker_, &EngineWorker::generate);
   connect(this, &MainWindow::sweepRequested, worker_, &EngineWorker::runSweep);
   connect(this, &MainWindow::frontierFileRequested, worker_, &EngineWorker::loadFrontier);
+  connect(this, &MainWindow::exportHfRequested, worker_, &EngineWorker::exportHf);
+  connect(worker_, &EngineWorker::exported, this, [this](const QString& m) { statusBar()->showMessage(m, 8000); });
   connect(this, &MainWindow::layerViewRequested, worker_, &EngineWorker::layerView);
   connect(teaching_, &TeachingView::viewRequested, this, &MainWindow::layerViewRequested);
   connect(worker_, &EngineWorker::layerViewReady, teaching_, &TeachingView::setView);
@@ -403,7 +415,8 @@ void MainWindow::rebuildRecent() {
 
 void MainWindow::dragEnterEvent(QDragEnterEvent* event) {
   for (const auto& url : event->mimeData()->urls())
-    if (url.isLocalFile() && (url.path().endsWith(".safetensors") || url.path().endsWith(".json"))) {
+    if (url.isLocalFile() && (url.path().endsWith(".safetensors") || url.path().endsWith(".json") ||
+                              QFileInfo(QDir(url.toLocalFile()), "config.json").isFile())) {
       event->acceptProposedAction();
       return;
     }
@@ -412,7 +425,7 @@ void MainWindow::dragEnterEvent(QDragEnterEvent* event) {
 void MainWindow::dropEvent(QDropEvent* event) {
   for (const auto& url : event->mimeData()->urls()) {
     const QString p = url.toLocalFile();
-    if (p.endsWith(".safetensors")) {
+    if (p.endsWith(".safetensors") || QFileInfo(QDir(p), "config.json").isFile()) {  // checkpoint or HF folder
       openModelPath(p);
     } else if (p.endsWith(".json")) {
       try {

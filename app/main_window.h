@@ -69,6 +69,7 @@ class MainWindow : public QMainWindow {
   void generateRequested(const QString& prompt, const nestscope::GenerationSettings& settings, int id);
   void sweepRequested(const QString& text_path);
   void frontierFileRequested(const QString& path);
+  void exportHfRequested(const QString& dir);
   void layerViewRequested(const QString& name, int rank, int bond);
   void compareRequested(const QString& prompt, const nestscope::GenerationSettings& settings,
                         const nestscope::Budget& a, const nestscope::Budget& b, int id);

@@ -23,6 +23,7 @@
 #include "core/train/nsn_objective.h"
 #include "core/io/checkpoint.h"
 #include "core/io/hf_model.h"
+#include "core/text/utf8.h"
 #include "core/io/default_model.h"
 #include "core/model/sampler.h"
 #include "core/text/char_tokenizer.h"
@@ -405,11 +406,15 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
   int64_t step_macs = step_macs_at(cache.length);
   r.prefill_ms = ms_since(t0);
   t0 = Clock::now();
+  std::string pending;  // bytes of a character that byte-level tokens have not completed yet
   for (int64_t i = 0; i < options.max_new_tokens; ++i) {
     const Sample s = sampler.next(logits);
     ids.push_back(s.id);
-    GeneratedToken tok{i, s.id, m.tokenizer->decode_one(s.id), s.prob, s.entropy, step_macs + pending_probe_macs,
+    pending += m.tokenizer->decode_one(s.id);
+    const size_t complete = utf8_complete_prefix(pending);
+    GeneratedToken tok{i, s.id, pending.substr(0, complete), s.prob, s.entropy, step_macs + pending_probe_macs,
                        last_trace, heads, {}};
+    pending.erase(0, complete);
     tok.probe_macs = pending_probe_macs;
     tok.heads_reprobed = pending_probe_macs > 0;
     pending_probe_macs = 0;
@@ -456,6 +461,7 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
     }
     step_macs = step_macs_at(cache.length);
   }
+  if (!pending.empty()) r.text += "\xEF\xBF\xBD";  // a character the generation stopped inside of: U+FFFD
   r.decode_ms = ms_since(t0);
   r.tokens_per_s = r.decode_ms > 0 ? double(r.generated_tokens) / (r.decode_ms / 1000.0) : 0;
   return r;

@@ -119,7 +119,8 @@ struct GenerateOptions {
 struct GeneratedToken {
   int64_t index = 0;    // 0-based position among the generated tokens
   int64_t id = 0;
-  std::string text;     // the decoded piece (UTF-8)
+  std::string text;     // the decoded piece (valid UTF-8: bytes of a character that byte-level tokens split
+                        // arrive with the token that completes it, so a piece may be empty)
   double prob = 0;      // model probability of the chosen token
   double entropy = 0;   // predictive entropy (nats) before choosing it
   int64_t macs = 0;     // MACs of the forward step that produced it, at the budget then in force

@@ -11,6 +11,9 @@ namespace nestscope {
 std::vector<char32_t> utf8_decode(std::string_view text, const std::string& what = "text");
 std::string utf8_encode(char32_t cp);
 std::string utf8_encode(const std::vector<char32_t>& cps);
+// Length of the longest prefix of `bytes` that does not end inside a multi-byte character (what a
+// stream of byte-level tokens can show so far); invalid bytes count as complete.
+size_t utf8_complete_prefix(std::string_view bytes);
 // A printable description of one code point for error messages: 'x' or U+00E9.
 std::string describe_code_point(char32_t cp);
 

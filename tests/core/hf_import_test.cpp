@@ -249,6 +249,11 @@ TEST(BpeTokenizer, RoundTripsArbitraryUtf8InBothStyles) {
   // Merges apply: "▁the" is one token.
   EXPECT_EQ(sp.encode("the").size(), 2u);
   EXPECT_THROW(bl.encode("bad \xC3"), Error);  // invalid UTF-8
+  // Streaming: a character split across byte tokens is shown once complete.
+  EXPECT_EQ(utf8_complete_prefix("ab\xE6\x97"), 2u);
+  EXPECT_EQ(utf8_complete_prefix("ab\xE6\x97\xA5"), 5u);
+  EXPECT_EQ(utf8_complete_prefix("a\xF0\x9F\x98"), 1u);
+  EXPECT_EQ(utf8_complete_prefix("\x80"), 1u);  // invalid: not held back
   EXPECT_THROW(bl.decode({100000}), Error);
 }
 
@@ -568,4 +573,23 @@ TEST(HfImport, AFailedImportLeavesTheLoadedModelInPlace) {
   // Export from the engine, at the current budget.
   EXPECT_EQ(e.export_hf((dir.path / "exported").string()), "llama");
   EXPECT_TRUE(is_hf_folder((dir.path / "exported").string()));
+}
+
+TEST(HfCli, ExportedDefaultModelGeneratesTheSameTextFromItsFolder) {
+  test::TempDir dir;
+  const auto out = dir.path / "pico";
+  std::string log;
+  ASSERT_EQ(test::run_command(std::string(NESTSCOPE_CLI) + " export --json --hf " + out.string() + " 2>&1", &log), 0) << log;
+  EXPECT_NE(log.find("\"model_type\":\"gpt2\""), std::string::npos) << log;
+  std::string a, b;
+  const std::string gen = " -p 'ROMEO:' -n 40 --seed 3 --temperature 0.8 2>/dev/null";
+  ASSERT_EQ(test::run_command(std::string(NESTSCOPE_CLI) + " generate" + gen, &a), 0) << a;
+  ASSERT_EQ(test::run_command(std::string(NESTSCOPE_CLI) + " generate -m " + out.string() + gen, &b), 0) << b;
+  EXPECT_EQ(a, b);
+  EXPECT_GT(a.size(), 40u);
+  // A folder that is not a model: a clear error and a non-zero exit.
+  fs::create_directories(dir.path / "empty");
+  write_file_atomic((dir.path / "empty" / "config.json").string(), "{}");
+  ASSERT_NE(test::run_command(std::string(NESTSCOPE_CLI) + " info -m " + (dir.path / "empty").string() + " 2>&1", &log), 0);
+  EXPECT_NE(log.find("model_type '' is not supported (gpt2, llama)"), std::string::npos) << log;
 }
