@@ -3,6 +3,6 @@
 // usage: node gpt2_reference.js NODE_MODULES_DIR TEXTS.json
 const path = require('path');
 const fs = require('fs');
-const { encode } = require(path.join(process.argv[2], 'gpt-3-encoder'));
+const { encode } = require(path.resolve(process.argv[2], 'gpt-3-encoder'));
 const texts = JSON.parse(fs.readFileSync(process.argv[3], 'utf-8'));
 process.stdout.write(JSON.stringify(texts.map((t) => encode(t))));
