@@ -27,6 +27,7 @@ enum class Layout {
   Same,    // as ours ([out, in] for linear weights)
   Conv1D,  // GPT-2's Conv1D: [in, out], transposed on the way in and out
   Rows,    // a table whose first rows are ours (position embeddings longer than the kept context)
+  HeadInterleaved,  // GPT-NeoX's fused q|k|v: rows grouped per head, [H, parts, hd, ...]
 };
 
 // One checkpoint tensor -> one or more of our parameters ("{l}" = layer). Several targets split the
@@ -45,6 +46,9 @@ struct Architecture {
   ModelConfig (*read_config)(const Json&, const HfImportOptions&);
   Json (*write_config)(const ModelConfig&);
   bool (*fits)(const ModelConfig&, std::string* why);
+  // The dense config an export writes: the architecture's fixed choices made explicit (biases it
+  // always has become zeros, sinusoids the table they equal).
+  ModelConfig (*exported)(ModelConfig);
 };
 
 template <class T>
@@ -100,7 +104,8 @@ Json gpt2_write(const ModelConfig& c) {
 }
 
 bool gpt2_fits(const ModelConfig& c, std::string* why) {
-  if (c.norm != Norm::LayerNorm) *why = "GPT-2 uses LayerNorm";
+  if (c.parallel_residual) *why = "GPT-2's residual is sequential";
+  else if (c.norm != Norm::LayerNorm) *why = "GPT-2 uses LayerNorm";
   else if (c.position == PositionEncoding::Rope) *why = "GPT-2 has no rotary positions";
   else if (c.gated_mlp) *why = "GPT-2 has no gated MLP";
   else if (c.kv_heads() != c.n_heads) *why = "GPT-2 has no grouped-query attention";
@@ -146,14 +151,72 @@ Json llama_write(const ModelConfig& c) {
           {"initializer_range", c.init_std}, {"torch_dtype", "float32"}};
 }
 
+ModelConfig gpt2_exported(ModelConfig c) {
+  c.position = PositionEncoding::Learned;
+  c.qkv_bias = c.out_bias = c.mlp_bias = true;
+  return c;
+}
+
 bool llama_fits(const ModelConfig& c, std::string* why) {
-  if (c.norm != Norm::RmsNorm) *why = "Llama uses RMSNorm";
-  else if (c.position != PositionEncoding::Rope) *why = "Llama uses rotary positions";
+  if (c.parallel_residual) *why = "Llama's residual is sequential";
+  else if (c.norm != Norm::RmsNorm) *why = "Llama uses RMSNorm";
+  else if (c.position != PositionEncoding::Rope || c.rotary_fraction != 1.0) *why = "Llama rotates every channel";
   else if (!c.gated_mlp) *why = "Llama's MLP is gated";
   else if (c.qkv_bias != c.out_bias) *why = "Llama has one attention_bias for q, k, v and o";
   else if (c.lm_head_bias) *why = "Llama's LM head has no bias";
   else return true;
   return false;
+}
+
+ModelConfig llama_exported(ModelConfig c) { return c; }
+
+// --- GPT-NeoX (Pythia) ---------------------------------------------------------------------------
+
+ModelConfig neox_read(const Json& j, const HfImportOptions& o) {
+  ModelConfig c;
+  c.vocab_size = j.at("vocab_size").get<int64_t>();
+  c.d_model = j.at("hidden_size").get<int64_t>();
+  c.n_heads = j.at("num_attention_heads").get<int64_t>();
+  c.n_layers = j.at("num_hidden_layers").get<int64_t>();
+  c.d_ff = j.at("intermediate_size").get<int64_t>();
+  c.context = std::min(get_or<int64_t>(j, "max_position_embeddings", 2048), o.max_context);
+  c.position = PositionEncoding::Rope;
+  c.rope_theta = get_or<double>(j, "rope_theta", get_or<double>(j, "rotary_emb_base", 10000.0));
+  c.rotary_fraction = get_or<double>(j, "rotary_pct", 0.25);
+  check(!j.contains("rope_scaling") || j["rope_scaling"].is_null(), "rope_scaling is not supported");
+  c.activation = parse_hf_activation(get_or<std::string>(j, "hidden_act", "gelu"));
+  c.ln_eps = get_or<double>(j, "layer_norm_eps", 1e-5);
+  c.parallel_residual = get_or<bool>(j, "use_parallel_residual", true);
+  c.qkv_bias = c.out_bias = get_or<bool>(j, "attention_bias", true);
+  c.mlp_bias = true;
+  c.tied_head = get_or<bool>(j, "tie_word_embeddings", false);
+  return c;
+}
+
+Json neox_write(const ModelConfig& c) {
+  return {{"model_type", "gpt_neox"}, {"architectures", {"GPTNeoXForCausalLM"}}, {"vocab_size", c.vocab_size},
+          {"hidden_size", c.d_model}, {"num_attention_heads", c.n_heads}, {"num_hidden_layers", c.n_layers},
+          {"intermediate_size", c.d_ff}, {"max_position_embeddings", c.context}, {"rotary_pct", c.rotary_fraction},
+          {"rotary_emb_base", c.rope_theta}, {"rope_theta", c.rope_theta}, {"rope_scaling", nullptr},
+          {"hidden_act", hf_activation_name(c.activation)}, {"layer_norm_eps", c.ln_eps},
+          {"use_parallel_residual", c.parallel_residual}, {"attention_bias", c.qkv_bias},
+          {"tie_word_embeddings", c.tied_head}, {"initializer_range", c.init_std}, {"torch_dtype", "float32"}};
+}
+
+bool neox_fits(const ModelConfig& c, std::string* why) {
+  if (c.norm != Norm::LayerNorm) *why = "GPT-NeoX uses LayerNorm";
+  else if (c.position != PositionEncoding::Rope) *why = "GPT-NeoX uses rotary positions";
+  else if (c.gated_mlp) *why = "GPT-NeoX has no gated MLP";
+  else if (c.kv_heads() != c.n_heads) *why = "GPT-NeoX has no grouped-query attention";
+  else if (c.lm_head_bias) *why = "GPT-NeoX's output layer has no bias";
+  else return true;
+  return false;
+}
+
+ModelConfig neox_exported(ModelConfig c) {
+  c.mlp_bias = true;
+  if (c.qkv_bias != c.out_bias) c.qkv_bias = c.out_bias = true;
+  return c;
 }
 
 const std::vector<Architecture>& architectures() {
@@ -180,7 +243,8 @@ const std::vector<Architecture>& architectures() {
        {".attn.bias", ".attn.masked_bias"},  // causal-mask buffers of older files
        gpt2_read,
        gpt2_write,
-       gpt2_fits},
+       gpt2_fits,
+       gpt2_exported},
       {"llama",
        "",
        {{"model.embed_tokens.weight", {"tok_emb.weight"}},
@@ -205,7 +269,33 @@ const std::vector<Architecture>& architectures() {
        {".rotary_emb.inv_freq"},  // a buffer some older files carry
        llama_read,
        llama_write,
-       llama_fits},
+       llama_fits,
+       llama_exported},
+      {"gpt_neox",
+       "",
+       {{"gpt_neox.embed_in.weight", {"tok_emb.weight"}},
+        {"gpt_neox.final_layer_norm.weight", {"ln_f.weight"}},
+        {"gpt_neox.final_layer_norm.bias", {"ln_f.bias"}},
+        {"embed_out.weight", {"head.weight"}}},
+       {{"gpt_neox.layers.{l}.input_layernorm.weight", {"blk.{l}.ln1.weight"}},
+        {"gpt_neox.layers.{l}.input_layernorm.bias", {"blk.{l}.ln1.bias"}},
+        {"gpt_neox.layers.{l}.attention.query_key_value.weight",
+         {"blk.{l}.attn.q.weight", "blk.{l}.attn.k.weight", "blk.{l}.attn.v.weight"}, Layout::HeadInterleaved},
+        {"gpt_neox.layers.{l}.attention.query_key_value.bias",
+         {"blk.{l}.attn.q.bias", "blk.{l}.attn.k.bias", "blk.{l}.attn.v.bias"}, Layout::HeadInterleaved},
+        {"gpt_neox.layers.{l}.attention.dense.weight", {"blk.{l}.attn.o.weight"}},
+        {"gpt_neox.layers.{l}.attention.dense.bias", {"blk.{l}.attn.o.bias"}},
+        {"gpt_neox.layers.{l}.post_attention_layernorm.weight", {"blk.{l}.ln2.weight"}},
+        {"gpt_neox.layers.{l}.post_attention_layernorm.bias", {"blk.{l}.ln2.bias"}},
+        {"gpt_neox.layers.{l}.mlp.dense_h_to_4h.weight", {"blk.{l}.mlp.up.weight"}},
+        {"gpt_neox.layers.{l}.mlp.dense_h_to_4h.bias", {"blk.{l}.mlp.up.bias"}},
+        {"gpt_neox.layers.{l}.mlp.dense_4h_to_h.weight", {"blk.{l}.mlp.down.weight"}},
+        {"gpt_neox.layers.{l}.mlp.dense_4h_to_h.bias", {"blk.{l}.mlp.down.bias"}}},
+       {".attention.bias", ".attention.masked_bias", ".rotary_emb.inv_freq"},  // buffers of older files
+       neox_read,
+       neox_write,
+       neox_fits,
+       neox_exported},
   };
   return archs;
 }
@@ -395,7 +485,7 @@ LoadedModel import_hf_folder(const std::string& dir_path, const HfImportOptions&
     std::string name = rule.hf;
     if (!found.count(name) && !arch->prefix.empty() && found.count(arch->prefix + name)) name = arch->prefix + name;
     if (!wanted) {
-      if (found.count(name) && rule.hf == "lm_head.weight" && cfg.tied_head) used.insert(name);  // a tied copy
+      if (found.count(name) && rule.ours[0] == "head.weight" && cfg.tied_head) used.insert(name);  // a tied copy
       continue;
     }
     check(found.count(name), dir_path + ": tensor '" + rule.hf + "' is missing (needed for " + rule.ours[0] + ")");
@@ -428,6 +518,14 @@ LoadedModel import_hf_folder(const std::string& dir_path, const HfImportOptions&
         p.narrow(0, r, n).copy_(t.narrow(0, r, n));
         const uint64_t at = file.data_start() + rec->begin;
         file.release(at + uint64_t(r * row_bytes), at + uint64_t((r + n) * row_bytes));
+      }
+    } else if (rule.layout == Layout::HeadInterleaved) {
+      std::vector<int64_t> grouped = {cfg.n_heads, int64_t(rule.ours.size()), -1};  // [H, parts, hd, ...]
+      for (int64_t d = 1; d < t.dim(); ++d) grouped.push_back(t.size(d));
+      const auto g = t.reshape(grouped);
+      for (size_t i = 0; i < rule.ours.size(); ++i) {
+        auto& p = params[rule.ours[i]];
+        p.copy_(g.select(1, int64_t(i)).reshape(p.sizes()));
       }
     } else {
       int64_t row = 0;
@@ -488,14 +586,8 @@ std::string export_hf_folder(const std::string& dir_path, Gpt& model, const Toke
     reasons += (reasons.empty() ? "" : "; ") + why;
   }
   check(arch != nullptr, "export: no Hugging Face architecture can express this model (" + reasons + ")");
-  // The exported config: dense, and GPT-2's fixed choices (learned positions, every bias) made explicit.
-  ModelConfig out = own;
-  out.linear.clear();
-  if (arch->model_type == "gpt2") {
-    out.position = PositionEncoding::Learned;
-    out.qkv_bias = out.out_bias = out.mlp_bias = true;
-  }
-  out.vocab_size = own.vocab_size;
+  ModelConfig out = arch->exported(own);
+  out.linear.clear();  // dense
   // Tokenizer: BPE as it came; a character tokenizer as a merge-free BPE over its characters.
   std::string tok_json;
   if (const auto* bpe = dynamic_cast<const BpeTokenizer*>(&tokenizer)) {
@@ -528,7 +620,20 @@ std::string export_hf_folder(const std::string& dir_path, Gpt& model, const Toke
       parts.push_back(it != state.end() ? it->second.to(torch::kCPU, torch::kFloat32)
                                         : torch::zeros(shapes[o].sizes(), torch::kFloat32));
     }
-    auto t = torch::cat(parts, 0);
+    torch::Tensor t;
+    if (rule.layout == Layout::HeadInterleaved) {  // per head: its rows of each part, in turn
+      for (auto& p : parts) {
+        std::vector<int64_t> per_head = {out.n_heads, 1, -1};
+        for (int64_t d = 1; d < p.dim(); ++d) per_head.push_back(p.size(d));
+        p = p.reshape(per_head);
+      }
+      t = torch::cat(parts, 1);
+      std::vector<int64_t> flat = {-1};
+      for (int64_t d = 3; d < t.dim(); ++d) flat.push_back(t.size(d));
+      t = t.reshape(flat);
+    } else {
+      t = torch::cat(parts, 0);
+    }
     if (rule.layout == Layout::Conv1D) t = t.t();
     t = t.contiguous();
     check(torch::isfinite(t).all().item<bool>(), "export: tensor '" + rule.hf + "' contains NaN or Inf values");

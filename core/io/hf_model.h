@@ -15,7 +15,7 @@ struct HfImportOptions {
   int64_t max_context = 4096;
 };
 
-// The architectures import understands (config.json's model_type): "gpt2", "llama".
+// The architectures import understands (config.json's model_type): "gpt2", "llama", "gpt_neox".
 const std::vector<std::string>& hf_architectures();
 
 // True when `path` is a folder holding a config.json.
@@ -28,7 +28,8 @@ LoadedModel import_hf_folder(const std::string& dir, const HfImportOptions& opti
 
 // Writes config.json, model.safetensors (F32) and tokenizer.json to `dir` (created if needed;
 // each file atomically), as "gpt2" (LayerNorm models; sinusoidal positions are written as the
-// learned table they equal, absent biases as zeros) or "llama" (RMSNorm + rotary + gated MLP).
+// learned table they equal, absent biases as zeros), "llama" (RMSNorm + rotary + gated MLP) or
+// "gpt_neox" (LayerNorm + rotary, e.g. partial, parallel or sequential residual).
 // Projections go out as their dense matrices at the model's current budget (NSN rank, MPO χ).
 // Throws Error when no architecture can express the model. Returns the architecture written.
 std::string export_hf_folder(const std::string& dir, Gpt& model, const Tokenizer& tokenizer);

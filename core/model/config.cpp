@@ -123,8 +123,10 @@ void ModelConfig::validate() const {
   check(n_kv_heads >= 0 && n_heads % kv_heads() == 0,
         "model config: n_heads " + std::to_string(n_heads) + " is not a multiple of n_kv_heads " +
             std::to_string(kv_heads()));
-  check(position != PositionEncoding::Rope || (head_dim() % 2 == 0 && rope_theta > 0 && std::isfinite(rope_theta)),
-        "model config: rotary positions need an even head size and a positive rope_theta");
+  check(position != PositionEncoding::Rope || (rope_theta > 0 && std::isfinite(rope_theta) && rotary_fraction > 0 &&
+                                                rotary_fraction <= 1 && rotary_dims() >= 2 && rotary_dims() % 2 == 0),
+        "model config: rotary positions need a positive rope_theta and an even number (≥ 2) of rotary channels "
+        "per head (head size × rotary fraction)");
   check(ln_eps > 0 && std::isfinite(ln_eps), "model config: ln_eps must be positive");
   check(init_std > 0 && std::isfinite(init_std), "model config: init_std must be positive");
   check(!(tied_head && lm_head_bias), "model config: a tied LM head has no bias");
@@ -203,6 +205,8 @@ std::string ModelConfig::to_json() const {
   if (norm != Norm::LayerNorm) j["norm"] = "rms";
   if (gated_mlp) j["gated_mlp"] = true;
   if (position == PositionEncoding::Rope) j["rope_theta"] = rope_theta;
+  if (rotary_fraction != 1.0) j["rotary_fraction"] = rotary_fraction;
+  if (parallel_residual) j["parallel_residual"] = true;
   for (const auto& [family, spec] : linear) {
     if (spec.kind == LinearKind::Nsn) j["linear"][family] = {{"kind", "nsn"}, {"max_rank", spec.max_rank}};
     if (spec.kind == LinearKind::Mpo) {
@@ -240,6 +244,8 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
     c.norm = norm == "rms" ? Norm::RmsNorm : Norm::LayerNorm;
     c.gated_mlp = j.value("gated_mlp", false);
     c.rope_theta = j.value("rope_theta", 10000.0);
+    c.rotary_fraction = j.value("rotary_fraction", 1.0);
+    c.parallel_residual = j.value("parallel_residual", false);
     c.qkv_bias = j.at("qkv_bias").get<bool>();
     c.out_bias = j.at("out_bias").get<bool>();
     c.mlp_bias = j.at("mlp_bias").get<bool>();

@@ -43,6 +43,8 @@ struct ModelConfig {
   Norm norm = Norm::LayerNorm;
   bool gated_mlp = false;       // SwiGLU-style MLP: down(act(gate(x)) ⊙ up(x)) (Shazeer 2020), as Llama
   double rope_theta = 10000.0;  // rotary base (PositionEncoding::Rope)
+  double rotary_fraction = 1.0; // rotary on the first fraction of each head's channels (GPT-NeoX: 0.25)
+  bool parallel_residual = false;  // x + attn(ln1(x)) + mlp(ln2(x)) (GPT-J / GPT-NeoX) instead of sequential
   bool qkv_bias = false;      // bias on the q/k/v projections
   bool out_bias = true;       // bias on the attention output projection
   bool mlp_bias = true;       // biases on the MLP up/down projections
@@ -67,6 +69,7 @@ struct ModelConfig {
 
   int64_t head_dim() const { return d_model / n_heads; }
   int64_t kv_heads() const { return n_kv_heads > 0 ? n_kv_heads : n_heads; }
+  int64_t rotary_dims() const { return int64_t(double(head_dim()) * rotary_fraction); }  // as HF truncates
 
   // Throws Error naming the first field that makes no sense.
   void validate() const;

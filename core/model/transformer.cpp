@@ -50,11 +50,14 @@ torch::Tensor kv_heads_of(const std::vector<int64_t>& heads, int64_t n_heads, in
   return torch::tensor(kv, torch::kInt64);
 }
 
-// Rotary embedding, HF Llama's layout: x·cos + rotate_half(x)·sin with rotate_half(x) = [−x₂, x₁].
+// Rotary embedding, HF Llama's layout: x·cos + rotate_half(x)·sin with rotate_half(x) = [−x₂, x₁],
+// on the first rd = cos.size(-1) channels of each head (GPT-NeoX rotates a fraction; the rest pass).
 torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
-  const int64_t half = x.size(-1) / 2;
-  auto rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);  // [B, H, T, hd]
-  return x * cos + rotated * sin;
+  const int64_t rd = cos.size(-1), half = rd / 2;
+  auto r = rd == x.size(-1) ? x : x.narrow(-1, 0, rd);                             // [B, H, T, rd]
+  auto rotated = torch::cat({-r.narrow(-1, half, half), r.narrow(-1, 0, half)}, -1);
+  auto out = r * cos + rotated * sin;
+  return rd == x.size(-1) ? out : torch::cat({out, x.narrow(-1, rd, x.size(-1) - rd)}, -1);
 }
 
 }  // namespace
@@ -167,7 +170,7 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   return down->forward(h);  // [B, T, C]
 }
 
-BlockImpl::BlockImpl(const ModelConfig& cfg) {
+BlockImpl::BlockImpl(const ModelConfig& cfg) : parallel(cfg.parallel_residual) {
   ln1 = register_module("ln1", NormLayer(cfg));
   attn = register_module("attn", CausalSelfAttention(cfg));
   ln2 = register_module("ln2", NormLayer(cfg));
@@ -176,7 +179,7 @@ BlockImpl::BlockImpl(const ModelConfig& cfg) {
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& x, KvCache* cache, int64_t layer) {
   auto h = x + attn->forward(ln1->forward(x), cache, layer);  // [B, T, C]
-  return h + mlp->forward(ln2->forward(h));
+  return h + mlp->forward(ln2->forward(parallel ? x : h));     // parallel: both read the block's input
 }
 
 GptImpl::GptImpl(const ModelConfig& cfg) : cfg_(cfg) {
@@ -189,8 +192,8 @@ GptImpl::GptImpl(const ModelConfig& cfg) : cfg_(cfg) {
   } else if (cfg.position == PositionEncoding::Sinusoidal) {
     pos_emb = register_buffer("pos_sin", sinusoidal_positions(cfg.context, cfg.d_model));
   } else {
-    const int64_t hd = cfg.head_dim();
-    rope_inv_freq_ = 1.0 / torch::pow(cfg.rope_theta, torch::arange(0, hd, 2, torch::kInt64).to(torch::kFloat) / double(hd));  // [hd/2]
+    const int64_t rd = cfg.rotary_dims();
+    rope_inv_freq_ = 1.0 / torch::pow(cfg.rope_theta, torch::arange(0, rd, 2, torch::kInt64).to(torch::kFloat) / double(rd));  // [rd/2]
   }
   blk = register_module("blk", torch::nn::ModuleList());
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
@@ -226,7 +229,7 @@ void GptImpl::set_rope(int64_t pos, int64_t T, const torch::Device& device) {
   // HF Llama: freqs = t ⊗ θ^(−2i/hd) in float32, emb = [freqs, freqs].
   auto t = torch::arange(pos, pos + T, torch::kInt64).to(torch::kFloat);  // [T]
   auto freqs = torch::outer(t, rope_inv_freq_);                            // [T, hd/2]
-  auto emb = torch::cat({freqs, freqs}, -1);                               // [T, hd]
+  auto emb = torch::cat({freqs, freqs}, -1);                               // [T, rd]
   auto cos = emb.cos().to(device, tok_emb->weight.scalar_type()), sin = emb.sin().to(device, tok_emb->weight.scalar_type());
   for (auto& b : blocks_) {
     b->attn->rope_cos = cos;
@@ -676,7 +679,7 @@ std::vector<MlpSample> GptImpl::mlp_samples(const torch::Tensor& idx) {
   for (int64_t l = 0; l < cfg_.n_layers; ++l) {
     auto& b = blocks_[size_t(l)];
     auto h = x + b->attn->forward(b->ln1->forward(x), nullptr, l);
-    auto u = b->ln2->forward(h);                                       // [B, T, C]
+    auto u = b->ln2->forward(b->parallel ? x : h);                     // [B, T, C]
     auto z = b->mlp->gate_proj ? activate(b->mlp->gate_proj->forward(u), cfg_.activation) * b->mlp->up->forward(u)
                                : activate(b->mlp->up->forward(u), cfg_.activation);  // [B, T, N]
     out.push_back({u.reshape({-1, cfg_.d_model}).to(torch::kCPU, torch::kFloat32),

@@ -122,6 +122,7 @@ class BlockImpl : public torch::nn::Module {
   NormLayer ln1{nullptr}, ln2{nullptr};
   CausalSelfAttention attn{nullptr};
   Mlp mlp{nullptr};
+  bool parallel = false;  // ModelConfig::parallel_residual
 };
 TORCH_MODULE(Block);
 
@@ -242,7 +243,7 @@ class GptImpl : public torch::nn::Module {
   std::vector<std::shared_ptr<GatePrior>> prior_;   // per layer: MLP input mean and covariance
   int64_t calib_block_ = 0;
   torch::Tensor head_importance_;  // [L, H]
-  torch::Tensor rope_inv_freq_;    // [hd/2] float32: θ^(−2i/hd), as HF Llama computes it
+  torch::Tensor rope_inv_freq_;    // [rd/2] float32: θ^(−2i/rd) over the rd rotary channels, as HF computes it
   std::vector<std::pair<std::string, std::shared_ptr<ElasticLinear>>> own_;  // registered projections
   std::map<std::string, std::map<LinearKind, std::shared_ptr<ElasticLinear>>> variants_;
 };

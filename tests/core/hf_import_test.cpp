@@ -182,6 +182,54 @@ void write_llama(const fs::path& dir, const LlamaShape& s = {}, DType dtype = DT
   write_file_atomic((dir / "tokenizer.json").string(), tiny_sentencepiece().to_hf_json());
 }
 
+struct NeoxShape {
+  int64_t V = 263, C = 64, H = 4, L = 2, N = 96, ctx = 48;
+  bool parallel = true;
+};
+
+Tensors neox_tensors(const NeoxShape& s) {
+  Tensors t = {{"gpt_neox.embed_in.weight", rnd({s.V, s.C})}};
+  for (int64_t l = 0; l < s.L; ++l) {
+    const std::string p = "gpt_neox.layers." + std::to_string(l) + ".";
+    t.insert(t.end(), {{p + "input_layernorm.weight", norm_weight(s.C)},
+                       {p + "input_layernorm.bias", rnd({s.C}, 0.1)},
+                       {p + "attention.query_key_value.weight", rnd({3 * s.C, s.C})},  // per head: q, k, v rows
+                       {p + "attention.query_key_value.bias", rnd({3 * s.C}, 0.1)},
+                       {p + "attention.dense.weight", rnd({s.C, s.C})},
+                       {p + "attention.dense.bias", rnd({s.C}, 0.1)},
+                       {p + "post_attention_layernorm.weight", norm_weight(s.C)},
+                       {p + "post_attention_layernorm.bias", rnd({s.C}, 0.1)},
+                       {p + "mlp.dense_h_to_4h.weight", rnd({s.N, s.C})},
+                       {p + "mlp.dense_h_to_4h.bias", rnd({s.N}, 0.1)},
+                       {p + "mlp.dense_4h_to_h.weight", rnd({s.C, s.N})},
+                       {p + "mlp.dense_4h_to_h.bias", rnd({s.C}, 0.1)},
+                       {p + "attention.rotary_emb.inv_freq", torch::rand({4})}});  // a buffer older files carry
+  }
+  t.insert(t.end(), {{"gpt_neox.final_layer_norm.weight", norm_weight(s.C)},
+                     {"gpt_neox.final_layer_norm.bias", rnd({s.C}, 0.1)},
+                     {"embed_out.weight", rnd({s.V, s.C})}});
+  return t;
+}
+
+void write_neox(const fs::path& dir, const NeoxShape& s = {}, DType dtype = DType::F32) {
+  fs::create_directories(dir);
+  torch::manual_seed(13);
+  write_json(dir / "config.json", {{"model_type", "gpt_neox"}, {"vocab_size", s.V}, {"hidden_size", s.C},
+                                   {"num_attention_heads", s.H}, {"num_hidden_layers", s.L},
+                                   {"intermediate_size", s.N}, {"max_position_embeddings", s.ctx},
+                                   {"rotary_pct", 0.25}, {"rotary_emb_base", 1000}, {"layer_norm_eps", 1e-5},
+                                   {"use_parallel_residual", s.parallel}, {"hidden_act", "gelu"}});
+  write_tensors(dir / "model.safetensors", neox_tensors(s), dtype);
+  write_file_atomic((dir / "tokenizer.json").string(), tiny_byte_level().to_hf_json());
+}
+
+// Writes a tiny folder of architecture `arch` ("gpt2", "llama", "gpt_neox").
+void write_arch(const fs::path& dir, const std::string& arch, DType dtype = DType::F32) {
+  if (arch == "gpt2") write_gpt2(dir, {.tied = false}, dtype);
+  else if (arch == "llama") write_llama(dir, {.tied = true}, dtype);
+  else write_neox(dir, {}, dtype);
+}
+
 torch::Tensor logits_of(Gpt& m, const std::vector<int64_t>& ids) {
   torch::NoGradGuard g;
   return m->forward(torch::tensor(ids, torch::kInt64).view({1, -1}))[0];  // [T, V]
@@ -351,13 +399,31 @@ TEST(HfImport, LlamaLogitsMatchAnIndependentPyTorchForward) {
   }
 }
 
+TEST(HfImport, GptNeoxLogitsMatchAnIndependentPyTorchForward) {
+  if (!have_python_torch()) GTEST_SKIP() << "/usr/bin/python3 with torch (Debian python3-torch) is not installed";
+  test::TempDir dir;
+  for (bool parallel : {true, false}) {  // Pythia's parallel residual, and the sequential one
+    const auto d = dir.path / (parallel ? "parallel" : "sequential");
+    write_neox(d, {.parallel = parallel});
+    auto m = import_hf_folder(d.string());
+    EXPECT_EQ(m.config.rotary_dims(), 4);  // a quarter of 16 channels per head
+    EXPECT_EQ(m.config.parallel_residual, parallel);
+    const auto ref = reference_logits(d, kIds);
+    EXPECT_LT(max_diff(logits_of(m.model, kIds), ref), 1e-4);
+    torch::NoGradGuard g;
+    auto cache = m.model->make_cache(1);
+    m.model->forward(torch::tensor(std::vector<int64_t>(kIds.begin(), kIds.begin() + 6)).view({1, -1}), &cache);
+    for (size_t t = 6; t < kIds.size(); ++t)
+      EXPECT_LT(max_diff(m.model->forward(torch::full({1, 1}, kIds[t], torch::kInt64), &cache)[0][0], ref[int64_t(t)]), 1e-4);
+  }
+}
+
 class HfRoundTrip : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(HfRoundTrip, ImportExportImportGivesIdenticalLogits) {
   test::TempDir dir;
   const auto src = dir.path / "src", out = dir.path / "out";
-  if (GetParam() == "gpt2") write_gpt2(src, {.tied = false}, DType::F16);
-  else write_llama(src, {.tied = true}, DType::F16);
+  write_arch(src, GetParam(), DType::F16);
   auto a = import_hf_folder(src.string());
   EXPECT_EQ(export_hf_folder(out.string(), a.model, *a.tokenizer), GetParam());
   auto b = import_hf_folder(out.string());
@@ -371,7 +437,7 @@ TEST_P(HfRoundTrip, ImportExportImportGivesIdenticalLogits) {
   EXPECT_EQ(c.tokenizer->encode("the thin ant"), a.tokenizer->encode("the thin ant"));
 }
 
-INSTANTIATE_TEST_SUITE_P(Architectures, HfRoundTrip, ::testing::Values("gpt2", "llama"));
+INSTANTIATE_TEST_SUITE_P(Architectures, HfRoundTrip, ::testing::Values("gpt2", "llama", "gpt_neox"));
 
 TEST(HfImport, ShardedCheckpointLoadsTheSameWeightsAsOneFile) {
   test::TempDir dir;
@@ -414,8 +480,7 @@ class HfMechanisms : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(HfMechanisms, NsnMpoAndTheGateRunOnImportedModels) {
   test::TempDir dir;
-  if (GetParam() == "gpt2") write_gpt2(dir.path / "m");
-  else write_llama(dir.path / "m");
+  write_arch(dir.path / "m", GetParam());
   auto m = import_hf_folder((dir.path / "m").string());
   auto& model = m.model;
   const auto dense = logits_of(model, kIds);
@@ -471,7 +536,7 @@ TEST_P(HfMechanisms, NsnMpoAndTheGateRunOnImportedModels) {
   EXPECT_LT(max_diff(logits_of(model, kIds), half_heads), 1e-4);
 }
 
-INSTANTIATE_TEST_SUITE_P(Architectures, HfMechanisms, ::testing::Values("gpt2", "llama"));
+INSTANTIATE_TEST_SUITE_P(Architectures, HfMechanisms, ::testing::Values("gpt2", "llama", "gpt_neox"));
 
 // --- bad folders --------------------------------------------------------------------------------
 
@@ -522,7 +587,7 @@ TEST(HfImport, BadFoldersGiveClearErrorsNamingTheFileAndTensor) {
     write_file_atomic((d / "config.json").string(), "{\"model_type\": \"gpt2\", ");
     expect_import_error(d, "config.json: not a JSON object");
     write_json(d / "config.json", {{"model_type", "bert"}});
-    expect_import_error(d, "model_type 'bert' is not supported (gpt2, llama)");
+    expect_import_error(d, "model_type 'bert' is not supported (gpt2, llama, gpt_neox)");
     write_json(d / "config.json", {{"model_type", "gpt2"}, {"n_embd", 32}});
     expect_import_error(d, "config.json: ");
     write_json(d / "config.json", {{"model_type", "gpt2"}, {"vocab_size", 263}, {"n_embd", 32}, {"n_head", 5},
@@ -591,5 +656,5 @@ TEST(HfCli, ExportedDefaultModelGeneratesTheSameTextFromItsFolder) {
   fs::create_directories(dir.path / "empty");
   write_file_atomic((dir.path / "empty" / "config.json").string(), "{}");
   ASSERT_NE(test::run_command(std::string(NESTSCOPE_CLI) + " info -m " + (dir.path / "empty").string() + " 2>&1", &log), 0);
-  EXPECT_NE(log.find("model_type '' is not supported (gpt2, llama)"), std::string::npos) << log;
+  EXPECT_NE(log.find("model_type '' is not supported (gpt2, llama, gpt_neox)"), std::string::npos) << log;
 }

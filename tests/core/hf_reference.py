@@ -1,10 +1,11 @@
 #!/usr/bin/python3
-"""Reference forward pass in PyTorch for a Hugging Face model folder (GPT-2 or Llama).
+"""Reference forward pass in PyTorch for a Hugging Face model folder (GPT-2, Llama or GPT-NeoX).
 
 Written from the Hugging Face modeling code's conventions, independently of NestScope: it reads
 config.json and model.safetensors (or the shards of model.safetensors.index.json) by hand, with
 Hugging Face tensor names and layouts (GPT-2's Conv1D [in, out] and fused c_attn; Llama's
-rotate_half rotary embedding, repeated key/value heads, RMSNorm and SwiGLU), and prints the
+rotate_half rotary embedding, repeated key/value heads, RMSNorm and SwiGLU; GPT-NeoX's per-head
+fused query_key_value, partial rotary and parallel residual), and prints the
 logits for the given token ids as JSON.
 usage: hf_reference.py FOLDER ID [ID ...]
 """
@@ -122,11 +123,56 @@ def llama(cfg, w, ids):
     return x @ head.t()
 
 
+def gpt_neox(cfg, w, ids):
+    T, C, H = len(ids), cfg["hidden_size"], cfg["num_attention_heads"]
+    hd = C // H
+    rd = int(hd * cfg.get("rotary_pct", 0.25))
+    eps = cfg.get("layer_norm_eps", 1e-5)
+    act = ACT[cfg.get("hidden_act", "gelu")]
+    base = cfg.get("rotary_emb_base", 10000)
+    inv_freq = 1.0 / (base ** (torch.arange(0, rd, 2, dtype=torch.int64).float() / rd))
+    freqs = torch.outer(torch.arange(T, dtype=torch.int64).float(), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = emb.cos(), emb.sin()
+    mask = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
+
+    def lin(h, name):
+        return F.linear(h, w[name + ".weight"], w.get(name + ".bias"))
+
+    def ln(h, name):
+        return F.layer_norm(h, (C,), w[name + ".weight"], w[name + ".bias"], eps)
+
+    def rope(t):  # rotary on the first rd channels of each head only
+        r, rest = t[..., :rd], t[..., rd:]
+        return torch.cat((r * cos + rotate_half(r) * sin, rest), dim=-1)
+
+    x = w["gpt_neox.embed_in.weight"][ids]
+    for l in range(cfg["num_hidden_layers"]):
+        p = f"gpt_neox.layers.{l}."
+        qkv = lin(ln(x, p + "input_layernorm"), p + "attention.query_key_value").view(T, H, 3 * hd)
+        q, k, v = (qkv[..., i * hd:(i + 1) * hd].transpose(0, 1) for i in range(3))
+        q, k = rope(q), rope(k)
+        att = ((q @ k.transpose(-1, -2)) / math.sqrt(hd)).masked_fill(mask, float("-inf")).softmax(-1)
+        a = lin((att @ v).transpose(0, 1).reshape(T, C), p + "attention.dense")
+
+        def mlp(h):
+            return lin(act(lin(h, p + "mlp.dense_h_to_4h")), p + "mlp.dense_4h_to_h")
+
+        if cfg.get("use_parallel_residual", True):
+            x = x + a + mlp(ln(x, p + "post_attention_layernorm"))
+        else:
+            x = x + a
+            x = x + mlp(ln(x, p + "post_attention_layernorm"))
+    x = ln(x, "gpt_neox.final_layer_norm")
+    head = w["gpt_neox.embed_in.weight"] if cfg.get("tie_word_embeddings", False) else w["embed_out.weight"]
+    return x @ head.t()
+
+
 def main():
     folder, ids = sys.argv[1], [int(a) for a in sys.argv[2:]]
     cfg, w = load(folder)
     with torch.no_grad():
-        logits = {"gpt2": gpt2, "llama": llama}[cfg["model_type"]](cfg, w, torch.tensor(ids))
+        logits = {"gpt2": gpt2, "llama": llama, "gpt_neox": gpt_neox}[cfg["model_type"]](cfg, w, torch.tensor(ids))
     print(json.dumps(logits.tolist()))
 
 
