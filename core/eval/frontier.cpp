@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/io/json_guard.h"
 #include "core/io/atomic_file.h"
 #include "core/model/budget_json.h"
 
@@ -44,7 +45,7 @@ std::string sweep_row_to_json(const SweepRow& r) {
 }
 
 SweepRow sweep_row_from_json(const std::string& line) {
-  Json j = Json::parse(line, nullptr, false);
+  Json j = parse_json(line, "sweep row");
   check(!j.is_discarded() && j.is_object(), "not a JSON object");
   SweepRow r;
   try {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/io/checkpoint.h"
+#include "core/io/hf_config.h"
 
 namespace nestscope {
 
@@ -14,9 +15,6 @@ struct HfImportOptions {
   // Longest context kept: the KV cache is allocated for it, and Llama configs often claim 4k–128k.
   int64_t max_context = 4096;
 };
-
-// The architectures import understands (config.json's model_type): "gpt2", "llama", "gpt_neox".
-const std::vector<std::string>& hf_architectures();
 
 // True when `path` is a folder holding a config.json.
 bool is_hf_folder(const std::string& path);

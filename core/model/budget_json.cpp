@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/io/json_guard.h"
 
 namespace nestscope {
 
@@ -132,7 +133,7 @@ std::string budget_to_json(const Budget& b) {
 }
 
 Budget budget_from_json(const std::string& text) {
-  Json j = Json::parse(text, nullptr, false);
+  Json j = parse_json(text, "budget");
   check(!j.is_discarded(), "budget: not valid JSON");
   const std::string w = "budget";
   only_keys(j, {"rank", "bond", "layer_rank", "kind", "gate", "prompt_keep", "mac_target", "heads_off", "blocks_off",
@@ -189,7 +190,7 @@ Budget budget_from_json(const std::string& text) {
 }
 
 std::vector<NamedBudget> parse_budget_list(const std::string& text, const std::string& source) {
-  Json j = Json::parse(text, nullptr, false);
+  Json j = parse_json(text, source);
   check(!j.is_discarded(), source + ": not valid JSON");
   check(j.is_array() && !j.empty(), source + ": expected a non-empty JSON array of budgets");
   std::vector<NamedBudget> out;

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/io/json_guard.h"
 #include "core/layers/mpo_shape.h"
 
 namespace nestscope {
@@ -218,7 +219,7 @@ std::string ModelConfig::to_json() const {
 }
 
 ModelConfig ModelConfig::from_json(const std::string& text) {
-  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  json j = parse_json(text, "model config");
   check(j.is_object(), "model config: not a JSON object");
   ModelConfig c;
   try {

@@ -6,6 +6,7 @@
 #include <queue>
 
 #include "core/error.h"
+#include "core/io/json_guard.h"
 #include "core/text/utf8.h"
 
 namespace nestscope {
@@ -321,7 +322,7 @@ std::string BpeTokenizer::to_json() const {
 }
 
 BpeTokenizer BpeTokenizer::from_nestscope_json(const std::string& text) {
-  auto j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  auto j = parse_json(text, "tokenizer");
   check(j.is_object(), "tokenizer: BPE tokenizer JSON is not an object");
   try {
     Spec s;
@@ -395,7 +396,7 @@ std::string type_of(const Json& j) { return j.is_object() && j.contains("type") 
 }  // namespace
 
 BpeTokenizer BpeTokenizer::from_hf_json(const std::string& text, const std::string& source) {
-  auto j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  auto j = parse_json(text, source);
   check(j.is_object(), source + ": not a JSON object (is this a tokenizer.json?)");
   try {
     const auto& model = j.at("model");
@@ -492,7 +493,7 @@ BpeTokenizer BpeTokenizer::from_hf_json(const std::string& text, const std::stri
 
 BpeTokenizer BpeTokenizer::from_gpt2_files(const std::string& encoder_json, const std::string& vocab_bpe,
                                            const std::string& source) {
-  auto enc = Json::parse(encoder_json, nullptr, /*allow_exceptions=*/false);
+  auto enc = parse_json(encoder_json, source + " (encoder.json)");
   check(enc.is_object(), source + ": encoder.json is not a JSON object");
   Spec s;
   s.style = Style::ByteLevel;

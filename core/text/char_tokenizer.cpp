@@ -6,6 +6,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/io/json_guard.h"
 #include "core/text/utf8.h"
 
 namespace nestscope {
@@ -57,7 +58,7 @@ std::string CharTokenizer::to_json() const {
 }
 
 std::unique_ptr<Tokenizer> tokenizer_from_json(const std::string& json_text) {
-  auto j = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  auto j = parse_json(json_text, "tokenizer");
   check(j.is_object() && j.contains("kind") && j["kind"].is_string(), "tokenizer: not a tokenizer JSON object");
   const auto kind = j["kind"].get<std::string>();
   if (kind == "char") {
