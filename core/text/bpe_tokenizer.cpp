@@ -363,6 +363,12 @@ std::vector<std::string> dense_vocab(const Json& vocab, const std::vector<BpeTok
     check(a.id >= 0 && a.id < (1 << 24), source + ": added token '" + a.content + "' has an invalid id");
     V = std::max(V, a.id + 1);
   }
+  // Ids must be 0..V-1 without gaps, so V cannot exceed the entries given: checked before allocating
+  // (a file claiming id 16,000,000 for its one token would otherwise cost 16 M empty strings).
+  check(size_t(V) <= vocab.size() + added.size(), source + ": token ids reach " + std::to_string(V - 1) + " but only " +
+                                                      std::to_string(vocab.size() + added.size()) +
+                                                      " tokens are given (ids must be 0.." +
+                                                      std::to_string(vocab.size() + added.size() - 1) + " without gaps)");
   std::vector<std::string> out(static_cast<size_t>(V));
   std::vector<char> seen(size_t(V), 0);
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
