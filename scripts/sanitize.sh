@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The sanitizer build: NestScope's code with AddressSanitizer + UndefinedBehaviorSanitizer (the
+# core, CLI and core tests; -DNESTSCOPE_GUI=OFF keeps Qt's own allocations out of the report),
+# then the suite. Extra arguments go to CMake's configure step.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+bash scripts/install-deps.sh
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNESTSCOPE_SANITIZE=address,undefined \
+  -DNESTSCOPE_GUI=OFF -DNESTSCOPE_BENCH=OFF "$@"
+cmake --build build-asan
+# LibTorch (not instrumented) keeps process-lifetime allocations that LeakSanitizer would list.
+export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+ctest --test-dir build-asan --output-on-failure
+echo "scripts/sanitize.sh: build + tests took $(( $(date +%s) - start )) s"
