@@ -11,7 +11,7 @@ int main(int argc, char** argv) {
   QCommandLineParser parser;
   parser.setApplicationDescription("NestScope: elastic language-model inference lab");
   parser.addHelpOption();
-  QCommandLineOption model({"m", "model"}, "Checkpoint to open (default: the embedded PicoGPT).", "file");
+  QCommandLineOption model({"m", "model"}, "Checkpoint or Hugging Face model folder to open (default: the embedded PicoGPT).", "path");
   QCommandLineOption prompt({"p", "prompt"}, "Initial prompt.", "text");
   QCommandLineOption tokens({"n", "tokens"}, "Tokens to generate.", "count");
   QCommandLineOption budget("budget", "Budget to start with, as JSON (e.g. '{\"rank\": 32, \"kind\": {\"mlp\": \"nsn\"}}').",
