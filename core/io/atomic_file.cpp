@@ -34,6 +34,14 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
   if (::fsync(fd) != 0) { ::close(fd); fail("flush to disk"); }
   if (::close(fd) != 0) fail("close");
   if (::rename(tmp.c_str(), path.c_str()) != 0) fail("replace");
+  // The rename itself reaches the disk only with the folder: until then a power cut may bring back
+  // the old file (never a torn one). Best effort: some filesystems refuse fsync on a directory.
+  const auto parent = std::filesystem::path(path).parent_path();
+  const int dir = ::open(parent.empty() ? "." : parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
+  }
 }
 
 std::vector<uint8_t> read_file_bytes(const std::string& path) {

@@ -1,10 +1,13 @@
 #include <gtest/gtest.h>
-
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
 
 #include "core/error.h"
+#include "core/io/atomic_file.h"
 #include "core/io/safetensors.h"
 #include "tests/core/test_util.h"
 
@@ -108,4 +111,71 @@ TEST(Safetensors, WriteIsAtomicAndLeavesTheOldFileOnFailure) {
   EXPECT_EQ(f.tensors().size(), before);
   EXPECT_NE(f.find("w"), nullptr);
   EXPECT_THROW(SafetensorsFile::read(dir.file("missing.safetensors")), Error);
+}
+
+// A writer killed at any point of a save leaves the previous file whole (temp file + rename).
+TEST(AtomicFile, AWriterKilledMidSaveLeavesTheOldFile) {
+  test::TempDir dir;
+  const auto path = dir.file("model.safetensors");
+  const std::string old_bytes = "the previous checkpoint";
+  write_file_atomic(path, old_bytes);
+  const std::string big(size_t(96) << 20, 'x');  // long enough to be caught mid-write
+  int killed_mid_write = 0;
+  for (int delay_ms : {0, 1, 3, 10, 30}) {
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {  // the writer: saves and exits; never returns into gtest
+      try {
+        write_file_atomic(path, big);
+      } catch (...) {
+        ::_exit(2);
+      }
+      ::_exit(0);
+    }
+    const std::string tmp = path + ".tmp." + std::to_string(child);
+    for (int i = 0; i < 2000 && !std::filesystem::exists(tmp); ++i) ::usleep(100);  // the save has begun
+    ::usleep(useconds_t(delay_ms) * 1000);
+    const bool writing = std::filesystem::exists(tmp);
+    ::kill(child, SIGKILL);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    const std::string now = read_text_file(path);
+    if (WIFSIGNALED(status) && writing) {
+      ++killed_mid_write;
+      EXPECT_EQ(now, old_bytes) << "killed after " << delay_ms << " ms";
+    } else {
+      EXPECT_TRUE(now == old_bytes || now == big);  // finished before the kill: the new file, whole
+    }
+    std::filesystem::remove(tmp);
+    write_file_atomic(path, old_bytes);
+  }
+  EXPECT_GE(killed_mid_write, 1);
+}
+
+// Disk full (simulated with a file-size limit in a child process): a clear error, the previous file
+// whole, no temporary file left behind.
+TEST(AtomicFile, ADiskFullSaveFailsClearlyAndLeavesTheOldFile) {
+  test::TempDir dir;
+  const auto path = dir.file("frontier.jsonl");
+  write_file_atomic(path, "old");
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::signal(SIGXFSZ, SIG_IGN);  // writes past the limit fail with EFBIG instead of killing us
+    rlimit lim{1 << 16, 1 << 16};
+    ::setrlimit(RLIMIT_FSIZE, &lim);
+    try {
+      write_file_atomic(path, std::string(1 << 20, 'y'));
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      ::_exit(m.find("cannot write") != std::string::npos && m.find("previous file, if any, is unchanged") != std::string::npos ? 0 : 3);
+    }
+    ::_exit(4);  // the write "succeeded": a failure
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(read_text_file(path), "old");
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp." + std::to_string(child)));
 }
