@@ -25,4 +25,12 @@ inline void report(const ProgressFn& fn, const Progress& p) {
   if (fn && !fn(p)) throw Cancelled();
 }
 
+// For work inside one unit of an outer job (a sweep row's evaluation): reports the outer job's
+// progress `at` again on every inner step, so Cancel is seen within one inner step (one batch of
+// windows) instead of at the end of the unit.
+inline ProgressFn within(const ProgressFn& outer, Progress at) {
+  if (!outer) return {};
+  return [outer, at = std::move(at)](const Progress&) { return outer(at); };
+}
+
 }  // namespace nestscope

@@ -72,7 +72,7 @@ struct NestedRecord {
 // One frontier point: `model` at budget `b`, scored on `tokens` (agreement and KL against the
 // model's full budget), with its MACs, active parameters and measured decode latency.
 FrontierRow frontier_row(Gpt& model, const Budget& b, const std::vector<int64_t>& tokens, int64_t dense_macs,
-                         int64_t context, int64_t max_windows, bool latency) {
+                         int64_t context, int64_t max_windows, bool latency, const ProgressFn& cancel = {}) {
   const Budget full{};
   model->apply_budget(b);
   FrontierRow row;
@@ -80,7 +80,7 @@ FrontierRow frontier_row(Gpt& model, const Budget& b, const std::vector<int64_t>
   row.mac_fraction = double(row.linear_macs) / double(dense_macs);
   row.model_macs = model->macs_per_token(context);
   row.parameters = model->active_parameter_count();
-  row.eval = evaluate_tokens(model, tokens, max_windows, 16, {}, &full, &b);
+  row.eval = evaluate_tokens(model, tokens, max_windows, 16, cancel, &full, &b);
   row.ms_per_token = latency ? measure_decode_ms(model) : 0;
   return row;
 }
@@ -569,7 +569,8 @@ std::vector<FrontierRow> Engine::nsn_frontier(const std::string& text, bool vali
   int64_t done = 0;
   try {
     for (const auto& [allocation, b] : budgets) {
-      FrontierRow row = frontier_row(model, b, tokens, dense_macs, m.config.context, o.max_windows, o.measure_latency);
+      FrontierRow row = frontier_row(model, b, tokens, dense_macs, m.config.context, o.max_windows, o.measure_latency,
+                                     within(progress, {"frontier", done, int64_t(budgets.size())}));
       row.method = method;
       row.allocation = allocation;
       if (b.layer_rank.empty()) {
@@ -638,7 +639,8 @@ std::vector<FrontierRow> Engine::mpo_frontier(const std::string& text, bool vali
   try {
     for (int64_t bond : o.bonds) {
       FrontierRow row = frontier_row(model, Budget{.bond = bond}, tokens, dense_macs, m.config.context,
-                                     o.max_windows, o.measure_latency);
+                                     o.max_windows, o.measure_latency,
+                                     within(progress, {"frontier", done, int64_t(o.bonds.size())}));
       row.method = is_mpo ? "mpo" : "tt-svd";
       row.allocation = "uniform";
       row.bond = bond;
@@ -725,7 +727,8 @@ std::vector<GateFrontierRow> Engine::gate_frontier(const std::string& text, bool
       GateStats stats;
       model->set_gate_stats(&stats);
       GateFrontierRow row;
-      row.eval = evaluate_tokens(model, corpus.validation, o.max_windows, 16, {}, &base, &b);
+      row.eval = evaluate_tokens(model, corpus.validation, o.max_windows, 16,
+                                 within(progress, {"gate frontier", i, total}), &base, &b);
       model->set_gate_stats(nullptr);
       row.gate = b.gate;
       const int64_t n = m.config.d_ff / o.block;
@@ -766,7 +769,8 @@ std::vector<GateFrontierRow> Engine::gate_frontier(const std::string& text, bool
           GateFrontierRow row;
           row.gate = b.gate;
           row.head_policy = name;
-          row.eval = evaluate_tokens(model, corpus.validation, o.max_windows, 16, {}, &base, &b);
+          row.eval = evaluate_tokens(model, corpus.validation, o.max_windows, 16,
+                                     within(progress, {"gate frontier", done, total}), &base, &b);
           double f1 = 0;
           for (int64_t l = 0; l < L; ++l) f1 += support_f1(top_blocks(imp[l], k), top_blocks(oracle[l], k));
           row.head_f1 = f1 / double(L);

@@ -235,7 +235,8 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
       GateStats stats;
       if (g.policy != GatePolicy::Off) model->set_gate_stats(&stats);
       try {
-        row.eval = evaluate_tokens(model, tokens, o.max_windows, 16, {}, &full, &eff);
+        row.eval = evaluate_tokens(model, tokens, o.max_windows, 16,
+                                   within(progress, {"sweep", int64_t(i), int64_t(budgets.size())}), &full, &eff);
       } catch (...) {
         model->set_gate_stats(nullptr);
         throw;

@@ -539,7 +539,7 @@ TEST(Ablation, HeadsAndNeuronBlocksForcedOffMatchTheirReferences) {
   Gpt copy(c);
   auto src = model->named_parameters();
   for (auto& p : copy->named_parameters()) p.value().copy_(src[p.key()]);
-  auto& up = copy->projections()[size_t(6 + 4)].second;  // blk.1.mlp.up
+  auto up = copy->projections()[size_t(6 + 4)].second;  // blk.1.mlp.up (a copy: projections() returns a new vector)
   for (auto& p : up->named_parameters()) p.value().narrow(0, 32, 16).zero_();
   EXPECT_LT((copy->forward(idx) - off).abs().max().item<double>(), 1e-5);
   // Through the gate (oracle, every block kept) the ablation holds too.
