@@ -658,3 +658,19 @@ TEST(HfCli, ExportedDefaultModelGeneratesTheSameTextFromItsFolder) {
   ASSERT_NE(test::run_command(std::string(NESTSCOPE_CLI) + " info -m " + (dir.path / "empty").string() + " 2>&1", &log), 0);
   EXPECT_NE(log.find("model_type '' is not supported (gpt2, llama, gpt_neox)"), std::string::npos) << log;
 }
+
+TEST(HfImport, UnreadablePathsAreClearErrors) {
+  test::TempDir dir;
+  Engine e;
+  auto message = [&](const std::string& path) {
+    try {
+      e.load(path);
+    } catch (const Error& err) {
+      return std::string(err.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message((dir.path / "missing.safetensors").string()).find("missing.safetensors: no such file"), std::string::npos);
+  EXPECT_NE(message(dir.path.string()).find("is a directory, not a file"), std::string::npos);  // no config.json
+  EXPECT_FALSE(e.has_model());
+}
