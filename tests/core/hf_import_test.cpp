@@ -674,3 +674,27 @@ TEST(HfImport, UnreadablePathsAreClearErrors) {
   EXPECT_NE(message(dir.path.string()).find("is a directory, not a file"), std::string::npos);  // no config.json
   EXPECT_FALSE(e.has_model());
 }
+
+// A model file replaced (or truncated) while the model is open: the loaded model does not depend on
+// the file any more (checkpoints are read whole; imports map their files only while importing).
+TEST(HfImport, AModelFileReplacedWhileOpenDoesNotDisturbTheLoadedModel) {
+  test::TempDir dir;
+  Engine e;
+  e.load_default();
+  const auto ckpt = dir.file("model.safetensors");
+  e.save(ckpt);
+  e.load(ckpt);
+  write_llama(dir.path / "hf");
+  GenerateOptions g;
+  g.max_new_tokens = 8;
+  g.seed = 4;
+  const auto before = e.generate("ROMEO:", g).text;
+  write_file_atomic(ckpt, "not a checkpoint any more");
+  EXPECT_EQ(e.generate("ROMEO:", g).text, before);
+  EXPECT_THROW(e.load(ckpt), Error);  // reloading it is a clear error; the model stays
+  EXPECT_EQ(e.generate("ROMEO:", g).text, before);
+  e.load((dir.path / "hf").string());
+  const auto hf_before = e.generate("the thin ant", g).text;
+  fs::resize_file(dir.path / "hf" / "model.safetensors", 10);  // truncated under the open model
+  EXPECT_EQ(e.generate("the thin ant", g).text, hf_before);
+}
