@@ -20,6 +20,7 @@
 #include "core/text/char_tokenizer.h"
 #include "core/text/utf8.h"
 #include "tests/core/test_util.h"
+#include "tests/core/tiny_tokenizers.h"
 
 using namespace nestscope;
 using Json = nlohmann::json;
@@ -27,45 +28,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// GPT-2's byte alphabet plus a few merges and <|endoftext|>.
-BpeTokenizer tiny_byte_level() {
-  BpeTokenizer::Spec s;
-  s.style = BpeTokenizer::Style::ByteLevel;
-  for (int b = 0; b < 256; ++b) s.vocab.push_back(utf8_encode(gpt2_byte_to_char(uint8_t(b))));
-  for (auto [a, b] : std::vector<std::pair<std::string, std::string>>{
-           {"\xC4\xA0", "t"}, {"h", "e"}, {"\xC4\xA0t", "he"}, {"i", "n"}, {"\xC4\xA0", "a"}, {"o", "r"}}) {
-    s.merges.emplace_back(a, b);
-    s.vocab.push_back(a + b);
-  }
-  s.vocab.push_back("<|endoftext|>");
-  s.added.push_back({int64_t(s.vocab.size()) - 1, "<|endoftext|>", true});
-  return BpeTokenizer(std::move(s));
-}
-
-// Llama-style: <unk> <s> </s>, the 256 byte tokens, ▁ and a–z, a few merges; BOS added.
-BpeTokenizer tiny_sentencepiece() {
-  BpeTokenizer::Spec s;
-  s.style = BpeTokenizer::Style::SentencePiece;
-  s.vocab = {"<unk>", "<s>", "</s>"};
-  for (int b = 0; b < 256; ++b) {
-    char buf[8];
-    std::snprintf(buf, sizeof buf, "<0x%02X>", b);
-    s.vocab.push_back(buf);
-  }
-  const std::string mark = "\xE2\x96\x81";
-  s.vocab.push_back(mark);
-  for (char c = 'a'; c <= 'z'; ++c) s.vocab.push_back(std::string(1, c));
-  for (auto [a, b] : std::vector<std::pair<std::string, std::string>>{
-           {mark, "t"}, {"h", "e"}, {mark + "t", "he"}, {"i", "n"}, {mark, "a"}}) {
-    s.merges.emplace_back(a, b);
-    s.vocab.push_back(a + b);
-  }
-  s.added = {{0, "<unk>", true}, {1, "<s>", true}, {2, "</s>", true}};
-  s.byte_fallback = true;
-  s.unk_id = 0;
-  s.bos_id = 1;
-  return BpeTokenizer(std::move(s));
-}
+using test::tiny_byte_level;
+using test::tiny_sentencepiece;
 
 // Tensors by HF name, written in `dtype` (F32, F16 or BF16).
 using Tensors = std::vector<std::pair<std::string, torch::Tensor>>;
