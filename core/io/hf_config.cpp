@@ -190,8 +190,6 @@ ModelConfig neox_exported(ModelConfig c) {
   return c;
 }
 
-const ConfigIo& io_of(const HfArchitecture& a);
-
 }  // namespace
 
 const std::vector<HfArchitecture>& hf_architecture_table() {

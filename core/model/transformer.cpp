@@ -149,13 +149,16 @@ MlpImpl::MlpImpl(const ModelConfig& cfg) : activation_(cfg.activation) {
   down = register_module("down", make_linear(cfg, "mlp.down"));
 }
 
+torch::Tensor MlpImpl::hidden(const torch::Tensor& x) {
+  return gate_proj ? activate(gate_proj->forward(x), activation_) * up->forward(x) : activate(up->forward(x), activation_);
+}
+
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   if (gate && !at::GradMode::is_enabled()) {
     gate->trace_oracle = trace_oracle;
     return gate->forward(x, trace, stats);
   }
-  auto h = gate_proj ? activate(gate_proj->forward(x), activation_) * up->forward(x)  // [B, T, N]
-                     : activate(up->forward(x), activation_);
+  auto h = hidden(x);  // [B, T, N]
   if (neuron_mask.defined()) h = h * neuron_mask.to(h.options());  // ablated neurons off
   if (train_active < 1 && at::GradMode::is_enabled()) {
     // The oracle support in the loop: per token, the k blocks with the largest ‖act(z_b)‖².
@@ -680,8 +683,7 @@ std::vector<MlpSample> GptImpl::mlp_samples(const torch::Tensor& idx) {
     auto& b = blocks_[size_t(l)];
     auto h = x + b->attn->forward(b->ln1->forward(x), nullptr, l);
     auto u = b->ln2->forward(b->parallel ? x : h);                     // [B, T, C]
-    auto z = b->mlp->gate_proj ? activate(b->mlp->gate_proj->forward(u), cfg_.activation) * b->mlp->up->forward(u)
-                               : activate(b->mlp->up->forward(u), cfg_.activation);  // [B, T, N]
+    auto z = b->mlp->hidden(u);                                       // [B, T, N]
     out.push_back({u.reshape({-1, cfg_.d_model}).to(torch::kCPU, torch::kFloat32),
                    z.reshape({-1, cfg_.d_ff}).to(torch::kCPU, torch::kFloat32)});
     x = h + b->mlp->down->forward(z);

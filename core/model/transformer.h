@@ -93,6 +93,8 @@ class MlpImpl : public torch::nn::Module {
  public:
   explicit MlpImpl(const ModelConfig& cfg);
   torch::Tensor forward(const torch::Tensor& x);  // [B, T, C] -> [B, T, C]
+  // The hidden activations before down and any gating: act(up·x), or act(gate·x) ⊙ up·x. [.., C] -> [.., N]
+  torch::Tensor hidden(const torch::Tensor& x);
 
   std::shared_ptr<ElasticLinear> up, down;
   std::shared_ptr<ElasticLinear> gate_proj;  // gated MLP only ("mlp.gate"): down(act(gate_proj·x) ⊙ up·x)

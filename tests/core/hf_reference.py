@@ -80,6 +80,14 @@ def gpt2(cfg, w, ids):
     return x @ head.t()
 
 
+def rotary_tables(T, dim, base):
+    """cos and sin [T, dim] of HF's rotary embedding over `dim` channels (inv_freq in float32)."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    freqs = torch.outer(torch.arange(T, dtype=torch.int64).float(), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
 def rms_norm(x, weight, eps):
     return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
 
@@ -95,11 +103,7 @@ def llama(cfg, w, ids):
     hd = C // H
     eps = cfg.get("rms_norm_eps", 1e-6)
     act = ACT[cfg.get("hidden_act", "silu")]
-    base = cfg.get("rope_theta", 10000.0)
-    inv_freq = 1.0 / (base ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
-    freqs = torch.outer(torch.arange(T, dtype=torch.int64).float(), inv_freq)
-    emb = torch.cat((freqs, freqs), dim=-1)
-    cos, sin = emb.cos(), emb.sin()
+    cos, sin = rotary_tables(T, hd, cfg.get("rope_theta", 10000.0))
     mask = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
 
     def lin(h, name):
@@ -129,11 +133,7 @@ def gpt_neox(cfg, w, ids):
     rd = int(hd * cfg.get("rotary_pct", 0.25))
     eps = cfg.get("layer_norm_eps", 1e-5)
     act = ACT[cfg.get("hidden_act", "gelu")]
-    base = cfg.get("rotary_emb_base", 10000)
-    inv_freq = 1.0 / (base ** (torch.arange(0, rd, 2, dtype=torch.int64).float() / rd))
-    freqs = torch.outer(torch.arange(T, dtype=torch.int64).float(), inv_freq)
-    emb = torch.cat((freqs, freqs), dim=-1)
-    cos, sin = emb.cos(), emb.sin()
+    cos, sin = rotary_tables(T, rd, cfg.get("rotary_emb_base", 10000))
     mask = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
 
     def lin(h, name):
