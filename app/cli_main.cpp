@@ -31,6 +31,14 @@ void add_common(CLI::App* cmd, Common& c, bool with_model = true) {
   cmd->add_flag("--json", c.json_out, "print one JSON object on stdout");
 }
 
+// Knowledge distillation from a teacher checkpoint (train, nsn finetune, mpo finetune).
+void add_distill(CLI::App* cmd, TrainOptions& o) {
+  cmd->add_option("--distill", o.distill, "weight of the KL to the teacher's next-token distribution (0 = plain CE)")
+      ->capture_default_str();
+  cmd->add_option("--temperature", o.distill_temperature, "distillation temperature")->capture_default_str();
+  cmd->add_option("--teacher", o.teacher, "teacher checkpoint or HF folder (default: the embedded PicoGPT)");
+}
+
 void open_model(Engine& engine, const Common& c) {
   engine.set_device(c.device);
   if (c.model.empty()) {
@@ -176,6 +184,7 @@ int main(int argc, char** argv) {
   train->add_option("--weight-decay", topt.weight_decay)->capture_default_str();
   train->add_option("--grad-clip", topt.grad_clip)->capture_default_str();
   train->add_option("--seed", topt.seed)->capture_default_str();
+  add_distill(train, topt);
   train->add_option("--eval-every", topt.eval_every, "validate every N steps (0 = at the end)")->capture_default_str();
   train->add_option("--eval-windows", topt.eval_windows, "windows per intermediate validation (0 = all)")
       ->capture_default_str();
@@ -283,6 +292,7 @@ int main(int argc, char** argv) {
   nsn_finetune->add_option("--warmup", fopt.warmup)->capture_default_str();
   nsn_finetune->add_option("--weight-decay", fopt.weight_decay)->capture_default_str();
   nsn_finetune->add_option("--seed", fopt.seed)->capture_default_str();
+  add_distill(nsn_finetune, fopt);
   nsn_finetune->add_option("--min-rank", nopt.min_rank, "lowest rank sampled")->capture_default_str();
   nsn_finetune->add_option("--buckets", nopt.buckets, "log-variance buckets")->capture_default_str();
   nsn_finetune->add_option("--max-sample-rank", nopt.max_sample, "highest rank sampled besides the full-rank anchor (0 = R)")
@@ -340,6 +350,7 @@ int main(int argc, char** argv) {
   mpo_finetune->add_option("--warmup", mopt.warmup)->capture_default_str();
   mpo_finetune->add_option("--weight-decay", mopt.weight_decay)->capture_default_str();
   mpo_finetune->add_option("--seed", mopt.seed)->capture_default_str();
+  add_distill(mpo_finetune, mopt);
   mpo_finetune->add_flag("--nested", nested, "each step trains the full χ and one sampled χ (learned weights)");
   mpo_finetune->add_option("--min-bond", mnest.min_rank, "lowest χ sampled with --nested")->capture_default_str();
   mpo_finetune->add_option("--buckets", mnest.buckets, "log-variance buckets with --nested")->capture_default_str();
@@ -522,7 +533,8 @@ int main(int argc, char** argv) {
       }
     } else if (*nsn_convert) {
       open_model(engine, common);
-      engine.convert_nsn(split_list(families_csv), max_rank);
+      engine.convert_nsn(split_list(families_csv), max_rank, bar_fn(bar));
+      bar.finish();
       engine.save(out);
       const auto i = engine.info();
       json j = {{"out", out}, {"parameters", i.parameters}, {"max_rank", i.max_rank},
@@ -530,7 +542,7 @@ int main(int argc, char** argv) {
       std::cout << (common.json_out ? j.dump() : j.dump(2)) << "\n";
     } else if (*nsn_finetune) {
       open_model(engine, common);
-      if (engine.info().max_rank == 0) engine.convert_nsn({}, max_rank);
+      if (engine.info().max_rank == 0) engine.convert_nsn({}, max_rank, bar_fn(bar));
       const std::string text = read_text_file(corpus);
       const auto r = engine.finetune_nsn(text, fopt, nopt, bar_fn(bar));
       bar.finish();
@@ -563,7 +575,8 @@ int main(int argc, char** argv) {
       }
     } else if (*mpo_convert) {
       open_model(engine, common);
-      engine.convert_mpo(split_list(families_csv), bond);
+      engine.convert_mpo(split_list(families_csv), bond, bar_fn(bar));
+      bar.finish();
       engine.save(out);
       const auto i = engine.info();
       json j = {{"out", out}, {"parameters", i.parameters}, {"bond", i.max_bond},
@@ -571,7 +584,7 @@ int main(int argc, char** argv) {
       std::cout << (common.json_out ? j.dump() : j.dump(2)) << "\n";
     } else if (*mpo_finetune) {
       open_model(engine, common);
-      if (engine.info().max_bond == 0) engine.convert_mpo({}, bond > 0 ? bond : 32);
+      if (engine.info().max_bond == 0) engine.convert_mpo({}, bond > 0 ? bond : 32, bar_fn(bar));
       const std::string text = read_text_file(corpus);
       const auto r = engine.finetune_mpo(text, mopt, nested ? std::optional<NsnTrainOptions>(mnest) : std::nullopt,
                                          bar_fn(bar));

@@ -56,9 +56,19 @@ void EngineWorker::loadModel(const QString& path) {
                                  " of memory but only " + mib(avail).toStdString() +
                                  " are available; close other programs or open a smaller model");
     }
+    const int epoch = load_epoch_.load();
     if (path.isEmpty()) engine_->load_default(); else engine_->load(path.toStdString());
     // SVD and TT-SVD variants (cached next to the checkpoint), so every slider has a mechanism.
-    engine_->prepare_variants({LinearKind::Nsn, LinearKind::Mpo});
+    // On a large import this takes a while: it reports progress and stops when cancelled.
+    const QString name = path.isEmpty() ? QStringLiteral("the default model") : QFileInfo(path).fileName();
+    try {
+      engine_->prepare_variants({LinearKind::Nsn, LinearKind::Mpo}, [&](const Progress& p) {
+        if (p.total > 0) Q_EMIT loading(QStringLiteral("%1: variants %2/%3").arg(name).arg(p.done).arg(p.total));
+        return load_epoch_.load() == epoch;
+      });
+    } catch (const Cancelled&) {
+      // The model is loaded; a budget that needs a variant builds it then.
+    }
     calibrated_prompt_.clear();
     announce();
     // A frontier swept before for this very checkpoint comes back at once.

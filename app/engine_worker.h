@@ -40,6 +40,10 @@ class EngineWorker : public QObject {
   // Thread-safe: a new generation id; requests carrying an older one are skipped or stopped.
   int nextGeneration() { return ++generation_; }
   void cancelSweep() { sweep_cancel_ = true; }
+  // Thread-safe: a load in progress stops building SVD / TT-SVD variants (the model itself stays
+  // loaded; variants are built when a budget first asks for them). Opening another model or
+  // closing the window does this so they never wait for a large model's variants.
+  void cancelLoad() { ++load_epoch_; }
   // Where a model's frontier rows are cached (next to its checkpoint, or ~/.cache/nestscope).
   static QString frontierCachePath(const QString& source, const QString& hash);
   // Bytes a checkpoint of `file_bytes` needs in memory (weights, variants, buffers) and bytes the
@@ -77,13 +81,15 @@ class EngineWorker : public QObject {
   void layerViewReady(const nestscope::LayerView& view);
   void comparePair(const std::vector<nestscope::ComparedToken>& a, const std::vector<nestscope::ComparedToken>& b);
   void failed(const QString& message);
-  void loading(const QString& what);  // before reading a checkpoint: its size and the memory it needs
+  void loading(const QString& what);  // before reading a checkpoint: its size and the memory it needs;
+                                      // then the variants being built ("variants 3/49")
   void exported(const QString& message);  // a Hugging Face export finished
 
  private:
   std::unique_ptr<Engine> engine_;
   std::atomic<int> generation_{0};
   std::atomic<bool> sweep_cancel_{false};
+  std::atomic<int> load_epoch_{0};
   QString calibrated_prompt_;
   void announce();  // emits modelLoaded for the current model
   QString source_, hash_;

@@ -330,6 +330,7 @@ void MainWindow::toggleAblation(bool is_head, int layer, int index) {
 
 void MainWindow::openModelPath(const QString& path) {
   worker_->requestStop();
+  worker_->cancelLoad();  // a large model still building variants gives way at once
   Q_EMIT loadRequested(path);
 }
 
@@ -453,6 +454,7 @@ void MainWindow::closeEvent(QCloseEvent* event) {
 MainWindow::~MainWindow() {
   worker_->requestStop();
   worker_->cancelSweep();
+  worker_->cancelLoad();
   thread_.quit();
   thread_.wait();
 }

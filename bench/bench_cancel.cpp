@@ -1,6 +1,7 @@
 // Cancel latency of the long jobs: each starts on the default model, Cancel comes 0.5 s in (the
 // progress callback starts returning false), and we time how long the job takes to stop and check
-// that the loaded model is the one it was (same hash, same parameters, same budget).
+// that the loaded model is the one it was (same hash, same parameters, same budget). Conversions
+// and variant builds run on a GPT-2-small-sized model, where they take seconds.
 // usage: nestscope_bench_cancel [--corpus FILE] [--after-ms N]
 #include <atomic>
 #include <chrono>
@@ -87,6 +88,28 @@ int main(int argc, char** argv) {
   const auto nsn_before = e.info();
   NsnTrainOptions n;
   measure("NSN multi-rank fine-tune", [&](const ProgressFn& p) { e.finetune_nsn(text, t, n, p); });
-  std::cout << Json{{"after_ms", after_ms}, {"jobs", rows}, {"nsn_model_hash", nsn_before.hash}}.dump(2) << "\n";
+  // Conversions and variant builds on a GPT-2-small-sized model (d = 768, 12 layers, d_ff 3,072;
+  // random weights after one training step): on PicoGPT they take well under a second.
+  ModelConfig big;
+  big.d_model = 768;
+  big.n_heads = 12;
+  big.n_layers = 12;
+  big.d_ff = 3072;
+  big.context = 256;
+  TrainOptions one;
+  one.steps = 1;
+  one.batch = 1;
+  one.warmup = 0;
+  e.train(text, big, one);
+  e.set_variant_cache(false);
+  const int64_t big_params = e.info().parameters;
+  measure("NSN conversion (SVD, 85M-parameter model)", [&](const ProgressFn& p) { e.convert_nsn({}, 0, p); });
+  measure("MPO conversion (TT-SVD χ = 64, 85M-parameter model)", [&](const ProgressFn& p) { e.convert_mpo({}, 64, p); });
+  measure("SVD + TT-SVD variants (85M-parameter model)",
+          [&](const ProgressFn& p) { e.prepare_variants({LinearKind::Nsn, LinearKind::Mpo}, p); });
+  std::cout << Json{{"after_ms", after_ms}, {"jobs", rows}, {"nsn_model_hash", nsn_before.hash},
+                    {"big_model_parameters", big_params}}
+                   .dump(2)
+            << "\n";
   return 0;
 }

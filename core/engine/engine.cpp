@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/threads.h"
 #include "core/layers/mpo_linear.h"
 #include "core/layers/factory.h"
 #include "core/gate/block_recovery.h"
@@ -47,10 +48,7 @@ torch::Device resolve_device(const std::string& name) {
 }  // namespace
 
 void init_threads(int threads) {
-  // NESTSCOPE_THREADS caps the default (e.g. a background training run leaving a core free).
-  if (threads <= 0)
-    if (const char* env = std::getenv("NESTSCOPE_THREADS")) threads = std::atoi(env);
-  at::set_num_threads(threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency())));
+  at::set_num_threads(threads > 0 ? threads : default_threads());
   // OpenBLAS's own thread pool fights LibTorch's: with both at 2 threads on 2 cores, training
   // took 1.42 s/step and a 64-token prefill 79 ms; with OpenBLAS at 1 thread, 1.07 s/step and
   // 1.4 ms (nestscope_bench). LibTorch parallelizes around BLAS calls itself. Looked up at run
@@ -85,13 +83,27 @@ FrontierRow frontier_row(Gpt& model, const Budget& b, const std::vector<int64_t>
   return row;
 }
 
+// The distillation teacher of `options` (its checkpoint or HF folder; empty = the embedded default
+// model) on `device`, checked to share `student`'s tokenizer; nullopt without distillation.
+std::optional<LoadedModel> load_teacher(const TrainOptions& options, const Tokenizer& student, torch::Device device) {
+  if (options.distill <= 0) return std::nullopt;
+  LoadedModel t = options.teacher.empty()    ? load_checkpoint_bytes(default_model_bytes(), kEmbeddedSource)
+                  : is_hf_folder(options.teacher) ? import_hf_folder(options.teacher)
+                                                  : load_checkpoint(options.teacher);
+  check(t.tokenizer->to_json() == student.to_json(),
+        "the teacher " + t.source + " has a different tokenizer from the model; distillation needs the same one");
+  t.model->to(device);
+  t.model->eval();
+  return t;
+}
+
 // Runs the nested objective on `next` (a fork), stores s_k, returns the report; fills `rec`.
 NsnFinetuneReport train_nested(LoadedModel& next, const Corpus& corpus, int64_t corpus_bytes,
                                const TrainOptions& options, const NsnTrainOptions& n, const NestedRecord& how,
-                               const ProgressFn& progress, nlohmann::json& rec) {
+                               const ProgressFn& progress, nlohmann::json& rec, Gpt* teacher) {
   auto prior = next.extras.find(how.extras_key);
   auto r = train_nsn_multirank(next.model, corpus, options, n, progress,
-                               prior == next.extras.end() ? torch::Tensor() : prior->second);
+                               prior == next.extras.end() ? torch::Tensor() : prior->second, teacher);
   rec = nlohmann::json::parse(train_record_json(options, r.train, corpus_bytes));
   rec["objective"] = how.objective;
   rec[how.section] = {{how.min_name, n.min_rank}, {"max_sample", n.max_sample}, {"buckets", n.buckets}, {"curriculum", n.curriculum}};
@@ -286,7 +298,9 @@ LayerView Engine::layer_view(const std::string& name, int64_t rank, int64_t bond
   return v;
 }
 
-VariantReport Engine::prepare_variants(const std::vector<LinearKind>& kinds) { return impl_->prepare_variants(kinds); }
+VariantReport Engine::prepare_variants(const std::vector<LinearKind>& kinds, const ProgressFn& progress) {
+  return impl_->prepare_variants(kinds, progress);
+}
 
 void Engine::set_variant_cache(bool on) { impl_->variant_cache = on; }
 
@@ -496,7 +510,8 @@ TrainResult Engine::train(const std::string& corpus_text, const ModelConfig& con
   }
   next.model->to(impl_->device);
   const Corpus corpus = make_corpus(*next.tokenizer, corpus_text, options.train_fraction);
-  TrainResult result = train_model(next.model, corpus, options, progress);
+  auto teacher = load_teacher(options, *next.tokenizer, impl_->device);
+  TrainResult result = train_model(next.model, corpus, options, progress, {}, {}, teacher ? &teacher->model : nullptr);
   next.source = "<trained in this session>";
   next.training_json = train_record_json(options, result, int64_t(corpus_text.size()));
   impl_->adopt(std::move(next));
@@ -516,10 +531,10 @@ void Engine::set_budget(const Budget& budget) {
 
 Budget Engine::budget() const { return impl_->budget; }
 
-void Engine::convert_nsn(const std::vector<std::string>& families, int64_t max_rank) {
+void Engine::convert_nsn(const std::vector<std::string>& families, int64_t max_rank, const ProgressFn& progress) {
   const auto& m = impl_->need();
   impl_->adopt(impl_->converted(nsn_config(m.config, families, max_rank), "NSN",
-                                {{"conversion", "nsn-svd"}, {"max_rank", max_rank}, {"families", families}}));
+                                {{"conversion", "nsn-svd"}, {"max_rank", max_rank}, {"families", families}}, progress));
 }
 
 NsnFinetuneReport Engine::finetune_nsn(const std::string& corpus_text, const TrainOptions& options,
@@ -527,11 +542,13 @@ NsnFinetuneReport Engine::finetune_nsn(const std::string& corpus_text, const Tra
   options.validate();
   LoadedModel next = impl_->fork();
   const Corpus corpus = make_corpus(*next.tokenizer, corpus_text, options.train_fraction);
+  auto teacher = load_teacher(options, *next.tokenizer, impl_->device);
   NsnTrainOptions n = nsn;
   n.axis = NestedAxis::Rank;
   nlohmann::json rec;
   auto report = train_nested(next, corpus, int64_t(corpus_text.size()), options, n,
-                             {"train.nsn.log_var", "nsn-multirank", "nsn", "min_rank"}, progress, rec);
+                             {"train.nsn.log_var", "nsn-multirank", "nsn", "min_rank"}, progress, rec,
+                             teacher ? &teacher->model : nullptr);
   impl_->adopt_trained(std::move(next), rec);
   return report;
 }
@@ -547,7 +564,7 @@ std::vector<FrontierRow> Engine::nsn_frontier(const std::string& text, bool vali
   const std::vector<int64_t>& tokens = corpus.validation;
   // A dense model is swept as plain SVD truncation of a full-rank conversion.
   const bool is_nsn = info().max_rank > 0;
-  Gpt model = is_nsn ? m.model : convert_model(m.model, nsn_config(m.config, {}, 0));
+  Gpt model = is_nsn ? m.model : convert_model(m.model, nsn_config(m.config, {}, 0), within(progress, {"frontier", 0, 0}));
   const std::string method = is_nsn ? "nsn" : "svd";
   const Budget saved = impl_->budget;
   const int64_t dense_macs = dense_linear_macs(model);
@@ -591,10 +608,10 @@ std::vector<FrontierRow> Engine::nsn_frontier(const std::string& text, bool vali
   return rows;
 }
 
-void Engine::convert_mpo(const std::vector<std::string>& families, int64_t bond) {
+void Engine::convert_mpo(const std::vector<std::string>& families, int64_t bond, const ProgressFn& progress) {
   const auto& m = impl_->need();
   impl_->adopt(impl_->converted(mpo_config(m.config, families, bond), "MPO",
-                                {{"conversion", "mpo-tt-svd"}, {"bond", bond}, {"families", families}}));
+                                {{"conversion", "mpo-tt-svd"}, {"bond", bond}, {"families", families}}, progress));
 }
 
 NsnFinetuneReport Engine::finetune_mpo(const std::string& corpus_text, const TrainOptions& options,
@@ -603,15 +620,17 @@ NsnFinetuneReport Engine::finetune_mpo(const std::string& corpus_text, const Tra
   check(info().max_bond > 0, "the model has no MPO layers: convert it first (nestscope-cli mpo convert)");
   LoadedModel next = impl_->fork();
   const Corpus corpus = make_corpus(*next.tokenizer, corpus_text, options.train_fraction);
+  auto teacher = load_teacher(options, *next.tokenizer, impl_->device);
+  Gpt* t = teacher ? &teacher->model : nullptr;
   NsnFinetuneReport report;
   nlohmann::json rec;
   if (nested) {
     NsnTrainOptions n = *nested;
     n.axis = NestedAxis::Bond;
     report = train_nested(next, corpus, int64_t(corpus_text.size()), options, n,
-                          {"train.mpo.log_var", "mpo-nested-bond", "nested", "min_bond"}, progress, rec);
+                          {"train.mpo.log_var", "mpo-nested-bond", "nested", "min_bond"}, progress, rec, t);
   } else {
-    report.train = train_model(next.model, corpus, options, progress);
+    report.train = train_model(next.model, corpus, options, progress, {}, {}, t);
     rec = nlohmann::json::parse(train_record_json(options, report.train, int64_t(corpus_text.size())));
     rec["objective"] = "mpo-full-bond";
   }
@@ -627,7 +646,8 @@ std::vector<FrontierRow> Engine::mpo_frontier(const std::string& text, bool vali
                                                        : m.tokenizer->encode(text);
   const bool is_mpo = info().max_bond > 0;
   // A dense model: one lossless TT-SVD (χ capped only by the shapes), then live truncations.
-  Gpt model = is_mpo ? m.model : convert_model(m.model, mpo_config(m.config, {}, int64_t(1) << 16));
+  Gpt model = is_mpo ? m.model
+                      : convert_model(m.model, mpo_config(m.config, {}, int64_t(1) << 16), within(progress, {"frontier", 0, 0}));
   int64_t largest = 0;
   for (const auto& [name, p] : model->projections()) largest = std::max(largest, p->max_bond());
   for (int64_t b : o.bonds)

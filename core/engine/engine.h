@@ -226,8 +226,9 @@ class Engine {
   void set_budget(const Budget& budget);
   Budget budget() const;
   // Builds the model's other parameterizations (NSN by SVD, MPO by TT-SVD, dense) from its own
-  // weights, or reads them from the cache next to the checkpoint; no-op when they exist.
-  VariantReport prepare_variants(const std::vector<LinearKind>& kinds);
+  // weights, or reads them from the cache next to the checkpoint; no-op when they exist. Progress
+  // reports each variant built; a cancel leaves the model without the new variants.
+  VariantReport prepare_variants(const std::vector<LinearKind>& kinds, const ProgressFn& progress = {});
   void set_variant_cache(bool on);  // default on; off = build in memory only
   // The projection `name` of the loaded model at full budget: its spectrum, its best rank-`rank`
   // approximation, and its MPO chain truncated to χ = `bond` (rank / bond 0 = full). Throws Error
@@ -252,7 +253,8 @@ class Engine {
 
   // Surgical NSN conversion of the current model by truncated SVD (`families` empty = attention
   // q/k/v/o and MLP up/down; max_rank 0 = full rank). The current model is replaced only on success.
-  void convert_nsn(const std::vector<std::string>& families, int64_t max_rank);
+  // Progress reports each converted projection; a cancel leaves the current model as it was.
+  void convert_nsn(const std::vector<std::string>& families, int64_t max_rank, const ProgressFn& progress = {});
   // Multi-rank fine-tuning of the current NSN model; it is replaced only when training finished.
   NsnFinetuneReport finetune_nsn(const std::string& corpus_text, const TrainOptions& options,
                                  const NsnTrainOptions& nsn, const ProgressFn& progress = {});
@@ -263,7 +265,7 @@ class Engine {
 
   // MPO conversion of the current model by TT-SVD (`families` empty = every projection, the LM
   // head included) at bond dimension χ = `bond`. The current model is replaced only on success.
-  void convert_mpo(const std::vector<std::string>& families, int64_t bond);
+  void convert_mpo(const std::vector<std::string>& families, int64_t bond, const ProgressFn& progress = {});
   // Fine-tunes the current MPO model (autograd through the cores). With `nested`, every step
   // trains the full χ and one sampled χ under the NSN objective (nested.axis is set to Bond), so
   // every χ of the slider stays good; without, it trains at the full χ only. The model is

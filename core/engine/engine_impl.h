@@ -52,7 +52,7 @@ struct Engine::Impl {
   Budget resolve(const Budget& b, int64_t prompt, int64_t fresh, JointChoice* choice = nullptr);
   // Builds the variants `kinds` need (see build_variants) around a full budget, then puts the
   // current budget back.
-  VariantReport prepare_variants(const std::vector<LinearKind>& kinds) {
+  VariantReport prepare_variants(const std::vector<LinearKind>& kinds, const ProgressFn& progress = {}) {
     auto& m = need();
     bool missing = false;
     for (const auto& [name, own] : m.model->own_projections())
@@ -65,7 +65,7 @@ struct Engine::Impl {
     m.model->apply_budget(Budget{});
     VariantReport r;
     try {
-      r = build_variants(m.model, kinds, cache, m.hash);
+      r = build_variants(m.model, kinds, cache, m.hash, progress);
     } catch (...) {
       m.model->apply_budget(budget);
       throw;
@@ -80,14 +80,20 @@ struct Engine::Impl {
       if (std::find(out.begin(), out.end(), k) == out.end()) out.push_back(k);
     return out;
   }
-  // The current model re-parameterized as `target` (conversion), with its record.
-  LoadedModel converted(const ModelConfig& target, const std::string& suffix, nlohmann::json record) {
+  // The current model re-parameterized as `target` (conversion), with its record. On an error or
+  // a cancel the current model keeps its budget.
+  LoadedModel converted(const ModelConfig& target, const std::string& suffix, nlohmann::json record,
+                        const ProgressFn& progress) {
     auto& m = need();
     m.model->apply_budget(Budget{});  // convert the whole model, not the current budget's view
-    budget = Budget{};
     LoadedModel next;
     next.config = target;
-    next.model = convert_model(m.model, target);
+    try {
+      next.model = convert_model(m.model, target, progress);
+    } catch (...) {
+      m.model->apply_budget(budget);
+      throw;
+    }
     next.tokenizer = tokenizer_from_json(m.tokenizer->to_json());
     next.source = m.source + " (" + suffix + ")";
     record["converted_from"] = m.source;

@@ -135,7 +135,7 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
   for (const auto& nb : budgets)
     for (LinearKind k : Impl::kinds_of(nb.budget))
       if (std::find(kinds.begin(), kinds.end(), k) == kinds.end()) kinds.push_back(k);
-  impl_->prepare_variants(kinds);
+  impl_->prepare_variants(kinds, within(progress, {"sweep", 0, int64_t(budgets.size())}));
   for (const auto& nb : budgets) {
     try {
       Budget b = nb.budget;

@@ -54,7 +54,7 @@ Gpt clone_model(Gpt& src) {
   return dst;
 }
 
-Gpt convert_model(Gpt& src, const ModelConfig& target) {
+Gpt convert_model(Gpt& src, const ModelConfig& target, const ProgressFn& progress) {
   ModelConfig a = src->config(), b = target;
   a.linear.clear();
   b.linear.clear();
@@ -63,8 +63,12 @@ Gpt convert_model(Gpt& src, const ModelConfig& target) {
   torch::NoGradGuard no_grad;
   const auto src_proj = src->own_projections();
   const auto dst_proj = dst->projections();
-  for (size_t i = 0; i < dst_proj.size(); ++i)
-    dst_proj[i].second->load_from_dense(src_proj[i].second->to_dense(), src_proj[i].second->bias());
+  const int64_t n = int64_t(dst_proj.size());
+  report(progress, {"convert", 0, n});
+  for (int64_t i = 0; i < n; ++i) {
+    dst_proj[size_t(i)].second->load_from_dense(src_proj[size_t(i)].second->to_dense(), src_proj[size_t(i)].second->bias());
+    report(progress, {"convert", i + 1, n});
+  }
   // Everything that is not a projection (embeddings, LayerNorms, learned positions) is copied.
   auto src_params = src->named_parameters();
   for (auto& p : dst->named_parameters()) {

@@ -4,13 +4,15 @@
 #include <vector>
 
 #include "core/model/transformer.h"
+#include "core/progress.h"
 
 namespace nestscope {
 
 // A new model of `target` (same shapes as src's config, other LinearSpecs): every projection is
 // filled by load_from_dense(src projection), every other tensor copied. Throws Error when the
-// configs differ in anything but the parameterization.
-Gpt convert_model(Gpt& src, const ModelConfig& target);
+// configs differ in anything but the parameterization. Reports {"convert", projections done, all}
+// after each projection; a cancel throws Cancelled and src is untouched.
+Gpt convert_model(Gpt& src, const ModelConfig& target, const ProgressFn& progress = {});
 
 // A deep copy (same config, same parameter values, same device).
 Gpt clone_model(Gpt& src);

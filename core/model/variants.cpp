@@ -48,7 +48,7 @@ std::string variant_cache_path(const std::string& source, const std::string& has
 }
 
 VariantReport build_variants(Gpt& model, const std::vector<LinearKind>& kinds, const std::string& cache_path,
-                             const std::string& checkpoint_hash) {
+                             const std::string& checkpoint_hash, const ProgressFn& progress) {
   const auto t0 = std::chrono::steady_clock::now();
   VariantReport rep;
   rep.cache_path = cache_path;
@@ -64,9 +64,13 @@ VariantReport build_variants(Gpt& model, const std::vector<LinearKind>& kinds, c
   std::vector<Todo> todo;
   for (const auto& [name, own] : model->own_projections())
     for (LinearKind k : kinds)
-      if (k != model->own_kind(projection_family(name)) && !model->has_variant(name, k))
-        todo.push_back({name, k, own, make_linear(config_for(cfg, projection_family(name), k), projection_family(name))});
+      if (k != model->own_kind(projection_family(name)) && !model->has_variant(name, k)) todo.push_back({name, k, own, {}});
   if (todo.empty()) return rep;
+  // Allocating the layers takes a while on a large model too: Cancel is checked after each.
+  for (auto& t : todo) {
+    t.layer = make_linear(config_for(cfg, projection_family(t.name), t.kind), projection_family(t.name));
+    report(progress, {"variants", 0, int64_t(todo.size())});
+  }
 
   // The cache: every tensor present with the right shape, for this checkpoint and this config.
   bool cached = false;
@@ -99,10 +103,14 @@ VariantReport build_variants(Gpt& model, const std::vector<LinearKind>& kinds, c
     }
   }
   if (!cached) {
-    for (auto& t : todo) t.layer->load_from_dense(t.own->to_dense().to(torch::kCPU), t.own->bias().defined()
-                                                                                      ? t.own->bias().to(torch::kCPU)
-                                                                                      : torch::Tensor());
-    rep.built = int64_t(todo.size());
+    const int64_t n = int64_t(todo.size());
+    for (int64_t i = 0; i < n; ++i) {
+      auto& t = todo[size_t(i)];
+      t.layer->load_from_dense(t.own->to_dense().to(torch::kCPU),
+                               t.own->bias().defined() ? t.own->bias().to(torch::kCPU) : torch::Tensor());
+      report(progress, {"variants", i + 1, n});
+    }
+    rep.built = n;
   }
   for (auto& t : todo) {
     t.layer->to(device);

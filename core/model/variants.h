@@ -6,6 +6,7 @@
 
 #include "core/model/transformer.h"
 #include "core/model/variant_report.h"
+#include "core/progress.h"
 
 namespace nestscope {
 
@@ -15,9 +16,10 @@ namespace nestscope {
 // equals the own layer. With `cache_path`, variants are read from it when it was written for
 // `checkpoint_hash` and this config, and written to it (atomically) after building; a stale,
 // corrupt or unwritable cache is rebuilt or skipped, never an error. The model must be at its
-// full budget with no kinds swapped (Engine applies Budget{} around this).
+// full budget with no kinds swapped (Engine applies Budget{} around this). Reports {"variants",
+// built, to build} per variant; a cancel throws Cancelled before the model is touched.
 VariantReport build_variants(Gpt& model, const std::vector<LinearKind>& kinds, const std::string& cache_path = "",
-                             const std::string& checkpoint_hash = "");
+                             const std::string& checkpoint_hash = "", const ProgressFn& progress = {});
 
 // Where the variants of a checkpoint are cached: "<path>.variants-<hash>.safetensors" next to
 // a checkpoint file, or under $XDG_CACHE_HOME/nestscope (~/.cache/nestscope) for the embedded

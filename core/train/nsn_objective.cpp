@@ -33,7 +33,8 @@ int64_t nsn_curriculum_floor(const NsnTrainOptions& n, int64_t max_rank, int64_t
 }
 
 NsnTrainResult train_nsn_multirank(Gpt& model, const Corpus& corpus, const TrainOptions& options,
-                                   const NsnTrainOptions& nsn, const ProgressFn& progress, torch::Tensor log_var) {
+                                   const NsnTrainOptions& nsn, const ProgressFn& progress, torch::Tensor log_var,
+                                   Gpt* teacher) {
   const bool bond = nsn.axis == NestedAxis::Bond;
   int64_t R = 0;
   for (const auto& [name, p] : model->projections()) R = std::max(R, bond ? p->max_bond() : p->max_rank());
@@ -48,15 +49,15 @@ NsnTrainResult train_nsn_multirank(Gpt& model, const Corpus& corpus, const Train
   std::vector<int64_t> count(K, 0);
   const int64_t top = nsn_bucket(R, nsn.min_rank, R, K);
 
-  auto loss_fn = [&](const torch::Tensor& x, const torch::Tensor& y, int64_t step) {
+  auto loss_fn = [&](const Batch& batch, int64_t step) {
     const int64_t hi = nsn.max_sample > 0 ? nsn.max_sample : R;
     const int64_t lo = std::min(hi, nsn_curriculum_floor(nsn, R, step, options.steps));
     const int64_t r = std::uniform_int_distribution<int64_t>(lo, hi)(rng);
     const int64_t k = nsn_bucket(r, nsn.min_rank, R, K);
     model->apply_budget(budget_at(r));
-    auto ce_r = next_token_loss(model, x, y);
+    auto ce_r = next_token_loss(model, batch);
     model->apply_budget(Budget{});  // the anchor: full rank, and the budget left after training
-    auto ce_full = next_token_loss(model, x, y);
+    auto ce_full = next_token_loss(model, batch);
     loss_sum[k] += ce_r.item<double>();
     ++count[k];
     loss_sum[top] += ce_full.item<double>();
@@ -66,7 +67,7 @@ NsnTrainResult train_nsn_multirank(Gpt& model, const Corpus& corpus, const Train
   };
 
   NsnTrainResult result;
-  result.train = train_model(model, corpus, options, progress, loss_fn, {log_var});
+  result.train = train_model(model, corpus, options, progress, loss_fn, {log_var}, teacher);
   result.log_var = log_var.detach().cpu();
   const int64_t span = R - nsn.min_rank + 1;
   for (int64_t k = 0; k < K; ++k) {

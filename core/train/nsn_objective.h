@@ -20,9 +20,10 @@ int64_t nsn_bucket(int64_t r, int64_t min_rank, int64_t max_rank, int64_t bucket
 // The lowest rank the curriculum allows at `step`.
 int64_t nsn_curriculum_floor(const NsnTrainOptions& n, int64_t max_rank, int64_t step, int64_t steps);
 
-// `model` must have NSN layers. `log_var` continues a previous run's s_k when defined.
+// `model` must have NSN layers. `log_var` continues a previous run's s_k when defined. With
+// options.distill > 0 every sampled rank learns from `teacher` (see train_model).
 NsnTrainResult train_nsn_multirank(Gpt& model, const Corpus& corpus, const TrainOptions& options,
                                    const NsnTrainOptions& nsn, const ProgressFn& progress = {},
-                                   torch::Tensor log_var = {});
+                                   torch::Tensor log_var = {}, Gpt* teacher = nullptr);
 
 }  // namespace nestscope

@@ -23,12 +23,18 @@ struct TrainOptions {
   uint64_t seed = 1337;
   int64_t eval_every = 0;      // 0 = evaluate at the end only
   int64_t eval_windows = 0;    // windows per intermediate evaluation; 0 = the whole split
-  int threads = 0;             // 0 = all cores
+  int threads = 0;             // 0 = $NESTSCOPE_THREADS, else all cores
   // Gate-aware training: every MLP keeps, per token, only the mlp_block_active fraction of its
   // aligned blocks of mlp_block neurons (checkpoint order) with the largest activation energy —
   // the oracle support the sensing gate estimates — so the model learns to work on it. 1 = off.
   double mlp_block_active = 1.0;
   int64_t mlp_block = 16;
+  // Knowledge distillation: the loss is (1 − distill)·CE + distill·τ²·KL(teacher ‖ model) at
+  // temperature τ, the teacher being the checkpoint `teacher` (empty: the embedded default model).
+  // 0 = plain next-token cross-entropy. Teacher and model must share the vocabulary.
+  double distill = 0.0;
+  double distill_temperature = 1.0;
+  std::string teacher;
 
   void validate() const;       // throws Error naming the bad field
 };

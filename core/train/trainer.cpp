@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/threads.h"
 #include "core/eval/metrics.h"
 
 namespace nestscope {
@@ -26,6 +27,8 @@ void TrainOptions::validate() const {
   check(threads >= 0, "threads must be >= 0");
   check(mlp_block_active > 0 && mlp_block_active <= 1, "MLP block active fraction must be in (0, 1]");
   check(mlp_block >= 1, "MLP block size must be >= 1");
+  check(distill >= 0 && distill <= 1, "distillation weight must be in [0, 1]");
+  check(distill_temperature > 0 && std::isfinite(distill_temperature), "distillation temperature must be positive");
 }
 
 double learning_rate_at(const TrainOptions& o, int64_t step) {
@@ -35,19 +38,36 @@ double learning_rate_at(const TrainOptions& o, int64_t step) {
   return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1.0 + std::cos(M_PI * progress));
 }
 
-torch::Tensor next_token_loss(Gpt& model, const torch::Tensor& x, const torch::Tensor& y) {
-  auto logits = model->forward(x);  // [B, T, V]
-  return torch::nn::functional::cross_entropy(logits.view({-1, logits.size(-1)}), y.view({-1}));
+torch::Tensor next_token_loss(Gpt& model, const Batch& b) {
+  auto logits = model->forward(b.x);  // [B, T, V]
+  auto ce = torch::nn::functional::cross_entropy(logits.view({-1, logits.size(-1)}), b.y.view({-1}));
+  if (!b.teacher_logp.defined() || b.distill <= 0) return ce;
+  const double tau = b.temperature;
+  auto logp = torch::log_softmax(logits / tau, -1);                                  // [B, T, V]
+  auto kl = (b.teacher_logp.exp() * (b.teacher_logp - logp)).sum(-1).mean();        // per token
+  return (1.0 - b.distill) * ce + b.distill * tau * tau * kl;
 }
 
 TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o, const ProgressFn& progress,
-                        const LossFn& loss_fn, const std::vector<torch::Tensor>& extra_params) {
+                        const LossFn& loss_fn, const std::vector<torch::Tensor>& extra_params, Gpt* teacher) {
   o.validate();
   const int64_t T = model->config().context;
+  const bool distill = o.distill > 0;
+  check(!distill || teacher != nullptr, "distillation needs a teacher model");
+  if (distill) {
+    const auto& tc = (*teacher)->config();
+    check(tc.vocab_size == model->config().vocab_size,
+          "the teacher's vocabulary has " + std::to_string(tc.vocab_size) + " tokens, the model's " +
+              std::to_string(model->config().vocab_size));
+    check(tc.context >= T, "the teacher's context " + std::to_string(tc.context) + " is shorter than the model's " +
+                               std::to_string(T));
+    (*teacher)->eval();
+  }
   const int64_t n_train = int64_t(corpus.train.size());
   check(n_train > T + 1, "training split has " + std::to_string(n_train) + " tokens; it needs more than the context " +
                              std::to_string(T) + " + 1");
-  at::set_num_threads(o.threads > 0 ? o.threads : int(std::max(1u, std::thread::hardware_concurrency())));
+  // 0 = the default (NESTSCOPE_THREADS, else all cores): a capped background run stays capped.
+  at::set_num_threads(o.threads > 0 ? o.threads : default_threads());
 
   // Decay matrices and embeddings only (nanoGPT's grouping); biases and LayerNorm gains are not.
   std::vector<torch::Tensor> decay, no_decay;
@@ -86,8 +106,15 @@ TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o,
     auto idx = torch::tensor(starts, torch::kInt64).unsqueeze(1) + offsets;  // [B, T]
     auto x = data.index({idx}).to(device);                                     // [B, T]
     auto y = data.index({idx + 1}).to(device);                                 // [B, T]
+    Batch batch{x, y};
+    if (distill) {
+      torch::NoGradGuard no_grad;
+      batch.teacher_logp = torch::log_softmax((*teacher)->forward(x) / o.distill_temperature, -1);
+      batch.distill = o.distill;
+      batch.temperature = o.distill_temperature;
+    }
 
-    auto loss = loss_fn ? loss_fn(x, y, step) : next_token_loss(model, x, y);
+    auto loss = loss_fn ? loss_fn(batch, step) : next_token_loss(model, batch);
     optimizer.zero_grad();
     loss.backward();
     if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), o.grad_clip);
@@ -135,7 +162,8 @@ std::string train_record_json(const TrainOptions& o, const TrainResult& r, int64
        {{"steps", o.steps}, {"batch", o.batch}, {"warmup", o.warmup}, {"lr", o.lr}, {"min_lr", o.min_lr},
         {"betas", {o.beta1, o.beta2}}, {"weight_decay", o.weight_decay}, {"grad_clip", o.grad_clip},
         {"train_fraction", o.train_fraction}, {"seed", o.seed}, {"mlp_block_active", o.mlp_block_active},
-        {"mlp_block", o.mlp_block}}},
+        {"mlp_block", o.mlp_block}, {"distill", o.distill}, {"distill_temperature", o.distill_temperature},
+        {"teacher", o.distill > 0 ? (o.teacher.empty() ? "<embedded default model>" : o.teacher) : ""}}},
       {"corpus_bytes", corpus_bytes},
       {"seconds", r.seconds},
       {"tokens_per_s", r.tokens_per_s},

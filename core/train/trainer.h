@@ -10,17 +10,29 @@ namespace nestscope {
 // Learning rate at 0-based `step`: linear warmup to lr, then cosine down to min_lr at `steps`.
 double learning_rate_at(const TrainOptions& o, int64_t step);
 
-// The loss of one step on a batch x, y ([B, T] ids); default: next-token cross-entropy.
-using LossFn = std::function<torch::Tensor(const torch::Tensor& x, const torch::Tensor& y, int64_t step)>;
+// One training batch: ids x -> y ([B, T]) and, when distilling, the teacher's log-probabilities
+// at the distillation temperature ([B, T, V], no grad) with the weight and temperature.
+struct Batch {
+  torch::Tensor x, y;
+  torch::Tensor teacher_logp;  // undefined = no distillation
+  double distill = 0.0;
+  double temperature = 1.0;
+};
 
-// Mean next-token cross-entropy of the model (at its current budget) on x -> y.
-torch::Tensor next_token_loss(Gpt& model, const torch::Tensor& x, const torch::Tensor& y);
+// The loss of one step on a batch; default: next_token_loss.
+using LossFn = std::function<torch::Tensor(const Batch& batch, int64_t step)>;
+
+// The model's (at its current budget) next-token loss on a batch: mean cross-entropy, mixed with
+// τ²·KL(teacher ‖ model) at temperature τ when the batch carries the teacher's log-probabilities.
+torch::Tensor next_token_loss(Gpt& model, const Batch& batch);
 
 // Trains `model` in place on random context windows of corpus.train (seeded), validates on
 // corpus.validation. `extra_params` (e.g. an objective's learned weights) are optimized too,
-// without weight decay. Progress reports every step; a cancel throws Cancelled.
+// without weight decay. With options.distill > 0, `teacher` (same vocabulary, context at least
+// the model's; not trained) gives every batch its soft targets. Progress reports every step; a
+// cancel throws Cancelled.
 TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& options,
                         const ProgressFn& progress = {}, const LossFn& loss = {},
-                        const std::vector<torch::Tensor>& extra_params = {});
+                        const std::vector<torch::Tensor>& extra_params = {}, Gpt* teacher = nullptr);
 
 }  // namespace nestscope

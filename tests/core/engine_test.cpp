@@ -91,6 +91,77 @@ TEST(Engine, CancelledTrainingLeavesStateAndFilesIntact) {
   EXPECT_EQ(read_file_bytes(path), bytes);
 }
 
+TEST(Engine, CancelledConversionsAndVariantBuildsLeaveTheModelAsItWas) {
+  Engine e;
+  e.train(text(), small_config(), quick(5));
+  e.set_variant_cache(false);
+  e.set_budget(Budget{});
+  const auto before = e.info();
+  const auto gen_before = e.generate("To", {10, 0.0, 0, 0}).text;
+  std::vector<Progress> seen;
+  auto cancel_after_2 = [&](const Progress& p) {
+    seen.push_back(p);
+    return p.done < 2;
+  };
+  EXPECT_THROW(e.convert_nsn({}, 0, cancel_after_2), Cancelled);
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.back().phase, "convert");
+  EXPECT_EQ(seen.back().total, 2 * 6 + 1);  // q, k, v, o, up, down per layer and the head
+  seen.clear();
+  EXPECT_THROW(e.convert_mpo({}, 4, cancel_after_2), Cancelled);
+  EXPECT_EQ(seen.back().phase, "convert");
+  seen.clear();
+  EXPECT_THROW(e.prepare_variants({LinearKind::Nsn, LinearKind::Mpo}, cancel_after_2), Cancelled);
+  EXPECT_EQ(seen.back().phase, "variants");
+  EXPECT_EQ(seen.back().total, 2 * (2 * 6 + 1));
+  EXPECT_EQ(e.info().parameters, before.parameters);
+  EXPECT_EQ(e.info().max_rank, 0);
+  EXPECT_EQ(e.info().max_bond, 0);
+  EXPECT_EQ(e.info().source, before.source);
+  EXPECT_EQ(e.generate("To", {10, 0.0, 0, 0}).text, gen_before);
+  // Not cancelled, the same calls finish and report every unit.
+  seen.clear();
+  auto all = [&](const Progress& p) {
+    seen.push_back(p);
+    return true;
+  };
+  e.prepare_variants({LinearKind::Nsn, LinearKind::Mpo}, all);
+  EXPECT_EQ(seen.back().done, seen.back().total);
+  e.convert_nsn({}, 0, all);
+  EXPECT_GT(e.info().max_rank, 0);
+}
+
+TEST(Engine, DistilledFineTuningLearnsFromTheTeacherCheckpointAndRefusesAnotherTokenizer) {
+  test::TempDir dir;
+  Engine teacher;
+  teacher.train(text(), small_config(), quick(30));
+  teacher.save(dir.file("teacher.safetensors"));
+  Engine e;
+  e.load(dir.file("teacher.safetensors"));
+  e.convert_mpo({}, 4);
+  TrainOptions o = quick(10);
+  o.distill = 0.5;
+  o.teacher = dir.file("teacher.safetensors");
+  const auto r = e.finetune_mpo(text(), o, std::nullopt);
+  EXPECT_EQ(r.train.steps, 10);
+  EXPECT_TRUE(std::isfinite(r.train.final_train_loss));
+  EXPECT_NE(e.info().training_json.find("\"distill\":0.5"), std::string::npos);
+
+  Engine other;  // a tokenizer from another text: same model shape, other symbols
+  other.train("Completely different words, digits 0123456789 and symbols!? " + text().substr(0, 2000),
+              small_config(), quick(2));
+  other.save(dir.file("other.safetensors"));
+  const auto params = e.info().parameters;
+  o.teacher = dir.file("other.safetensors");
+  try {
+    e.finetune_mpo(text(), o, std::nullopt);
+    FAIL() << "a teacher with another tokenizer was accepted";
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what()).find("tokenizer"), std::string::npos) << err.what();
+  }
+  EXPECT_EQ(e.info().parameters, params);
+}
+
 TEST(Engine, EmbeddedDefaultModelIsPicoGpt) {
   if (!has_default_model()) GTEST_SKIP() << "this build embedded no default model";
   Engine e;
