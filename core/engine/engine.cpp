@@ -57,6 +57,8 @@ void init_threads(int threads) {
   if (auto f = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(1);
 }
 
+int current_threads() { return at::get_num_threads(); }
+
 namespace {
 
 // How a nested objective (NSN ranks or MPO bonds) is recorded in the checkpoint.

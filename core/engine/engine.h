@@ -300,5 +300,7 @@ class Engine {
 // OpenBLAS's to 1 (see engine.cpp).
 // Called by Engine's constructor.
 void init_threads(int threads = 0);
+// LibTorch's intra-op threads now.
+int current_threads();
 
 }  // namespace nestscope
