@@ -6,6 +6,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include "core/error.h"
+#include "core/layers/cpu_gemm.h"
 
 namespace nestscope {
 
@@ -181,9 +182,129 @@ bool MpoLinear::right_to_left() const {
          chain_macs(out_factors_, in_factors_, d);
 }
 
+bool MpoLinear::packed_current() const {
+  if (packed_bond_ != bond_ || packed_from_.size() != cores_.size()) return false;
+  for (size_t l = 0; l < cores_.size(); ++l)
+    if (packed_from_[l].first != cores_[l].data_ptr() || packed_from_[l].second != int64_t(cores_[l]._version())) return false;
+  return true;
+}
+
+void MpoLinear::pack() const {
+  torch::NoGradGuard no_grad;
+  const int64_t L = sites();
+  packed_rtl_ = right_to_left();
+  packed_.clear();
+  for (int64_t k = 0; k < L; ++k) {
+    // Left to right: G_l [D, o, i, D']; right to left: the chain read from its end, every core's
+    // bonds swapped ([D', o, i, D]).
+    const int64_t l = packed_rtl_ ? L - 1 - k : k;
+    auto g = core(size_t(l));
+    if (packed_rtl_) g = g.permute({3, 1, 2, 0});
+    PackedSite site{g.size(0), g.size(1), g.size(2), g.size(3), {}};
+    auto b = g.permute({0, 2, 1, 3}).reshape({site.D * site.i, site.o * site.D2}).to(torch::kFloat32).contiguous();
+    site.b.assign(b.data_ptr<float>(), b.data_ptr<float>() + b.numel());
+    packed_.push_back(std::move(site));
+  }
+  packed_from_.clear();
+  for (const auto& c : cores_) packed_from_.emplace_back(c.data_ptr(), int64_t(c._version()));
+  packed_bond_ = bond_;
+}
+
+namespace {
+
+// Row-wise reversal of a row's factor axes: src rows are [f_1, …, f_L] (row-major), dst rows
+// [f_L, …, f_1]. Its own inverse when called with the factors reversed.
+void reverse_axes(const float* src, int64_t N, const std::vector<int64_t>& f, float* dst) {
+  const int64_t L = int64_t(f.size());
+  int64_t row = 1;
+  for (int64_t v : f) row *= v;
+  // Stride in dst of each src axis: axis a of src is axis L-1-a of dst.
+  std::vector<int64_t> stride(size_t(L), 1);
+  for (int64_t a = 0; a < L; ++a)
+    for (int64_t b = 0; b < a; ++b) stride[size_t(a)] *= f[size_t(b)];
+  std::vector<int64_t> idx(size_t(L), 0);
+  for (int64_t n = 0; n < N; ++n) {
+    const float* s = src + n * row;
+    float* d = dst + n * row;
+    std::fill(idx.begin(), idx.end(), 0);
+    int64_t at = 0;  // dst offset of the current src index
+    for (int64_t e = 0; e < row; ++e) {
+      d[at] = s[e];
+      for (int64_t a = L - 1; a >= 0; --a) {  // odometer over src axes, last fastest
+        if (++idx[size_t(a)] < f[size_t(a)]) {
+          at += stride[size_t(a)];
+          break;
+        }
+        at -= (f[size_t(a)] - 1) * stride[size_t(a)];
+        idx[size_t(a)] = 0;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void MpoLinear::forward_raw(const float* x, int64_t N, float* y) const {
+  if (!packed_current()) pack();
+  thread_local std::vector<float> s_buf, a_buf, c_buf;
+  const int64_t in = in_features(), out = out_features();
+  std::vector<int64_t> inf = in_factors_, outf = out_factors_;
+  if (packed_rtl_) {
+    std::reverse(inf.begin(), inf.end());
+    std::reverse(outf.begin(), outf.end());
+    s_buf.resize(size_t(N * in));
+    reverse_axes(x, N, in_factors_, s_buf.data());
+  } else {
+    s_buf.assign(x, x + N * in);
+  }
+  // State s: [M, D, i·rest] with M = N · outputs done and rest the inputs after this site.
+  int64_t M = N, rest_total = in;
+  for (const auto& g : packed_) {
+    const int64_t D = g.D, o = g.o, i = g.i, D2 = g.D2, rest = rest_total / i;
+    // a[(m, r), (d, j)] = s[m, d, j, r]
+    a_buf.resize(size_t(M * rest * D * i));
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t d = 0; d < D; ++d)
+        for (int64_t j = 0; j < i; ++j) {
+          const float* src = s_buf.data() + ((m * D + d) * i + j) * rest;
+          float* dst = a_buf.data() + m * rest * D * i + d * i + j;
+          for (int64_t r = 0; r < rest; ++r) dst[r * D * i] = src[r];
+        }
+    // c[(m, r), (oo, d2)] = a · b
+    c_buf.resize(size_t(M * rest * o * D2));
+    cpu_gemm_nn_raw(M * rest, o * D2, D * i, a_buf.data(), g.b.data(), o * D2, 0.0f, c_buf.data());
+    // s'[(m, oo), d2, r] = c[(m, r), (oo, d2)]
+    s_buf.resize(size_t(M * o * D2 * rest));
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t r = 0; r < rest; ++r) {
+        const float* src = c_buf.data() + (m * rest + r) * o * D2;
+        for (int64_t oo = 0; oo < o; ++oo)
+          for (int64_t d2 = 0; d2 < D2; ++d2) s_buf[size_t(((m * o + oo) * D2 + d2) * rest + r)] = src[oo * D2 + d2];
+      }
+    M *= o;
+    rest_total = rest;
+  }
+  if (packed_rtl_) reverse_axes(s_buf.data(), N, outf, y);
+  else std::copy(s_buf.begin(), s_buf.begin() + N * out, y);
+  if (bias_.defined()) {
+    const float* b = bias_.data_ptr<float>();
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = 0; k < out; ++k) y[n * out + k] += b[k];
+  }
+}
+
 torch::Tensor MpoLinear::forward(const torch::Tensor& x) {
   const auto lead = x.sizes().slice(0, x.dim() - 1);
   const int64_t N = x.numel() / in_features();
+  if (!at::GradMode::is_enabled() && x.is_cpu() && x.scalar_type() == torch::kFloat32 && cores_[0].is_cpu() &&
+      cores_[0].scalar_type() == torch::kFloat32 && (!bias_.defined() || bias_.is_contiguous())) {
+    auto xc = x.contiguous();
+    auto y = torch::empty({N, out_features()}, x.options());
+    forward_raw(xc.data_ptr<float>(), N, y.data_ptr<float>());
+    std::vector<int64_t> shape(lead.begin(), lead.end());
+    shape.push_back(out_features());
+    return y.reshape(shape);
+  }
   // Training only (autograd on): a batch of N rows shares one rebuild of W (≈ out·in·χ MACs) and
   // then costs the dense N·out·in, which beats contracting every row through the chain when
   // N·macs() is larger; autograd reaches the cores either way. Inference always contracts directly.

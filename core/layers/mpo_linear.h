@@ -51,6 +51,22 @@ class MpoLinear : public ElasticLinear {
   torch::Tensor core(size_t l) const;
 
  private:
+  // Inference fast path (no autograd, CPU, float32): each site's core at the current χ packed
+  // once as the [D·i, o·D'] matrix the contraction multiplies by, in the cheaper direction, then
+  // every call is raw permutes and one small gemm per site — no ATen dispatch per site. The
+  // packing is redone when χ changes or a core's storage or version does (training, loading).
+  struct PackedSite {
+    int64_t D, o, i, D2;
+    std::vector<float> b;  // [D·i, o·D2] row-major
+  };
+  bool packed_current() const;
+  void pack() const;
+  void forward_raw(const float* x, int64_t N, float* y) const;
+  mutable std::vector<PackedSite> packed_;
+  mutable std::vector<std::pair<const void*, int64_t>> packed_from_;  // each core's data and version
+  mutable int64_t packed_bond_ = -1;
+  mutable bool packed_rtl_ = false;
+
   std::vector<int64_t> out_factors_, in_factors_;
   std::vector<int64_t> full_bonds_;  // D_0 … D_L at max χ
   std::vector<torch::Tensor> cores_; // [D_{l-1}, o_l, i_l, D_l]

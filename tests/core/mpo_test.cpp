@@ -107,6 +107,27 @@ TEST(MpoLinear, BothContractionOrdersAreExactAndTheCheaperOneRuns) {
   EXPECT_LT(rel_error(down.forward(z), torch::matmul(z, down.to_dense().t()) + down.bias()), 1e-5);
 }
 
+TEST(MpoLinear, InferenceFollowsEveryChangeOfChiAndOfTheCores) {
+  // Inference packs the cores once per χ; new weights (loading, an optimizer step in place) and a
+  // new χ must each be seen by the very next call.
+  MpoLinear attn(128, 128, {8, 16}, {8, 16}, 16, true, 0.02);
+  attn.load_from_dense(trained_like_weight(128, 128, 3), torch::randn({128}) * 0.1);
+  torch::NoGradGuard g;
+  auto x = torch::randn({1, 128});
+  auto check_now = [&](const char* what) {
+    EXPECT_LT(rel_error(attn.forward(x), torch::matmul(x, attn.to_dense().t()) + attn.bias()), 1e-5) << what;
+  };
+  check_now("first call");
+  attn.set_bond(5);
+  check_now("after χ 16 → 5");
+  attn.load_from_dense(trained_like_weight(128, 128, 4), torch::randn({128}) * 0.1);
+  check_now("after loading other weights");
+  for (auto& p : attn.parameters()) p.add_(torch::randn_like(p) * 0.01);  // as an optimizer step does
+  check_now("after an in-place update");
+  attn.set_bond(16);
+  check_now("after χ 5 → 16");
+}
+
 TEST(MpoLinear, FullBondTtSvdReproducesTheWeight) {
   auto w = trained_like_weight(128, 512, 2);
   MpoLinear down(512, 128, {4, 4, 8}, {8, 8, 8}, 1 << 20, false, 0.02);
