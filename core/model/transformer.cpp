@@ -97,6 +97,35 @@ void CausalSelfAttentionImpl::set_active_heads(const std::vector<int64_t>& heads
   wo_ = o->to_dense().index_select(1, idx).contiguous();                 // [C, kH·hd]
 }
 
+void CausalSelfAttentionImpl::attend_one(const float* q, const float* k, const float* v, int64_t slots, int64_t L,
+                                         int64_t H, int64_t hd, float* y) const {
+  thread_local std::vector<float> w;
+  w.resize(size_t(L));
+  const float scale = 1.0f / std::sqrt(float(hd));
+  const int64_t* kv = kv_index_.defined() ? kv_index_.data_ptr<int64_t>() : nullptr;
+  for (int64_t h = 0; h < H; ++h) {
+    const int64_t g = kv ? kv[h] : h;  // the key/value head this query head reads
+    const float* qh = q + h * hd;
+    const float* kh = k + g * slots * hd;
+    const float* vh = v + g * slots * hd;
+    float top = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < L; ++j) {
+      float s = 0;
+      for (int64_t d = 0; d < hd; ++d) s += qh[d] * kh[j * hd + d];
+      w[size_t(j)] = s * scale;
+      top = std::max(top, w[size_t(j)]);
+    }
+    float z = 0;
+    for (int64_t j = 0; j < L; ++j) z += (w[size_t(j)] = std::exp(w[size_t(j)] - top));
+    float* yh = y + h * hd;
+    std::fill(yh, yh + hd, 0.0f);
+    for (int64_t j = 0; j < L; ++j) {
+      const float a = w[size_t(j)] / z;
+      for (int64_t d = 0; d < hd; ++d) yh[d] += a * vh[j * hd + d];
+    }
+  }
+}
+
 torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, KvCache* cache, int64_t layer) {
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2), hd = C / n_heads_;
   const bool gated = !heads_.empty() && !at::GradMode::is_enabled();
@@ -116,6 +145,21 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, KvCache* 
     cache->v[layer].narrow(2, past, T).copy_(vh);
     kh = cache->k[layer].narrow(2, 0, past + T);  // [B, KVH, L, hd]
     vh = cache->v[layer].narrow(2, 0, past + T);  // [B, KVH, L, hd]
+  }
+  if (cache && B == 1 && T == 1 && !at::GradMode::is_enabled() && x.is_cpu() && x.scalar_type() == torch::kFloat32 &&
+      !cache->key_mass.defined() && !probe_mask.defined() && cache->k[layer].is_contiguous() &&
+      cache->v[layer].is_contiguous()) {
+    // Batch-1 decode: one query per head against the cached keys, in plain loops — the ATen ops
+    // of the general path below (two matmuls, scale, softmax, transposes) cost more in dispatch
+    // than their arithmetic at this size. Same result (tested against the full forward).
+    auto y = torch::empty({1, 1, H * hd});
+    attend_one(qh.contiguous().data_ptr<float>(), cache->k[layer].data_ptr<float>(), cache->v[layer].data_ptr<float>(),
+               cache->k[layer].size(2), past + 1, H, hd, y.data_ptr<float>());
+    if (head_mask.defined()) {
+      auto m = (gated ? head_mask.index_select(0, head_index_.to(head_mask.device())) : head_mask).to(torch::kFloat32).cpu();
+      y = y * m.repeat_interleave(hd).view({1, 1, H * hd});
+    }
+    return gated ? torch::linear(y, wo_, o->bias()) : o->forward(y);
   }
   if (kv_index_.defined()) {  // each running query head's key/value head (GQA groups, head gating)
     const auto idx = kv_index_.to(kh.device());

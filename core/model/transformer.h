@@ -86,6 +86,10 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
   std::vector<int64_t> heads_;
   torch::Tensor head_index_, wq_, bq_, wo_;  // [kH], [kH·hd, C], [kH·hd] or undefined, [C, kH·hd]
   torch::Tensor kv_index_;                   // [H or kH]: the key/value head each running query head reads
+  // One query per running head (q [H, hd]) against slots 0..L-1 of a layer's cache (k, v
+  // [KVH, slots, hd], batch 1): softmax(q·kᵀ/√hd)·v into y [H, hd].
+  void attend_one(const float* q, const float* k, const float* v, int64_t slots, int64_t L, int64_t H, int64_t hd,
+                  float* y) const;
 };
 TORCH_MODULE(CausalSelfAttention);
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 
 #include "core/engine/engine.h"
 #include "core/eval/joint_split.h"
@@ -184,6 +185,26 @@ TEST(Engine, DefaultModelScoresAtLeast50PercentOnTheValidationSplit) {
   EXPECT_GE(r.token_accuracy, 0.50);
   EXPECT_LT(r.loss, 1.60);
   std::printf("default model on the validation split: token accuracy %.4f, loss %.4f\n", r.token_accuracy, r.loss);
+}
+
+// Issue 4's χ = 8 target, on the shipped checkpoint (resources/models/picogpt-mpo8.safetensors:
+// TT-SVD of the default model at χ = 8, then 5,000 fine-tuning steps; README, MPO section).
+TEST(Engine, ShippedChi8MpoModelKeepsAtLeast95PercentOfDenseAccuracy) {
+  if (!has_default_model()) GTEST_SKIP() << "this build embedded no default model";
+  NESTSCOPE_NEED_CORPUS();
+  const std::string text = read_text_file(NESTSCOPE_CORPUS);
+  Engine e;
+  e.load_default();
+  const double dense = e.evaluate(text, true).token_accuracy;
+  // tests/core/data → the repository's resources/models
+  e.load((std::filesystem::path(NESTSCOPE_TEST_DATA) / "../../../resources/models/picogpt-mpo8.safetensors").string());
+  EXPECT_EQ(e.info().parameters, 13696 + 6136 * 8 + 256 * 8 * 8);
+  EXPECT_EQ(e.info().max_bond, 8);
+  const auto r = e.evaluate(text, true);
+  EXPECT_EQ(r.windows, 435);
+  EXPECT_GE(r.token_accuracy, 0.95 * dense);
+  std::printf("chi = 8 MPO model: token accuracy %.4f = %.2f%% of dense %.4f\n", r.token_accuracy,
+              100 * r.token_accuracy / dense, dense);
 }
 
 TEST(Engine, HighEntropyReprobesTheHeadSupportWithHysteresisAndCooldown) {
