@@ -46,7 +46,7 @@ int main(int argc, char** argv) {
       Sampler sampler({0.0, 0, 0});
       double best = 1e30;
       std::vector<int64_t> greedy;  // the ids after token 0: bench/peer_pytorch.py must find the same
-      for (int rep = 0; rep < 3; ++rep) {
+      for (int rep = 0; rep < 5; ++rep) {
         auto cache = m->make_cache(1);
         auto x = torch::zeros({1, 1}, torch::kInt64);
         greedy.clear();
@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
         const int64_t prefill = std::min<int64_t>(want, cfg.context);
         auto prompt = torch::randint(0, cfg.vocab_size, {1, prefill}, torch::kInt64);
         double best_prefill = 1e30;
-        for (int rep = 0; rep < 5; ++rep) {
+        for (int rep = 0; rep < 20; ++rep) {
           auto cache = m->make_cache(1);
           const auto t0 = Clock::now();
           m->forward(prompt, &cache);

@@ -5,8 +5,8 @@ Reads a Hugging Face GPT-2 folder written by `nestscope-cli export --hf DIR` (co
 model.safetensors, read by hand: no transformers package) and runs it the way a PyTorch user
 would in eager mode — nn.Linear / nn.LayerNorm modules, attention written out, a KV cache that
 grows by torch.cat — then measures, like nestscope_bench:
-  * batch-1 greedy decode with the KV cache from token id 0 (`--decode-tokens`, best of 3),
-  * a 64-token and a 256-token prefill (best of 10 / 5),
+  * batch-1 greedy decode with the KV cache from token id 0 (`--decode-tokens`, best of 5),
+  * a 64-token and a 256-token prefill (best of 20 each),
 with `--threads` intra-op threads. Prints one JSON object, including the first 64 greedy ids so
 the harness can check both programs computed the same thing.
 usage: peer_pytorch.py FOLDER [--threads N] [--decode-tokens N]
@@ -125,7 +125,7 @@ def main():
            "parameters": sum(p.numel() for p in model.parameters())}
     with torch.inference_mode():
         best, ids = 1e30, []
-        for _ in range(3):
+        for _ in range(5):
             caches = [[None, None] for _ in model.h]
             x = torch.zeros(1, 1, dtype=torch.long)
             got = []
@@ -140,7 +140,7 @@ def main():
         out["decode_tokens"] = n
         out["decode_tokens_per_s"] = n / best
         out["greedy_ids"] = ids[:64]
-        for T, reps in ((64, 10), (256, 5)):
+        for T, reps in ((64, 20), (256, 20)):
             T = min(T, cfg["n_positions"])
             prompt = torch.tensor([ids[:T] + [0] * max(0, T - len(ids))])
             tb = 1e30
