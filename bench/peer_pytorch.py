@@ -15,7 +15,6 @@ import argparse
 import json
 import math
 import os
-import struct
 import sys
 import time
 
@@ -24,19 +23,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def read_safetensors(path):
-    raw = open(path, "rb").read()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + n])
-    header.pop("__metadata__", None)
-    data = raw[8 + n:]
-    dtypes = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
-    out = {}
-    for name, info in header.items():
-        b, e = info["data_offsets"]
-        t = torch.frombuffer(bytearray(data[b:e]), dtype=dtypes[info["dtype"]]).reshape(info["shape"])
-        out[name[len("transformer."):] if name.startswith("transformer.") else name] = t.float()
-    return out
+# The safetensors reader of the Hugging Face reference checks (plain Python, no transformers).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "core"))
+from hf_reference import read_safetensors  # noqa: E402
+
+
+def without_prefix(weights):
+    return {k[len("transformer."):] if k.startswith("transformer.") else k: v for k, v in weights.items()}
 
 
 def gelu_new(x):
@@ -119,7 +112,7 @@ def main():
     cfg = json.load(open(os.path.join(a.folder, "config.json")))
     if cfg.get("model_type") != "gpt2":
         sys.exit(f"peer_pytorch: {a.folder} is a {cfg.get('model_type')} model; the peer runs gpt2 folders")
-    model = Gpt2(cfg, read_safetensors(os.path.join(a.folder, "model.safetensors"))).eval()
+    model = Gpt2(cfg, without_prefix(read_safetensors(os.path.join(a.folder, "model.safetensors")))).eval()
     n = min(a.decode_tokens, cfg["n_positions"] - 1)
     out = {"peer": "pytorch-eager", "torch": torch.__version__, "threads": torch.get_num_threads(),
            "parameters": sum(p.numel() for p in model.parameters())}
