@@ -248,10 +248,7 @@ void MpoLinear::forward_raw(const float* x, int64_t N, float* y) const {
   if (!packed_current()) pack();
   thread_local std::vector<float> s_buf, a_buf, c_buf;
   const int64_t in = in_features(), out = out_features();
-  std::vector<int64_t> inf = in_factors_, outf = out_factors_;
   if (packed_rtl_) {
-    std::reverse(inf.begin(), inf.end());
-    std::reverse(outf.begin(), outf.end());
     s_buf.resize(size_t(N * in));
     reverse_axes(x, N, in_factors_, s_buf.data());
   } else {
@@ -284,7 +281,7 @@ void MpoLinear::forward_raw(const float* x, int64_t N, float* y) const {
     M *= o;
     rest_total = rest;
   }
-  if (packed_rtl_) reverse_axes(s_buf.data(), N, outf, y);
+  if (packed_rtl_) reverse_axes(s_buf.data(), N, std::vector<int64_t>(out_factors_.rbegin(), out_factors_.rend()), y);
   else std::copy(s_buf.begin(), s_buf.begin() + N * out, y);
   if (bias_.defined()) {
     const float* b = bias_.data_ptr<float>();
