@@ -772,6 +772,7 @@ int main(int argc, char** argv) {
                 {"max_rank", i.max_rank},
                 {"max_bond", i.max_bond},
                 {"device", i.device},
+                {"cuda_kernels", Engine::cuda_kernels()},
                 {"tokenizer", i.tokenizer_kind},
                 {"config", json::parse(i.config.to_json())},
                 {"training", json::parse(i.training_json, nullptr, false)}};

@@ -8,7 +8,7 @@
 //     from a 64-character prompt, alternating two budgets (median and max);
 //   * frontier sweep wall time for the decode budgets on the first windows of a text.
 // usage: nestscope_bench_speed [--model FILE] [--threads N] [--decode-tokens N] [--corpus FILE]
-//                              [--sweep-windows N]
+//                              [--sweep-windows N] [--device auto|cpu|cuda]
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -45,7 +45,7 @@ Budget every_family(LinearKind k) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model_path, corpus;
+  std::string model_path, corpus, device = "cpu";
   int threads = 0;
   int64_t decode_tokens = 128, sweep_windows = 16;
   for (int i = 1; i < argc; ++i) {
@@ -60,10 +60,11 @@ int main(int argc, char** argv) {
       else if (a == "--decode-tokens") decode_tokens = std::stoll(next());
       else if (a == "--corpus") corpus = next();
       else if (a == "--sweep-windows") sweep_windows = std::stoll(next());
+      else if (a == "--device") device = next();
       else throw Error("unknown argument " + a);
     } catch (const std::exception& e) {
       std::cerr << e.what() << "\nusage: nestscope_bench_speed [--model FILE] [--threads N] [--decode-tokens N] "
-                                "[--corpus FILE] [--sweep-windows N]\n";
+                                "[--corpus FILE] [--sweep-windows N] [--device auto|cpu|cuda]\n";
       return 2;
     }
   }
@@ -72,6 +73,7 @@ int main(int argc, char** argv) {
     if (threads > 0) init_threads(threads);  // ... which --threads overrides
     e.set_variant_cache(false);
     if (model_path.empty()) e.load_default(); else e.load(model_path);
+    e.set_device(device);
     const ModelInfo info = e.info();
     std::string text;
     if (!corpus.empty() && std::filesystem::exists(corpus)) {
@@ -97,12 +99,15 @@ int main(int argc, char** argv) {
     }
     for (double a : {0.75, 0.5, 0.25}) {
       Budget b;
-      b.gate.policy = GatePolicy::Sensing;
+      b.gate.policy = GatePolicy::Sensing;  // as the CLI's and the explorer's default: PCA + MMSE
+      b.gate.measurement = MeasurementKind::Pca;
+      b.gate.recovery = Recovery::Mmse;
       b.gate.active = a;
       points.push_back({"sensing gate (MLP blocks)", "active=" + std::to_string(int(a * 100)) + "%", b});
     }
 
     Json out = {{"model", info.source}, {"parameters", info.parameters}, {"threads", current_threads()},
+                {"device", e.info().device}, {"cuda_kernels", Engine::cuda_kernels()},
                 {"decode_tokens", decode_tokens}};
     Json rows = Json::array();
     double dense_ms = 0, dense_macs = 0;

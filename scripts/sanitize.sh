@@ -9,7 +9,7 @@ bash scripts/install-deps.sh
 npm_modules=()  # the GPT-2 tokenizer reference, where scripts/test.sh installed it
 [ -d build/npm/node_modules ] && npm_modules=(-DNESTSCOPE_NPM_MODULES="$PWD/build/npm/node_modules")
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNESTSCOPE_SANITIZE=address,undefined \
-  -DNESTSCOPE_GUI=OFF -DNESTSCOPE_BENCH=OFF "${npm_modules[@]}" "$@"
+  -DNESTSCOPE_GUI=OFF -DNESTSCOPE_BENCH=OFF -DNESTSCOPE_CUDA_KERNELS=OFF "${npm_modules[@]}" "$@"
 cmake --build build-asan
 # LibTorch (not instrumented) keeps process-lifetime allocations that LeakSanitizer would list.
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <thread>
 
+#include "core/cuda/dispatch.h"
 #include "core/error.h"
 #include "core/threads.h"
 #include "core/layers/mpo_linear.h"
@@ -227,6 +228,8 @@ void Engine::load_default() { impl_->adopt(load_checkpoint_bytes(default_model_b
 bool Engine::has_model() const { return impl_->loaded != nullptr; }
 
 bool Engine::cuda_available() { return torch::cuda::is_available(); }
+
+std::string Engine::cuda_kernels() { return cuda_kernels_status(); }
 
 void Engine::set_device(const std::string& device) {
   impl_->device = resolve_device(device);

@@ -202,6 +202,9 @@ class Engine {
   // "auto" (CUDA when present), "cpu" or "cuda".
   void set_device(const std::string& device);
   static bool cuda_available();
+  // NestScope's own CUDA kernels (core/cuda): "compiled, N device(s)", "compiled, no usable
+  // device" or "not compiled (...)". Without them a CUDA model runs on LibTorch's ops alone.
+  static std::string cuda_kernels();
 
   // Streams tokens after the prompt. The prompt must be non-empty, valid UTF-8, in the
   // vocabulary and shorter than the context; generation past the context keeps the latest

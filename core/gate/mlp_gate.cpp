@@ -1,5 +1,6 @@
 #include "core/gate/mlp_gate.h"
 
+#include "core/cuda/dispatch.h"
 #include "core/layers/low_rank_kernel.h"
 
 #include <algorithm>
@@ -130,15 +131,7 @@ MlpGate::MlpGate(const torch::Tensor& up, const torch::Tensor& up_bias, const to
   z_.resize(size_t(N_));
 }
 
-float MlpGate::act(float v) const {
-  switch (activation_) {
-    case Activation::Relu: return v > 0 ? v : 0.f;
-    case Activation::Gelu: return 0.5f * v * (1.f + std::erf(v * 0.70710678f));  // exact GELU, as torch::gelu
-    case Activation::GeluTanh: return 0.5f * v * (1.f + std::tanh(0.7978845608f * (v + 0.044715f * v * v * v)));
-    case Activation::Silu: return v / (1.f + std::exp(-v));
-  }
-  return v;
-}
+float MlpGate::act(float v) const { return activate(v, activation_); }
 
 const float* MlpGate::mmse_gain(int64_t m) {
   auto it = gains_.find(m);
@@ -409,9 +402,85 @@ void MlpGate::forward_raw(int64_t rows, const float* x, float* y, std::vector<Ml
   }
 }
 
+bool MlpGate::device_path_applies(const torch::Tensor& x, bool stats) const {
+  return x.is_cuda() && !stats && forced_.empty() && forced_off_.empty() &&
+         (options_.policy == GatePolicy::Oracle ||
+          (options_.policy == GatePolicy::Sensing && options_.recovery == Recovery::Mmse)) &&
+         cuda_kernels_ready();
+}
+
+torch::Tensor MlpGate::forward_device(const torch::Tensor& x, std::vector<MlpGateTrace>* trace) {
+  if (device_.device != x.device()) {
+    DeviceCopy d;
+    d.device = x.device();
+    auto on = [&](const torch::Tensor& t) { return t.defined() ? t.to(x.device()).contiguous() : t; };
+    d.up = on(up_), d.up_bias = on(up_bias_), d.mul = on(mul_), d.mul_bias = on(mul_bias_);
+    d.down_t = on(down_t_), d.down_bias = on(down_bias_), d.folded = on(folded_);
+    device_ = std::move(d);
+  }
+  const auto& d = device_;
+  auto xin = x.reshape({-1, C_}).to(torch::kFloat32).contiguous();
+  const int64_t rows = xin.size(0);
+  auto activate = [&](const torch::Tensor& z) {
+    switch (activation_) {
+      case Activation::Relu: return torch::relu(z);
+      case Activation::Gelu: return torch::gelu(z);
+      case Activation::GeluTanh: return torch::gelu(z, "tanh");
+      case Activation::Silu: return torch::silu(z);
+    }
+    return z;
+  };
+  auto true_hidden = [&] {
+    auto h = activate(torch::addmm(d.up_bias, xin, d.up.t()));
+    return d.mul.defined() ? h * torch::addmm(d.mul_bias, xin, d.mul.t()) : h;
+  };
+  auto top_blocks = [&](const torch::Tensor& h) {  // ascending block ids of the k_t largest ‖h_b‖²
+    auto energy = h.view({rows, n_, B_}).square().sum(-1);  // [rows, n]
+    return std::get<0>(std::get<1>(energy.topk(k_t_, -1)).sort(-1));
+  };
+  torch::Tensor h;  // [rows, N]: what the block energies are taken of
+  int64_t overhead = 0;
+  if (options_.policy == GatePolicy::Sensing) {
+    const int64_t m = m_t_;
+    auto it = device_.mmse.find(m);
+    if (it == device_.mmse.end()) {
+      const auto* K = mmse_gain(m);
+      const auto* c = mmse_offset(m);
+      it = device_.mmse
+               .emplace(m, std::pair{torch::from_blob(const_cast<float*>(K), {m, N_}).to(x.device()),
+                                     torch::from_blob(const_cast<float*>(c), {N_}).to(x.device())})
+               .first;
+    }
+    // ẑ = c_m + (P_m·x)·K_m, the fused measurement + MMSE recovery of the host path.
+    h = activate(torch::addmm(it->second.second, torch::matmul(xin, d.folded.narrow(0, 0, m).t()), it->second.first));
+    overhead = m * C_ + m * N_;
+  } else {  // Oracle: the true hidden activations
+    h = true_hidden();
+    overhead = (projections() - 1) * N_ * C_;
+  }
+  auto blocks = top_blocks(h);
+  auto y = gathered_mlp_cuda(xin, blocks.to(torch::kInt32), B_, d.up, d.up_bias, d.mul, d.mul_bias, d.down_t,
+                             d.down_bias, activation_);
+  if (trace) {
+    auto chosen = blocks.cpu();
+    torch::Tensor oracle;
+    if (trace_oracle) oracle = options_.policy == GatePolicy::Oracle ? chosen : top_blocks(true_hidden()).cpu();
+    const int64_t macs = overhead + projections() * k_t_ * B_ * C_;
+    auto row = [](const torch::Tensor& t, int64_t r) {
+      const int64_t* p = t.data_ptr<int64_t>() + r * t.size(1);
+      return std::vector<int64_t>(p, p + t.size(1));
+    };
+    for (int64_t r = 0; r < rows; ++r)
+      trace->push_back({row(chosen, r), options_.policy == GatePolicy::Sensing ? m_t_ : 0, macs,
+                        oracle.defined() ? row(oracle, r) : std::vector<int64_t>{}});
+  }
+  return y.view(x.sizes()).to(x.scalar_type());
+}
+
 torch::Tensor MlpGate::forward(const torch::Tensor& x, std::vector<MlpGateTrace>* trace, GateStats* stats) {
   check(x.size(-1) == C_, "gate: input width " + std::to_string(x.size(-1)) + " is not the model's " +
                               std::to_string(C_));
+  if (device_path_applies(x, stats != nullptr)) return forward_device(x, trace);
   auto xin = cpu_f32(x);
   const int64_t rows = xin.numel() / C_;
   auto y = torch::empty({rows, C_});

@@ -100,6 +100,17 @@ class MlpGate {
   // choose() without allocations: fills chosen_ and returns it.
   const std::vector<int64_t>& select(const float* x, int64_t* macs);
   void run_blocks(const float* x, const std::vector<int64_t>& blocks, float* y);
+  // On a GPU (core/cuda): the Oracle's or MMSE sensing's choice as tensor ops on the device (no
+  // copy of x to the host), then the gathered-MLP kernel; a trace copies the chosen blocks back.
+  // Other policies, forced blocks and statistics take the host path.
+  bool device_path_applies(const torch::Tensor& x, bool stats) const;
+  torch::Tensor forward_device(const torch::Tensor& x, std::vector<MlpGateTrace>* trace);
+  struct DeviceCopy {  // the gate's tensors on one GPU, made on first use
+    torch::Device device{torch::kCPU};
+    torch::Tensor up, up_bias, mul, mul_bias, down_t, down_bias, folded;
+    std::map<int64_t, std::pair<torch::Tensor, torch::Tensor>> mmse;  // m -> (K_m [m, N], c_m [N])
+  };
+  DeviceCopy device_;
   void block_activation_energy(const float* z);  // energy_[b] = ‖act(z_b)‖² (gated: the gate factor only)
   void keep_top_k();                             // chosen_ = the k largest energy_, ascending
   int64_t select_oracle(const float* x);         // chosen_ = the true top-k; returns its MACs

@@ -5,6 +5,7 @@
 
 #include <ATen/core/grad_mode.h>
 
+#include "core/cuda/dispatch.h"
 #include "core/error.h"
 #include "core/layers/cpu_gemm.h"
 
@@ -244,7 +245,7 @@ void reverse_axes(const float* src, int64_t N, const std::vector<int64_t>& f, fl
 
 }  // namespace
 
-void MpoLinear::forward_raw(const float* x, int64_t N, float* y) const {
+void MpoLinear::contract_raw(const float* x, int64_t N, float* y) const {
   if (!packed_current()) pack();
   thread_local std::vector<float> s_buf, a_buf, c_buf;
   const int64_t in = in_features(), out = out_features();
@@ -297,7 +298,7 @@ torch::Tensor MpoLinear::forward(const torch::Tensor& x) {
       cores_[0].scalar_type() == torch::kFloat32 && (!bias_.defined() || bias_.is_contiguous())) {
     auto xc = x.contiguous();
     auto y = torch::empty({N, out_features()}, x.options());
-    forward_raw(xc.data_ptr<float>(), N, y.data_ptr<float>());
+    contract_raw(xc.data_ptr<float>(), N, y.data_ptr<float>());
     std::vector<int64_t> shape(lead.begin(), lead.end());
     shape.push_back(out_features());
     return y.reshape(shape);
@@ -311,9 +312,16 @@ torch::Tensor MpoLinear::forward(const torch::Tensor& x) {
   const int64_t L = sites();
   std::vector<torch::Tensor> cores;
   for (int64_t l = 0; l < L; ++l) cores.push_back(core(size_t(l)));
+  // On a GPU, one kernel per site reads each core in place (core/cuda/kernels.h): no permutes
+  // between sites, and a lower χ stays a view.
+  const bool kernels = x.is_cuda() && x.scalar_type() == torch::kFloat32 && cores[0].is_cuda() &&
+                       cores[0].scalar_type() == torch::kFloat32 && cuda_kernels_ready();
+  auto chain = [&](const torch::Tensor& rows, const std::vector<torch::Tensor>& cs) {
+    return kernels ? mpo_chain_cuda(rows, cs, torch::Tensor()) : contract(rows, cs);
+  };
   torch::Tensor y;
   if (!right_to_left()) {
-    y = contract(x.reshape({N, in_features()}), cores);
+    y = chain(x.reshape({N, in_features()}), cores);
   } else {
     // The same chain read from its last site: reverse the sites of x, of every core (bonds
     // swapped) and of the result.
@@ -325,12 +333,20 @@ torch::Tensor MpoLinear::forward(const torch::Tensor& x) {
     auto xr = x.reshape(xdims).permute(order).reshape({N, in_features()});
     std::vector<int64_t> ydims{N};
     for (int64_t l = L - 1; l >= 0; --l) ydims.push_back(out_factors_[size_t(l)]);
-    y = contract(xr, back).reshape(ydims).permute(order).reshape({N, out_features()});
+    y = chain(xr, back).reshape(ydims).permute(order).reshape({N, out_features()});
   }
   if (bias_.defined()) y = y + bias_;
   std::vector<int64_t> shape(lead.begin(), lead.end());
   shape.push_back(out_features());
   return y.reshape(shape);
+}
+
+bool MpoLinear::forward_raw(int64_t rows, const float* x, float* y) {
+  if (at::GradMode::is_enabled() || !cores_[0].is_cpu() || cores_[0].scalar_type() != torch::kFloat32 ||
+      (bias_.defined() && !bias_.is_contiguous()))
+    return false;
+  contract_raw(x, rows, y);
+  return true;
 }
 
 torch::Tensor MpoLinear::forward_rebuilt(const torch::Tensor& x) const {

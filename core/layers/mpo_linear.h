@@ -30,6 +30,9 @@ class MpoLinear : public ElasticLinear {
   torch::Tensor forward(const torch::Tensor& x) override;
   // The reference path: rebuild W from the cores, then one matmul.
   torch::Tensor forward_rebuilt(const torch::Tensor& x) const;
+  // The same direct contraction on raw float buffers (CPU float32 cores, no autograd): the packed
+  // per-χ path of forward(). Returns false (nothing written) otherwise.
+  bool forward_raw(int64_t rows, const float* x, float* y) override;
   int64_t macs() const override;  // of the direct contraction, per input row
   bool right_to_left() const;     // the cheaper order at the current χ
   int64_t params() const override;
@@ -61,7 +64,7 @@ class MpoLinear : public ElasticLinear {
   };
   bool packed_current() const;
   void pack() const;
-  void forward_raw(const float* x, int64_t N, float* y) const;
+  void contract_raw(const float* x, int64_t N, float* y) const;
   mutable std::vector<PackedSite> packed_;
   mutable std::vector<std::pair<const void*, int64_t>> packed_from_;  // each core's data and version
   mutable int64_t packed_bond_ = -1;

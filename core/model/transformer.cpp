@@ -1,5 +1,6 @@
 #include "core/model/transformer.h"
 
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 
@@ -7,6 +8,7 @@
 #include "core/gate/block_recovery.h"
 #include "core/gate/mlp_gate.h"
 #include "core/gate/neuron_order.h"
+#include "core/layers/cpu_gemm.h"
 #include "core/layers/factory.h"
 
 namespace nestscope {
@@ -30,9 +32,42 @@ torch::Tensor activate(const torch::Tensor& z, Activation activation) {
   return z;
 }
 
+namespace {
+
+// y[out] = layer(x[in]) for one row: the layer's raw path, or its forward on a borrowed tensor
+// where it has none (another kind of layer, a build without CBLAS).
+void linear_one(ElasticLinear& layer, const float* x, float* y) {
+  if (layer.forward_raw(1, x, y)) return;
+  auto out = layer.forward(torch::from_blob(const_cast<float*>(x), {1, layer.in_features()})).contiguous();
+  std::memcpy(y, out.data_ptr<float>(), sizeof(float) * size_t(layer.out_features()));
+}
+
+const float* data_or_null(const torch::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
+
+}  // namespace
+
 NormLayerImpl::NormLayerImpl(const ModelConfig& cfg) : kind_(cfg.norm), eps_(cfg.ln_eps) {
   weight = register_parameter("weight", torch::ones({cfg.d_model}));
   if (kind_ == Norm::LayerNorm) bias = register_parameter("bias", torch::zeros({cfg.d_model}));
+}
+
+void NormLayerImpl::forward_raw(const float* x, float* y) const {
+  const int64_t C = weight.numel();
+  const float* w = weight.data_ptr<float>();
+  if (kind_ == Norm::LayerNorm) {
+    double sum = 0, sq = 0;
+    for (int64_t c = 0; c < C; ++c) sum += x[c];
+    const double mean = sum / double(C);
+    for (int64_t c = 0; c < C; ++c) sq += (x[c] - mean) * (x[c] - mean);
+    const float rstd = float(1.0 / std::sqrt(sq / double(C) + eps_)), mu = float(mean);
+    const float* b = bias.data_ptr<float>();
+    for (int64_t c = 0; c < C; ++c) y[c] = (x[c] - mu) * rstd * w[c] + b[c];
+    return;
+  }
+  double sq = 0;
+  for (int64_t c = 0; c < C; ++c) sq += double(x[c]) * x[c];
+  const float r = float(1.0 / std::sqrt(sq / double(C) + eps_));
+  for (int64_t c = 0; c < C; ++c) y[c] = x[c] * r * w[c];
 }
 
 torch::Tensor NormLayerImpl::forward(const torch::Tensor& x) {
@@ -126,6 +161,35 @@ void CausalSelfAttentionImpl::attend_one(const float* q, const float* k, const f
   }
 }
 
+void CausalSelfAttentionImpl::forward_one_raw(const float* x, KvCache& cache, int64_t layer, float* y) {
+  const int64_t C = q->in_features(), hd = C / n_heads_;
+  const bool gated = !heads_.empty();
+  const int64_t H = gated ? int64_t(heads_.size()) : n_heads_;
+  thread_local std::vector<float> qb, kb, vb, yb;
+  qb.resize(size_t(H * hd));
+  kb.resize(size_t(n_kv_ * hd));
+  vb.resize(size_t(n_kv_ * hd));
+  yb.resize(size_t(H * hd));
+  if (gated) cpu_linear_raw(1, C, H * hd, x, wq_.data_ptr<float>(), data_or_null(bq_), qb.data());
+  else linear_one(*q, x, qb.data());
+  linear_one(*k, x, kb.data());
+  linear_one(*v, x, vb.data());
+  const int64_t slots = cache.k[size_t(layer)].size(2), past = cache.length;
+  float* kc = cache.k[size_t(layer)].data_ptr<float>();
+  float* vc = cache.v[size_t(layer)].data_ptr<float>();
+  for (int64_t g = 0; g < n_kv_; ++g) {  // the cache is [1, KVH, slots, hd]
+    std::memcpy(kc + (g * slots + past) * hd, kb.data() + g * hd, sizeof(float) * size_t(hd));
+    std::memcpy(vc + (g * slots + past) * hd, vb.data() + g * hd, sizeof(float) * size_t(hd));
+  }
+  attend_one(qb.data(), kc, vc, slots, past + 1, H, hd, yb.data());
+  if (gated) {
+    const auto bias = o->bias().defined() ? o->bias().contiguous() : torch::Tensor();
+    cpu_linear_raw(1, H * hd, C, yb.data(), wo_.data_ptr<float>(), data_or_null(bias), y);
+  } else {
+    linear_one(*o, yb.data(), y);
+  }
+}
+
 torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, KvCache* cache, int64_t layer) {
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2), hd = C / n_heads_;
   const bool gated = !heads_.empty() && !at::GradMode::is_enabled();
@@ -193,6 +257,26 @@ MlpImpl::MlpImpl(const ModelConfig& cfg) : activation_(cfg.activation) {
   down = register_module("down", make_linear(cfg, "mlp.down"));
 }
 
+void MlpImpl::forward_one_raw(const float* x, float* y) {
+  if (gate) {
+    gate->trace_oracle = trace_oracle;
+    gate->forward_raw(1, x, y, trace, stats);
+    return;
+  }
+  const int64_t N = up->out_features();
+  thread_local std::vector<float> z, g;
+  z.resize(size_t(N));
+  linear_one(*up, x, z.data());
+  if (gate_proj) {  // act(gate·x) ⊙ up·x
+    g.resize(size_t(N));
+    linear_one(*gate_proj, x, g.data());
+    for (int64_t j = 0; j < N; ++j) z[size_t(j)] *= activate(g[size_t(j)], activation_);
+  } else {
+    for (int64_t j = 0; j < N; ++j) z[size_t(j)] = activate(z[size_t(j)], activation_);
+  }
+  linear_one(*down, z.data(), y);
+}
+
 torch::Tensor MlpImpl::hidden(const torch::Tensor& x) {
   return gate_proj ? activate(gate_proj->forward(x), activation_) * up->forward(x) : activate(up->forward(x), activation_);
 }
@@ -231,6 +315,7 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x, KvCache* cache, int64_t
 
 GptImpl::GptImpl(const ModelConfig& cfg) : cfg_(cfg) {
   cfg_.validate();
+  if (const char* env = std::getenv("NESTSCOPE_RAW_DECODE")) raw_decode = std::string(env) != "0";
   tok_emb = register_module("tok_emb", torch::nn::Embedding(cfg.vocab_size, cfg.d_model));
   torch::NoGradGuard no_grad;
   tok_emb->weight.normal_(0.0, cfg.init_std);
@@ -259,6 +344,7 @@ torch::Tensor GptImpl::forward(const torch::Tensor& idx, KvCache* cache) {
   check(T > 0, "model input is empty");
   check(pos + T <= cfg_.context, "sequence of " + std::to_string(pos + T) +
                                      " tokens exceeds the model's context of " + std::to_string(cfg_.context));
+  if (raw_decode_applies(idx, cache)) return decode_raw(idx.cpu().item<int64_t>(), *cache);
   auto x = tok_emb->forward(idx);  // [B, T, C]
   if (pos_emb.defined()) x = x + pos_emb.narrow(0, pos, T);
   set_rope(pos, T, x.device());
@@ -269,6 +355,62 @@ torch::Tensor GptImpl::forward(const torch::Tensor& idx, KvCache* cache) {
   }
   x = ln_f->forward(x);
   return head ? head->forward(x) : torch::linear(x, tok_emb->weight);  // [B, T, V]
+}
+
+bool GptImpl::raw_decode_applies(const torch::Tensor& idx, const KvCache* cache) const {
+  if (!raw_decode || !cache || idx.size(0) != 1 || idx.size(1) != 1 || at::GradMode::is_enabled() ||
+      rope_inv_freq_.defined() || cache->key_mass.defined())
+    return false;
+  auto plain = [](const torch::Tensor& t) {
+    return !t.defined() || (t.is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous());
+  };
+  if (!tok_emb->weight.is_cpu() || !plain(tok_emb->weight) || !plain(pos_emb) || !plain(ln_f->weight) || !plain(ln_f->bias))
+    return false;
+  for (size_t l = 0; l < blocks_.size(); ++l) {
+    const auto& b = blocks_[l];
+    if (b->attn->probe_mask.defined() || b->attn->head_mask.defined() || b->mlp->neuron_mask.defined() ||
+        !plain(cache->k[l]) || !plain(cache->v[l]) || !plain(b->ln1->weight) || !plain(b->ln1->bias) ||
+        !plain(b->ln2->weight) || !plain(b->ln2->bias))
+      return false;
+  }
+  return true;
+}
+
+torch::Tensor GptImpl::decode_raw(int64_t token, KvCache& cache) {
+  const int64_t C = cfg_.d_model, V = cfg_.vocab_size;
+  check(token >= 0 && token < V, "token id " + std::to_string(token) + " is outside the vocabulary of " + std::to_string(V));
+  for (auto* buf : {&raw_x_, &raw_a_, &raw_b_, &raw_h_}) buf->resize(size_t(C));
+  float *x = raw_x_.data(), *a = raw_a_.data(), *b = raw_b_.data(), *h = raw_h_.data();
+  const float* e = tok_emb->weight.data_ptr<float>() + token * C;
+  if (pos_emb.defined()) {
+    const float* p = pos_emb.data_ptr<float>() + cache.position * C;
+    for (int64_t c = 0; c < C; ++c) x[c] = e[c] + p[c];
+  } else {
+    std::copy_n(e, C, x);
+  }
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+    auto& blk = blocks_[size_t(l)];
+    blk->ln1->forward_raw(x, a);
+    blk->attn->forward_one_raw(a, cache, l, h);  // h = attn(ln1(x))
+    if (blk->parallel) {                          // both read the block's input
+      blk->ln2->forward_raw(x, a);
+      blk->mlp->forward_one_raw(a, b);
+      for (int64_t c = 0; c < C; ++c) x[c] += h[c] + b[c];
+    } else {
+      for (int64_t c = 0; c < C; ++c) x[c] += h[c];
+      blk->ln2->forward_raw(x, a);
+      blk->mlp->forward_one_raw(a, b);
+      for (int64_t c = 0; c < C; ++c) x[c] += b[c];
+    }
+  }
+  cache.length += 1;
+  cache.position += 1;
+  ++raw_decode_steps;
+  ln_f->forward_raw(x, a);
+  auto logits = torch::empty({1, 1, V});
+  if (head) linear_one(*head, a, logits.data_ptr<float>());
+  else cpu_linear_raw(1, C, V, a, tok_emb->weight.data_ptr<float>(), nullptr, logits.data_ptr<float>());
+  return logits;
 }
 
 void GptImpl::set_rope(int64_t pos, int64_t T, const torch::Device& device) {

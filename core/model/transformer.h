@@ -8,6 +8,7 @@
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
 
+#include <cmath>
 #include <map>
 #include <memory>
 #include <string>
@@ -42,8 +43,17 @@ struct KvCache {
   torch::Tensor key_mass;
 };
 
-// act(z) elementwise, as the MLP applies it.
+// act(z) elementwise, as the MLP applies it; the scalar form is the raw paths' (same formulas).
 torch::Tensor activate(const torch::Tensor& z, Activation activation);
+inline float activate(float v, Activation activation) {
+  switch (activation) {
+    case Activation::Relu: return v > 0 ? v : 0.f;
+    case Activation::Gelu: return 0.5f * v * (1.f + std::erf(v * 0.70710678f));  // exact GELU, as torch::gelu
+    case Activation::GeluTanh: return 0.5f * v * (1.f + std::tanh(0.7978845608f * (v + 0.044715f * v * v * v)));
+    case Activation::Silu: return v / (1.f + std::exp(-v));
+  }
+  return v;
+}
 
 // LayerNorm (weight and bias) or RMSNorm (weight only), per ModelConfig::norm; parameters are named
 // "weight" and "bias" either way, so checkpoints keep one naming.
@@ -51,6 +61,7 @@ class NormLayerImpl : public torch::nn::Module {
  public:
   explicit NormLayerImpl(const ModelConfig& cfg);
   torch::Tensor forward(const torch::Tensor& x);  // [..., C] -> [..., C]
+  void forward_raw(const float* x, float* y) const;  // one row [C], CPU float32 parameters
   torch::Tensor weight, bias;                     // [C], [C] or undefined (RMSNorm)
 
  private:
@@ -65,6 +76,9 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
   // x: [B, T, C]. With a cache, x holds positions cache.length .. cache.length+T-1 and the
   // layer's keys/values are appended to cache.k/v[layer].
   torch::Tensor forward(const torch::Tensor& x, KvCache* cache, int64_t layer);
+  // The same for one token row of batch 1 on raw buffers (GptImpl's raw decode step): appends
+  // its key and value to the cache at slot cache.length and writes the projected output y [C].
+  void forward_one_raw(const float* x, KvCache& cache, int64_t layer, float* y);
 
   std::shared_ptr<ElasticLinear> q, k, v, o;
 
@@ -97,6 +111,8 @@ class MlpImpl : public torch::nn::Module {
  public:
   explicit MlpImpl(const ModelConfig& cfg);
   torch::Tensor forward(const torch::Tensor& x);  // [B, T, C] -> [B, T, C]
+  // One token row on raw buffers, autograd off (the gate, when on, traces and counts as forward does).
+  void forward_one_raw(const float* x, float* y);
   // The hidden activations before down and any gating: act(up·x), or act(gate·x) ⊙ up·x. [.., C] -> [.., N]
   torch::Tensor hidden(const torch::Tensor& x);
 
@@ -138,7 +154,17 @@ class GptImpl : public torch::nn::Module {
   explicit GptImpl(const ModelConfig& cfg);
 
   // idx: [B, T] token ids -> logits [B, T, V]. With a cache, idx continues the cached prefix.
+  // One token of batch 1 with a cache, on the CPU without autograd, takes the raw decode step
+  // (below) when it applies.
   torch::Tensor forward(const torch::Tensor& idx, KvCache* cache = nullptr);
+  // The raw decode step: the whole token — embedding, norms, every projection's forward_raw,
+  // attention over the cache, the MLP or its gate, the head — on preallocated float buffers, with
+  // no ATen op per part (at PicoGPT's size their dispatch cost more than the arithmetic). Same
+  // result as the general path within float rounding (tested). Applies to float32 CPU models
+  // without rotary positions, ablation masks, knockout probes or attention-mass tracking. Off when
+  // false; the environment's NESTSCOPE_RAW_DECODE=0 sets false at construction (to compare both).
+  bool raw_decode = true;
+  int64_t raw_decode_steps = 0;  // tokens the raw step has decoded (tests and benchmarks read it)
 
   // An empty cache for batch B on the model's device.
   KvCache make_cache(int64_t batch) const;
@@ -230,6 +256,9 @@ class GptImpl : public torch::nn::Module {
   // The projections `budget` runs (own or variant), in projections() order; throws Error when a
   // kind has no variant or names an unknown family.
   std::vector<std::pair<std::string, std::shared_ptr<ElasticLinear>>> planned(const Budget& budget) const;
+  bool raw_decode_applies(const torch::Tensor& idx, const KvCache* cache) const;
+  torch::Tensor decode_raw(int64_t token, KvCache& cache);
+  std::vector<float> raw_x_, raw_a_, raw_b_, raw_h_;  // the raw step's activations, [C] each
   // Rotary tables for positions pos .. pos+T-1 into every attention layer (no-op without rotary).
   void set_rope(int64_t pos, int64_t T, const torch::Device& device);
   // Calls f(layer, part, macs) for every part of one token's cost (mac_breakdown without strings).

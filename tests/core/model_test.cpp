@@ -1,4 +1,6 @@
 #include <gtest/gtest.h>
+
+#include <functional>
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
@@ -78,6 +80,75 @@ TEST_P(KvCacheEquivalence, DecodeMatchesFullForward) {
 
 INSTANTIATE_TEST_SUITE_P(Positions, KvCacheEquivalence,
                          ::testing::Values(PositionEncoding::Sinusoidal, PositionEncoding::Learned));
+
+// The raw decode step (GptImpl::decode_raw) against the general path, token by token, over the
+// architecture variants it covers and every layer kind, head gating and the MLP gate.
+TEST(Model, RawDecodeStepMatchesTheGeneralPathForEveryVariantAndBudget) {
+  struct Case {
+    std::string name;
+    std::function<void(ModelConfig&)> edit;
+    Budget budget;
+  };
+  Budget heads;
+  heads.gate.head_active = 0.5;
+  Budget gated;
+  gated.gate = {.policy = GatePolicy::Oracle, .active = 0.5, .block = 8};
+  std::vector<Case> cases{
+      {"gpt2-like", [](ModelConfig&) {}, {}},
+      {"learned positions, tied head, GELU", [](ModelConfig& c) {
+         c.position = PositionEncoding::Learned;
+         c.tied_head = true;
+         c.activation = Activation::Gelu;
+       }, {}},
+      {"RMSNorm, SwiGLU, GQA, parallel residual", [](ModelConfig& c) {
+         c.norm = Norm::RmsNorm;
+         c.gated_mlp = true;
+         c.activation = Activation::Silu;
+         c.n_heads = 4;
+         c.n_kv_heads = 2;
+         c.parallel_residual = true;
+         c.qkv_bias = true;
+       }, {}},
+      {"NSN at rank 3", [](ModelConfig& c) {
+         for (const auto& f : c.families()) c.linear[f] = {.kind = LinearKind::Nsn};
+       }, [] { Budget b; b.rank = 3; return b; }()},
+      {"MPO at chi 2", [](ModelConfig& c) {
+         for (const auto& f : c.families()) c.linear[f] = {.kind = LinearKind::Mpo, .bond = 4};
+       }, [] { Budget b; b.bond = 2; return b; }()},
+      {"half the heads", [](ModelConfig& c) { c.n_heads = 4; }, heads},
+      {"oracle gate at half the blocks", [](ModelConfig&) {}, gated},
+  };
+  for (const auto& tc : cases) {
+    auto cfg = test::tiny_config();
+    tc.edit(cfg);
+    torch::manual_seed(9);
+    Gpt m(cfg);
+    torch::NoGradGuard g;
+    for (auto& p : m->parameters()) p.add_(torch::randn_like(p) * 0.1);  // non-trivial norms and biases
+    if (tc.budget.gate.head_active < 1) m->set_head_importance(torch::rand({cfg.n_layers, cfg.n_heads}));
+    m->apply_budget(tc.budget);
+    auto seq = torch::randint(0, cfg.vocab_size, {1, 20}, torch::kInt64);
+    std::vector<torch::Tensor> out[2];
+    for (bool raw : {false, true}) {
+      m->raw_decode = raw;
+      auto cache = m->make_cache(1);
+      out[raw].push_back(m->forward(seq.narrow(1, 0, 6), &cache));  // prefill: the general path either way
+      const int64_t steps = m->raw_decode_steps;
+      for (int64_t t = 6; t < 20; ++t) out[raw].push_back(m->forward(seq.narrow(1, t, 1), &cache));
+      EXPECT_EQ(cache.length, 20) << tc.name;
+      EXPECT_EQ(m->raw_decode_steps - steps, raw ? 14 : 0) << tc.name;  // the raw step really ran
+    }
+    auto general = torch::cat(out[0], 1), raw = torch::cat(out[1], 1);
+    EXPECT_LT((raw - general).abs().max().item<double>(), 1e-4 * (1 + general.abs().max().item<double>())) << tc.name;
+  }
+  // A token outside the vocabulary is refused, the cache left as it was.
+  Gpt m(test::tiny_config());
+  torch::NoGradGuard g;
+  auto cache = m->make_cache(1);
+  m->forward(torch::zeros({1, 3}, torch::kInt64), &cache);
+  EXPECT_THROW(m->forward(torch::full({1, 1}, 11, torch::kInt64), &cache), Error);
+  EXPECT_EQ(cache.length, 3);
+}
 
 TEST(Model, CausalityFutureTokensDoNotChangeEarlierLogits) {
   torch::manual_seed(4);
