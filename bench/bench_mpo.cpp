@@ -49,10 +49,16 @@ int main(int argc, char** argv) {
       auto x = torch::randn({tokens, in});
       const int n = int(std::clamp<int64_t>(int64_t(iters) * 128 * 128 / (in * out * tokens), 20, iters));
       const double dense_us = time_us([&] { return dense.forward(x); }, n);
+      std::vector<float> y(size_t(tokens * out));
+      const float* xp = x.data_ptr<float>();
       for (int64_t chi : {4, 8, 16, 32}) {
         mpo.set_bond(chi);
         const double direct_us = time_us([&] { return mpo.forward(x); }, n);
         const double rebuild_us = time_us([&] { return mpo.forward_rebuilt(x); }, n);
+        // Raw buffers, as the decode step calls the layers: arithmetic only, timed in alternation.
+        const auto [dense_raw_us, direct_raw_us] =
+            bench::time_pair_us([&] { dense.forward_raw(tokens, xp, y.data()); },
+                                [&] { mpo.forward_raw(tokens, xp, y.data()); }, n);
         rows.push_back({{"layer", name},
                         {"tokens", tokens},
                         {"bond", chi},
@@ -61,6 +67,9 @@ int main(int argc, char** argv) {
                         {"direct_us", direct_us},
                         {"rebuild_us", rebuild_us},
                         {"direct_ratio", direct_us / dense_us},
+                        {"dense_raw_us", dense_raw_us},
+                        {"direct_raw_us", direct_raw_us},
+                        {"direct_raw_ratio", direct_raw_us / dense_raw_us},
                         {"rebuild_ratio", rebuild_us / dense_us},
                         {"mac_ratio", double(mpo.macs()) / double(in * out)}});
       }

@@ -291,7 +291,27 @@ void MpoLinear::contract_raw(const float* x, int64_t N, float* y) const {
   }
 }
 
+int64_t MpoLinear::rebuild_macs() const {
+  const auto d = bond_dims();
+  int64_t macs = 0, P = out_factors_[0], Q = in_factors_[0];
+  for (size_t l = 1; l < cores_.size(); ++l) {  // [P·Q, D_l] · [D_l, o·i·D_{l+1}], as to_dense
+    macs += P * Q * d[l] * out_factors_[l] * in_factors_[l] * d[l + 1];
+    P *= out_factors_[l], Q *= in_factors_[l];
+  }
+  return macs;
+}
+
 torch::Tensor MpoLinear::forward(const torch::Tensor& x) {
+  // Many rows: one rebuild of W shared by all of them plus the dense product costs fewer MACs
+  // than contracting each row (a 64-token prefill at χ = 8: 1.8–2.4× the dense time rebuilding
+  // vs 4–6× contracting; `nestscope_bench_mpo`). Training always rebuilds (below).
+  const int64_t N = x.numel() / in_features();
+  if (at::GradMode::is_enabled() || (N > 1 && N * macs() > rebuild_macs() + N * in_features() * out_features()))
+    return forward_rebuilt(x);
+  return forward_direct(x);
+}
+
+torch::Tensor MpoLinear::forward_direct(const torch::Tensor& x) {
   const auto lead = x.sizes().slice(0, x.dim() - 1);
   const int64_t N = x.numel() / in_features();
   if (!at::GradMode::is_enabled() && x.is_cpu() && x.scalar_type() == torch::kFloat32 && cores_[0].is_cpu() &&
@@ -303,12 +323,10 @@ torch::Tensor MpoLinear::forward(const torch::Tensor& x) {
     shape.push_back(out_features());
     return y.reshape(shape);
   }
-  // Training (autograd on) rebuilds W once per batch (≈ out·in·χ MACs) and then costs the dense
-  // N·out·in: even where the chain has fewer MACs per row, contracting a batch through it under
+  // Under autograd this contraction is differentiable too, but forward() rebuilds W for training
+  // instead: even where the chain has fewer MACs per row, contracting a batch through it under
   // autograd (permutes, their backward) is slower in time — PicoGPT at χ = 4, batch 32 × 256, 2
-  // threads: 6,559 tokens/s rebuilding, < 4,700 contracting. Autograd reaches the cores either
-  // way. Inference always contracts directly (below).
-  if (at::GradMode::is_enabled()) return forward_rebuilt(x);
+  // threads: 6,559 tokens/s rebuilding, < 4,700 contracting.
   const int64_t L = sites();
   std::vector<torch::Tensor> cores;
   for (int64_t l = 0; l < L; ++l) cores.push_back(core(size_t(l)));

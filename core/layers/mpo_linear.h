@@ -26,8 +26,13 @@ class MpoLinear : public ElasticLinear {
   void canonicalize();
 
   // Direct contraction of x with the chain, site by site, from whichever end costs fewer MACs;
-  // W is never formed.
+  // W is never formed — unless the rows are so many that rebuilding W once and one dense product
+  // costs fewer MACs (long prompts, evaluation windows, training batches); then forward_rebuilt.
   torch::Tensor forward(const torch::Tensor& x) override;
+  // Always the direct contraction (what forward does for few rows without autograd).
+  torch::Tensor forward_direct(const torch::Tensor& x);
+  // MACs of rebuilding W from the cores at the current χ (to_dense).
+  int64_t rebuild_macs() const;
   // The reference path: rebuild W from the cores, then one matmul.
   torch::Tensor forward_rebuilt(const torch::Tensor& x) const;
   // The same direct contraction on raw float buffers (CPU float32 cores, no autograd): the packed

@@ -64,14 +64,20 @@ TEST(MpoLinear, DirectContractionEqualsTheRebuiltWeight) {
   up.load_from_dense(trained_like_weight(512, 128, 1), torch::randn({512}) * 0.1);
   torch::NoGradGuard g;
   auto x = torch::randn({3, 5, 128});
+  auto many = torch::randn({256, 128});
   for (int64_t chi : {1, 3, 8, 16}) {
     up.set_bond(chi);
-    auto direct = up.forward(x);
+    auto direct = up.forward_direct(x);
     ASSERT_EQ(direct.sizes(), (std::vector<int64_t>{3, 5, 512}));
     auto reference = torch::matmul(x, up.to_dense().t()) + up.bias();
     EXPECT_LT(rel_error(direct, reference), 1e-5) << "χ=" << chi;
     EXPECT_LT(rel_error(up.forward_rebuilt(x), reference), 1e-5) << "χ=" << chi;
+    // forward() picks per call (few rows: the chain; many: one rebuild) and equals both.
+    EXPECT_LT(rel_error(up.forward(x), reference), 1e-5) << "χ=" << chi;
+    EXPECT_LT(rel_error(up.forward(many), torch::matmul(many, up.to_dense().t()) + up.bias()), 1e-5) << "χ=" << chi;
   }
+  // Rebuilding at χ = 16: [32, 16]·[16, 512] then [1024, 16]·[16, 64] (bonds 16, 16).
+  EXPECT_EQ(up.rebuild_macs(), 32 * 16 * 32 * 16 + 1024 * 16 * 64);
 }
 
 TEST(MpoLinear, TrainingBatchesGiveTheSameOutputAndGradientsReachEveryCore) {
@@ -86,7 +92,7 @@ TEST(MpoLinear, TrainingBatchesGiveTheSameOutputAndGradientsReachEveryCore) {
     torch::Tensor direct;
     {
       torch::NoGradGuard g;
-      direct = up.forward(x);
+      direct = up.forward_direct(x);
     }
     auto trained = up.forward(x);  // autograd on
     EXPECT_LT(rel_error(trained.detach(), direct), 1e-5) << "χ=" << chi;
