@@ -201,6 +201,9 @@ int main(int argc, char** argv) {
                     "gate-aware training: per token keep only this fraction of MLP blocks (the oracle top-k)")
       ->capture_default_str();
   train->add_option("--mlp-block", topt.mlp_block, "neurons per block for --mlp-block-active")->capture_default_str();
+  train->add_option("--head-active", topt.head_active,
+                    "head-aware training: each sequence keeps a random fraction of the heads per layer")
+      ->capture_default_str();
   train->add_option("--mpo-bond", train_mpo_bond,
                     "train every projection as an MPO chain of this χ from random cores (0 = dense)")
       ->capture_default_str();

@@ -243,6 +243,12 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, KvCache* 
     cache->key_mass.narrow(1, 0, L).add_(att.sum({1, 2}).to(cache->key_mass.dtype()));  // [B, L]
   auto yh = torch::matmul(att, vh);  // [B, H, T, hd]
   if (probe_mask.defined()) yh = yh * probe_mask.to(yh.options()).view({B, H, 1, 1});
+  if (train_head_active < 1 && at::GradMode::is_enabled()) {  // k random heads per sequence
+    const int64_t k = std::clamp<int64_t>(std::llround(train_head_active * double(H)), 1, H);
+    auto chosen = torch::rand({B, H}).argsort(int64_t(1), false).narrow(1, 0, k);  // [B, k]
+    auto keep = torch::zeros({B, H}).scatter_(1, chosen, 1.0).to(yh.options());
+    yh = yh * keep.view({B, H, 1, 1});
+  }
   if (head_mask.defined()) {  // ablated heads contribute nothing
     auto m = gated ? head_mask.index_select(0, head_index_.to(head_mask.device())) : head_mask;
     yh = yh * m.to(yh.options()).view({1, H, 1, 1});
@@ -850,6 +856,11 @@ void GptImpl::set_train_block_support(double active, int64_t block) {
     b->mlp->train_active = active;
     b->mlp->train_block = block;
   }
+}
+
+void GptImpl::set_train_head_support(double active) {
+  check(active > 0 && active <= 1, "head active fraction must be in (0, 1]");
+  for (auto& b : blocks_) b->attn->train_head_active = active;
 }
 
 void GptImpl::set_gate_stats(GateStats* stats) {

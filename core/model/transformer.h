@@ -92,6 +92,9 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
   torch::Tensor probe_mask;
   // Ablation: [H] 1 keep / 0 off multiplied into every head's output (undefined = none).
   torch::Tensor head_mask;
+  // Head-aware training (autograd on only): each sequence keeps a random train_head_active
+  // fraction of the heads (at least one); the others' outputs are zeroed. 1 = off.
+  double train_head_active = 1.0;
   // Rotary embedding for this forward's positions, [T, hd] each (set by GptImpl; undefined = none).
   torch::Tensor rope_cos, rope_sin;
 
@@ -243,6 +246,8 @@ class GptImpl : public torch::nn::Module {
   // Gate-aware training (see MlpImpl::train_active) in every layer; throws Error when `block`
   // does not divide the MLP width.
   void set_train_block_support(double active, int64_t block);
+  // Head-aware training (see CausalSelfAttentionImpl::train_head_active) in every layer.
+  void set_train_head_support(double active);
 
   torch::nn::Embedding tok_emb{nullptr};
   torch::Tensor pos_emb;  // [context, C]: learned parameter, fixed sinusoidal buffer, or undefined (rotary)

@@ -29,6 +29,10 @@ struct TrainOptions {
   // the oracle support the sensing gate estimates — so the model learns to work on it. 1 = off.
   double mlp_block_active = 1.0;
   int64_t mlp_block = 16;
+  // Head-aware training: in every layer each sequence keeps a random head_active fraction of the
+  // attention heads (at least one), the others knocked out as head gating skips them, so whichever
+  // support the knockout probes pick later has been trained for. 1 = off.
+  double head_active = 1.0;
   // Knowledge distillation: the loss is (1 − distill)·CE + distill·τ²·KL(teacher ‖ model) at
   // temperature τ, the teacher being the checkpoint `teacher` (empty: the embedded default model).
   // 0 = plain next-token cross-entropy. Teacher and model must share the vocabulary.

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "core/engine/engine.h"
 #include "core/error.h"
@@ -588,6 +589,47 @@ TEST(GateAwareTraining, KeepsTheOracleBlocksInTheLoopAndOnlyThen) {
   EXPECT_THROW(model->set_train_block_support(0.5, 7), Error);
   TrainOptions o;
   o.mlp_block_active = 0;
+  EXPECT_THROW(o.validate(), Error);
+}
+
+TEST(HeadAwareTraining, EverySequenceRunsExactlyKRandomHeadsAndOnlyUnderAutograd) {
+  torch::manual_seed(23);
+  auto c = config();
+  c.n_layers = 1;
+  c.n_heads = 4;
+  Gpt model(c);
+  auto idx = torch::randint(0, c.vocab_size, {5, 12}, torch::kInt64);
+  model->set_train_head_support(0.5);  // 2 of 4 heads per sequence
+  const auto trained = model->forward(idx).detach();
+  torch::NoGradGuard no_grad;
+  const auto full = model->forward(idx);  // no autograd: every head runs
+  EXPECT_GT((trained - full).abs().max().item<double>(), 1e-4);
+  // Each sequence equals the model with exactly one pair of heads knocked in.
+  std::vector<std::vector<float>> pairs;
+  for (int a = 0; a < 4; ++a)
+    for (int b = a + 1; b < 4; ++b) {
+      std::vector<float> m(4, 0.f);
+      m[size_t(a)] = m[size_t(b)] = 1.f;
+      pairs.push_back(m);
+    }
+  std::set<int> seen;
+  for (int64_t s = 0; s < idx.size(0); ++s) {
+    int matches = 0;
+    for (size_t p = 0; p < pairs.size(); ++p) {
+      model->set_head_probe_masks(torch::tensor(pairs[p]).view({1, 1, 4}));
+      if ((model->forward(idx.narrow(0, s, 1)) - trained.narrow(0, s, 1)).abs().max().item<double>() < 1e-4) {
+        ++matches;
+        seen.insert(int(p));
+      }
+    }
+    model->set_head_probe_masks({});
+    EXPECT_EQ(matches, 1) << "sequence " << s;
+  }
+  EXPECT_GT(seen.size(), 1u);  // the draws differ between sequences
+  model->set_train_head_support(1.0);
+  EXPECT_THROW(model->set_train_head_support(0), Error);
+  TrainOptions o;
+  o.head_active = 1.5;
   EXPECT_THROW(o.validate(), Error);
 }
 
