@@ -421,17 +421,9 @@ torch::Tensor MlpGate::forward_device(const torch::Tensor& x, std::vector<MlpGat
   const auto& d = device_;
   auto xin = x.reshape({-1, C_}).to(torch::kFloat32).contiguous();
   const int64_t rows = xin.size(0);
-  auto activate = [&](const torch::Tensor& z) {
-    switch (activation_) {
-      case Activation::Relu: return torch::relu(z);
-      case Activation::Gelu: return torch::gelu(z);
-      case Activation::GeluTanh: return torch::gelu(z, "tanh");
-      case Activation::Silu: return torch::silu(z);
-    }
-    return z;
-  };
+  auto act_t = [&](const torch::Tensor& z) { return activate(z, activation_); };
   auto true_hidden = [&] {
-    auto h = activate(torch::addmm(d.up_bias, xin, d.up.t()));
+    auto h = act_t(torch::addmm(d.up_bias, xin, d.up.t()));
     return d.mul.defined() ? h * torch::addmm(d.mul_bias, xin, d.mul.t()) : h;
   };
   auto top_blocks = [&](const torch::Tensor& h) {  // ascending block ids of the k_t largest ‖h_b‖²
@@ -452,7 +444,7 @@ torch::Tensor MlpGate::forward_device(const torch::Tensor& x, std::vector<MlpGat
                .first;
     }
     // ẑ = c_m + (P_m·x)·K_m, the fused measurement + MMSE recovery of the host path.
-    h = activate(torch::addmm(it->second.second, torch::matmul(xin, d.folded.narrow(0, 0, m).t()), it->second.first));
+    h = act_t(torch::addmm(it->second.second, torch::matmul(xin, d.folded.narrow(0, 0, m).t()), it->second.first));
     overhead = m * C_ + m * N_;
   } else {  // Oracle: the true hidden activations
     h = true_hidden();

@@ -304,7 +304,8 @@ int64_t MpoLinear::rebuild_macs() const {
 torch::Tensor MpoLinear::forward(const torch::Tensor& x) {
   // Many rows: one rebuild of W shared by all of them plus the dense product costs fewer MACs
   // than contracting each row (a 64-token prefill at χ = 8: 1.8–2.4× the dense time rebuilding
-  // vs 4–6× contracting; `nestscope_bench_mpo`). Training always rebuilds (below).
+  // vs 4–6× contracting; `nestscope_bench_mpo`). Training (autograd on) always rebuilds: see
+  // forward_direct.
   const int64_t N = x.numel() / in_features();
   if (at::GradMode::is_enabled() || (N > 1 && N * macs() > rebuild_macs() + N * in_features() * out_features()))
     return forward_rebuilt(x);

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/gate/mlp_gate.h"
 #include "core/layers/mpo_linear.h"
+#include "tests/core/gate_prior.h"
 
 using namespace nestscope;
 
@@ -22,13 +23,6 @@ namespace {
 
 double rel_error(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.cpu() - b.cpu()).norm().item<double>() / b.cpu().norm().item<double>();
-}
-
-// An MLP input prior from Gaussian samples of width C.
-GatePrior sample_prior(int64_t C) {
-  auto calib = torch::randn({400, C});
-  auto centred = calib - calib.mean(0);
-  return {calib.mean(0), centred.t().mm(centred) / 399.0};
 }
 
 }  // namespace
@@ -78,7 +72,7 @@ TEST(Cuda, GatheredMlpKernelsMatchTheHostGate) {
   const int64_t C = 64, N = 256;
   auto up = torch::randn({N, C}) * 0.2, up_b = torch::randn({N}) * 0.1;
   auto down = torch::randn({C, N}) * 0.2, down_b = torch::randn({C}) * 0.1;
-  auto prior = sample_prior(C);
+  auto prior = test::sample_prior(C, 400);
   auto x = torch::randn({6, C});
   for (auto policy : {GatePolicy::Oracle, GatePolicy::Sensing}) {
     for (auto act : {Activation::Gelu, Activation::Silu}) {

@@ -11,6 +11,7 @@
 #include "core/gate/neuron_order.h"
 #include "core/model/budget_json.h"
 #include "core/model/transformer.h"
+#include "tests/core/gate_prior.h"
 #include "tests/core/test_util.h"
 
 using namespace nestscope;
@@ -36,12 +37,7 @@ ModelConfig tiny_config() {
   return c;
 }
 
-// An MLP input prior from 200 Gaussian samples of width C.
-GatePrior sample_prior(int64_t C) {
-  auto calib = torch::randn({200, C});
-  auto centred = calib - calib.mean(0);
-  return {calib.mean(0), centred.t().mm(centred) / 199.0};
-}
+using test::sample_prior;
 
 }  // namespace
 
