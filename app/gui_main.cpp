@@ -1,8 +1,10 @@
 // nestscope: the desktop explorer. Opens the embedded default model unless --model is given.
 #include <QApplication>
 #include <QCommandLineParser>
+#include <cstdio>
 
 #include "app/main_window.h"
+#include "widgets/theme.h"
 
 int main(int argc, char** argv) {
   QApplication app(argc, argv);
@@ -21,8 +23,14 @@ int main(int argc, char** argv) {
                               "file");
   QCommandLineOption panel("panel", "With --screenshot: only this panel (budget, model, activations, teaching, compare, "
                            "frontier, prompt).", "name");
-  parser.addOptions({model, prompt, tokens, budget, frontier, screenshot, panel});
+  QCommandLineOption theme("theme", "Colour scheme: system (default), light or dark (e.g. for a projector).", "name",
+                           "system");
+  parser.addOptions({model, prompt, tokens, budget, frontier, screenshot, panel, theme});
   parser.process(app);
+  if (!nestscope::theme::apply(app, parser.value(theme))) {
+    std::fprintf(stderr, "nestscope: --theme must be system, light or dark, not '%s'\n", qPrintable(parser.value(theme)));
+    return 2;
+  }
 
   nestscope::StartupOptions o;
   o.model = parser.value(model);

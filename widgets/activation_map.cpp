@@ -8,10 +8,12 @@
 #include <QToolTip>
 #include <algorithm>
 
+#include "widgets/theme.h"
+
 namespace nestscope {
 
 namespace {
-const QColor kOn(0, 114, 178), kOff(225, 228, 232), kAccent(213, 94, 0);
+const QColor kOn(0, 114, 178), kAccent(213, 94, 0);
 }
 
 ActivationMap::ActivationMap(QWidget* parent) : QWidget(parent) {
@@ -141,6 +143,7 @@ void ActivationMap::paintEvent(QPaintEvent*) {
   const auto L = layout();
   oracle_box_->move(width() - oracle_box_->sizeHint().width() - 8, 1);
   const TokenActivity* t = selected_ >= 0 ? &tokens_[size_t(selected_)] : nullptr;
+  const QColor kOff = theme::offCell(palette());
   p.drawText(QRectF(L.heads.left(), 2, L.heads.width(), 18), Qt::AlignLeft, tr("heads"));
   p.drawText(QRectF(L.blocks.left(), 2, L.blocks.width(), 18), Qt::AlignLeft,
              t ? tr("MLP neuron blocks — token %1 '%2'").arg(selected_).arg(t->text.toHtmlEscaped().replace('\n', "\\n"))
@@ -207,7 +210,7 @@ void ActivationMap::paintEvent(QPaintEvent*) {
       mean /= double(ms.size());
       p.fillRect(QRectF(L.timeline.left() + i * tw, L.timeline.bottom() - mean / m_max * (L.timeline.height() - 2) - 1,
                         std::max(1.0, tw - 1), 2),
-                 QColor(0, 0, 0));
+                 palette().text().color());
     }
   }
 }

@@ -23,6 +23,8 @@
 #include <map>
 #include <memory>
 
+#include "widgets/theme.h"
+
 namespace nestscope {
 
 namespace {
@@ -54,7 +56,7 @@ const QColor kPalette[] = {QColor(0, 0, 0),     QColor(230, 159, 0),  QColor(86,
 
 }  // namespace
 
-bool FrontierChart::dark() const { return palette().color(QPalette::Window).lightness() < 128; }
+bool FrontierChart::dark() const { return theme::isDark(palette()); }
 
 void FrontierChart::applyTheme() {
   // Follow the system palette: the dark chart theme on a dark desktop, the light one otherwise.

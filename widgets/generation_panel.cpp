@@ -19,6 +19,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "widgets/theme.h"
+
 namespace nestscope {
 
 GenerationPanel::GenerationPanel(QWidget* parent) : QWidget(parent) {
@@ -125,13 +127,12 @@ void GenerationPanel::appendToken(const QString& text, double entropy) { appendT
 
 QColor GenerationPanel::colourOf(const Span& s) const {
   // Uncertainty: entropy in nats, 0 (certain) .. ~3 (a guess among ~20 characters). MACs: the
-  // cheapest step of this generation .. the dearest. Dark blue (low) to orange (high).
+  // cheapest step of this generation .. the dearest. Blue (low) to orange (high), dark
+  // blue on a light palette and light blue on a dark one.
   const double u = colour_mode_ == Colouring::Uncertainty
                        ? std::clamp(s.entropy / 3.0, 0.0, 1.0)
                        : (macs_hi_ > macs_lo_ ? double(s.macs - macs_lo_) / double(macs_hi_ - macs_lo_) : 0.0);
-  const QColor lo(20, 40, 120), hi(230, 110, 0);
-  return QColor::fromRgbF(float(lo.redF() + u * (hi.redF() - lo.redF())), float(lo.greenF() + u * (hi.greenF() - lo.greenF())),
-                          float(lo.blueF() + u * (hi.blueF() - lo.blueF())));
+  return theme::mix(theme::lowCost(palette()), theme::highCost(palette()), u);
 }
 
 void GenerationPanel::paintSpan(int i) {
@@ -141,7 +142,7 @@ void GenerationPanel::paintSpan(int i) {
   c.setPosition(sp.end, QTextCursor::KeepAnchor);
   QTextCharFormat fmt;
   fmt.setForeground(colourOf(sp));
-  fmt.setBackground(i == selected_ ? QColor(255, 220, 120) : QColor(Qt::transparent));
+  fmt.setBackground(i == selected_ ? theme::selection(palette()) : QColor(Qt::transparent));
   c.mergeCharFormat(fmt);
 }
 
@@ -200,6 +201,12 @@ bool GenerationPanel::eventFilter(QObject* watched, QEvent* event) {
     }
   }
   return QWidget::eventFilter(watched, event);
+}
+
+void GenerationPanel::changeEvent(QEvent* event) {
+  QWidget::changeEvent(event);
+  if (event->type() == QEvent::PaletteChange)
+    for (int i = 0; i < int(spans_.size()); ++i) paintSpan(i);
 }
 
 void GenerationPanel::setBusy(bool busy) {

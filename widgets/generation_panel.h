@@ -85,6 +85,7 @@ class GenerationPanel : public QWidget {
 
  protected:
   bool eventFilter(QObject* watched, QEvent* event) override;
+  void changeEvent(QEvent* event) override;  // a palette switch recolours the tokens
 };
 
 }  // namespace nestscope

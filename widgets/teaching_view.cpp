@@ -12,6 +12,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "widgets/theme.h"
+
 namespace nestscope {
 
 namespace {
@@ -142,7 +144,7 @@ void TeachingView::paintEvent(QPaintEvent*) {
   for (size_t i = 0; i < v.singular_values.size(); ++i) {
     const double bh = v.singular_values[i] / smax * (spec.height() - 4);
     p.fillRect(QRectF(spec.left() + double(i) * bw, spec.bottom() - bh, std::max(1.0, bw - (bw > 3 ? 1 : 0)), bh),
-               int64_t(i) < v.rank ? QColor(0, 114, 178) : QColor(190, 190, 190));
+               int64_t(i) < v.rank ? QColor(0, 114, 178) : theme::idle(palette()));
   }
   p.drawLine(spec.bottomLeft(), spec.bottomRight());
   // W, W_r, |W − W_r| on one scale (the error on its own, so small errors stay visible).
