@@ -9,12 +9,14 @@
 #include <algorithm>
 #include <cmath>
 
+#include "widgets/theme.h"
+
 namespace nestscope {
 
 CompareView::CompareView(QWidget* parent) : QWidget(parent) {
   const QFont mono = QFontDatabase::systemFont(QFontDatabase::FixedFont);
-  summary_ = new QLabel(tr("Click a head (or, with the gate off, a neuron block) in the activation map to "
-                           "switch it off and compare the continuation with and without it."));
+  summary_ = new QLabel(tr("Click a head or a neuron block in the activation map to force it off (or, if "
+                           "it was skipped, on) and compare the continuations with and without the change."));
   summary_->setWordWrap(true);
   label_a_ = new QLabel;
   label_b_ = new QLabel;
@@ -63,7 +65,7 @@ void CompareView::setPair(const QString& label_a, const std::vector<ComparedToke
                          .arg(std::log(std::max(1e-12, b[i].prob)), 0, 'f', 2)
                          .arg(delta[i], 0, 'f', 2));
       } else if (int(i) == divergence_) {
-        f.setBackground(QColor(255, 220, 90));
+        f.setBackground(theme::selection(palette()));
         f.setFontWeight(QFont::Bold);
         f.setToolTip(tr("first divergence (p = %1)").arg(toks[i].prob, 0, 'f', 3));
       }
