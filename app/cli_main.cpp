@@ -204,6 +204,13 @@ int main(int argc, char** argv) {
   train->add_option("--head-active", topt.head_active,
                     "head-aware training: each sequence keeps a random fraction of the heads per layer")
       ->capture_default_str();
+  train->add_flag("--head-global", topt.head_global,
+                  "with --head-active: each sequence keeps the model-wide top heads by probed importance (with noise), "
+                  "as the gate's --head-global keeps them");
+  train->add_option("--head-noise", topt.head_noise, "log-normal noise on the importance per sequence (--head-global)")
+      ->capture_default_str();
+  train->add_option("--head-reprobe-every", topt.head_reprobe_every, "steps between head probes (--head-global)")
+      ->capture_default_str();
   train->add_option("--mpo-bond", train_mpo_bond,
                     "train every projection as an MPO chain of this χ from random cores (0 = dense)")
       ->capture_default_str();
@@ -401,6 +408,8 @@ int main(int argc, char** argv) {
   std::string head_actives_csv;
   gate_frontier->add_option("--head-actives", head_actives_csv,
                             "comma-separated fractions of attention heads kept: head rows by probes, oracle, random");
+  gate_frontier->add_flag("--head-global", gopt_f.head_global,
+                          "head rows keep the model-wide top heads (each layer at least one), not a fixed count per layer");
   gate_frontier->add_option("--head-probes", gopt_f.head_probes, "random knockout probes (0 = 2·L·H)")
       ->capture_default_str();
   gate_frontier->add_option("--windows", windows, "validation windows to score (0 = all)")->capture_default_str();
@@ -429,8 +438,10 @@ int main(int argc, char** argv) {
   gate_run->add_option("--m-min", grun.m_min, "token-adaptive lower bound on m_t (0 = m/2)")->capture_default_str();
   gate_run->add_option("--m-max", grun.m_max, "token-adaptive upper bound on m_t (0 = 4·m)")->capture_default_str();
   gate_run->add_option("--hysteresis", grun.hysteresis, "relative change before m_t / k_t move")->capture_default_str();
-  gate_run->add_option("--head-active", grun.head_active, "fraction of attention heads kept per layer")
+  gate_run->add_option("--head-active", grun.head_active, "fraction of attention heads kept")
       ->capture_default_str();
+  gate_run->add_flag("--head-global", grun.head_global,
+                     "keep the model-wide top heads (each layer at least one), not the same count per layer");
   gate_run->add_option("--head-reprobe", grun.head_reprobe,
                        "re-probe the heads on the context when H/log V reaches this (0 = never)")
       ->capture_default_str();
@@ -659,6 +670,7 @@ int main(int argc, char** argv) {
                   {"recovery", recovery_name(grun.recovery)},
                   {"clustered", grun.clustered},
                   {"head_active", grun.head_active},
+                  {"head_global", grun.head_global},
                   {"head_reprobe", grun.head_reprobe},
                   {"generated_tokens", r.generated_tokens},
                   {"tokens_per_s", r.tokens_per_s},
@@ -700,6 +712,7 @@ int main(int argc, char** argv) {
         if (!r.head_policy.empty()) {
           arr.push_back({{"policy", "heads-" + r.head_policy},
                          {"head_active_fraction", r.gate.head_active},
+                         {"head_global", r.gate.head_global},
                          {"token_accuracy", r.eval.token_accuracy},
                          {"perplexity", r.eval.perplexity},
                          {"loss", r.eval.loss},

@@ -73,6 +73,9 @@ BudgetPanel::BudgetPanel(QWidget* parent) : QWidget(parent) {
   reprobe_->setToolTip(tr("When a token's predictive entropy reaches half of its maximum, run the knockout "
                           "probes again on the text so far and keep the new top heads (at most every %1 tokens)")
                            .arg(GateOptions{}.head_reprobe_cooldown));
+  head_global_ = new QCheckBox(tr("spread heads by importance across layers"));
+  head_global_->setToolTip(tr("Keep the model's most important heads wherever they are (the same total, each "
+                              "layer at least one) instead of the same number in every layer"));
   keep_ = slider(5, 100, 10);
   keep_->setValue(100);
   keep_label_ = new QLabel;
@@ -122,6 +125,7 @@ BudgetPanel::BudgetPanel(QWidget* parent) : QWidget(parent) {
   mr->addWidget(m_max_);
   gf->addRow(tr("measurements"), mr);
   gf->addRow(heads_label_, heads_);
+  gf->addRow(head_global_);
   gf->addRow(reprobe_);
   auto* prompt = new QGroupBox(tr("Prompt"));
   auto* pf = new QFormLayout(prompt);
@@ -142,6 +146,7 @@ BudgetPanel::BudgetPanel(QWidget* parent) : QWidget(parent) {
   for (auto* s : {m_min_, m_max_}) connect(s, &QSpinBox::valueChanged, this, &BudgetPanel::emitChanged);
   connect(adaptive_, &QCheckBox::toggled, this, &BudgetPanel::emitChanged);
   connect(reprobe_, &QCheckBox::toggled, this, &BudgetPanel::emitChanged);
+  connect(head_global_, &QCheckBox::toggled, this, &BudgetPanel::emitChanged);
   connect(play_, &QPushButton::clicked, this, &BudgetPanel::play);
   connect(anim_, &QTimer::timeout, this, [this] {
     QSlider* s = rank_->isEnabled() ? rank_ : bond_->isEnabled() ? bond_ : active_;
@@ -246,6 +251,7 @@ Budget BudgetPanel::budget() const {
   if (heads_->value() < heads_->maximum()) {
     b.gate.head_active = double(heads_->value()) / double(heads_->maximum());
     if (reprobe_->isChecked()) b.gate.head_reprobe = kReprobeEntropy;
+    b.gate.head_global = head_global_->isChecked();
   }
   b.prompt_keep = keep_->value() / 100.0;
   if (target_->value() < 100) {
@@ -278,6 +284,7 @@ void BudgetPanel::setBudget(const Budget& b) {
   m_max_->setValue(int(b.gate.m_max));
   heads_->setValue(int(std::lround(b.gate.head_active * heads_->maximum())));
   reprobe_->setChecked(b.gate.head_reprobe > 0);
+  head_global_->setChecked(b.gate.head_global);
   keep_->setValue(int(std::lround(b.prompt_keep * 100)));
   target_->setValue(b.mac_target > 0 ? int(std::lround(b.mac_target * 100)) : 100);
   for (const auto& [name, spin] : layer_spins_) {
@@ -308,7 +315,10 @@ void BudgetPanel::updateLabels() {
   m_max_->setEnabled(gated);
   active_label_->setText(tr("blocks kept: %1%").arg(active_->value()));
   reprobe_->setEnabled(heads_->value() < heads_->maximum());
-  heads_label_->setText(tr("heads kept: %1 of %2").arg(heads_->value()).arg(heads_->maximum()));
+  head_global_->setEnabled(heads_->value() < heads_->maximum());
+  heads_label_->setText(head_global_->isChecked() && heads_->value() < heads_->maximum()
+                            ? tr("heads kept: %1 of %2 on average").arg(heads_->value()).arg(heads_->maximum())
+                            : tr("heads kept: %1 of %2").arg(heads_->value()).arg(heads_->maximum()));
   keep_label_->setText(keep_->value() >= 100 ? tr("prompt kept: all") : tr("prompt kept: %1%").arg(keep_->value()));
   const bool knob = target_->value() < 100;
   target_label_->setText(knob ? tr("MAC target: %1% (gate + prompt)").arg(target_->value()) : tr("MAC target: off"));

@@ -56,6 +56,7 @@ class BudgetPanel : public QWidget {
   QSlider* keepSlider() const { return keep_; }
   QSlider* targetSlider() const { return target_; }
   QCheckBox* reprobeBox() const { return reprobe_; }
+  QCheckBox* headGlobalBox() const { return head_global_; }
   // The per-layer rank box of a projection (0 = follow the global rank), or nullptr.
   QSpinBox* layerRankBox(const std::string& name) const;
 
@@ -82,6 +83,7 @@ class BudgetPanel : public QWidget {
   QLabel* active_label_;
   QCheckBox* adaptive_;
   QCheckBox* reprobe_;
+  QCheckBox* head_global_;
   QSlider* target_;  // Budget::mac_target (100 = off)
   QLabel* target_label_;  // GateOptions::head_reprobe at kReprobeEntropy
   static constexpr double kReprobeEntropy = 0.5;

@@ -785,21 +785,26 @@ std::vector<GateFrontierRow> Engine::gate_frontier(const std::string& text, bool
       const torch::Tensor random = torch::rand({L, H}, torch::kFloat64);
       int64_t done = int64_t(points.size()) + 1;
       for (double f : o.head_actives) {
-        const int64_t k = std::clamp<int64_t>(std::llround(f * double(H)), 1, H);
         for (const auto& [name, imp] : {std::pair{"sensing", probed}, {"oracle", oracle}, {"random", random}}) {
           model->set_head_importance(imp);
           Budget b = base;
           b.gate.head_active = f;
+          b.gate.head_global = o.head_global;
           model->apply_budget(b);
           GateFrontierRow row;
           row.gate = b.gate;
           row.head_policy = name;
           row.eval = evaluate_tokens(model, corpus.validation, o.max_windows, 16,
                                      within(progress, {"gate frontier", done, total}), &base, &b);
-          double f1 = 0;
-          for (int64_t l = 0; l < L; ++l) f1 += support_f1(top_blocks(imp[l], k), top_blocks(oracle[l], k));
+          const auto kept = head_support(imp, f, o.head_global), best = head_support(oracle, f, o.head_global);
+          double f1 = 0, heads = 0;
+          for (int64_t l = 0; l < L; ++l) {
+            f1 += support_f1(kept[size_t(l)], best[size_t(l)]);
+            heads += double(kept[size_t(l)].size());
+          }
           row.head_f1 = f1 / double(L);
-          row.attn_mac_fraction = (2.0 + 2.0 * double(k) / double(H)) / 4.0;
+          // q and o run for the kept heads only, k and v for all: (2 + 2·kept/H) / 4 of attention's MACs.
+          row.attn_mac_fraction = (2.0 + 2.0 * heads / double(L * H)) / 4.0;
           row.ms_per_token = o.measure_latency ? measure_decode_ms(model) : 0;
           rows.push_back(row);
           report(progress, {"gate frontier", ++done, total});

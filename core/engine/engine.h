@@ -85,6 +85,7 @@ struct GateFrontierOptions {
   // ("sensing"), by exhaustive single-head knockout on the first validation window ("oracle"),
   // and at random ("random").
   std::vector<double> head_actives;
+  bool head_global = false;                 // head rows keep the model-wide top heads (GateOptions::head_global)
   int64_t head_probes = 0;                  // random knockout probes (0 = 2·L·H)
 };
 

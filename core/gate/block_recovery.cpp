@@ -1,5 +1,6 @@
 #include "core/gate/block_recovery.h"
 
+#include <algorithm>
 #include <numeric>
 #include <random>
 #include <set>
@@ -52,8 +53,10 @@ torch::Tensor block_energy(const torch::Tensor& z, int64_t block) {
   return z.reshape(shape).square().sum(-1);  // [..., N/B]
 }
 
-std::vector<int64_t> top_blocks(const torch::Tensor& energy, int64_t k) {
-  auto e = energy.detach().to(torch::kFloat64).contiguous();
+namespace {
+// Indices of `energy` [n] by decreasing value, the first k of them (k = n: all). Ties: lower first.
+std::vector<int64_t> ranked(const torch::Tensor& energy, int64_t k) {
+  auto e = energy.detach().to(torch::kCPU, torch::kFloat64).contiguous();
   const int64_t n = e.numel();
   check(k >= 1 && k <= n, "top-k: k = " + std::to_string(k) + " is outside [1, " + std::to_string(n) + "]");
   const double* v = e.data_ptr<double>();
@@ -62,8 +65,38 @@ std::vector<int64_t> top_blocks(const torch::Tensor& energy, int64_t k) {
   std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
                     [&](int64_t a, int64_t b) { return v[a] > v[b] || (v[a] == v[b] && a < b); });
   idx.resize(size_t(k));
+  return idx;
+}
+std::vector<int64_t> top_blocks_ranked(const torch::Tensor& energy) { return ranked(energy, energy.numel()); }
+}  // namespace
+
+std::vector<int64_t> top_blocks(const torch::Tensor& energy, int64_t k) {
+  auto idx = ranked(energy, k);
   std::sort(idx.begin(), idx.end());
   return idx;
+}
+
+std::vector<std::vector<int64_t>> head_support(const torch::Tensor& importance, double active, bool global) {
+  check(importance.dim() == 2 && importance.numel() > 0, "head support: importance must be [layers, heads]");
+  check(active > 0 && active <= 1, "head support: the kept fraction must be in (0, 1], got " + std::to_string(active));
+  const int64_t L = importance.size(0), H = importance.size(1);
+  std::vector<std::vector<int64_t>> keep(static_cast<size_t>(L));
+  if (!global) {
+    const int64_t k = std::clamp<int64_t>(std::llround(active * double(H)), 1, H);
+    for (int64_t l = 0; l < L; ++l) keep[size_t(l)] = top_blocks(importance[l], k);
+    return keep;
+  }
+  const int64_t total = std::clamp<int64_t>(std::llround(active * double(L * H)), L, L * H);
+  const auto order = top_blocks_ranked(importance.reshape({-1}));
+  int64_t taken = 0;
+  for (int64_t i : order)  // every layer's best head first
+    if (keep[size_t(i / H)].empty()) keep[size_t(i / H)].push_back(i % H), ++taken;
+  for (size_t j = 0; j < order.size() && taken < total; ++j) {
+    auto& k = keep[size_t(order[j] / H)];
+    if (std::find(k.begin(), k.end(), order[j] % H) == k.end()) k.push_back(order[j] % H), ++taken;
+  }
+  for (auto& k : keep) std::sort(k.begin(), k.end());
+  return keep;
 }
 
 namespace {

@@ -30,6 +30,11 @@ torch::Tensor block_energy(const torch::Tensor& z, int64_t block);
 // The k blocks of largest energy [n], ascending block order. Ties go to the lower block.
 std::vector<int64_t> top_blocks(const torch::Tensor& energy, int64_t k);
 
+// The heads kept per layer, ascending, from importance [L, H] and the kept fraction in (0, 1]:
+// per layer the top round(active·H) (at least 1), or, `global`, the top round(active·L·H) of the
+// whole model with every layer keeping at least its best head. Ties go to the lower index.
+std::vector<std::vector<int64_t>> head_support(const torch::Tensor& importance, double active, bool global);
+
 // Block OMP: estimate [N] with at most k nonzero blocks. phi [m, N], y [m]. Throws Error when the
 // shapes disagree, B does not divide N, k is outside [1, N/B] or k·B > m.
 torch::Tensor block_omp(const torch::Tensor& phi, const torch::Tensor& y, int64_t block, int64_t k);

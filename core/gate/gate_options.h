@@ -45,6 +45,10 @@ struct GateOptions {
   // importance that random knockout probes recovered on the calibration text (Engine::
   // calibrate_gate); inactive heads skip their query rows, scores and output columns.
   double head_active = 1.0;
+  // false: every layer keeps the same number of heads (round(head_active·H)); true: the top
+  // round(head_active·L·H) heads of the whole model by importance (probed Δ KL, comparable across
+  // layers), each layer keeping at least its best head — layers that matter more keep more.
+  bool head_global = false;
   // Token-adaptive heads: when the last token's normalised entropy h reaches head_reprobe, decoding
   // re-runs the knockout probes on the context so far and takes the new top heads (0 = never).
   // Hysteresis: after a re-probe it re-arms only once h has fallen below

@@ -106,6 +106,7 @@ Json full_json(const Budget& b) {
         {"m_max", g.m_max},
         {"hysteresis", g.hysteresis},
         {"head_active", g.head_active},
+        {"head_global", g.head_global},
         {"head_reprobe", g.head_reprobe},
         {"head_reprobe_cooldown", g.head_reprobe_cooldown},
         {"head_probes", g.head_probes}}},
@@ -163,7 +164,7 @@ Budget budget_from_json(const std::string& text) {
   if (auto it = j.find("gate"); it != j.end()) {
     const std::string wg = w + ".gate";
     only_keys(*it, {"policy", "active", "block", "measurements", "iters", "measurement", "recovery", "seed",
-                    "clustered", "gamma", "m_min", "m_max", "hysteresis", "head_active", "head_reprobe",
+                    "clustered", "gamma", "m_min", "m_max", "hysteresis", "head_active", "head_global", "head_reprobe",
                     "head_reprobe_cooldown", "head_probes"},
               wg);
     auto& g = b.gate;
@@ -182,6 +183,7 @@ Budget budget_from_json(const std::string& text) {
     g.m_max = get<int64_t>(*it, "m_max", d.m_max, wg);
     g.hysteresis = get<double>(*it, "hysteresis", d.hysteresis, wg);
     g.head_active = get<double>(*it, "head_active", d.head_active, wg);
+    g.head_global = get<bool>(*it, "head_global", d.head_global, wg);
     g.head_reprobe = get<double>(*it, "head_reprobe", d.head_reprobe, wg);
     g.head_reprobe_cooldown = get<int64_t>(*it, "head_reprobe_cooldown", d.head_reprobe_cooldown, wg);
     g.head_probes = get<int64_t>(*it, "head_probes", d.head_probes, wg);

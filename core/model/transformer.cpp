@@ -754,19 +754,22 @@ void GptImpl::apply_budget(const Budget& budget) {
 
 void GptImpl::apply_head_support() {
   torch::NoGradGuard no_grad;
-  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
-    // Heads: the top fraction of this layer by probed importance (whole heads, every layer alike).
+  // Heads: the top by probed importance (whole heads), per layer or model-wide (GateOptions).
+  const bool gated = gate_.head_active < 1 && head_importance_.defined();
+  auto keep = gated ? head_support(head_importance_, gate_.head_active, gate_.head_global)
+                    : std::vector<std::vector<int64_t>>(static_cast<size_t>(cfg_.n_layers));
+  const int64_t L = cfg_.n_layers;
+  for (int64_t l = 0; l < L; ++l) {
     auto& attn = blocks_[size_t(l)]->attn;
-    if (gate_.head_active < 1 && head_importance_.defined()) {
-      const int64_t k = std::clamp<int64_t>(std::llround(gate_.head_active * double(cfg_.n_heads)), 1, cfg_.n_heads);
-      auto heads = top_blocks(head_importance_[l], k);
-      for (const auto& [layer, h] : heads_on_)  // forced on
-        if (layer == l && std::find(heads.begin(), heads.end(), h) == heads.end()) heads.push_back(h);
-      std::sort(heads.begin(), heads.end());
-      attn->set_active_heads(heads);
-    } else {
+    if (!gated) {
       attn->set_active_heads({});
+      continue;
     }
+    auto& heads = keep[size_t(l)];
+    for (const auto& [layer, h] : heads_on_)  // forced on
+      if (layer == l && std::find(heads.begin(), heads.end(), h) == heads.end()) heads.push_back(h);
+    std::sort(heads.begin(), heads.end());
+    attn->set_active_heads(heads);
   }
 }
 

@@ -33,6 +33,14 @@ struct TrainOptions {
   // attention heads (at least one), the others knocked out as head gating skips them, so whichever
   // support the knockout probes pick later has been trained for. 1 = off.
   double head_active = 1.0;
+  // With head_active < 1, head_global trains for the model-wide allocation (GateOptions::
+  // head_global) instead: every head_reprobe_every steps the knockout probes re-rank the heads on a
+  // training window, and each sequence keeps the model-wide top head_active fraction (each layer at
+  // least one) of that importance times log-normal noise exp(head_noise·ε), so it is trained for
+  // the supports the probes pick and their neighbours, not for one fixed set.
+  bool head_global = false;
+  double head_noise = 0.5;
+  int64_t head_reprobe_every = 200;
   // Knowledge distillation: the loss is (1 − distill)·CE + distill·τ²·KL(teacher ‖ model) at
   // temperature τ, the teacher being the checkpoint `teacher` (empty: the embedded default model).
   // 0 = plain next-token cross-entropy. Teacher and model must share the vocabulary.

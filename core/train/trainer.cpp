@@ -8,6 +8,8 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/gate/block_recovery.h"
+#include "core/gate/head_probe.h"
 #include "core/threads.h"
 #include "core/eval/metrics.h"
 
@@ -28,6 +30,8 @@ void TrainOptions::validate() const {
   check(mlp_block_active > 0 && mlp_block_active <= 1, "MLP block active fraction must be in (0, 1]");
   check(mlp_block >= 1, "MLP block size must be >= 1");
   check(head_active > 0 && head_active <= 1, "head active fraction must be in (0, 1]");
+  check(head_noise >= 0 && std::isfinite(head_noise), "head noise must be >= 0");
+  check(head_reprobe_every >= 1, "head re-probe interval must be >= 1 step");
   check(distill >= 0 && distill <= 1, "distillation weight must be in [0, 1]");
   check(distill_temperature > 0 && std::isfinite(distill_temperature), "distillation temperature must be positive");
 }
@@ -47,6 +51,20 @@ torch::Tensor next_token_loss(Gpt& model, const Batch& b) {
   auto logp = torch::log_softmax(logits / tau, -1);                                  // [B, T, V]
   auto kl = (b.teacher_logp.exp() * (b.teacher_logp - logp)).sum(-1).mean();        // per token
   return (1.0 - b.distill) * ce + b.distill * tau * tau * kl;
+}
+
+torch::Tensor sample_head_masks(const torch::Tensor& importance, double active, double noise, int64_t batch) {
+  check(importance.dim() == 2 && (importance > 0).all().item<bool>(), "head masks: importance must be positive [L, H]");
+  const int64_t L = importance.size(0), H = importance.size(1);
+  const auto imp = importance.to(torch::kCPU, torch::kFloat64);
+  auto masks = torch::zeros({batch, L, H});
+  auto m = masks.accessor<float, 3>();
+  for (int64_t b = 0; b < batch; ++b) {
+    const auto kept = head_support(imp * torch::exp(noise * torch::randn({L, H}, torch::kFloat64)), active, true);
+    for (int64_t l = 0; l < L; ++l)
+      for (int64_t h : kept[size_t(l)]) m[b][l][h] = 1;
+  }
+  return masks;
 }
 
 TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o, const ProgressFn& progress,
@@ -92,15 +110,18 @@ TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o,
   TrainResult result;
   std::deque<double> recent;
   model->set_train_block_support(o.mlp_block_active, o.mlp_block);  // throws on a block that does not divide N
-  model->set_train_head_support(o.head_active);
+  const bool heads_global = o.head_active < 1 && o.head_global;
+  model->set_train_head_support(heads_global ? 1.0 : o.head_active);
   if (o.head_active < 1) torch::manual_seed(int64_t(o.seed ^ 0x5EEDull));  // the head draws, reproducibly
   struct Reset {
     Gpt& m;
     ~Reset() {
       m->set_train_block_support(1.0, 1);
       m->set_train_head_support(1.0);
+      m->set_head_probe_masks({});
     }
   } reset{model};
+  torch::Tensor importance;  // [L, H] from the probes (head_global)
   model->train();
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t step = 0; step < o.steps; ++step) {
@@ -112,6 +133,17 @@ TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o,
     auto idx = torch::tensor(starts, torch::kInt64).unsqueeze(1) + offsets;  // [B, T]
     auto x = data.index({idx}).to(device);                                     // [B, T]
     auto y = data.index({idx + 1}).to(device);                                 // [B, T]
+    if (heads_global) {
+      if (step % o.head_reprobe_every == 0) {
+        model->set_head_probe_masks({});
+        torch::NoGradGuard no_grad;
+        auto window = data.narrow(0, pick(rng), T).unsqueeze(0).to(device);
+        const auto& c = model->config();
+        importance = probe_heads(model, window, 2 * c.n_layers * c.n_heads, o.seed + uint64_t(step)).to(torch::kCPU);
+        importance = importance.clamp_min(1e-4 * std::max(1e-12, importance.max().item<double>()));
+      }
+      model->set_head_probe_masks(sample_head_masks(importance, o.head_active, o.head_noise, o.batch).to(device));
+    }
     Batch batch{x, y};
     if (distill) {
       torch::NoGradGuard no_grad;
@@ -121,6 +153,7 @@ TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o,
     }
 
     auto loss = loss_fn ? loss_fn(batch, step) : next_token_loss(model, batch);
+    if (heads_global) model->set_head_probe_masks({});  // validation and the caller run every head
     optimizer.zero_grad();
     loss.backward();
     if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), o.grad_clip);
@@ -167,7 +200,7 @@ std::string train_record_json(const TrainOptions& o, const TrainResult& r, int64
       {"options",
        {{"steps", o.steps}, {"batch", o.batch}, {"warmup", o.warmup}, {"lr", o.lr}, {"min_lr", o.min_lr},
         {"betas", {o.beta1, o.beta2}}, {"weight_decay", o.weight_decay}, {"grad_clip", o.grad_clip},
-        {"train_fraction", o.train_fraction}, {"seed", o.seed}, {"mlp_block_active", o.mlp_block_active}, {"head_active", o.head_active},
+        {"train_fraction", o.train_fraction}, {"seed", o.seed}, {"mlp_block_active", o.mlp_block_active}, {"head_active", o.head_active}, {"head_global", o.head_global}, {"head_noise", o.head_noise},
         {"mlp_block", o.mlp_block}, {"distill", o.distill}, {"distill_temperature", o.distill_temperature},
         {"teacher", o.distill > 0 ? (o.teacher.empty() ? "<embedded default model>" : o.teacher) : ""}}},
       {"corpus_bytes", corpus_bytes},

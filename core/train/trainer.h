@@ -26,6 +26,11 @@ using LossFn = std::function<torch::Tensor(const Batch& batch, int64_t step)>;
 // τ²·KL(teacher ‖ model) at temperature τ when the batch carries the teacher's log-probabilities.
 torch::Tensor next_token_loss(Gpt& model, const Batch& batch);
 
+// Head-aware training for the model-wide allocation (TrainOptions::head_global): [batch, L, H]
+// 0/1 masks, row b = head_support(importance·exp(noise·ε_b), active, global) with ε_b ~ N(0, 1)
+// per head, drawn from torch's generator. importance [L, H] must be positive.
+torch::Tensor sample_head_masks(const torch::Tensor& importance, double active, double noise, int64_t batch);
+
 // Trains `model` in place on random context windows of corpus.train (seeded), validates on
 // corpus.validation. `extra_params` (e.g. an objective's learned weights) are optimized too,
 // without weight decay. With options.distill > 0, `teacher` (same vocabulary, context at least

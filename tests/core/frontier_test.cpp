@@ -15,6 +15,8 @@
 #include "core/model/budget_json.h"
 #include "core/model/transformer.h"
 #include "core/model/variants.h"
+#include "core/text/char_tokenizer.h"
+#include "core/train/trainer.h"
 #include "tests/core/test_util.h"
 
 using namespace nestscope;
@@ -631,6 +633,54 @@ TEST(HeadAwareTraining, EverySequenceRunsExactlyKRandomHeadsAndOnlyUnderAutograd
   TrainOptions o;
   o.head_active = 1.5;
   EXPECT_THROW(o.validate(), Error);
+}
+
+TEST(HeadAwareTraining, ModelWideDrawsFollowTheImportanceWithOneHeadPerLayerAtLeast) {
+  torch::manual_seed(29);
+  // Layer 0's heads matter far more than layer 1's; heads 1 and 2 of layer 0 the most.
+  const auto imp = torch::tensor({{1.0, 8.0, 6.0, 2.0}, {0.1, 0.3, 0.2, 0.05}}, torch::kFloat64);
+  // No noise: every sequence keeps exactly the gate's model-wide support.
+  const auto exact = sample_head_masks(imp, 0.5, 0.0, 3);
+  ASSERT_EQ(exact.sizes(), (std::vector<int64_t>{3, 2, 4}));
+  const auto want = torch::tensor({{0.f, 1.f, 1.f, 1.f}, {0.f, 1.f, 0.f, 0.f}});
+  for (int64_t b = 0; b < 3; ++b) EXPECT_TRUE(torch::equal(exact[b], want)) << exact[b];
+  // With noise: always 4 of 8 heads and at least one per layer; neighbours of that support come
+  // up too, the important heads most often.
+  const auto noisy = sample_head_masks(imp, 0.5, 1.0, 400);
+  EXPECT_TRUE(torch::equal(noisy.sum({1, 2}), torch::full({400}, 4.f)));
+  EXPECT_TRUE((noisy.sum(2) >= 1).all().item<bool>());
+  const auto freq = noisy.mean(0);  // [2, 4]
+  EXPECT_GT(freq[0][1].item<double>(), 0.9);
+  EXPECT_GT(freq[0][1].item<double>(), freq[0][0].item<double>());
+  EXPECT_GT(freq[0][0].item<double>(), 0.0);  // not one fixed set
+  EXPECT_GT(freq[1][1].item<double>(), freq[1][3].item<double>());
+  EXPECT_THROW(sample_head_masks(imp - 1.0, 0.5, 0.0, 1), Error);  // importance must be positive
+  TrainOptions o;
+  o.head_noise = -1;
+  EXPECT_THROW(o.validate(), Error);
+}
+
+TEST(HeadAwareTraining, ModelWideTrainingRunsEndToEndAndLeavesEveryHeadOn) {
+  std::string text;
+  for (int i = 0; i < 60; ++i) text += "to be or not to be, that is the question.\n";
+  const auto tok = CharTokenizer::from_corpus(text);
+  auto c = config();
+  c.vocab_size = tok.vocab_size();
+  Gpt model(c);
+  const Corpus corpus = make_corpus(tok, text);
+  TrainOptions o;
+  o.steps = 3;
+  o.batch = 4;
+  o.warmup = 1;
+  o.head_active = 0.5;
+  o.head_global = true;
+  o.head_reprobe_every = 2;
+  const auto r = train_model(model, corpus, o);
+  EXPECT_TRUE(std::isfinite(r.validation.loss));
+  torch::NoGradGuard no_grad;  // afterwards: no masks left, the full model runs
+  auto idx = torch::randint(0, c.vocab_size, {1, 8}, torch::kInt64);
+  EXPECT_NO_THROW(model->forward(idx));
+  EXPECT_NO_THROW(model->set_head_probe_masks({}));
 }
 
 TEST(Ablation, ForcedOnUnitsRunWhateverTheGateOrTheHeadSupportSays) {

@@ -395,6 +395,34 @@ TEST(HeadGate, GatedHeadsEqualMaskingTheOthersAndKeepTheCache) {
   EXPECT_THROW(model->apply_budget(b), Error);
 }
 
+TEST(HeadGate, ModelWideAllocationKeepsTheTopHeadsWithOnePerLayerAtLeast) {
+  ModelConfig c = tiny_config();
+  c.n_heads = 4;
+  Gpt model(c);
+  torch::NoGradGuard no_grad;
+  // Layer 0's heads all matter more than layer 1's best one.
+  model->set_head_importance(torch::tensor({{0.1, 0.9, 0.85, 0.8}, {0.05, 0.01, 0.3, 0.02}}, torch::kFloat64));
+  Budget b;
+  b.gate.head_active = 0.5;  // per layer: 2 + 2 heads
+  model->apply_budget(b);
+  EXPECT_EQ(model->active_heads(), (std::vector<std::vector<int64_t>>{{1, 2}, {0, 2}}));
+  const int64_t per_layer_macs = model->macs_per_token(16);
+  b.gate.head_global = true;  // model-wide: the top 4 of 8, layer 1 keeping its best
+  model->apply_budget(b);
+  EXPECT_EQ(model->active_heads(), (std::vector<std::vector<int64_t>>{{1, 2, 3}, {2}}));
+  EXPECT_EQ(model->macs_per_token(16), per_layer_macs);  // the same number of heads, so the same MACs
+  b.gate.head_active = 0.1;  // round(0.8) = 1 head in all, raised to one per layer
+  model->apply_budget(b);
+  EXPECT_EQ(model->active_heads(), (std::vector<std::vector<int64_t>>{{1}, {2}}));
+  b.gate.head_active = 0.75;  // 6 of 8
+  b.heads_on = {{1, 1}};      // 4 + 2 (heads 0, 2) by importance; forced on comes on top
+  model->apply_budget(b);
+  EXPECT_EQ(model->active_heads(), (std::vector<std::vector<int64_t>>{{0, 1, 2, 3}, {0, 1, 2}}));
+  const Budget back = budget_from_json(budget_to_json(b));
+  EXPECT_TRUE(back.gate.head_global);
+  EXPECT_EQ(back, b);
+}
+
 TEST(HeadGate, KnockoutProbesFindAPlantedDominantHead) {
   torch::manual_seed(14);
   ModelConfig c = tiny_config();

@@ -428,6 +428,16 @@ TEST(BudgetPanel, OneMacKnobAndHeadReprobingReachTheBudget) {
   EXPECT_EQ(p.budget().mac_target, 0);
   p.reprobeBox()->setChecked(false);
   EXPECT_EQ(p.budget().gate.head_reprobe, 0);
+  // Model-wide head allocation: a checkbox into the budget and back.
+  EXPECT_TRUE(p.headGlobalBox()->isEnabled());
+  EXPECT_FALSE(p.budget().gate.head_global);
+  p.headGlobalBox()->setChecked(true);
+  EXPECT_TRUE(p.budget().gate.head_global);
+  h.gate.head_global = false;
+  p.setBudget(h);
+  EXPECT_FALSE(p.headGlobalBox()->isChecked());
+  p.setBudget(Budget{});
+  EXPECT_FALSE(p.headGlobalBox()->isEnabled());  // all heads run
 }
 
 TEST(BudgetPanel, PerLayerRanksApplyToNsnLayersOnly) {
