@@ -8,12 +8,18 @@ C=../shared/data/tinyshakespeare.txt
 OUT=runs/gateaware
 mkdir -p "$OUT"
 STEPS=${STEPS:-600}
+SEED=${SEED:-1337}
 # HEAD_ACTIVE=0.5 adds head-aware training: each sequence also keeps a random half of the heads
 # per layer (train --head-active), for the "blocks + heads" rows.
 HEAD_ACTIVE=${HEAD_ACTIVE:-1}
-NAME=picogpt-ga50$([ "$HEAD_ACTIVE" = 1 ] || echo "-h$HEAD_ACTIVE")
-$CLI train --init resources/models/picogpt.safetensors --corpus "$C" --steps "$STEPS" --batch 32 --lr 3e-4 --warmup 20 \
-    --mlp-block-active 0.5 --head-active "$HEAD_ACTIVE" --out "$OUT/$NAME.safetensors" --json > "$OUT/train-$NAME.json"
+# HEAD_GLOBAL=1 trains for the model-wide head allocation instead (train --head-global: each sequence
+# keeps the probes' top half of all heads, with noise; the "model-wide" rows).
+HEAD_GLOBAL=${HEAD_GLOBAL:-0}
+NAME=picogpt-ga50$([ "$HEAD_ACTIVE" = 1 ] || echo "-h$HEAD_ACTIVE")$([ "$HEAD_GLOBAL" = 1 ] && echo "g" || true)
+EXTRA=()
+[ "$HEAD_GLOBAL" = 1 ] && EXTRA+=(--head-global)
+$CLI train --init resources/models/picogpt.safetensors --corpus "$C" --steps "$STEPS" --batch 32 --lr 3e-4 --warmup 20 --seed "$SEED" \
+    --mlp-block-active 0.5 --head-active "$HEAD_ACTIVE" "${EXTRA[@]}" --out "$OUT/$NAME.safetensors" --json > "$OUT/train-$NAME.json"
 for m in resources/models/picogpt.safetensors "$OUT/$NAME.safetensors"; do
   $CLI frontier --model "$m" --budgets scripts/gate-aware-budgets.json --eval "$C" --no-latency \
       --out "$OUT/rows-$(basename "$m" .safetensors).jsonl"
