@@ -803,7 +803,7 @@ std::vector<GateFrontierRow> Engine::gate_frontier(const std::string& text, bool
             heads += double(kept[size_t(l)].size());
           }
           row.head_f1 = f1 / double(L);
-          // q and o run for the kept heads only, k and v for all: (2 + 2·kept/H) / 4 of attention's MACs.
+          // q and o run for the kept heads only, k and v for all: (2 + 2·kept/(L·H)) / 4 of attention's MACs.
           row.attn_mac_fraction = (2.0 + 2.0 * heads / double(L * H)) / 4.0;
           row.ms_per_token = o.measure_latency ? measure_decode_ms(model) : 0;
           rows.push_back(row);

@@ -67,7 +67,6 @@ std::vector<int64_t> ranked(const torch::Tensor& energy, int64_t k) {
   idx.resize(size_t(k));
   return idx;
 }
-std::vector<int64_t> top_blocks_ranked(const torch::Tensor& energy) { return ranked(energy, energy.numel()); }
 }  // namespace
 
 std::vector<int64_t> top_blocks(const torch::Tensor& energy, int64_t k) {
@@ -87,7 +86,7 @@ std::vector<std::vector<int64_t>> head_support(const torch::Tensor& importance, 
     return keep;
   }
   const int64_t total = std::clamp<int64_t>(std::llround(active * double(L * H)), L, L * H);
-  const auto order = top_blocks_ranked(importance.reshape({-1}));
+  const auto order = ranked(importance.reshape({-1}), L * H);
   int64_t taken = 0;
   for (int64_t i : order)  // every layer's best head first
     if (keep[size_t(i / H)].empty()) keep[size_t(i / H)].push_back(i % H), ++taken;

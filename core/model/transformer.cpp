@@ -754,22 +754,15 @@ void GptImpl::apply_budget(const Budget& budget) {
 
 void GptImpl::apply_head_support() {
   torch::NoGradGuard no_grad;
+  if (gate_.head_active >= 1 || !head_importance_.defined()) return clear_head_support();
   // Heads: the top by probed importance (whole heads), per layer or model-wide (GateOptions).
-  const bool gated = gate_.head_active < 1 && head_importance_.defined();
-  auto keep = gated ? head_support(head_importance_, gate_.head_active, gate_.head_global)
-                    : std::vector<std::vector<int64_t>>(static_cast<size_t>(cfg_.n_layers));
-  const int64_t L = cfg_.n_layers;
-  for (int64_t l = 0; l < L; ++l) {
-    auto& attn = blocks_[size_t(l)]->attn;
-    if (!gated) {
-      attn->set_active_heads({});
-      continue;
-    }
+  auto keep = head_support(head_importance_, gate_.head_active, gate_.head_global);
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
     auto& heads = keep[size_t(l)];
     for (const auto& [layer, h] : heads_on_)  // forced on
       if (layer == l && std::find(heads.begin(), heads.end(), h) == heads.end()) heads.push_back(h);
     std::sort(heads.begin(), heads.end());
-    attn->set_active_heads(heads);
+    blocks_[size_t(l)]->attn->set_active_heads(heads);
   }
 }
 
