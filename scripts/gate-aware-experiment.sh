@@ -15,10 +15,15 @@ HEAD_ACTIVE=${HEAD_ACTIVE:-1}
 # HEAD_GLOBAL=1 trains for the model-wide head allocation instead (train --head-global: each sequence
 # keeps the probes' top half of all heads, with noise; the "model-wide" rows).
 HEAD_GLOBAL=${HEAD_GLOBAL:-0}
-NAME=picogpt-ga50$([ "$HEAD_ACTIVE" = 1 ] || echo "-h$HEAD_ACTIVE")$([ "$HEAD_GLOBAL" = 1 ] && echo "g" || true)
+# A continuation stage: INIT=<previous stage's checkpoint> LR=1.5e-4 NAME=<new name>; DISTILL=0.5 mixes
+# in the KL to the default model's next-token distribution (train --distill).
+INIT=${INIT:-resources/models/picogpt.safetensors}
+LR=${LR:-3e-4}
+DISTILL=${DISTILL:-0}
+NAME=${NAME:-picogpt-ga50$([ "$HEAD_ACTIVE" = 1 ] || echo "-h$HEAD_ACTIVE")$([ "$HEAD_GLOBAL" = 1 ] && echo "g" || true)}
 EXTRA=()
 [ "$HEAD_GLOBAL" = 1 ] && EXTRA+=(--head-global)
-$CLI train --init resources/models/picogpt.safetensors --corpus "$C" --steps "$STEPS" --batch 32 --lr 3e-4 --warmup 20 --seed "$SEED" \
+$CLI train --init "$INIT" --corpus "$C" --steps "$STEPS" --batch 32 --lr "$LR" --warmup 20 --seed "$SEED" --distill "$DISTILL" \
     --mlp-block-active 0.5 --head-active "$HEAD_ACTIVE" "${EXTRA[@]}" --out "$OUT/$NAME.safetensors" --json > "$OUT/train-$NAME.json"
 for m in resources/models/picogpt.safetensors "$OUT/$NAME.safetensors"; do
   $CLI frontier --model "$m" --budgets scripts/gate-aware-budgets.json --eval "$C" --no-latency \
