@@ -25,7 +25,10 @@ EXTRA=()
 [ "$HEAD_GLOBAL" = 1 ] && EXTRA+=(--head-global)
 $CLI train --init "$INIT" --corpus "$C" --steps "$STEPS" --batch 32 --lr "$LR" --warmup 20 --seed "$SEED" --distill "$DISTILL" \
     --mlp-block-active 0.5 --head-active "$HEAD_ACTIVE" "${EXTRA[@]}" --out "$OUT/$NAME.safetensors" --json > "$OUT/train-$NAME.json"
-for m in resources/models/picogpt.safetensors "$OUT/$NAME.safetensors"; do
+# The default model is scored as the baseline once, with the first stage; later stages score only themselves.
+MODELS=("$OUT/$NAME.safetensors")
+[ "$INIT" = resources/models/picogpt.safetensors ] && MODELS=("$INIT" "${MODELS[@]}")
+for m in "${MODELS[@]}"; do
   $CLI frontier --model "$m" --budgets scripts/gate-aware-budgets.json --eval "$C" --no-latency \
       --out "$OUT/rows-$(basename "$m" .safetensors).jsonl"
 done
