@@ -201,6 +201,10 @@ int main(int argc, char** argv) {
                     "gate-aware training: per token keep only this fraction of MLP blocks (the oracle top-k)")
       ->capture_default_str();
   train->add_option("--mlp-block", topt.mlp_block, "neurons per block for --mlp-block-active")->capture_default_str();
+  train->add_option("--mlp-block-sensing", topt.mlp_block_sensing,
+                    "with --mlp-block-active: keep the blocks the sensing gate (PCA + MMSE, this many "
+                    "measurements, prior from each batch) picks instead of the oracle's (0 = oracle)")
+      ->capture_default_str();
   train->add_option("--head-active", topt.head_active,
                     "head-aware training: each sequence keeps a random fraction of the heads per layer")
       ->capture_default_str();

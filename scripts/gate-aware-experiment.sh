@@ -20,11 +20,14 @@ HEAD_GLOBAL=${HEAD_GLOBAL:-0}
 INIT=${INIT:-resources/models/picogpt.safetensors}
 LR=${LR:-3e-4}
 DISTILL=${DISTILL:-0}
+# SENSING=32 trains on the blocks the sensing gate picks with 32 measurements (PCA + MMSE, prior from
+# each batch; train --mlp-block-sensing) instead of the oracle's.
+SENSING=${SENSING:-0}
 NAME=${NAME:-picogpt-ga50$([ "$HEAD_ACTIVE" = 1 ] || echo "-h$HEAD_ACTIVE")$([ "$HEAD_GLOBAL" = 1 ] && echo "g" || true)}
 EXTRA=()
 [ "$HEAD_GLOBAL" = 1 ] && EXTRA+=(--head-global)
 $CLI train --init "$INIT" --corpus "$C" --steps "$STEPS" --batch 32 --lr "$LR" --warmup 20 --seed "$SEED" --distill "$DISTILL" \
-    --mlp-block-active 0.5 --head-active "$HEAD_ACTIVE" "${EXTRA[@]}" --out "$OUT/$NAME.safetensors" --json > "$OUT/train-$NAME.json"
+    --mlp-block-active 0.5 --mlp-block-sensing "$SENSING" --head-active "$HEAD_ACTIVE" "${EXTRA[@]}" --out "$OUT/$NAME.safetensors" --json > "$OUT/train-$NAME.json"
 # The default model is scored as the baseline once, with the first stage; later stages score only themselves.
 MODELS=("$OUT/$NAME.safetensors")
 [ "$INIT" = resources/models/picogpt.safetensors ] && MODELS=("$INIT" "${MODELS[@]}")

@@ -300,11 +300,43 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
     const int64_t N = h.size(-1), nb = N / train_block;
     const int64_t k = std::clamp<int64_t>(std::llround(train_active * double(nb)), 1, nb);
     auto blocks = h.reshape({-1, nb, train_block});                     // [BT, nb, blk]
-    auto energy = blocks.detach().square().sum(-1);                     // [BT, nb]
+    auto energy = (train_sensing > 0 ? sensed_hidden(x, train_sensing).reshape({-1, nb, train_block}) : blocks.detach())
+                      .square()
+                      .sum(-1);  // [BT, nb]
     auto keep = torch::zeros_like(energy).scatter_(1, std::get<1>(energy.topk(k, 1)), 1.0);  // [BT, nb]
     h = (blocks * keep.unsqueeze(-1)).reshape(sizes);
   }
   return down->forward(h);  // [B, T, C]
+}
+
+torch::Tensor MlpImpl::sensed_hidden(const torch::Tensor& x, int64_t m) {
+  torch::NoGradGuard no_grad;
+  // The sensed projection: up, or the activated one of a gated MLP (what MlpGate measures).
+  const auto& proj = gate_proj ? gate_proj : up;
+  auto w = proj->to_dense().detach().to(torch::kFloat64);  // [N, C]
+  const int64_t C = w.size(1);
+  auto xr = x.detach().reshape({-1, C}).to(torch::kFloat64);  // [rows, C]
+  check(xr.size(0) >= 2, "sensing-aware training needs at least two token rows");
+  auto mean = xr.mean(0);
+  auto xc = xr - mean;
+  auto cov = xc.t().mm(xc) / double(xr.size(0) - 1);  // Σ_x [C, C]
+  // PCA rows Φ are eigenvectors of Σ_u = W Σ_x Wᵀ, so the MMSE estimate μ_u + Σ_u Φᵀ(Φ Σ_u Φᵀ)⁻¹ Φ(u − μ_u)
+  // is the projection of u − μ_u onto the top-m principal subspace: Φᵀ Φ (u − μ_u). Σ_u has rank
+  // ≤ C, so m ≥ C recovers u exactly; the subspace comes from a C×C problem as in MlpGate.
+  auto [ex, vx] = torch::linalg::eigh(cov, "L");
+  auto M = w.mm(vx * ex.clamp_min(0).sqrt());                 // [N, C], Σ_u = M Mᵀ
+  auto [e, v] = torch::linalg::eigh(M.t().mm(M), "L");        // ascending
+  // Directions without variance (a rank-deficient prior) add nothing: leave them out.
+  const double floor = 1e-12 * std::max(1e-300, e[C - 1].item<double>());
+  const int64_t r = std::min<int64_t>(m, (e > floor).sum().item<int64_t>());
+  auto em = e.narrow(0, C - r, r);
+  auto phi = M.mm(v.narrow(1, C - r, r)) / em.sqrt();         // [N, r] orthonormal columns
+  auto folded = phi.t().mm(w);                                // Φ W [r, C]: y = Φ (u − μ_u) = folded (x − μ_x)
+  auto z = xc.mm(folded.t()).mm(phi.t()) + w.mv(mean);        // [rows, N]
+  if (auto b = proj->bias(); b.defined()) z = z + b.detach().to(torch::kFloat64);
+  auto sizes = x.sizes().vec();
+  sizes.back() = w.size(0);
+  return activate(z.to(x.scalar_type()), activation_).reshape(sizes);  // [.., N]
 }
 
 BlockImpl::BlockImpl(const ModelConfig& cfg) : parallel(cfg.parallel_residual) {
@@ -844,13 +876,15 @@ void GptImpl::set_gate_uncertainty(double h) {
     if (b->mlp->gate) b->mlp->gate->set_uncertainty(h);
 }
 
-void GptImpl::set_train_block_support(double active, int64_t block) {
+void GptImpl::set_train_block_support(double active, int64_t block, int64_t sensing) {
+  check(sensing >= 0, "sensing-aware training needs m >= 0 measurements, got " + std::to_string(sensing));
   check(active > 0 && active <= 1, "MLP block active fraction must be in (0, 1]");
   check(active == 1 || (block >= 1 && cfg_.d_ff % block == 0),
         "MLP block size " + std::to_string(block) + " does not divide the MLP width " + std::to_string(cfg_.d_ff));
   for (auto& b : blocks_) {
     b->mlp->train_active = active;
     b->mlp->train_block = block;
+    b->mlp->train_sensing = sensing;
   }
 }
 

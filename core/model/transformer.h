@@ -129,6 +129,13 @@ class MlpImpl : public torch::nn::Module {
   // `train_block` neurons with the largest activation energy; the rest are zeroed. 1 = off.
   double train_active = 1.0;
   int64_t train_block = 16;
+  // With train_sensing = m > 0 the kept blocks are those the sensing gate (PCA measurement + MMSE
+  // recovery, m measurements) would pick, its prior taken from this batch's inputs: the model
+  // trains on the support it is scored with, recovery misses included. 0 = the oracle's blocks.
+  int64_t train_sensing = 0;
+  // act(ẑ) [.., N] where ẑ is the PCA + MMSE estimate of the gate's pre-activation from m
+  // measurements, the prior being the mean and covariance of the rows of x [.., C] (no grad).
+  torch::Tensor sensed_hidden(const torch::Tensor& x, int64_t m);
   // Ablation: [N] 1 keep / 0 off multiplied into the activations (undefined = none). The gate,
   // when on, is built from weights with these neurons zeroed instead.
   torch::Tensor neuron_mask;
@@ -245,7 +252,7 @@ class GptImpl : public torch::nn::Module {
   void set_gate_stats(GateStats* stats);
   // Gate-aware training (see MlpImpl::train_active) in every layer; throws Error when `block`
   // does not divide the MLP width.
-  void set_train_block_support(double active, int64_t block);
+  void set_train_block_support(double active, int64_t block, int64_t sensing = 0);
   // Head-aware training (see CausalSelfAttentionImpl::train_head_active) in every layer.
   void set_train_head_support(double active);
 

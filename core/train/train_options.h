@@ -29,6 +29,10 @@ struct TrainOptions {
   // the oracle support the sensing gate estimates — so the model learns to work on it. 1 = off.
   double mlp_block_active = 1.0;
   int64_t mlp_block = 16;
+  // Sensing-aware: with mlp_block_sensing = m > 0 the kept blocks are the ones the sensing gate
+  // (PCA measurements + MMSE recovery, m of them) picks, its prior taken from each batch, instead
+  // of the oracle's — the model trains on the support it will be scored with. 0 = oracle.
+  int64_t mlp_block_sensing = 0;
   // Head-aware training: in every layer each sequence keeps a random head_active fraction of the
   // attention heads (at least one), the others knocked out as head gating skips them, so whichever
   // support the knockout probes pick later has been trained for. 1 = off.

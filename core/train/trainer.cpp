@@ -29,6 +29,7 @@ void TrainOptions::validate() const {
   check(threads >= 0, "threads must be >= 0");
   check(mlp_block_active > 0 && mlp_block_active <= 1, "MLP block active fraction must be in (0, 1]");
   check(mlp_block >= 1, "MLP block size must be >= 1");
+  check(mlp_block_sensing >= 0, "sensing-aware training needs m >= 0 measurements");
   check(head_active > 0 && head_active <= 1, "head active fraction must be in (0, 1]");
   check(head_noise >= 0 && std::isfinite(head_noise), "head noise must be >= 0");
   check(head_reprobe_every >= 1, "head re-probe interval must be >= 1 step");
@@ -109,7 +110,7 @@ TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o,
 
   TrainResult result;
   std::deque<double> recent;
-  model->set_train_block_support(o.mlp_block_active, o.mlp_block);  // throws on a block that does not divide N
+  model->set_train_block_support(o.mlp_block_active, o.mlp_block, o.mlp_block_sensing);  // throws on a block that does not divide N
   const bool heads_global = o.head_active < 1 && o.head_global;
   model->set_train_head_support(heads_global ? 1.0 : o.head_active);
   if (o.head_active < 1) torch::manual_seed(int64_t(o.seed ^ 0x5EEDull));  // the head draws, reproducibly
@@ -200,7 +201,7 @@ std::string train_record_json(const TrainOptions& o, const TrainResult& r, int64
       {"options",
        {{"steps", o.steps}, {"batch", o.batch}, {"warmup", o.warmup}, {"lr", o.lr}, {"min_lr", o.min_lr},
         {"betas", {o.beta1, o.beta2}}, {"weight_decay", o.weight_decay}, {"grad_clip", o.grad_clip},
-        {"train_fraction", o.train_fraction}, {"seed", o.seed}, {"mlp_block_active", o.mlp_block_active}, {"head_active", o.head_active}, {"head_global", o.head_global}, {"head_noise", o.head_noise},
+        {"train_fraction", o.train_fraction}, {"seed", o.seed}, {"mlp_block_active", o.mlp_block_active}, {"mlp_block_sensing", o.mlp_block_sensing}, {"head_active", o.head_active}, {"head_global", o.head_global}, {"head_noise", o.head_noise},
         {"mlp_block", o.mlp_block}, {"distill", o.distill}, {"distill_temperature", o.distill_temperature},
         {"teacher", o.distill > 0 ? (o.teacher.empty() ? "<embedded default model>" : o.teacher) : ""}}},
       {"corpus_bytes", corpus_bytes},

@@ -594,6 +594,48 @@ TEST(GateAwareTraining, KeepsTheOracleBlocksInTheLoopAndOnlyThen) {
   EXPECT_THROW(o.validate(), Error);
 }
 
+TEST(GateAwareTraining, SensingAwareKeepsTheSensingGatesBlocks) {
+  torch::manual_seed(19);
+  auto c = config();
+  c.n_layers = 1;  // the MLP's input does not depend on the MLP's own support
+  Gpt model(c);
+  auto idx = torch::randint(0, c.vocab_size, {2, 24}, torch::kInt64);
+  const int64_t m = 8;
+  model->set_train_block_support(0.5, 16, m);
+  const auto sensed = model->forward(idx);
+  sensed.sum().backward();  // gradients still flow through the kept blocks
+  int64_t with_grad = 0;
+  for (const auto& p : model->parameters()) with_grad += p.grad().defined();
+  EXPECT_GT(with_grad, 0);
+  model->set_train_block_support(0.5, 16);
+  const auto oracle = model->forward(idx).detach();
+  EXPECT_GT((sensed.detach() - oracle).abs().max().item<double>(), 1e-4);  // m = 8 < C = 32: some misses
+  torch::NoGradGuard no_grad;
+  // The sensing gate (PCA + MMSE, m measurements) calibrated on the same rows picks the same blocks.
+  model->set_train_block_support(1.0, 1);
+  model->calibrate_gate(model->mlp_samples(idx), 16);
+  Budget b;
+  b.gate.policy = GatePolicy::Sensing;
+  b.gate.active = 0.5;
+  b.gate.block = 16;
+  b.gate.measurements = m;
+  b.gate.measurement = MeasurementKind::Pca;
+  b.gate.recovery = Recovery::Mmse;
+  model->apply_budget(b);
+  EXPECT_LT((model->forward(idx) - sensed.detach()).abs().max().item<double>(), 1e-4);
+  // m ≥ C measurements recover the pre-activation exactly: the oracle's blocks.
+  model->apply_budget(Budget{});
+  {
+    at::AutoGradMode grad(true);
+    model->set_train_block_support(0.5, 16, c.d_model);
+    EXPECT_LT((model->forward(idx).detach() - oracle).abs().max().item<double>(), 1e-4);
+  }
+  EXPECT_THROW(model->set_train_block_support(0.5, 16, -1), Error);
+  TrainOptions o;
+  o.mlp_block_sensing = -2;
+  EXPECT_THROW(o.validate(), Error);
+}
+
 TEST(HeadAwareTraining, EverySequenceRunsExactlyKRandomHeadsAndOnlyUnderAutograd) {
   torch::manual_seed(23);
   auto c = config();
