@@ -44,6 +44,16 @@ torch::Tensor measurement_operator(int64_t m, int64_t n, uint64_t seed, Measurem
   return phi;
 }
 
+torch::Tensor principal_directions(const torch::Tensor& w, const torch::Tensor& cov_x, int64_t m) {
+  const int64_t C = w.size(1);
+  auto [ex, vx] = torch::linalg::eigh(cov_x, "L");   // Σ_x = Vx diag(ex) Vxᵀ
+  auto M = w.mm(vx * ex.clamp_min(0).sqrt());         // [N, C], Σ_u = M Mᵀ
+  auto [e, v] = torch::linalg::eigh(M.t().mm(M), "L");  // ascending [C], [C, C]
+  const double floor = 1e-10 * std::max(1e-300, e[C - 1].item<double>());
+  const int64_t r = std::min<int64_t>(m, (e > floor).sum().item<int64_t>());
+  return (M.mm(v.narrow(1, C - r, r)) / e.narrow(0, C - r, r).sqrt()).flip({1});  // [N, r], descending
+}
+
 torch::Tensor block_energy(const torch::Tensor& z, int64_t block) {
   const int64_t N = z.size(-1);
   check(block >= 1 && N % block == 0, "block size " + std::to_string(block) + " does not divide " + std::to_string(N));

@@ -24,6 +24,13 @@ namespace nestscope {
 // is below 1, or for Pca (that one comes from a calibration prior, see MlpGate). Same seed, same Φ, on every machine (its own generator, not torch's).
 torch::Tensor measurement_operator(int64_t m, int64_t n, uint64_t seed, MeasurementKind kind);
 
+// The top principal directions of u = W·x for inputs x with covariance Σ_x: W [N, C], cov_x [C, C]
+// (float64) -> [N, r] orthonormal columns, the leading eigenvectors of Σ_u = W Σ_x Wᵀ in descending
+// order, r = min(m, the directions carrying variance above 1e-10 of the largest). Σ_u has rank ≤ C,
+// so this solves a C×C problem (Σ_x = L Lᵀ, M = W L, eigh(MᵀM)) instead of an N×N one. The PCA
+// measurement rows of the gate, and the subspace its MMSE estimate projects onto.
+torch::Tensor principal_directions(const torch::Tensor& w, const torch::Tensor& cov_x, int64_t m);
+
 // Per-block energy Σ z_i² over aligned blocks of `block` entries: z [..., N] -> [..., N/B].
 torch::Tensor block_energy(const torch::Tensor& z, int64_t block);
 

@@ -86,20 +86,15 @@ MlpGate::MlpGate(const torch::Tensor& up, const torch::Tensor& up_bias, const to
       cov_x = cpu_f32(prior->cov).to(torch::kFloat64).reshape({C_, C_});  // [C, C]
     }
     if (options.measurement == MeasurementKind::Pca) {
-      // The top-m eigenvectors of Σ_u = W Σ_x Wᵀ [N, N]. Σ_u has rank ≤ C, so for m ≤ C they come
-      // from a C×C problem: Σ_x = L Lᵀ, M = W L [N, C], Σ_u = M Mᵀ, and with MᵀM = V S² Vᵀ the
-      // eigenvectors are M V S⁻¹ (an N×N eigh cost 4× more at N = 512 and dominated a budget move).
+      // The top-m eigenvectors of Σ_u = W Σ_x Wᵀ [N, N], for m ≤ C from a C×C problem
+      // (principal_directions; an N×N eigh cost 4× more at N = 512 and dominated a budget move).
       auto w = up_.to(torch::kFloat64);                                   // [N, C]
       bool done = false;
       if (m_ <= C_) {
-        auto [ex, vx] = torch::linalg::eigh(cov_x, "L");                  // Σ_x = Vx diag(ex) Vxᵀ
-        auto M = w.mm(vx * ex.clamp_min(0).sqrt());                       // [N, C]
-        auto [e, v] = torch::linalg::eigh(M.t().mm(M), "L");              // ascending [C], [C, C]
-        auto em = e.narrow(0, C_ - m_, m_).flip({0});                     // [m] top-m, descending
         // Only where all m directions carry variance; a rank-deficient Σ_u takes the N×N path.
-        if (em[m_ - 1].item<double>() > 1e-10 * std::max(1e-300, em[0].item<double>())) {
-          auto vm = v.narrow(1, C_ - m_, m_).flip({1});                   // [C, m]
-          phi_ = (M.mm(vm) / em.sqrt()).t().contiguous().to(torch::kFloat32);  // [m, N] orthonormal rows
+        auto dirs = principal_directions(w, cov_x, m_);                  // [N, r]
+        if (dirs.size(1) == m_) {
+          phi_ = dirs.t().contiguous().to(torch::kFloat32);               // [m, N] orthonormal rows
           done = true;
         }
       }

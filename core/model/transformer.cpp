@@ -322,15 +322,8 @@ torch::Tensor MlpImpl::sensed_hidden(const torch::Tensor& x, int64_t m) {
   auto cov = xc.t().mm(xc) / double(xr.size(0) - 1);  // Σ_x [C, C]
   // PCA rows Φ are eigenvectors of Σ_u = W Σ_x Wᵀ, so the MMSE estimate μ_u + Σ_u Φᵀ(Φ Σ_u Φᵀ)⁻¹ Φ(u − μ_u)
   // is the projection of u − μ_u onto the top-m principal subspace: Φᵀ Φ (u − μ_u). Σ_u has rank
-  // ≤ C, so m ≥ C recovers u exactly; the subspace comes from a C×C problem as in MlpGate.
-  auto [ex, vx] = torch::linalg::eigh(cov, "L");
-  auto M = w.mm(vx * ex.clamp_min(0).sqrt());                 // [N, C], Σ_u = M Mᵀ
-  auto [e, v] = torch::linalg::eigh(M.t().mm(M), "L");        // ascending
-  // Directions without variance (a rank-deficient prior) add nothing: leave them out.
-  const double floor = 1e-12 * std::max(1e-300, e[C - 1].item<double>());
-  const int64_t r = std::min<int64_t>(m, (e > floor).sum().item<int64_t>());
-  auto em = e.narrow(0, C - r, r);
-  auto phi = M.mm(v.narrow(1, C - r, r)) / em.sqrt();         // [N, r] orthonormal columns
+  // ≤ C, so m ≥ C recovers u exactly.
+  auto phi = principal_directions(w, cov, m);                 // [N, r] orthonormal columns
   auto folded = phi.t().mm(w);                                // Φ W [r, C]: y = Φ (u − μ_u) = folded (x − μ_x)
   auto z = xc.mm(folded.t()).mm(phi.t()) + w.mv(mean);        // [rows, N]
   if (auto b = proj->bias(); b.defined()) z = z + b.detach().to(torch::kFloat64);
