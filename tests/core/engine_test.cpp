@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/io/atomic_file.h"
 #include "core/io/default_model.h"
+#include "core/model/budget_json.h"
 #include "tests/core/test_util.h"
 
 using namespace nestscope;
@@ -205,6 +206,39 @@ TEST(Engine, ShippedChi8MpoModelKeepsAtLeast95PercentOfDenseAccuracy) {
   EXPECT_GE(r.token_accuracy, 0.95 * dense);
   std::printf("chi = 8 MPO model: token accuracy %.4f = %.2f%% of dense %.4f\n", r.token_accuracy,
               100 * r.token_accuracy / dense, dense);
+}
+
+// Issue 5's target, on the shipped gate-tuned checkpoint (resources/models/picogpt-gate50.safetensors:
+// the default model after the gate-aware chain of the README's gate section, the last stage
+// sensing-aware): the sensing gate at 50% of the MLP blocks and 50% of the heads (model-wide) within
+// 1 pp of the default model's dense accuracy (measured 53.00% vs 53.62%); random blocks far below.
+TEST(Engine, ShippedGate50ModelIsWithin1ppOfDenseAtHalfTheHeadsAndBlocks) {
+  if (!has_default_model()) GTEST_SKIP() << "this build embedded no default model";
+  NESTSCOPE_NEED_CORPUS();
+  const std::string text = read_text_file(NESTSCOPE_CORPUS);
+  Engine e;
+  e.load_default();
+  const double dense = e.evaluate(text, true).token_accuracy;
+  e.load((std::filesystem::path(NESTSCOPE_TEST_DATA) / "../../../resources/models/picogpt-gate50.safetensors").string());
+  const auto budgets = parse_budget_list(R"([
+    {"method": "gate+heads", "label": "sensing", "budget": {"gate": {"policy": "sensing", "active": 0.5,
+      "measurement": "pca", "recovery": "mmse", "head_active": 0.5, "head_global": true}}},
+    {"method": "gate+heads", "label": "random", "budget": {"gate": {"policy": "random", "active": 0.5,
+      "head_active": 0.5, "head_global": true}}}])",
+                                         "test");
+  SweepOptions o;
+  o.text = text;
+  o.measure_latency = false;
+  const auto rows = e.sweep(budgets, o);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].eval.windows, 435);
+  EXPECT_GE(rows[0].eval.token_accuracy, dense - 0.01);
+  EXPECT_LT(rows[0].mac_fraction, 0.70);  // measurement and recovery included
+  EXPECT_LT(rows[1].eval.token_accuracy, rows[0].eval.token_accuracy - 0.2);
+  std::printf("gate-tuned model, sensing 50%% blocks + 50%% heads: %.4f (dense default model %.4f, %.2f pp), "
+              "%.1f%% of the MACs; random blocks %.4f\n",
+              rows[0].eval.token_accuracy, dense, 100 * (dense - rows[0].eval.token_accuracy),
+              100 * rows[0].mac_fraction, rows[1].eval.token_accuracy);
 }
 
 TEST(Engine, HighEntropyReprobesTheHeadSupportWithHysteresisAndCooldown) {
