@@ -190,9 +190,8 @@ Budget Engine::Impl::resolve(const Budget& b, int64_t prompt, int64_t fresh, Joi
   key.gate.active = 1;
   const std::string k = budget_to_json(key);
   if (k != joint_key || joint_scores.empty()) {
-    // Scoring needs a context window plus one token. A shorter calibration text (the GUI
-    // calibrates on the prompt) is continued by the model itself at this budget without gate and
-    // compression, so the split is still conditioned on it.
+    // Scoring needs a context window plus one token. A shorter calibration text was continued by
+    // calibrate_gate already; one of exactly a context is continued here the same way.
     std::vector<int64_t> tokens = calibration_tokens;
     const int64_t ctx = m.config.context;
     if (int64_t(tokens.size()) <= ctx) {
@@ -683,11 +682,24 @@ std::vector<FrontierRow> Engine::mpo_frontier(const std::string& text, bool vali
 void Engine::calibrate_gate(const std::string& text, int64_t block, uint64_t seed, int64_t max_windows) {
   auto& m = impl_->need();
   check(!text.empty(), "the calibration text is empty");
-  const auto tokens = m.tokenizer->encode(text);
+  auto tokens = m.tokenizer->encode(text);
   Budget ungated = impl_->budget;
   ungated.gate = GateOptions{};
   m.model->apply_budget(ungated);
   try {
+    // A prompt is too few rows for a prior: "ROMEO:" gives 6, a covariance of rank ≤ 5, and a PCA +
+    // MMSE gate blind outside that subspace (its text turns to noise). A text shorter than one
+    // context window is continued by the model itself (ungated, uncompressed, temperature 1 with
+    // `seed`), so the calibration stays conditioned on it; the joint MAC knob scores the same tokens.
+    if (const int64_t ctx = m.config.context; int64_t(tokens.size()) < ctx) {
+      Budget plain = ungated;
+      plain.mac_target = 0;
+      plain.prompt_keep = 1;
+      m.model->apply_budget(plain);
+      Sampler sampler({1.0, 0, seed});
+      tokens = extend_by_sampling(m.model, std::move(tokens), ctx + 1, sampler);
+      m.model->apply_budget(ungated);
+    }
     calibrate_on_tokens(m.model, tokens, m.config.context, block, seed, max_windows);
   } catch (...) {
     m.model->apply_budget(impl_->budget);

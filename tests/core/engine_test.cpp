@@ -241,6 +241,33 @@ TEST(Engine, ShippedGate50ModelIsWithin1ppOfDenseAtHalfTheHeadsAndBlocks) {
               100 * rows[0].mac_fraction, rows[1].eval.token_accuracy);
 }
 
+// The GUI calibrates the gate on the prompt. "ROMEO:" alone is 6 rows: a prior of rank ≤ 5, and a
+// PCA + MMSE gate blind outside it. calibrate_gate continues a short text with the model's own
+// sample first, so a prompt-calibrated gate scores like one calibrated on real text.
+TEST(Engine, AShortPromptCalibratesTheGateOnItsOwnContinuation) {
+  const std::string text =
+      "Shall I compare thee to a summer's day?\nThou art more lovely and more temperate:\n"
+      "Rough winds do shake the darling buds of May,\nAnd summer's lease hath all too short a date;\n"
+      "Sometime too hot the eye of heaven shines,\nAnd often is his gold complexion dimm'd;\n"
+      "And every fair from fair sometime declines,\nBy chance or nature's changing course untrimm'd;\n"
+      "But thy eternal summer shall not fade,\nNor lose possession of that fair thou owest;\n";
+  Engine e;  // the gate-tuned model (issue 5): the one meant to run at 50%
+  e.load((std::filesystem::path(NESTSCOPE_TEST_DATA) / "../../../resources/models/picogpt-gate50.safetensors").string());
+  const double dense = e.evaluate(text, false).token_accuracy;
+  Budget b;
+  b.gate = {.policy = GatePolicy::Sensing, .active = 0.5, .measurement = MeasurementKind::Pca, .recovery = Recovery::Mmse};
+  e.calibrate_gate(text, 16);
+  e.set_budget(b);
+  const double on_text = e.evaluate(text, false).token_accuracy;
+  e.calibrate_gate("ROMEO:", 16);
+  const double on_prompt = e.evaluate(text, false).token_accuracy;
+  e.calibrate_gate("ROMEO:", 16);  // same prompt, same seed: the same continuation and gate
+  EXPECT_EQ(e.evaluate(text, false).token_accuracy, on_prompt);
+  std::printf("dense %.4f, gate at 50%% calibrated on the text %.4f, on \"ROMEO:\" %.4f\n", dense, on_text, on_prompt);
+  EXPECT_GE(on_prompt, on_text - 0.05);
+  EXPECT_GE(on_prompt, dense - 0.05);
+}
+
 TEST(Engine, HighEntropyReprobesTheHeadSupportWithHysteresisAndCooldown) {
   Engine e;
   auto c = small_config();
