@@ -120,7 +120,7 @@ NsnFinetuneReport train_nested(LoadedModel& next, const Corpus& corpus, int64_t 
 }  // namespace
 
 void calibrate_on_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64_t context, int64_t block, uint64_t seed,
-                         int64_t max_windows, int64_t head_probes) {
+                         int64_t max_windows, int64_t head_probes, int64_t own_tokens) {
   check(!tokens.empty(), "gate calibration: no tokens");
   torch::NoGradGuard no_grad;
   const int64_t T = std::min<int64_t>(context, int64_t(tokens.size()));
@@ -140,9 +140,10 @@ void calibrate_on_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64_t
   }
   std::vector<MlpSample> all;
   for (size_t l = 0; l < ins.size(); ++l) all.push_back({torch::cat(ins[l], 0), torch::cat(acts[l], 0)});
-  model->calibrate_gate(all, block, seed);
+  model->calibrate_gate(all, block, seed, own_tokens);
   const auto& c = model->config();
-  auto first = torch::tensor(std::vector<int64_t>(tokens.begin(), tokens.begin() + T), torch::kInt64)
+  const int64_t probed = own_tokens > 0 ? std::min(T, own_tokens) : T;
+  auto first = torch::tensor(std::vector<int64_t>(tokens.begin(), tokens.begin() + probed), torch::kInt64)
                    .unsqueeze(0)
                    .to(model->tok_emb->weight.device());
   model->set_head_importance(probe_heads(model, first, head_probes > 0 ? head_probes : 2 * c.n_layers * c.n_heads, seed));
@@ -690,8 +691,10 @@ void Engine::calibrate_gate(const std::string& text, int64_t block, uint64_t see
     // A prompt is too few rows for a prior: "ROMEO:" gives 6, a covariance of rank ≤ 5, and a PCA +
     // MMSE gate blind outside that subspace (its text turns to noise). A text shorter than one
     // context window is continued by the model itself (ungated, uncompressed, temperature 1 with
-    // `seed`), so the calibration stays conditioned on it; the joint MAC knob scores the same tokens.
-    if (const int64_t ctx = m.config.context; int64_t(tokens.size()) < ctx) {
+    // `seed`) for the prior; the support (head probes, static energies, neuron order) still comes
+    // from the text alone. The joint MAC knob scores the same tokens.
+    const int64_t own = int64_t(tokens.size());
+    if (const int64_t ctx = m.config.context; own < ctx) {
       Budget plain = ungated;
       plain.mac_target = 0;
       plain.prompt_keep = 1;
@@ -700,7 +703,8 @@ void Engine::calibrate_gate(const std::string& text, int64_t block, uint64_t see
       tokens = extend_by_sampling(m.model, std::move(tokens), ctx + 1, sampler);
       m.model->apply_budget(ungated);
     }
-    calibrate_on_tokens(m.model, tokens, m.config.context, block, seed, max_windows);
+    calibrate_on_tokens(m.model, tokens, m.config.context, block, seed, max_windows, 0,
+                        own < int64_t(tokens.size()) ? own : 0);
   } catch (...) {
     m.model->apply_budget(impl_->budget);
     throw;

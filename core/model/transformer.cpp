@@ -911,7 +911,8 @@ std::vector<MlpSample> GptImpl::mlp_samples(const torch::Tensor& idx) {
   return out;
 }
 
-void GptImpl::calibrate_gate(const std::vector<MlpSample>& samples, int64_t block, uint64_t seed) {
+void GptImpl::calibrate_gate(const std::vector<MlpSample>& samples, int64_t block, uint64_t seed,
+                             int64_t support_rows) {
   check(int64_t(samples.size()) == cfg_.n_layers, "gate calibration: one sample per layer expected");
   check(block >= 1 && cfg_.d_ff % block == 0, "gate: block size " + std::to_string(block) +
                                                    " does not divide the MLP width " + std::to_string(cfg_.d_ff));
@@ -922,8 +923,9 @@ void GptImpl::calibrate_gate(const std::vector<MlpSample>& samples, int64_t bloc
     check(s.acts.dim() == 2 && s.acts.size(1) == cfg_.d_ff && s.acts.size(0) > 0 && s.inputs.dim() == 2 &&
               s.inputs.size(0) == s.acts.size(0) && s.inputs.size(1) == cfg_.d_model,
           "gate calibration: samples must be inputs [T, C] and activations [T, N]");
-    energy.push_back(s.acts.to(torch::kFloat64).square().mean(0));  // [N]
-    order.push_back(coactivation_order(s.acts, block, seed));
+    const auto acts = support_rows > 0 ? s.acts.narrow(0, 0, std::min(support_rows, s.acts.size(0))) : s.acts;
+    energy.push_back(acts.to(torch::kFloat64).square().mean(0));  // [N]
+    order.push_back(coactivation_order(acts, block, seed));
     auto x = s.inputs.to(torch::kFloat64);                           // [T, C]
     auto mean = x.mean(0);                                           // [C]
     auto centred = x - mean;

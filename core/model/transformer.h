@@ -230,8 +230,11 @@ class GptImpl : public torch::nn::Module {
   // Calibrates the gate from samples (as mlp_samples, concatenated over a calibration text): each
   // neuron's mean energy (the Static policy), for `block` the co-activation neuron order
   // (GateOptions::clustered), and the input mean / covariance (MMSE recovery, PCA measurement).
-  // Kept across budget changes.
-  void calibrate_gate(const std::vector<MlpSample>& samples, int64_t block, uint64_t seed = 0);
+  // Kept across budget changes. support_rows > 0: the energies and the order come from the first
+  // support_rows rows only (a text's own tokens), the mean / covariance from all of them (the text
+  // continued by the model so the prior has rows enough; Engine::calibrate_gate).
+  void calibrate_gate(const std::vector<MlpSample>& samples, int64_t block, uint64_t seed = 0,
+                      int64_t support_rows = 0);
   bool gate_calibrated(int64_t block) const { return calib_block_ == block && !neuron_energy_.empty(); }
   // Per-layer gate traces: a forward appends one MlpGateTrace per token row to (*sink)[layer].
   // nullptr stops tracing (the default: the fast path pays nothing).
