@@ -28,6 +28,15 @@ TrainOptions quick(int64_t steps) {
   o.warmup = 2;
   return o;
 }
+// A checkpoint the repository ships (tests/core/data → resources/models).
+std::string shipped_model(const char* file) {
+  return (std::filesystem::path(NESTSCOPE_TEST_DATA) / "../../../resources/models" / file).string();
+}
+// The engine on the embedded default model, and its dense accuracy on the validation split of `text`.
+double load_default_dense(Engine& e, const std::string& text) {
+  e.load_default();
+  return e.evaluate(text, true).token_accuracy;
+}
 }  // namespace
 
 TEST(Engine, GenerateStreamsTokensAndValidatesPrompts) {
@@ -195,10 +204,8 @@ TEST(Engine, ShippedChi8MpoModelKeepsAtLeast95PercentOfDenseAccuracy) {
   NESTSCOPE_NEED_CORPUS();
   const std::string text = read_text_file(NESTSCOPE_CORPUS);
   Engine e;
-  e.load_default();
-  const double dense = e.evaluate(text, true).token_accuracy;
-  // tests/core/data → the repository's resources/models
-  e.load((std::filesystem::path(NESTSCOPE_TEST_DATA) / "../../../resources/models/picogpt-mpo8.safetensors").string());
+  const double dense = load_default_dense(e, text);
+  e.load(shipped_model("picogpt-mpo8.safetensors"));
   EXPECT_EQ(e.info().parameters, 13696 + 6136 * 8 + 256 * 8 * 8);
   EXPECT_EQ(e.info().max_bond, 8);
   const auto r = e.evaluate(text, true);
@@ -217,9 +224,8 @@ TEST(Engine, ShippedGate50ModelIsWithin1ppOfDenseAtHalfTheHeadsAndBlocks) {
   NESTSCOPE_NEED_CORPUS();
   const std::string text = read_text_file(NESTSCOPE_CORPUS);
   Engine e;
-  e.load_default();
-  const double dense = e.evaluate(text, true).token_accuracy;
-  e.load((std::filesystem::path(NESTSCOPE_TEST_DATA) / "../../../resources/models/picogpt-gate50.safetensors").string());
+  const double dense = load_default_dense(e, text);
+  e.load(shipped_model("picogpt-gate50.safetensors"));
   const auto budgets = parse_budget_list(R"([
     {"method": "gate+heads", "label": "sensing", "budget": {"gate": {"policy": "sensing", "active": 0.5,
       "measurement": "pca", "recovery": "mmse", "head_active": 0.5, "head_global": true}}},
@@ -252,7 +258,7 @@ TEST(Engine, AShortPromptCalibratesTheGateOnItsOwnContinuation) {
       "And every fair from fair sometime declines,\nBy chance or nature's changing course untrimm'd;\n"
       "But thy eternal summer shall not fade,\nNor lose possession of that fair thou owest;\n";
   Engine e;  // the gate-tuned model (issue 5): the one meant to run at 50%
-  e.load((std::filesystem::path(NESTSCOPE_TEST_DATA) / "../../../resources/models/picogpt-gate50.safetensors").string());
+  e.load(shipped_model("picogpt-gate50.safetensors"));
   const double dense = e.evaluate(text, false).token_accuracy;
   Budget b;
   b.gate = {.policy = GatePolicy::Sensing, .active = 0.5, .measurement = MeasurementKind::Pca, .recovery = Recovery::Mmse};
