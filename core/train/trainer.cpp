@@ -30,6 +30,8 @@ void TrainOptions::validate() const {
   check(mlp_block_active > 0 && mlp_block_active <= 1, "MLP block active fraction must be in (0, 1]");
   check(mlp_block >= 1, "MLP block size must be >= 1");
   check(mlp_block_sensing >= 0, "sensing-aware training needs m >= 0 measurements");
+  check(mlp_block_sensing == 0 || mlp_block_active < 1,
+        "sensing-aware training (--mlp-block-sensing) picks blocks only with an MLP block active fraction below 1");
   check(head_active > 0 && head_active <= 1, "head active fraction must be in (0, 1]");
   check(head_noise >= 0 && std::isfinite(head_noise), "head noise must be >= 0");
   check(head_reprobe_every >= 1, "head re-probe interval must be >= 1 step");

@@ -634,6 +634,10 @@ TEST(GateAwareTraining, SensingAwareKeepsTheSensingGatesBlocks) {
   TrainOptions o;
   o.mlp_block_sensing = -2;
   EXPECT_THROW(o.validate(), Error);
+  o.mlp_block_sensing = 32;  // with every block kept there is nothing to pick
+  EXPECT_THROW(o.validate(), Error);
+  o.mlp_block_active = 0.5;
+  EXPECT_NO_THROW(o.validate());
 }
 
 TEST(HeadAwareTraining, EverySequenceRunsExactlyKRandomHeadsAndOnlyUnderAutograd) {
