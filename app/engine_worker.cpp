@@ -5,6 +5,7 @@
 #include <QFileInfo>
 #include <QStandardPaths>
 
+#include "core/defaults.h"
 #include "core/engine/engine.h"
 #include "core/io/atomic_file.h"
 
@@ -118,7 +119,7 @@ void EngineWorker::announce() {
     v.limits.mlp = c.linear_spec("mlp.up").kind;
     v.layers = int(c.n_layers);
     v.heads = int(c.n_heads);
-    v.blocks = int(c.d_ff % 16 == 0 ? c.d_ff / 16 : 1);
+    v.blocks = int(c.d_ff % kNeuronBlock == 0 ? c.d_ff / kNeuronBlock : 1);
     for (const auto& n : engine_->projection_names()) {
       v.projections << QString::fromStdString(n);
       const std::string family = projection_family(n);

@@ -81,9 +81,10 @@ int main(int argc, char** argv) {
   s.text = text;
   s.measure_latency = false;
   measure("frontier sweep (default grid)", [&](const ProgressFn& p) { e.sweep(e.grid("default"), s, p); });
-  NsnFrontierOptions nf;
-  nf.ranks = {4, 8, 16, 32, 64, 96, 128};
-  measure("NSN frontier (SVD truncation)", [&](const ProgressFn& p) { e.nsn_frontier(text, true, nf, p); });
+  std::vector<NamedBudget> svd;  // the `nsn frontier` preset on a dense model: SVD truncation
+  for (int64_t r : {4, 8, 16, 32, 64, 96, 128})
+    svd.push_back({"svd", "r=" + std::to_string(r), Budget{.rank = r, .kind = {{"attn", LinearKind::Nsn}, {"mlp", LinearKind::Nsn}}}});
+  measure("NSN frontier (SVD truncation)", [&](const ProgressFn& p) { e.sweep(svd, s, p); });
   e.convert_nsn({}, 0);
   const auto nsn_before = e.info();
   NsnTrainOptions n;

@@ -15,6 +15,8 @@
 #include <QVBoxLayout>
 #include <cmath>
 
+#include "core/engine/presets.h"
+
 namespace nestscope {
 
 namespace {
@@ -237,13 +239,9 @@ Budget BudgetPanel::budget() const {
                                                                               : LinearKind::Dense) == LinearKind::Nsn)
       b.layer_rank[name] = spin->value();
   if (any_mpo && bond_->value() < bond_->maximum()) b.bond = bond_->value();
-  b.gate.policy = GatePolicy(policy_->currentIndex());
-  if (b.gate.policy != GatePolicy::Off) {
-    b.gate.active = active_->value() / 100.0;
-    b.gate.block = 16;
-    b.gate.measurement = MeasurementKind::Pca;
-    b.gate.recovery = Recovery::Mmse;
-    b.gate.clustered = true;
+  if (const auto policy = GatePolicy(policy_->currentIndex()); policy != GatePolicy::Off) {
+    b.gate = recommended_gate(active_->value() / 100.0);
+    b.gate.policy = policy;
     b.gate.gamma = adaptive_->isChecked() ? 1.0 : 0.0;
     b.gate.m_min = m_min_->value();
     b.gate.m_max = m_max_->value();
@@ -256,12 +254,12 @@ Budget BudgetPanel::budget() const {
   b.prompt_keep = keep_->value() / 100.0;
   if (target_->value() < 100) {
     b.mac_target = target_->value() / 100.0;
-    if (b.gate.policy == GatePolicy::Off) {  // the knob trades gate blocks too: the default sensing gate
-      b.gate.policy = GatePolicy::Sensing;
-      b.gate.block = 16;
-      b.gate.measurement = MeasurementKind::Pca;
-      b.gate.recovery = Recovery::Mmse;
-      b.gate.clustered = true;
+    if (b.gate.policy == GatePolicy::Off) {  // the knob trades gate blocks too: the recommended gate
+      GateOptions g = recommended_gate(b.gate.active);
+      g.head_active = b.gate.head_active;
+      g.head_reprobe = b.gate.head_reprobe;
+      g.head_global = b.gate.head_global;
+      b.gate = g;
     }
   }
   return b;

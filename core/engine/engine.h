@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/defaults.h"
 #include "core/eval/eval_result.h"
 #include "core/eval/frontier.h"
 #include "core/model/budget_json.h"
@@ -38,70 +39,32 @@ struct ModelInfo {
   int64_t bond_limit = 0;
 };
 
-// One point of a compute–accuracy frontier.
-struct FrontierRow {
-  std::string method;          // "svd" / "tt-svd" (truncating a dense model, no training), "nsn", "mpo"
-  std::string allocation;      // "uniform" (one global rank), "energy" or "sensitivity" (per-layer)
-  int64_t rank = 0;            // global rank (uniform) or the mean rank (energy); 0 = dense
-  int64_t bond = 0;            // MPO bond dimension χ; 0 = not an MPO row
-  double mac_fraction = 1;     // linear-layer MACs / dense linear-layer MACs
-  int64_t linear_macs = 0;     // projections only, per token
-  int64_t model_macs = 0;      // whole model per token at full context (attention included)
-  int64_t parameters = 0;      // in use at this budget
-  EvalResult eval;             // token accuracy, perplexity, agreement/KL with full rank
-  double ms_per_token = 0;     // measured batch-1 decode step (median)
+// Budget lists of the mechanism presets (`nsn frontier`, `mpo frontier`, `gate frontier`): grids
+// for Engine::sweep like the built-in ones.
+struct RankGridOptions {
+  std::vector<int64_t> ranks;           // uniform global ranks
+  std::vector<double> mac_fractions;    // uniform ranks closest to these fractions of dense linear MACs
+  bool energy_allocation = false;       // also per-layer ranks by spectral energy, per fraction
+  bool sensitivity_allocation = false;  // ... and by measured loss sensitivity
+  std::string calibration_text;         // its training split measures the sensitivity
+  int64_t calibration_windows = 8;
 };
 
-struct NsnFrontierOptions {
-  std::vector<int64_t> ranks;         // uniform global ranks to evaluate
-  std::vector<double> mac_fractions;  // budgets as fractions of dense linear MACs
-  bool energy_allocation = false;     // also evaluate the per-layer energy allocation per fraction
-  bool sensitivity_allocation = false;  // ... and per-layer ranks from measured loss sensitivity
-  int64_t calibration_windows = 8;    // training-split windows that measure the sensitivity
-  int64_t max_windows = 0;            // 0 = every validation window
-  bool measure_latency = true;
-};
-
-struct MpoFrontierOptions {
-  std::vector<int64_t> bonds;         // bond dimensions χ to evaluate
-  int64_t max_windows = 0;            // 0 = every validation window
-  bool measure_latency = true;
-};
-
-struct GateFrontierOptions {
+struct GateGridOptions {
   std::vector<GatePolicy> policies = {GatePolicy::Sensing, GatePolicy::Oracle, GatePolicy::Static, GatePolicy::Random};
   std::vector<double> actives = {0.5};      // fractions of MLP blocks kept
-  std::vector<int64_t> measurements = {0};  // m values swept for the sensing policy (0 = N/16)
-  int64_t block = 16;
+  std::vector<int64_t> measurements = {0};  // m values for the sensing policy (0 = N/16)
+  int64_t block = kNeuronBlock;
   int64_t iters = 1;                        // block IHT iterations
   MeasurementKind measurement = MeasurementKind::Rademacher;
   Recovery recovery = Recovery::Iht;
   uint64_t seed = 0;
   bool clustered = true;                    // blocks follow the co-activation neuron order
-  int64_t calibration_windows = 8;          // training-split windows that calibrate static + order
-  int64_t max_windows = 0;                  // 0 = every validation window
-  bool measure_latency = true;
-  // Head rows (MLP ungated): for each fraction, heads kept per layer by the probed importance
-  // ("sensing"), by exhaustive single-head knockout on the first validation window ("oracle"),
-  // and at random ("random").
+  // Head rows (MLP ungated): per fraction, heads ranked by the probes, by exhaustive knockout and at
+  // random (GateOptions::head_ranking).
   std::vector<double> head_actives;
-  bool head_global = false;                 // head rows keep the model-wide top heads (GateOptions::head_global)
-  int64_t head_probes = 0;                  // random knockout probes (0 = 2·L·H)
-};
-
-// One point of the gate's frontier; eval's agreement and KL are against the ungated model.
-struct GateFrontierRow {
-  GateOptions gate;             // policy, active fraction, block, m (resolved), iters, seed
-  int64_t active_blocks = 0;    // k per layer
-  int64_t blocks = 0;           // N / B
-  EvalResult eval;
-  double support_f1 = -1;       // mean block-support F1 vs the oracle top-k (-1: the oracle itself)
-  double mlp_mac_fraction = 1;  // MLP MACs spent / dense MLP MACs, measurement included
-  double overhead_fraction = 0; // measurement + recovery MACs / dense MLP MACs
-  double ms_per_token = 0;      // measured batch-1 decode step (median)
-  std::string head_policy;      // head rows: "sensing", "oracle", "random"; empty for MLP rows
-  double head_f1 = -1;          // head rows: per-layer head-support F1 vs the oracle's
-  double attn_mac_fraction = 1; // attention projection MACs / dense (k, v always run)
+  bool head_global = false;
+  int64_t head_probes = 0;                  // knockout probes (0 = 2·L·H)
 };
 
 struct NsnFinetuneReport {
@@ -164,6 +127,7 @@ struct SweepOptions {
   int64_t calibration_windows = 8;  // gate calibration windows
   bool measure_latency = true;
   std::string results;           // JSON-lines file: rows already in it are reused, new rows appended
+  bool gate_details = false;     // fill SweepRow's gate details (support and head F1, overhead, attention MACs)
 };
 
 // One projection as the teaching view draws it (plain values, row-major matrices).
@@ -214,7 +178,7 @@ class Engine {
 
   // Scores the text's tokens (the last (1 - train_fraction) of it when `validation_split`); with
   // max_windows > 0 only the first that many context windows.
-  EvalResult evaluate(const std::string& text, bool validation_split, double train_fraction = 0.9,
+  EvalResult evaluate(const std::string& text, bool validation_split, double train_fraction = kTrainFraction,
                       const ProgressFn& progress = {}, int64_t max_windows = 0);
 
   // Trains on `corpus_text`: a fresh model of `config` with a character vocabulary built from the
@@ -247,6 +211,16 @@ class Engine {
   // compositions SVD-MLP + TT-SVD-attention and SVD-attention + gate; an NSN or MPO model: its own
   // slider, plus gate and cross-kind compositions). Throws Error on an unknown name.
   std::vector<NamedBudget> grid(const std::string& name) const;
+  // The mechanism presets' grids. rank_grid: uniform ranks labelled "uniform r=32", and per
+  // fraction the uniform rank closest to it ("uniform 50%"), per-layer energy ("energy 50%") and
+  // sensitivity ("sensitivity 50%") allocations; needs rank-elastic layers (convert_nsn first).
+  std::vector<NamedBudget> rank_grid(const RankGridOptions& options, const std::string& method,
+                                     const ProgressFn& progress = {});
+  // Bond dimensions "χ=8", each checked against the largest χ of the model; needs MPO layers.
+  std::vector<NamedBudget> bond_grid(const std::vector<int64_t>& bonds, const std::string& method) const;
+  // The ungated model ("off"), then policy × active fraction × m, then per head fraction the heads
+  // ranked by probes, oracle and at random (method "gate", labels name the point).
+  std::vector<NamedBudget> gate_grid(const GateGridOptions& options) const;
   // Evaluates each budget: MACs, parameters, token accuracy with its 95% interval and perplexity
   // on `options.text` (or on continuations of the full model), top-1 agreement and KL against the
   // full model, measured ms/token. Each row is appended to options.results as soon as it is done,
@@ -262,11 +236,6 @@ class Engine {
   // Multi-rank fine-tuning of the current NSN model; it is replaced only when training finished.
   NsnFinetuneReport finetune_nsn(const std::string& corpus_text, const TrainOptions& options,
                                  const NsnTrainOptions& nsn, const ProgressFn& progress = {});
-  // Sweeps NSN budgets on the validation split of `text`. A dense model is swept as plain SVD
-  // truncation (method "svd"), an NSN model as "nsn". The budget is restored afterwards.
-  std::vector<FrontierRow> nsn_frontier(const std::string& text, bool validation_split,
-                                        const NsnFrontierOptions& options, const ProgressFn& progress = {});
-
   // MPO conversion of the current model by TT-SVD (`families` empty = every projection, the LM
   // head included) at bond dimension χ = `bond`. The current model is replaced only on success.
   void convert_mpo(const std::vector<std::string>& families, int64_t bond, const ProgressFn& progress = {});
@@ -276,27 +245,16 @@ class Engine {
   // replaced only when training finished.
   NsnFinetuneReport finetune_mpo(const std::string& corpus_text, const TrainOptions& options,
                                  const std::optional<NsnTrainOptions>& nested, const ProgressFn& progress = {});
-  // Sweeps bond dimensions on the validation split of `text`. A dense model is converted once
-  // at full (lossless) χ and swept as live TT-SVD truncation (method "tt-svd"); an MPO model as
-  // "mpo". Agreement and KL are against the model at its full χ. The budget is restored afterwards.
-  std::vector<FrontierRow> mpo_frontier(const std::string& text, bool validation_split,
-                                        const MpoFrontierOptions& options, const ProgressFn& progress = {});
 
-  // Sweeps the sensing gate and its baselines (policy × active fraction × m) on the validation
-  // split of `text`, on top of the current rank / χ budget; the first row is the ungated model
-  // (policy Off). The static policy is calibrated on the training split first. The budget is
-  // restored afterwards.
   // Calibrates the sensing gate on `text` (its first `max_windows` context windows; a prompt works:
   // the task-conditioned prior): per-neuron energy (static policy), the co-activation neuron order
   // for `block`, and the MLP input mean / covariance (MMSE recovery, PCA measurement). Throws Error
   // on an empty or out-of-vocabulary text; the model's weights are untouched.
   void calibrate_gate(const std::string& text, int64_t block, uint64_t seed = 0, int64_t max_windows = 8);
 
-  std::vector<GateFrontierRow> gate_frontier(const std::string& text, bool validation_split,
-                                             const GateFrontierOptions& options, const ProgressFn& progress = {});
-
  private:
   struct Impl;
+  friend class ModelScope;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -52,27 +52,7 @@ struct Engine::Impl {
   Budget resolve(const Budget& b, int64_t prompt, int64_t fresh, JointChoice* choice = nullptr);
   // Builds the variants `kinds` need (see build_variants) around a full budget, then puts the
   // current budget back.
-  VariantReport prepare_variants(const std::vector<LinearKind>& kinds, const ProgressFn& progress = {}) {
-    auto& m = need();
-    bool missing = false;
-    for (const auto& [name, own] : m.model->own_projections())
-      for (LinearKind k : kinds) {
-        const std::string family = projection_family(name);
-        missing |= k != m.model->own_kind(family) && !m.model->has_variant(name, k);
-      }
-    if (!missing) return {};
-    const std::string cache = variant_cache ? variant_cache_path(m.source, m.hash, m.source == kEmbeddedSource) : "";
-    m.model->apply_budget(Budget{});
-    VariantReport r;
-    try {
-      r = build_variants(m.model, kinds, cache, m.hash, progress);
-    } catch (...) {
-      m.model->apply_budget(budget);
-      throw;
-    }
-    m.model->apply_budget(budget);
-    return r;
-  }
+  VariantReport prepare_variants(const std::vector<LinearKind>& kinds, const ProgressFn& progress = {});
   // The kinds a budget asks for (other than the model's own ones are then variants).
   static std::vector<LinearKind> kinds_of(const Budget& b) {
     std::vector<LinearKind> out;
@@ -83,24 +63,7 @@ struct Engine::Impl {
   // The current model re-parameterized as `target` (conversion), with its record. On an error or
   // a cancel the current model keeps its budget.
   LoadedModel converted(const ModelConfig& target, const std::string& suffix, nlohmann::json record,
-                        const ProgressFn& progress) {
-    auto& m = need();
-    m.model->apply_budget(Budget{});  // convert the whole model, not the current budget's view
-    LoadedModel next;
-    next.config = target;
-    try {
-      next.model = convert_model(m.model, target, progress);
-    } catch (...) {
-      m.model->apply_budget(budget);
-      throw;
-    }
-    next.tokenizer = tokenizer_from_json(m.tokenizer->to_json());
-    next.source = m.source + " (" + suffix + ")";
-    record["converted_from"] = m.source;
-    record["source_training"] = nlohmann::json::parse(m.training_json, nullptr, false);
-    next.training_json = record.dump();
-    return next;
-  }
+                        const ProgressFn& progress);
   // Replaces the current model by `next`, trained from it, recording the current model's history.
   void adopt_trained(LoadedModel next, nlohmann::json record) {
     record["previous"] = nlohmann::json::parse(need().training_json, nullptr, false);
@@ -119,6 +82,24 @@ struct Engine::Impl {
     next.extras = cur.extras;
     return next;
   }
+};
+
+// What a job changes on the loaded model, put back when the job ends by return or throw: the
+// engine's budget (and with it the head support), the gate's statistics and trace sinks, and —
+// after keep_head_importance() — the calibrated head importance. Nothing else restores state by hand.
+class ModelScope {
+ public:
+  // restore_budget false: the job keeps the engine's budget (generation without the MAC-target knob).
+  explicit ModelScope(Engine::Impl& impl, bool restore_budget = true) : impl_(impl), budget_(restore_budget) {}
+  ~ModelScope();
+  ModelScope(const ModelScope&) = delete;
+  ModelScope& operator=(const ModelScope&) = delete;
+  void keep_head_importance();  // also restore the head importance the model has now
+
+ private:
+  Engine::Impl& impl_;
+  bool budget_;
+  torch::Tensor importance_;
 };
 
 // Gate calibration from the first `max_windows` context windows of `tokens` (a shorter text is one

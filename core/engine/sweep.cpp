@@ -1,4 +1,5 @@
-// Engine::grid and Engine::sweep: one frontier engine for every mechanism and their compositions.
+// Engine::sweep: the one frontier engine — every mechanism, composition and preset is a grid of
+// budgets scored here, one row type, MACs from the model's own count.
 #include <chrono>
 #include <cmath>
 #include <set>
@@ -6,6 +7,8 @@
 #include "core/engine/engine_impl.h"
 #include "core/eval/metrics.h"
 #include "core/eval/rank_allocation.h"
+#include "core/gate/block_recovery.h"
+#include "core/gate/head_probe.h"
 #include "core/gate/mlp_gate.h"
 #include "core/model/sampler.h"
 #include "core/train/corpus.h"
@@ -13,21 +16,6 @@
 namespace nestscope {
 
 namespace {
-
-std::string fmt_pct(double f) { return std::to_string(int(std::lround(f * 100))) + "%"; }
-
-// The sensing gate as the README measures it: PCA measurements, MMSE recovery, clustered blocks of
-// 16, m = N/16 (calibrated on the evaluation text's training split).
-GateOptions sensing_gate(double active) {
-  GateOptions g;
-  g.policy = GatePolicy::Sensing;
-  g.active = active;
-  g.block = 16;
-  g.measurement = MeasurementKind::Pca;
-  g.recovery = Recovery::Mmse;
-  g.clustered = true;
-  return g;
-}
 
 // `count` sequences of one context each, sampled (temperature 1) from the model at its current
 // budget, concatenated, plus one token so every window has a next-token target.
@@ -62,65 +50,115 @@ std::vector<int64_t> extend_by_sampling(Gpt& model, std::vector<int64_t> tokens,
   return tokens;
 }
 
-std::vector<NamedBudget> Engine::grid(const std::string& name) const {
-  check(name == "default", "unknown grid '" + name + "' (built in: default)");
-  const auto& m = impl_->need();
-  const auto& cfg = m.config;
-  std::vector<NamedBudget> out;
-  auto add = [&](std::string method, std::string label, Budget b) {
-    out.push_back({std::move(method), std::move(label), std::move(b)});
-  };
-  const LinearKind attn = m.model->own_kind("attn.q"), mlp = m.model->own_kind("mlp.up");
-  const bool nsn = attn == LinearKind::Nsn || mlp == LinearKind::Nsn;
-  const bool mpo = attn == LinearKind::Mpo || mlp == LinearKind::Mpo;
-  const int64_t full_rank = std::min(cfg.d_model, cfg.d_ff);  // the MLP's R; attention's is d_model
-  std::vector<int64_t> ranks;
-  for (int64_t r : {cfg.d_model / 16, cfg.d_model / 8, cfg.d_model / 4, 3 * cfg.d_model / 8, cfg.d_model / 2,
-                    3 * cfg.d_model / 4})
-    if (r >= 1 && r <= full_rank && (ranks.empty() || r > ranks.back())) ranks.push_back(r);
-  const std::vector<int64_t> bonds = {4, 8, 16, 32, 64};
-  const std::vector<double> actives = {0.25, 0.5, 0.75};
-  using K = LinearKind;
-  if (!nsn && !mpo) {
-    add("dense", "dense", Budget{});
-    for (int64_t r : ranks) add("svd", "r=" + std::to_string(r), Budget{.rank = r, .kind = {{"attn", K::Nsn}, {"mlp", K::Nsn}}});
-    for (int64_t b : bonds)
-      add("tt-svd", "χ=" + std::to_string(b), Budget{.bond = b, .kind = {{"attn", K::Mpo}, {"mlp", K::Mpo}, {"head", K::Mpo}}});
-    for (double a : actives) add("gate", "sensing " + fmt_pct(a), Budget{.gate = sensing_gate(a)});
-    for (double k : {0.5, 0.25, 0.1}) add("prompt", "keep " + fmt_pct(k), Budget{.prompt_keep = k});
-    add("gate+prompt", "50% keep 50%", Budget{.gate = sensing_gate(0.5), .prompt_keep = 0.5});
-    // One knob: the split between gate and prompt measured per target (core/eval/joint_split.h).
-    for (double t : {0.9, 0.8, 0.7, 0.6})
-      add("joint", "target " + fmt_pct(t), Budget{.gate = sensing_gate(0.5), .mac_target = t});
-    for (auto [r, b] : {std::pair<int64_t, int64_t>{cfg.d_model / 4, 8}, {cfg.d_model / 2, 16}, {3 * cfg.d_model / 4, 32}})
-      add("svd-mlp+tt-svd-attn", "r=" + std::to_string(r) + " χ=" + std::to_string(b),
-          Budget{.rank = r, .bond = b, .kind = {{"mlp", K::Nsn}, {"attn", K::Mpo}}});
-    for (int64_t r : {cfg.d_model / 4, cfg.d_model / 2})
-      for (double a : {0.5, 0.75})
-        add("svd-attn+gate", "r=" + std::to_string(r) + " " + fmt_pct(a),
-            Budget{.rank = r, .gate = sensing_gate(a), .kind = {{"attn", K::Nsn}}});
-  } else if (nsn) {
-    for (int64_t r : ranks) add("nsn", "r=" + std::to_string(r), Budget{.rank = r});
-    for (double k : {0.5, 0.25})
-      add("nsn+prompt", "r=" + std::to_string(cfg.d_model / 2) + " keep " + fmt_pct(k),
-          Budget{.rank = cfg.d_model / 2, .prompt_keep = k});
-    for (int64_t r : {cfg.d_model / 4, cfg.d_model / 2})
-      for (double a : {0.5, 0.75})
-        add("nsn+gate", "r=" + std::to_string(r) + " " + fmt_pct(a), Budget{.rank = r, .gate = sensing_gate(a)});
-    for (auto [r, b] : {std::pair<int64_t, int64_t>{cfg.d_model / 4, 8}, {cfg.d_model / 2, 16}, {3 * cfg.d_model / 4, 32}})
-      add("nsn-mlp+tt-svd-attn", "r=" + std::to_string(r) + " χ=" + std::to_string(b),
-          Budget{.rank = r, .bond = b, .kind = {{"attn", K::Mpo}}});
+namespace {
+
+// What every budget is scored on, and the gate calibrated on: the validation split of the text
+// and its training split, or continuations of the full model (so a model without an evaluation
+// text still gets a frontier); `fingerprint` names it in the resume keys.
+struct SweepData {
+  std::vector<int64_t> tokens, calibration;
+  std::string evaluated_on, fingerprint;
+};
+
+SweepData sweep_data(Gpt& model, const Tokenizer& tokenizer, const SweepOptions& o) {
+  SweepData d;
+  if (!o.text.empty()) {
+    if (o.validation_split) {
+      auto corpus = make_corpus(tokenizer, o.text, kTrainFraction);
+      d.tokens = std::move(corpus.validation);
+      d.calibration = std::move(corpus.train);
+    } else {
+      d.tokens = tokenizer.encode(o.text);
+      d.calibration = d.tokens;
+    }
+    d.evaluated_on = "text";
+    d.fingerprint = "text:" + content_hash(o.text.data(), o.text.size()) + (o.validation_split ? ":val" : ":all");
   } else {
-    int64_t largest = 0;
-    for (const auto& [n, p] : m.model->own_projections()) largest = std::max(largest, p->max_bond());
-    for (int64_t b : bonds)
-      if (b <= largest) add("mpo", "χ=" + std::to_string(b), Budget{.bond = b});
-    for (int64_t b : {largest / 2, largest})
-      for (double a : {0.5, 0.75})
-        if (b >= 1) add("mpo+gate", "χ=" + std::to_string(b) + " " + fmt_pct(a), Budget{.bond = b, .gate = sensing_gate(a)});
+    check(o.continuations >= 1, "sweep: no evaluation text and no continuations asked");
+    d.tokens = sample_continuations(model, o.continuations, o.seed);
+    d.calibration = d.tokens;
+    d.evaluated_on = "continuations";
+    d.fingerprint = "continuations:" + std::to_string(o.continuations) + ":" + std::to_string(o.seed);
   }
-  return out;
+  d.fingerprint += ":w" + std::to_string(o.max_windows) + ":c" + std::to_string(o.calibration_windows);
+  return d;
 }
+
+// The gate's calibration for the rows of one ungated base budget, block and seed, and the head
+// rankings a row may ask for (GateOptions::head_ranking), the oracle's computed once when asked.
+struct GateCalibrationState {
+  std::string signature;
+  Budget base;                   // the ungated budget calibrated at
+  torch::Tensor probed, oracle;  // [L, H]
+
+  void ensure(Gpt& model, const NamedBudget& nb, const SweepData& d, const SweepOptions& o) {
+    const auto& g = nb.budget.gate;
+    Budget base = nb.budget;
+    base.gate = GateOptions{};
+    const std::string sig = budget_to_json(base) + "|" + std::to_string(g.block) + "|" + std::to_string(g.seed);
+    if (sig == signature) return;
+    this->base = base;
+    model->apply_budget(base);
+    calibrate_on_tokens(model, d.calibration, model->config().context, g.block, g.seed, o.calibration_windows,
+                        g.head_probes);
+    probed = model->head_importance().clone();
+    oracle = torch::Tensor();
+    signature = sig;
+  }
+  const torch::Tensor& oracle_importance(Gpt& model, const SweepData& d) {
+    if (oracle.defined()) return oracle;
+    const int64_t T = model->config().context;
+    check(int64_t(d.tokens.size()) >= T, "sweep: the oracle head ranking needs one whole scored window");
+    auto first = torch::tensor(std::vector<int64_t>(d.tokens.begin(), d.tokens.begin() + T), torch::kInt64)
+                     .unsqueeze(0)
+                     .to(model->tok_emb->weight.device());
+    model->apply_budget(base);  // every head, the MLP ungated
+    oracle = knockout_heads(model, first);
+    return oracle;
+  }
+  // Sets the model's head importance for `g` (before its budget is applied).
+  void rank_heads(Gpt& model, const GateOptions& g, const SweepData& d) {
+    if (g.head_active >= 1 || !probed.defined()) return;
+    if (g.head_ranking == HeadRanking::Probed) {
+      model->set_head_importance(probed);
+    } else if (g.head_ranking == HeadRanking::Oracle) {
+      model->set_head_importance(oracle_importance(model, d));
+    } else {
+      torch::manual_seed(int64_t(g.seed));
+      model->set_head_importance(torch::rand({probed.size(0), probed.size(1)}, torch::kFloat64));
+    }
+  }
+  // Per-layer head-support F1 of the row's heads against the oracle's at the same fraction.
+  double head_f1(Gpt& model, const GateOptions& g, const SweepData& d) {
+    const auto kept = head_support(model->head_importance(), g.head_active, g.head_global);
+    const auto best = head_support(oracle_importance(model, d), g.head_active, g.head_global);
+    double f1 = 0;
+    for (size_t l = 0; l < kept.size(); ++l) f1 += support_f1(kept[l], best[l]);
+    return f1 / double(kept.size());
+  }
+};
+
+// Attention projection MACs per token (q, k, v, o of every layer) at the model's current budget,
+// from the model's own count (grouped-query and gathered heads included).
+int64_t attention_projection_macs(Gpt& model, int64_t context) {
+  int64_t macs = 0;
+  for (const auto& [part, n] : model->mac_breakdown(context)) {
+    const auto dot = part.rfind('.');
+    const std::string tail = dot == std::string::npos ? part : part.substr(dot + 1);
+    if (part.find(".attn.") != std::string::npos && (tail == "q" || tail == "k" || tail == "v" || tail == "o"))
+      macs += n;
+  }
+  return macs;
+}
+
+// The first decode step's keys at full context: under prompt compression the last token of a
+// window attends to the kept half plus the rest.
+int64_t keys_at(const Budget& b, int64_t T) {
+  const int64_t P = T / 2;
+  return b.prompt_keep < 1 ? std::clamp<int64_t>(int64_t(std::ceil(b.prompt_keep * double(P) - 1e-9)), 1, P) + (T - P) : T;
+}
+
+}  // namespace
 
 std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, const SweepOptions& o,
                                     const ProgressFn& progress, std::string* note) {
@@ -128,7 +166,8 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
   check(!budgets.empty(), "sweep: no budgets to evaluate");
   auto& model = m.model;
   const int64_t T = m.config.context;
-  const Budget saved = impl_->budget;
+  ModelScope scope(*impl_);
+  scope.keep_head_importance();
 
   // Budgets first: a bad one is reported before any work.
   std::vector<LinearKind> kinds;
@@ -148,124 +187,85 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
         check(g.active > 0 && g.active <= 1, "gate: active fraction must be in (0, 1]");
       }
     } catch (const Error& e) {
-      model->apply_budget(saved);
       throw Error("budget '" + nb.method + " " + nb.label + "': " + e.what());
     }
   }
   model->apply_budget(Budget{});
 
-  // What every budget is scored on: the validation split of the text, or continuations of the
-  // full model (so a model without an evaluation text still gets a frontier).
-  std::vector<int64_t> tokens, calibration;
-  std::string evaluated_on, fingerprint;
-  if (!o.text.empty()) {
-    if (o.validation_split) {
-      auto corpus = make_corpus(*m.tokenizer, o.text, 0.9);
-      tokens = std::move(corpus.validation);
-      calibration = std::move(corpus.train);
-    } else {
-      tokens = m.tokenizer->encode(o.text);
-      calibration = tokens;
-    }
-    evaluated_on = "text";
-    fingerprint = "text:" + content_hash(o.text.data(), o.text.size()) + (o.validation_split ? ":val" : ":all");
-  } else {
-    check(o.continuations >= 1, "sweep: no evaluation text and no continuations asked");
-    tokens = sample_continuations(model, o.continuations, o.seed);
-    calibration = tokens;
-    evaluated_on = "continuations";
-    fingerprint = "continuations:" + std::to_string(o.continuations) + ":" + std::to_string(o.seed);
-  }
-  fingerprint += ":w" + std::to_string(o.max_windows) + ":c" + std::to_string(o.calibration_windows);
+  const SweepData data = sweep_data(model, *m.tokenizer, o);
   const std::string model_id = m.hash.empty() ? m.source : m.hash;
   const int64_t dense_macs = model->macs_per_token(T) - model->linear_macs_per_token() + dense_linear_macs(model);
-  const int64_t dense_mlp = 2 * m.config.d_model * m.config.d_ff;
+  const int64_t dense_attn = attention_projection_macs(model, T);
 
   std::map<std::string, SweepRow> done;
   if (!o.results.empty())
     for (auto& r : read_sweep_rows(o.results, note)) done[r.key] = r;
 
   std::vector<SweepRow> rows;
-  std::string calibrated_for;  // the ungated budget + block the gate statistics belong to
+  GateCalibrationState calib;
   const Budget full{};
-  try {
-    for (size_t i = 0; i < budgets.size(); ++i) {
-      const auto& nb = budgets[i];
-      const std::string budget_json = budget_to_json(nb.budget);
-      const std::string id = model_id + "|" + fingerprint + "|" + nb.method + "|" + nb.label + "|" + budget_json;
-      const std::string key = content_hash(id.data(), id.size());
-      if (auto it = done.find(key); it != done.end()) {
-        rows.push_back(it->second);
-        report(progress, {"sweep", int64_t(i + 1), int64_t(budgets.size())});
-        continue;
-      }
-      const bool gated = nb.budget.gate.policy != GatePolicy::Off || nb.budget.gate.head_active < 1;
-      if (gated || nb.budget.mac_target > 0) {
-        const auto& g = nb.budget.gate;
-        Budget base = nb.budget;
-        base.gate = GateOptions{};
-        const std::string sig = budget_to_json(base) + "|" + std::to_string(g.block) + "|" + std::to_string(g.seed);
-        if (sig != calibrated_for) {
-          model->apply_budget(base);
-          calibrate_on_tokens(model, calibration, T, g.block, g.seed, o.calibration_windows);
-          calibrated_for = sig;
-        }
-      }
-      // The joint MAC knob: the split for a window's shape (first half prompt, second half new).
-      Budget eff = nb.budget;
-      std::string resolved;
-      if (nb.budget.mac_target > 0) {
-        const auto scored = score_joint_candidates(model, calibration, nb.budget);
-        eff = with_joint_choice(nb.budget, choose_joint_split(model, scored, nb.budget, nb.budget.mac_target, T / 2, T - T / 2));
-        resolved = budget_to_json(eff);
-      }
-      const auto& g = eff.gate;
-      model->apply_budget(eff);
-      SweepRow row;
-      row.key = key;
-      row.model = m.source;
-      row.model_hash = m.hash;
-      row.method = nb.method;
-      row.label = nb.label;
-      row.budget_json = budget_json;
-      row.resolved_json = resolved;
-      row.evaluated_on = evaluated_on;
-      row.linear_macs = model->linear_macs_per_token();
-      row.parameters = model->active_parameter_count();
-      GateStats stats;
-      if (g.policy != GatePolicy::Off) model->set_gate_stats(&stats);
-      try {
-        row.eval = evaluate_tokens(model, tokens, o.max_windows, 16,
-                                   within(progress, {"sweep", int64_t(i), int64_t(budgets.size())}), &full, &eff);
-      } catch (...) {
-        model->set_gate_stats(nullptr);
-        throw;
-      }
-      model->set_gate_stats(nullptr);
-      // MACs at full context; a gated MLP counts what it really spent per token on this text.
-      // Under prompt compression the last token of a window attends to the kept half plus the rest.
-      const int64_t P = T / 2;
-      const int64_t keys = eff.prompt_keep < 1
-                               ? std::clamp<int64_t>(int64_t(std::ceil(eff.prompt_keep * double(P) - 1e-9)), 1, P) + (T - P)
-                               : T;
-      int64_t macs = g.policy == GatePolicy::Off ? model->macs_per_token(keys) : model->macs_without_gated_mlp(keys);
-      if (g.policy != GatePolicy::Off && stats.rows > 0) {
-        macs += int64_t(std::llround(double(m.config.n_layers) * stats.macs / double(stats.rows)));
-        row.mlp_mac_fraction = stats.macs / (double(stats.rows) * double(dense_mlp));
-      }
-      row.macs = macs;
-      row.dense_macs = dense_macs;
-      row.mac_fraction = double(macs) / double(dense_macs);
-      row.ms_per_token = o.measure_latency ? measure_decode_ms(model) : 0;
-      if (!o.results.empty()) append_sweep_row(o.results, row);
-      rows.push_back(row);
+  for (size_t i = 0; i < budgets.size(); ++i) {
+    const auto& nb = budgets[i];
+    const std::string budget_json = budget_to_json(nb.budget);
+    const std::string id = model_id + "|" + data.fingerprint + "|" + nb.method + "|" + nb.label + "|" + budget_json;
+    const std::string key = content_hash(id.data(), id.size());
+    if (auto it = done.find(key); it != done.end()) {
+      rows.push_back(it->second);
       report(progress, {"sweep", int64_t(i + 1), int64_t(budgets.size())});
+      continue;
     }
-  } catch (...) {
-    model->apply_budget(saved);
-    throw;
+    const bool gated = nb.budget.gate.policy != GatePolicy::Off || nb.budget.gate.head_active < 1;
+    if (gated || nb.budget.mac_target > 0) calib.ensure(model, nb, data, o);
+    // The joint MAC knob: the split for a window's shape (first half prompt, second half new).
+    Budget eff = nb.budget;
+    std::string resolved;
+    if (nb.budget.mac_target > 0) {
+      const auto scored = score_joint_candidates(model, data.calibration, nb.budget);
+      eff = with_joint_choice(nb.budget, choose_joint_split(model, scored, nb.budget, nb.budget.mac_target, T / 2, T - T / 2));
+      resolved = budget_to_json(eff);
+    }
+    const auto& g = eff.gate;
+    if (o.gate_details && g.head_active < 1) calib.oracle_importance(model, data);  // before the row's budget
+    calib.rank_heads(model, g, data);
+    model->apply_budget(eff);
+    SweepRow row;
+    row.key = key;
+    row.model = m.source;
+    row.model_hash = m.hash;
+    row.method = nb.method;
+    row.label = nb.label;
+    row.budget_json = budget_json;
+    row.resolved_json = resolved;
+    row.evaluated_on = data.evaluated_on;
+    row.linear_macs = model->linear_macs_per_token();
+    row.parameters = model->active_parameter_count();
+    GateStats stats;
+    if (g.policy != GatePolicy::Off) model->set_gate_stats(&stats);
+    row.eval = evaluate_tokens(model, data.tokens, o.max_windows, kEvalBatch,
+                               within(progress, {"sweep", int64_t(i), int64_t(budgets.size())}), &full, &eff);
+    model->set_gate_stats(nullptr);
+    // MACs at full context; a gated MLP counts what it really spent per token on this text.
+    const int64_t keys = keys_at(eff, T);
+    int64_t macs = g.policy == GatePolicy::Off ? model->macs_per_token(keys) : model->macs_without_gated_mlp(keys);
+    if (g.policy != GatePolicy::Off && stats.rows > 0) {
+      macs += int64_t(std::llround(double(m.config.n_layers) * stats.macs / double(stats.rows)));
+      row.mlp_mac_fraction = stats.macs / stats.dense_macs;
+    }
+    row.macs = macs;
+    row.dense_macs = dense_macs;
+    row.mac_fraction = double(macs) / double(dense_macs);
+    if (o.gate_details) {
+      row.support_f1 = stats.f1_rows > 0 ? stats.f1 / double(stats.f1_rows) : -1;
+      row.overhead_fraction = stats.rows > 0 ? stats.overhead_macs / stats.dense_macs : 0;
+      row.head_f1 = g.head_active < 1 ? calib.head_f1(model, g, data) : -1;
+      row.attn_mac_fraction = double(attention_projection_macs(model, T)) / double(dense_attn);
+    }
+    row.ms_per_token = o.measure_latency ? measure_decode_ms(model) : 0;
+    if (!o.results.empty()) append_sweep_row(o.results, row);
+    rows.push_back(row);
+    report(progress, {"sweep", int64_t(i + 1), int64_t(budgets.size())});
   }
-  model->apply_budget(saved);
+  if (calib.probed.defined()) model->set_head_importance(calib.probed);  // the probes', not a ranking's
   return rows;
 }
 

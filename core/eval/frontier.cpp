@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
-#include "core/io/json_guard.h"
+#include "core/json_guard.h"
 #include "core/io/atomic_file.h"
 #include "core/model/budget_json.h"
 
@@ -41,6 +41,12 @@ std::string sweep_row_to_json(const SweepRow& r) {
             {"mlp_mac_fraction", r.mlp_mac_fraction},
             {"ms_per_token", r.ms_per_token}};
   if (!r.resolved_json.empty()) j["resolved_budget"] = Json::parse(r.resolved_json);
+  if (r.attn_mac_fraction >= 0) {  // gate details (SweepOptions::gate_details)
+    j["support_f1"] = r.support_f1;
+    j["overhead_fraction"] = r.overhead_fraction;
+    j["head_f1"] = r.head_f1;
+    j["attn_mac_fraction"] = r.attn_mac_fraction;
+  }
   return j.dump();
 }
 
@@ -73,6 +79,12 @@ SweepRow sweep_row_from_json(const std::string& line) {
     r.eval.seconds = j.at("eval_seconds").get<double>();
     r.mlp_mac_fraction = j.at("mlp_mac_fraction").get<double>();
     r.ms_per_token = j.at("ms_per_token").get<double>();
+    if (j.contains("attn_mac_fraction")) {
+      r.support_f1 = j.at("support_f1").get<double>();
+      r.overhead_fraction = j.at("overhead_fraction").get<double>();
+      r.head_f1 = j.at("head_f1").get<double>();
+      r.attn_mac_fraction = j.at("attn_mac_fraction").get<double>();
+    }
   } catch (const Json::exception& e) {
     throw Error(std::string("not a frontier row (") + e.what() + ")");
   }

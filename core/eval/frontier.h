@@ -26,6 +26,11 @@ struct SweepRow {
   EvalResult eval;            // token accuracy (+ CI), perplexity; agreement and KL vs the full model
   double mlp_mac_fraction = 1;  // gate rows: MLP MACs spent (measurement included) / dense MLP
   double ms_per_token = 0;    // measured batch-1 decode step (median), 0 when not measured
+  // Gate details (SweepOptions::gate_details; -1 otherwise): the mean block-support F1 against the
+  // oracle top-k (-1 for rows without a sensing, static or random gate), measurement + recovery
+  // MACs / dense MLP MACs, the per-layer head-support F1 against exhaustive knockout (-1 without
+  // head gating), and attention projection MACs / dense ones (from the model's MAC count).
+  double support_f1 = -1, overhead_fraction = -1, head_f1 = -1, attn_mac_fraction = -1;
   bool resumed = false;       // read back from the results file, not computed in this run
 };
 

@@ -2,6 +2,7 @@
 #pragma once
 #include <vector>
 
+#include "core/defaults.h"
 #include "core/eval/eval_result.h"
 #include "core/model/transformer.h"
 #include "core/progress.h"
@@ -16,7 +17,7 @@ namespace nestscope {
 // each window's first half is the prompt: read, compressed, then the second half is predicted
 // against the kept keys (the first half's predictions are the uncompressed ones).
 EvalResult evaluate_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64_t max_windows = 0,
-                           int64_t batch = 16, const ProgressFn& progress = {}, const Budget* reference = nullptr,
+                           int64_t batch = kEvalBatch, const ProgressFn& progress = {}, const Budget* reference = nullptr,
                            const Budget* budget = nullptr);
 
 // Logits of windows x [B, T] at the model's current budget: one forward, or, under prompt

@@ -34,6 +34,16 @@ Recovery parse_recovery(const char* name) {
   throw Error(std::string("unknown recovery '") + name + "' (iht, mmse)");
 }
 
+const char* head_ranking_name(HeadRanking r) {
+  return r == HeadRanking::Probed ? "probed" : r == HeadRanking::Oracle ? "oracle" : "random";
+}
+
+HeadRanking parse_head_ranking(const char* name) {
+  for (auto r : {HeadRanking::Probed, HeadRanking::Oracle, HeadRanking::Random})
+    if (std::string(name) == head_ranking_name(r)) return r;
+  throw Error(std::string("unknown head ranking '") + name + "' (probed, oracle, random)");
+}
+
 GatePolicy parse_gate_policy(const char* name) {
   for (GatePolicy p : {GatePolicy::Off, GatePolicy::Sensing, GatePolicy::Oracle, GatePolicy::Static, GatePolicy::Random})
     if (std::string(name) == gate_policy_name(p)) return p;

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/defaults.h"
+
 namespace nestscope {
 
 enum class GatePolicy {
@@ -21,11 +23,15 @@ enum class MeasurementKind { Rademacher, Gaussian, Pca };
 // MMSE (Wiener / Gaussian-prior) estimate with the calibration mean and covariance, which is exact
 // once m reaches the rank of the pre-activations' covariance (≤ C). Same m·N cost per token.
 enum class Recovery { Iht, Mmse };
+// In a sweep, how the kept heads are ranked: by the knockout probes' importance (what generation
+// uses), by exhaustive single-head knockout on the first scored window (the oracle, an upper
+// bound), or at random from the gate's seed (a lower bound).
+enum class HeadRanking { Probed, Oracle, Random };
 
 struct GateOptions {
   GatePolicy policy = GatePolicy::Off;
   double active = 1.0;       // fraction of MLP blocks kept, in (0, 1]; k = round(active · N/B) ≥ 1
-  int64_t block = 16;        // neurons per aligned block B (must divide the MLP width N)
+  int64_t block = kNeuronBlock;  // neurons per aligned block B (must divide the MLP width N)
   int64_t measurements = 0;  // m per token (0 = default_measurements(N))
   int64_t iters = 1;         // block IHT iterations (1 = one-step thresholding of Φᵀy)
   MeasurementKind measurement = MeasurementKind::Rademacher;  // ±1/√m, N(0, 1/m) or PCA rows
@@ -56,6 +62,7 @@ struct GateOptions {
   double head_reprobe = 0;
   int64_t head_reprobe_cooldown = 16;
   int64_t head_probes = 0;   // probes per re-estimate (0 = 2·L·H)
+  HeadRanking head_ranking = HeadRanking::Probed;  // sweeps only (see HeadRanking)
   bool operator==(const GateOptions&) const = default;
 };
 
@@ -69,11 +76,13 @@ struct MlpGateTrace {
 
 // m when GateOptions::measurements is 0: N/16 (PCA + MMSE reaches block-support F1 ≈ 0.94 there
 // on the default model; see README).
-inline int64_t default_measurements(int64_t width) { return width / 16 > 0 ? width / 16 : 1; }
+inline int64_t default_measurements(int64_t width) { return width / 16 > 0 ? width / 16 : 1; }  // m = N/16
 
 const char* gate_policy_name(GatePolicy p);
 const char* measurement_name(MeasurementKind k);  // "rademacher", "gaussian", "pca"
 const char* recovery_name(Recovery r);            // "iht", "mmse"
+const char* head_ranking_name(HeadRanking r);     // "probed", "oracle", "random"
+HeadRanking parse_head_ranking(const char* name);  // throws Error
 MeasurementKind parse_measurement(const char* name);  // throws Error
 Recovery parse_recovery(const char* name);            // throws Error
 // "off", "sensing", "oracle", "static", "random"; throws Error on anything else.

@@ -4,7 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
-#include "core/io/json_guard.h"
+#include "core/json_guard.h"
 
 namespace nestscope {
 

@@ -5,6 +5,7 @@
 #include <set>
 #include <string>
 
+#include "core/defaults.h"
 #include "core/gate/gate_options.h"
 #include "core/model/config.h"
 
@@ -39,7 +40,7 @@ struct Budget {
   // With the gate on, blocks in the gate's order (as the activation map shows them) that never run,
   // whatever the gate picks (the token runs one block fewer when it would have picked them).
   std::set<std::pair<int64_t, int64_t>> gate_blocks_off;
-  static constexpr int64_t kAblationBlock = 16;
+  static constexpr int64_t kAblationBlock = kNeuronBlock;
   bool operator==(const Budget&) const = default;
 
   // The kind `family` ("attn.q", ..., "head") runs under this budget; a family key wins over its group.

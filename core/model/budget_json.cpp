@@ -7,7 +7,7 @@
 #include <sstream>
 
 #include "core/error.h"
-#include "core/io/json_guard.h"
+#include "core/json_guard.h"
 
 namespace nestscope {
 
@@ -109,7 +109,8 @@ Json full_json(const Budget& b) {
         {"head_global", g.head_global},
         {"head_reprobe", g.head_reprobe},
         {"head_reprobe_cooldown", g.head_reprobe_cooldown},
-        {"head_probes", g.head_probes}}},
+        {"head_probes", g.head_probes},
+        {"head_ranking", head_ranking_name(g.head_ranking)}}},
   };
   return j;
 }
@@ -165,7 +166,7 @@ Budget budget_from_json(const std::string& text) {
     const std::string wg = w + ".gate";
     only_keys(*it, {"policy", "active", "block", "measurements", "iters", "measurement", "recovery", "seed",
                     "clustered", "gamma", "m_min", "m_max", "hysteresis", "head_active", "head_global", "head_reprobe",
-                    "head_reprobe_cooldown", "head_probes"},
+                    "head_reprobe_cooldown", "head_probes", "head_ranking"},
               wg);
     auto& g = b.gate;
     const GateOptions d;
@@ -187,6 +188,7 @@ Budget budget_from_json(const std::string& text) {
     g.head_reprobe = get<double>(*it, "head_reprobe", d.head_reprobe, wg);
     g.head_reprobe_cooldown = get<int64_t>(*it, "head_reprobe_cooldown", d.head_reprobe_cooldown, wg);
     g.head_probes = get<int64_t>(*it, "head_probes", d.head_probes, wg);
+    g.head_ranking = parse_head_ranking(get<std::string>(*it, "head_ranking", head_ranking_name(d.head_ranking), wg).c_str());
   }
   return b;
 }

@@ -5,7 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
-#include "core/io/json_guard.h"
+#include "core/json_guard.h"
 #include "core/layers/mpo_shape.h"
 
 namespace nestscope {

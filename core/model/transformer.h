@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/defaults.h"
 #include "core/layers/elastic_linear.h"
 #include "core/model/budget.h"
 #include "core/model/config.h"
@@ -128,7 +129,7 @@ class MlpImpl : public torch::nn::Module {
   // Gate-aware training (autograd on only): keep per token the `train_active` fraction of blocks of
   // `train_block` neurons with the largest activation energy; the rest are zeroed. 1 = off.
   double train_active = 1.0;
-  int64_t train_block = 16;
+  int64_t train_block = kNeuronBlock;
   // With train_sensing = m > 0 the kept blocks are those the sensing gate (PCA measurement + MMSE
   // recovery, m measurements) would pick, its prior taken from this batch's inputs: the model
   // trains on the support it is scored with, recovery misses included. 0 = the oracle's blocks.

@@ -1,3 +1,4 @@
+#include "core/defaults.h"
 #include "core/model/variants.h"
 
 #include <chrono>
@@ -22,7 +23,7 @@ ModelConfig config_for(const ModelConfig& own, const std::string& family, Linear
     case LinearKind::Nsn:
       return nsn_config(own, {family}, 0);
     case LinearKind::Mpo:
-      return mpo_config(own, {family}, int64_t(1) << 16);
+      return mpo_config(own, {family}, kUncappedBond);
     case LinearKind::Dense:
       break;
   }

@@ -6,7 +6,7 @@
 #include <queue>
 
 #include "core/error.h"
-#include "core/io/json_guard.h"
+#include "core/json_guard.h"
 #include "core/text/utf8.h"
 
 namespace nestscope {

@@ -4,6 +4,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/defaults.h"
 #include "core/text/tokenizer.h"
 
 namespace nestscope {
@@ -14,6 +15,6 @@ struct Corpus {
 };
 
 // Throws Error when the text does not encode or a split would be empty.
-Corpus make_corpus(const Tokenizer& tokenizer, std::string_view text, double train_fraction = 0.9);
+Corpus make_corpus(const Tokenizer& tokenizer, std::string_view text, double train_fraction = kTrainFraction);
 
 }  // namespace nestscope

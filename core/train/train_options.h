@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "core/defaults.h"
 #include "core/eval/eval_result.h"
 
 namespace nestscope {
@@ -19,7 +20,7 @@ struct TrainOptions {
   double beta2 = 0.95;
   double weight_decay = 0.1;   // applied to matrices and embeddings, not to biases or LayerNorms
   double grad_clip = 1.0;      // global L2 norm; 0 = off
-  double train_fraction = 0.9; // first part of the corpus trains, the rest validates
+  double train_fraction = kTrainFraction; // first part of the corpus trains, the rest validates
   uint64_t seed = 1337;
   int64_t eval_every = 0;      // 0 = evaluate at the end only
   int64_t eval_windows = 0;    // windows per intermediate evaluation; 0 = the whole split
@@ -28,7 +29,7 @@ struct TrainOptions {
   // aligned blocks of mlp_block neurons (checkpoint order) with the largest activation energy —
   // the oracle support the sensing gate estimates — so the model learns to work on it. 1 = off.
   double mlp_block_active = 1.0;
-  int64_t mlp_block = 16;
+  int64_t mlp_block = kNeuronBlock;
   // Sensing-aware: with mlp_block_sensing = m > 0 the kept blocks are the ones the sensing gate
   // (PCA measurements + MMSE recovery, m of them) picks, its prior taken from each batch, instead
   // of the oracle's — the model trains on the support it will be scored with. 0 = oracle.

@@ -1,3 +1,4 @@
+#include "core/defaults.h"
 #include "core/train/trainer.h"
 
 #include <chrono>
@@ -181,7 +182,7 @@ TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o,
   result.steps = o.steps;
   result.tokens_per_s = double(o.steps * o.batch * T) / result.seconds;
   result.final_train_loss = std::accumulate(recent.begin(), recent.end(), 0.0) / double(recent.size());
-  result.validation = evaluate_tokens(model, corpus.validation, 0, 16, progress);
+  result.validation = evaluate_tokens(model, corpus.validation, 0, kEvalBatch, progress);
   result.log.back().val_loss = result.validation.loss;
   result.log.back().val_token_accuracy = result.validation.token_accuracy;
   model->eval();

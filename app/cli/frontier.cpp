@@ -1,11 +1,8 @@
-#include "app/cli_frontier.h"
-
+// `nestscope-cli frontier`: one sweep over budgets of one or more models, a table, a plot.
 #include <cstdio>
 #include <iostream>
-#include <nlohmann/json.hpp>
 
-#include "app/cli_progress.h"
-#include "core/engine/engine.h"
+#include "app/cli/command.h"
 #include "core/io/atomic_file.h"
 #ifdef NESTSCOPE_PLOT
 #include "widgets/frontier_chart.h"
@@ -15,6 +12,23 @@ namespace nestscope::cli {
 
 namespace {
 
+struct FrontierArgs {
+  std::string model;               // empty = the embedded default model
+  std::vector<std::string> with;   // more checkpoints swept with the same grid (e.g. NSN, MPO fine-tunes)
+  std::string device = "auto";
+  std::string budgets;             // budget file, or
+  std::string grid;                // a built-in grid name
+  std::string eval;                // evaluation text; empty = continuations of each full model
+  std::string split = "val";
+  int64_t windows = 0;
+  int64_t continuations = 8;
+  bool latency = true;
+  std::string out = "frontier.jsonl";
+  std::string plot;                // .svg / .png
+  std::string title;
+  bool json_out = false;
+};
+
 std::string human(double v) {
   char buf[32];
   if (v >= 1e9) std::snprintf(buf, sizeof buf, "%.2fG", v / 1e9);
@@ -23,8 +37,6 @@ std::string human(double v) {
   else std::snprintf(buf, sizeof buf, "%.0f", v);
   return buf;
 }
-
-}  // namespace
 
 int run_frontier(const FrontierArgs& a) {
   check(a.budgets.empty() != a.grid.empty(), "frontier: give exactly one of --budgets FILE and --grid NAME");
@@ -119,6 +131,33 @@ int run_frontier(const FrontierArgs& a) {
   }
 #endif
   return 0;
+}
+
+}  // namespace
+
+void add_frontier(CLI::App& app, Registry& r) {
+  auto a = std::make_shared<FrontierArgs>();
+  auto* cmd = app.add_subcommand("frontier", "accuracy against MACs and latency for a list or grid of budgets");
+  cmd->add_option("-m,--model", a->model, "checkpoint (.safetensors) or Hugging Face model folder; default: the embedded PicoGPT");
+  cmd->add_option("--with", a->with, "more checkpoints swept with the same --grid (repeatable)");
+  auto* budgets = cmd->add_option("--budgets", a->budgets, "JSON array of {method, label, budget}");
+  auto* grid = cmd->add_option("--grid", a->grid, "built-in budget grid (default)");
+  budgets->excludes(grid);
+  cmd->add_option("--eval", a->eval, "evaluation text (UTF-8); omitted = continuations of the full model");
+  cmd->add_option("--split", a->split, "val = the last 10% of --eval, all = all of it")
+      ->check(CLI::IsMember({"val", "all"}))
+      ->capture_default_str();
+  cmd->add_option("--windows", a->windows, "context windows scored per budget (0 = all)")->capture_default_str();
+  cmd->add_option("--continuations", a->continuations, "sampled sequences when there is no --eval")
+      ->capture_default_str();
+  cmd->add_flag("!--no-latency", a->latency, "skip the ms/token measurement");
+  cmd->add_option("-o,--out", a->out, "results, one JSON object per line; rerunning resumes from it")
+      ->capture_default_str();
+  cmd->add_option("--plot", a->plot, "write the chart (.svg or .png, via Qt Charts offscreen)");
+  cmd->add_option("--title", a->title, "chart title");
+  cmd->add_option("--device", a->device, "auto, cpu or cuda")->capture_default_str();
+  cmd->add_flag("--json", a->json_out, "print one JSON object on stdout");
+  r.add(cmd, [a](Engine&, ProgressBar&) { return run_frontier(*a); });
 }
 
 }  // namespace nestscope::cli

@@ -1,0 +1,104 @@
+// nestscope-cli's commands: each file in app/cli/ registers one command — its options, and what
+// runs through the Engine when it is the one given — plus the helpers they share.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "app/cli_progress.h"
+#include "core/engine/engine.h"
+#include "core/error.h"
+
+namespace nestscope::cli {
+
+using Json = nlohmann::json;
+// Runs a parsed command; returns the process's exit code.
+using Run = std::function<int(Engine&, ProgressBar&)>;
+
+// The commands registered so far, each a (sub)command and what runs when it was given.
+class Registry {
+ public:
+  void add(CLI::App* command, Run run) { commands_.emplace_back(command, std::move(run)); }
+  // Runs the command the command line named (exactly one was, CLI11 checked).
+  int run_parsed(Engine& engine, ProgressBar& bar) const;
+
+ private:
+  std::vector<std::pair<CLI::App*, Run>> commands_;
+};
+
+// One registration function per command file.
+void add_train(CLI::App& app, Registry& r);
+void add_eval(CLI::App& app, Registry& r);
+void add_generate(CLI::App& app, Registry& r);
+void add_info(CLI::App& app, Registry& r);
+void add_export(CLI::App& app, Registry& r);
+void add_frontier(CLI::App& app, Registry& r);
+void add_nsn(CLI::App& app, Registry& r);
+void add_mpo(CLI::App& app, Registry& r);
+void add_gate(CLI::App& app, Registry& r);
+
+// --model, --device, --json: what every command that opens a model takes.
+struct Common {
+  std::string model;  // empty = the embedded default model
+  std::string device = "auto";
+  bool json_out = false;
+};
+void add_common(CLI::App* cmd, Common& c, bool with_model = true);
+// --distill, --temperature, --teacher (train, nsn finetune, mpo finetune).
+void add_distill(CLI::App* cmd, TrainOptions& o);
+void open_model(Engine& engine, const Common& c);
+ProgressFn bar_fn(ProgressBar& bar);
+// One JSON object on stdout: a line with --json, indented otherwise.
+void print(const Json& j, bool compact);
+
+// "a, b,c" -> {"a", "b", "c"}.
+std::vector<std::string> split_list(const std::string& csv);
+// Parses a whole string as a number of type T; throws Error naming the option otherwise.
+template <class T>
+T parse_number(const std::string& s, const char* what) {
+  try {
+    size_t used = 0;
+    const T v = std::is_integral_v<T> ? T(std::stoll(s, &used)) : T(std::stod(s, &used));
+    if (used == s.size()) return v;
+  } catch (const std::exception&) {
+  }
+  throw Error(std::string(what) + ": '" + s + "' is not a " + (std::is_integral_v<T> ? "whole number" : "number"));
+}
+template <class T>
+std::vector<T> parse_list(const std::string& csv, const char* what) {
+  std::vector<T> out;
+  for (const auto& s : split_list(csv)) out.push_back(parse_number<T>(s, what));
+  return out;
+}
+
+Json eval_json(const EvalResult& e);
+// `nsn finetune` / `mpo finetune`: validation scores and per-bucket loss and σ.
+Json finetune_json(const NsnFinetuneReport& r, const std::string& out);
+// GenerateResult::joint as JSON (the MAC-target knob's measured split).
+Json joint_json(const GenerateResult& r, double mac_target);
+// Rows as CSV (header from every row's keys) or JSON lines, written atomically.
+void write_rows(const std::string& path, const Json& rows);
+
+// The mechanism presets (`nsn frontier`, `mpo frontier`, `gate frontier`): a grid through
+// Engine::sweep on the validation split of `text`, every row as JSON with the keys each preset
+// has always printed.
+std::vector<SweepRow> sweep_preset(Engine& engine, const std::vector<NamedBudget>& budgets, const std::string& text,
+                                   int64_t windows, bool gate_details, ProgressBar& bar);
+// The keys every mechanism preset's row has: MACs, parameters, accuracy and its drop from dense.
+Json preset_row_json(const SweepRow& r, const ModelInfo& info, double dense_acc);
+// A preset's dense reference on the same windows: the loaded model when it has no elastic layers,
+// else `dense_model` (or the embedded default model).
+struct DenseReference {
+  double token_accuracy = 0;
+  int64_t parameters = 0;
+};
+DenseReference dense_reference(Engine& engine, const std::string& dense_model, const std::string& device,
+                               const std::string& text, int64_t windows);
+// Prints a preset's rows: the one row asked for (`one` >= 0, with `extra` keys), or all of them.
+void print_preset(const Json& rows, int64_t one, const Json& extra, bool compact);
+
+}  // namespace nestscope::cli

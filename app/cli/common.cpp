@@ -1,0 +1,153 @@
+// Helpers every nestscope-cli command shares.
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+
+#include "app/cli/command.h"
+#include "core/defaults.h"
+#include "core/io/atomic_file.h"
+
+namespace nestscope::cli {
+
+int Registry::run_parsed(Engine& engine, ProgressBar& bar) const {
+  for (const auto& [command, run] : commands_)
+    if (command->parsed()) return run(engine, bar);
+  throw Error("no command given (see --help)");
+}
+
+void add_common(CLI::App* cmd, Common& c, bool with_model) {
+  if (with_model)
+    cmd->add_option("-m,--model", c.model,
+                    "checkpoint (.safetensors) or Hugging Face model folder; default: the embedded PicoGPT");
+  cmd->add_option("--device", c.device, "auto, cpu or cuda")->capture_default_str();
+  cmd->add_flag("--json", c.json_out, "print one JSON object on stdout");
+}
+
+void add_distill(CLI::App* cmd, TrainOptions& o) {
+  cmd->add_option("--distill", o.distill, "weight of the KL to the teacher's next-token distribution (0 = plain CE)")
+      ->capture_default_str();
+  cmd->add_option("--temperature", o.distill_temperature, "distillation temperature")->capture_default_str();
+  cmd->add_option("--teacher", o.teacher, "teacher checkpoint or HF folder (default: the embedded PicoGPT)");
+}
+
+void open_model(Engine& engine, const Common& c) {
+  engine.set_device(c.device);
+  if (c.model.empty()) {
+    engine.load_default();
+  } else {
+    engine.load(c.model);
+  }
+}
+
+ProgressFn bar_fn(ProgressBar& bar) {
+  return [&bar](const Progress& p) { return bar.update(p); };
+}
+
+void print(const Json& j, bool compact) { std::cout << (compact ? j.dump() : j.dump(2)) << "\n"; }
+
+std::vector<std::string> split_list(const std::string& csv) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char c : csv + ",") {
+    if (c == ',') {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else if (c != ' ') {
+      cur += c;
+    }
+  }
+  return out;
+}
+
+Json eval_json(const EvalResult& e) {
+  return {{"token_accuracy", e.token_accuracy}, {"loss", e.loss}, {"perplexity", e.perplexity},
+          {"tokens", e.tokens}, {"windows", e.windows}, {"seconds", e.seconds}};
+}
+
+Json joint_json(const GenerateResult& r, double mac_target) {
+  return {{"mac_target", mac_target},       {"active", r.joint.active},
+          {"prompt_keep", r.joint.prompt_keep}, {"mac_fraction", r.joint.mac_fraction},
+          {"calibration_kl", r.joint.kl},   {"calibration_agreement", r.joint.agreement},
+          {"fits", r.joint.fits}};
+}
+
+void write_rows(const std::string& path, const Json& rows) {
+  std::string text;
+  const bool csv = path.size() >= 4 && path.compare(path.size() - 4, 4, ".csv") == 0;
+  if (csv && !rows.empty()) {
+    // Columns: every key of every row (rows of different kinds leave the others' cells empty).
+    std::vector<std::string> keys;
+    for (const auto& r : rows)
+      for (auto it = r.begin(); it != r.end(); ++it)
+        if (std::find(keys.begin(), keys.end(), it.key()) == keys.end()) keys.push_back(it.key());
+    std::string header;
+    for (const auto& k : keys) header += (header.empty() ? "" : ",") + k;
+    text += header + "\n";
+    for (const auto& r : rows) {
+      std::string line;
+      for (size_t i = 0; i < keys.size(); ++i) {
+        if (i) line += ",";
+        if (!r.contains(keys[i])) continue;
+        const auto& v = r[keys[i]];
+        line += v.is_string() ? v.get<std::string>() : v.dump();
+      }
+      text += line + "\n";
+    }
+  } else {
+    for (const auto& r : rows) text += r.dump() + "\n";
+  }
+  write_file_atomic(path, text);
+}
+
+std::vector<SweepRow> sweep_preset(Engine& engine, const std::vector<NamedBudget>& budgets, const std::string& text,
+                                   int64_t windows, bool gate_details, ProgressBar& bar) {
+  SweepOptions o;
+  o.text = text;
+  o.validation_split = true;
+  o.max_windows = windows;
+  o.gate_details = gate_details;
+  auto rows = engine.sweep(budgets, o, bar_fn(bar));
+  bar.finish();
+  return rows;
+}
+
+Json preset_row_json(const SweepRow& r, const ModelInfo& info, double dense_acc) {
+  return {{"method", r.method},
+          {"mac_fraction", double(r.linear_macs) / double(info.dense_linear_macs)},
+          {"linear_macs", r.linear_macs},
+          {"model_macs", r.macs},
+          {"parameters", r.parameters},
+          {"token_accuracy", r.eval.token_accuracy},
+          {"perplexity", r.eval.perplexity},
+          {"loss", r.eval.loss},
+          {"top1_agreement", r.eval.top1_agreement},
+          {"kl", r.eval.kl},
+          {"ms_per_token", r.ms_per_token},
+          {"dense_token_accuracy", dense_acc},
+          {"accuracy_drop_pp", 100.0 * (dense_acc - r.eval.token_accuracy)}};
+}
+
+DenseReference dense_reference(Engine& engine, const std::string& dense_model, const std::string& device,
+                               const std::string& text, int64_t windows) {
+  const auto i = engine.info();
+  if (i.max_rank == 0 && i.max_bond == 0)
+    return {engine.evaluate(text, true, kTrainFraction, {}, windows).token_accuracy, i.parameters};
+  Engine dense;
+  dense.set_device(device);
+  if (dense_model.empty()) dense.load_default(); else dense.load(dense_model);
+  return {dense.evaluate(text, true, kTrainFraction, {}, windows).token_accuracy, dense.info().parameters};
+}
+
+void print_preset(const Json& rows, int64_t one, const Json& extra, bool compact) {
+  if (one >= 0) {
+    Json j = rows.at(size_t(one));
+    for (const auto& [k, v] : extra.items()) j[k] = v;
+    print(j, compact);
+    return;
+  }
+  Json j = extra;
+  j["rows"] = rows;
+  print(j, compact);
+}
+
+}  // namespace nestscope::cli

@@ -1,0 +1,156 @@
+// `nestscope-cli nsn convert | finetune | frontier`: Nested Subspace Networks.
+#include <cmath>
+
+#include "app/cli/command.h"
+#include "core/engine/presets.h"
+#include "core/io/atomic_file.h"
+
+namespace nestscope::cli {
+
+Json finetune_json(const NsnFinetuneReport& r, const std::string& out) {
+  Json buckets = Json::array();
+  for (const auto& b : r.buckets)
+    buckets.push_back({{"lo", b.lo}, {"hi", b.hi}, {"samples", b.samples}, {"mean_loss", b.mean_loss},
+                       {"sigma", b.sigma}});
+  return {{"out", out}, {"steps", r.train.steps}, {"seconds", r.train.seconds},
+          {"token_accuracy", r.train.validation.token_accuracy}, {"loss", r.train.validation.loss},
+          {"perplexity", r.train.validation.perplexity}, {"buckets", buckets}};
+}
+
+namespace {
+
+struct NsnArgs {
+  Common common;
+  std::string out, corpus, families;
+  int64_t max_rank = 0;
+  // finetune
+  TrainOptions train = nsn_finetune_recipe();
+  NsnTrainOptions nested;
+  // frontier
+  std::string ranks, fractions, rows_out, dense_model;
+  double mac_fraction = 0;
+  bool energy = false, sensitivity = false;
+  int64_t windows = 0, calibration_windows = 8;
+};
+
+int run_convert(const NsnArgs& a, Engine& engine, ProgressBar& bar) {
+  open_model(engine, a.common);
+  engine.convert_nsn(split_list(a.families), a.max_rank, bar_fn(bar));
+  bar.finish();
+  engine.save(a.out);
+  const auto i = engine.info();
+  print({{"out", a.out}, {"parameters", i.parameters}, {"max_rank", i.max_rank},
+         {"linear_macs", i.linear_macs}, {"dense_linear_macs", i.dense_linear_macs}},
+        a.common.json_out);
+  return 0;
+}
+
+int run_finetune(const NsnArgs& a, Engine& engine, ProgressBar& bar) {
+  open_model(engine, a.common);
+  if (engine.info().max_rank == 0) engine.convert_nsn({}, a.max_rank, bar_fn(bar));
+  const std::string text = read_text_file(a.corpus);
+  const auto r = engine.finetune_nsn(text, a.train, a.nested, bar_fn(bar));
+  bar.finish();
+  engine.save(a.out);
+  print(finetune_json(r, a.out), a.common.json_out);
+  return 0;
+}
+
+// A grid of ranks through the sweep: a dense model is converted at full rank first and swept as
+// plain SVD truncation ("svd"), an NSN model as itself ("nsn").
+int run_frontier(const NsnArgs& a, Engine& engine, ProgressBar& bar) {
+  open_model(engine, a.common);
+  const std::string text = read_text_file(a.corpus);
+  RankGridOptions g;
+  g.ranks = parse_list<int64_t>(a.ranks, "--ranks");
+  g.mac_fractions = parse_list<double>(a.fractions, "--fractions");
+  if (a.mac_fraction > 0) g.mac_fractions = {a.mac_fraction};
+  if (g.ranks.empty() && g.mac_fractions.empty()) g.mac_fractions = default_rank_fractions();
+  g.energy_allocation = a.energy;
+  g.sensitivity_allocation = a.sensitivity;
+  g.calibration_windows = a.calibration_windows;
+  g.calibration_text = text;
+  const double dense_acc = dense_reference(engine, a.dense_model, a.common.device, text, a.windows).token_accuracy;
+  const bool is_nsn = engine.info().max_rank > 0;
+  if (!is_nsn) engine.convert_nsn({}, 0, bar_fn(bar));
+  const auto budgets = engine.rank_grid(g, is_nsn ? "nsn" : "svd", bar_fn(bar));
+  const auto rows = sweep_preset(engine, budgets, text, a.windows, false, bar);
+  const auto info = engine.info();
+  Json arr = Json::array();
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Budget& b = budgets[i].budget;
+    Json j = preset_row_json(rows[i], info, dense_acc);
+    j["allocation"] = budgets[i].label.substr(0, budgets[i].label.find(' '));
+    double mean = double(b.rank);
+    if (!b.layer_rank.empty()) {
+      mean = 0;
+      for (const auto& [n, r] : b.layer_rank) mean += double(r);
+      mean /= double(b.layer_rank.size());
+    }
+    j["rank"] = int64_t(std::llround(mean));
+    arr.push_back(j);
+  }
+  if (!a.rows_out.empty()) write_rows(a.rows_out, arr);
+  print_preset(arr, a.mac_fraction > 0 ? 0 : -1, a.mac_fraction > 0 ? Json::object() : Json{{"dense_token_accuracy", dense_acc}},
+               a.common.json_out);
+  return 0;
+}
+
+}  // namespace
+
+void add_nsn(CLI::App& app, Registry& r) {
+  auto a = std::make_shared<NsnArgs>();
+  auto* nsn = app.add_subcommand("nsn", "Nested Subspace Networks: convert, fine-tune, sweep ranks");
+  nsn->require_subcommand(1);
+
+  auto* convert = nsn->add_subcommand("convert", "surgical conversion of a dense model by truncated SVD");
+  convert->add_option("-o,--out", a->out, "where to write the NSN checkpoint")->required();
+  convert->add_option("--families", a->families,
+                      "comma-separated projections to convert (attn.q,attn.k,attn.v,attn.o,mlp.up,mlp.down,head); "
+                      "default: attention and MLP");
+  convert->add_option("--max-rank", a->max_rank, "largest rank R kept (0 = full)")->capture_default_str();
+  add_common(convert, a->common);
+  r.add(convert, [a](Engine& e, ProgressBar& bar) { return run_convert(*a, e, bar); });
+
+  auto* finetune = nsn->add_subcommand("finetune", "multi-rank fine-tuning with learned per-rank log-variances");
+  TrainOptions& t = a->train;
+  finetune->add_option("--corpus", a->corpus, "training text; the last 10% validates")->required();
+  finetune->add_option("-o,--out", a->out, "where to write the fine-tuned checkpoint")->required();
+  finetune->add_option("--steps", t.steps)->capture_default_str();
+  finetune->add_option("--batch", t.batch)->capture_default_str();
+  finetune->add_option("--lr", t.lr)->capture_default_str();
+  finetune->add_option("--warmup", t.warmup)->capture_default_str();
+  finetune->add_option("--weight-decay", t.weight_decay)->capture_default_str();
+  finetune->add_option("--seed", t.seed)->capture_default_str();
+  add_distill(finetune, t);
+  finetune->add_option("--min-rank", a->nested.min_rank, "lowest rank sampled")->capture_default_str();
+  finetune->add_option("--buckets", a->nested.buckets, "log-variance buckets")->capture_default_str();
+  finetune->add_option("--max-sample-rank", a->nested.max_sample,
+                       "highest rank sampled besides the full-rank anchor (0 = R)")
+      ->capture_default_str();
+  finetune->add_option("--curriculum", a->nested.curriculum, "fraction of steps to widen the rank range")
+      ->capture_default_str();
+  finetune->add_option("--max-rank", a->max_rank, "R when the model is dense and gets converted first (0 = full)")
+      ->capture_default_str();
+  add_common(finetune, a->common);
+  r.add(finetune, [a](Engine& e, ProgressBar& bar) { return run_finetune(*a, e, bar); });
+
+  auto* frontier = nsn->add_subcommand("frontier", "accuracy against linear-layer MACs over NSN ranks");
+  frontier->add_option("--corpus", a->corpus, "text; its last 10% is scored")->required();
+  frontier->add_option("--ranks", a->ranks, "comma-separated global ranks");
+  frontier->add_option("--fractions", a->fractions, "comma-separated fractions of dense linear MACs");
+  frontier->add_option("--mac-fraction", a->mac_fraction, "evaluate the one budget closest to this fraction");
+  frontier->add_flag("--energy", a->energy, "also evaluate per-layer ranks allocated by spectral energy");
+  frontier->add_flag("--sensitivity", a->sensitivity,
+                     "also evaluate per-layer ranks allocated by measured loss sensitivity");
+  frontier->add_option("--calibration-windows", a->calibration_windows,
+                       "training-split windows that measure the sensitivity")
+      ->capture_default_str();
+  frontier->add_option("--dense", a->dense_model, "dense reference model (default: the embedded PicoGPT)");
+  frontier->add_option("--windows", a->windows, "validation windows to score (0 = all)")->capture_default_str();
+  frontier->add_option("--rows", a->rows_out, "also write the rows to this file (.csv or .jsonl)");
+  add_common(frontier, a->common);
+  r.add(frontier, [a](Engine& e, ProgressBar& bar) { return run_frontier(*a, e, bar); });
+}
+
+}  // namespace nestscope::cli

@@ -1,0 +1,70 @@
+// Engine: gate calibration on a text (the energies, neuron order, prior and head importance the
+// sensing gate's budgets read).
+#include "core/engine/engine_impl.h"
+#include "core/gate/head_probe.h"
+#include "core/model/sampler.h"
+
+namespace nestscope {
+
+void calibrate_on_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64_t context, int64_t block, uint64_t seed,
+                         int64_t max_windows, int64_t head_probes, int64_t own_tokens) {
+  check(!tokens.empty(), "gate calibration: no tokens");
+  torch::NoGradGuard no_grad;
+  const int64_t T = std::min<int64_t>(context, int64_t(tokens.size()));
+  const int64_t W = std::max<int64_t>(1, std::min<int64_t>(max_windows, int64_t(tokens.size()) / T));
+  std::vector<std::vector<torch::Tensor>> ins, acts;
+  for (int64_t w = 0; w < W; ++w) {
+    auto idx = torch::tensor(std::vector<int64_t>(tokens.begin() + w * T, tokens.begin() + (w + 1) * T), torch::kInt64)
+                   .unsqueeze(0)
+                   .to(model->tok_emb->weight.device());
+    auto samples = model->mlp_samples(idx);
+    ins.resize(samples.size());
+    acts.resize(samples.size());
+    for (size_t l = 0; l < samples.size(); ++l) {
+      ins[l].push_back(samples[l].inputs);
+      acts[l].push_back(samples[l].acts);
+    }
+  }
+  std::vector<MlpSample> all;
+  for (size_t l = 0; l < ins.size(); ++l) all.push_back({torch::cat(ins[l], 0), torch::cat(acts[l], 0)});
+  model->calibrate_gate(all, block, seed, own_tokens);
+  const auto& c = model->config();
+  const int64_t probed = own_tokens > 0 ? std::min(T, own_tokens) : T;
+  auto first = torch::tensor(std::vector<int64_t>(tokens.begin(), tokens.begin() + probed), torch::kInt64)
+                   .unsqueeze(0)
+                   .to(model->tok_emb->weight.device());
+  model->set_head_importance(probe_heads(model, first, head_probes > 0 ? head_probes : 2 * c.n_layers * c.n_heads, seed));
+}
+
+void Engine::calibrate_gate(const std::string& text, int64_t block, uint64_t seed, int64_t max_windows) {
+  auto& m = impl_->need();
+  check(!text.empty(), "the calibration text is empty");
+  auto tokens = m.tokenizer->encode(text);
+  Budget ungated = impl_->budget;
+  ungated.gate = GateOptions{};
+  {
+    ModelScope scope(*impl_);  // rebuilds the gates with the new calibration on the way out
+    m.model->apply_budget(ungated);
+    // A prompt is too few rows for a prior: "ROMEO:" gives 6, a covariance of rank ≤ 5, and a PCA +
+    // MMSE gate blind outside that subspace (its text turns to noise). A text shorter than one
+    // context window is continued by the model itself (ungated, uncompressed, temperature 1 with
+    // `seed`) for the prior; the support (head probes, static energies, neuron order) still comes
+    // from the text alone. The joint MAC knob scores the same tokens.
+    const int64_t own = int64_t(tokens.size());
+    if (const int64_t ctx = m.config.context; own < ctx) {
+      Budget plain = ungated;
+      plain.mac_target = 0;
+      plain.prompt_keep = 1;
+      m.model->apply_budget(plain);
+      Sampler sampler({1.0, 0, seed});
+      tokens = extend_by_sampling(m.model, std::move(tokens), ctx + 1, sampler);
+      m.model->apply_budget(ungated);
+    }
+    calibrate_on_tokens(m.model, tokens, m.config.context, block, seed, max_windows, 0,
+                        own < int64_t(tokens.size()) ? own : 0);
+  }
+  impl_->calibration_tokens = tokens;
+  impl_->joint_scores.clear();
+}
+
+}  // namespace nestscope
