@@ -7,6 +7,7 @@
 #include <string>
 #include <thread>
 
+#include "core/model/macs.h"
 #include "core/engine/engine.h"
 #include "core/io/checkpoint.h"
 #include "core/io/default_model.h"
@@ -64,7 +65,7 @@ int main(int argc, char** argv) {
       out["decode_tokens"] = decode_tokens;
       out["decode_tokens_per_s"] = double(decode_tokens) / best;
       out["decode_ms_per_token"] = 1000.0 * best / double(decode_tokens);
-      out["macs_per_token_full_context"] = m->macs_per_token(cfg.context);
+      out["macs_per_token_full_context"] = macs_per_token(*m, cfg.context);
 
       for (int64_t want : {int64_t(64), int64_t(256)}) {  // prefill: one forward of the prompt into the cache
         const int64_t prefill = std::min<int64_t>(want, cfg.context);

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "core/model/config.h"
+#include "core/activation.h"
 
 namespace nestscope {
 

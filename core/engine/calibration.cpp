@@ -1,40 +1,10 @@
 // Engine: gate calibration on a text (the energies, neuron order, prior and head importance the
 // sensing gate's budgets read).
 #include "core/engine/engine_impl.h"
-#include "core/gate/head_probe.h"
+#include "core/eval/head_probe.h"
 #include "core/model/sampler.h"
 
 namespace nestscope {
-
-void calibrate_on_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64_t context, int64_t block, uint64_t seed,
-                         int64_t max_windows, int64_t head_probes, int64_t own_tokens) {
-  check(!tokens.empty(), "gate calibration: no tokens");
-  torch::NoGradGuard no_grad;
-  const int64_t T = std::min<int64_t>(context, int64_t(tokens.size()));
-  const int64_t W = std::max<int64_t>(1, std::min<int64_t>(max_windows, int64_t(tokens.size()) / T));
-  std::vector<std::vector<torch::Tensor>> ins, acts;
-  for (int64_t w = 0; w < W; ++w) {
-    auto idx = torch::tensor(std::vector<int64_t>(tokens.begin() + w * T, tokens.begin() + (w + 1) * T), torch::kInt64)
-                   .unsqueeze(0)
-                   .to(model->tok_emb->weight.device());
-    auto samples = model->mlp_samples(idx);
-    ins.resize(samples.size());
-    acts.resize(samples.size());
-    for (size_t l = 0; l < samples.size(); ++l) {
-      ins[l].push_back(samples[l].inputs);
-      acts[l].push_back(samples[l].acts);
-    }
-  }
-  std::vector<MlpSample> all;
-  for (size_t l = 0; l < ins.size(); ++l) all.push_back({torch::cat(ins[l], 0), torch::cat(acts[l], 0)});
-  model->calibrate_gate(all, block, seed, own_tokens);
-  const auto& c = model->config();
-  const int64_t probed = own_tokens > 0 ? std::min(T, own_tokens) : T;
-  auto first = torch::tensor(std::vector<int64_t>(tokens.begin(), tokens.begin() + probed), torch::kInt64)
-                   .unsqueeze(0)
-                   .to(model->tok_emb->weight.device());
-  model->set_head_importance(probe_heads(model, first, head_probes > 0 ? head_probes : 2 * c.n_layers * c.n_heads, seed));
-}
 
 void Engine::calibrate_gate(const std::string& text, int64_t block, uint64_t seed, int64_t max_windows) {
   auto& m = impl_->need();

@@ -12,11 +12,12 @@
 
 #include "core/cuda/dispatch.h"
 #include "core/error.h"
+#include "core/model/macs.h"
 #include "core/threads.h"
 #include "core/layers/mpo_linear.h"
-#include "core/layers/factory.h"
+#include "core/model/linear_factory.h"
 #include "core/gate/block_recovery.h"
-#include "core/gate/head_probe.h"
+#include "core/eval/head_probe.h"
 #include "core/gate/mlp_gate.h"
 #include "core/eval/metrics.h"
 #include "core/eval/rank_allocation.h"
@@ -86,7 +87,7 @@ VariantReport Engine::Impl::prepare_variants(const std::vector<LinearKind>& kind
   auto& m = need();
   bool missing = false;
   for (const auto& [name, own] : m.model->own_projections())
-    for (LinearKind k : kinds) missing |= k != m.model->own_kind(projection_family(name)) && !m.model->has_variant(name, k);
+    for (LinearKind k : kinds) missing |= k != m.model->own_kind(projection_family(name)) && !m.model->variants().has(name, k);
   if (!missing) return {};
   const std::string cache = variant_cache ? variant_cache_path(m.source, m.hash, m.source == kEmbeddedSource) : "";
   ModelScope scope(*this);
@@ -137,7 +138,7 @@ void Engine::set_device(const std::string& device) {
   if (!impl_->loaded) return;
   auto& model = impl_->loaded->model;
   model->apply_budget(Budget{});
-  model->clear_variants();  // built on the old device; rebuilt (from the cache) on demand
+  model->variants().clear();  // built on the old device; rebuilt (from the cache) on demand
   model->to(impl_->device);
   impl_->prepare_variants(Impl::kinds_of(impl_->budget));
   model->apply_budget(impl_->budget);
@@ -208,7 +209,7 @@ VariantReport Engine::prepare_variants(const std::vector<LinearKind>& kinds, con
 void Engine::set_variant_cache(bool on) { impl_->variant_cache = on; }
 
 std::vector<std::pair<std::string, int64_t>> Engine::mac_breakdown(int64_t context_len) const {
-  return impl_->need().model->mac_breakdown(context_len);
+  return nestscope::mac_breakdown(*impl_->need().model, context_len);
 }
 
 ModelInfo Engine::info() const {
@@ -219,20 +220,24 @@ ModelInfo Engine::info() const {
   i.config = m.config;
   i.tokenizer_kind = m.tokenizer->kind();
   i.parameters = m.model->parameter_count();
-  i.macs_per_token = m.model->macs_per_token(m.config.context);
+  i.macs_per_token = macs_per_token(*m.model, m.config.context);
   i.device = impl_->device.is_cuda() ? "cuda" : "cpu";
   i.training_json = m.training_json;
   for (const auto& [name, p] : m.model->projections()) {
     i.max_rank = std::max(i.max_rank, p->max_rank());
     i.max_bond = std::max(i.max_bond, p->max_bond());
   }
-  i.active_parameters = m.model->active_parameter_count();
-  i.linear_macs = m.model->linear_macs_per_token();
+  i.active_parameters = active_parameter_count(*m.model);
+  i.linear_macs = linear_macs_per_token(*m.model);
   i.dense_linear_macs = dense_linear_macs(m.model);
   // Dense projections, scores over the full context in every layer, a tied head's matmul.
   i.dense_macs_per_token = i.dense_linear_macs + m.config.n_layers * 2 * m.config.context * m.config.d_model +
                            (m.model->head ? 0 : m.config.d_model * m.config.vocab_size);
-  std::tie(i.rank_limit, i.bond_limit) = m.model->elastic_limits();
+  std::tie(i.rank_limit, i.bond_limit) = m.model->variants().limits();
+  for (const auto& [name, p] : m.model->own_projections()) {
+    i.rank_limit = std::max(i.rank_limit, p->max_rank());
+    i.bond_limit = std::max(i.bond_limit, p->max_bond());
+  }
   return i;
 }
 

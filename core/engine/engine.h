@@ -11,7 +11,7 @@
 #include "core/eval/eval_result.h"
 #include "core/eval/frontier.h"
 #include "core/model/budget_json.h"
-#include "core/model/variant_report.h"
+#include "core/variants/variant_report.h"
 #include "core/model/budget.h"
 #include "core/model/config.h"
 #include "core/progress.h"

@@ -8,11 +8,12 @@
 
 #include "core/engine/engine.h"
 #include "core/error.h"
+#include "core/eval/calibrate.h"
 #include "core/eval/joint_split.h"
 #include "core/io/checkpoint.h"
 #include "core/model/convert.h"
 #include "core/model/sampler.h"
-#include "core/model/variants.h"
+#include "core/variants/variants.h"
 #include "core/text/tokenizer.h"
 
 namespace nestscope {
@@ -101,14 +102,5 @@ class ModelScope {
   bool budget_;
   torch::Tensor importance_;
 };
-
-// Gate calibration from the first `max_windows` context windows of `tokens` (a shorter text is one
-// window): MLP inputs and activations per layer, concatenated, into Gpt::calibrate_gate.
-// The model must run ungated here (callers apply a budget without a gate first). Heads are probed
-// on the first window with `head_probes` random knockout masks (0 = 2·L·H). own_tokens > 0: only
-// the first own_tokens are the text's (the rest the model's continuation): they alone set the head
-// probes, the static energies and the neuron order; every token feeds the MMSE / PCA prior.
-void calibrate_on_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64_t context, int64_t block, uint64_t seed,
-                         int64_t max_windows, int64_t head_probes = 0, int64_t own_tokens = 0);
 
 }  // namespace nestscope

@@ -3,8 +3,9 @@
 #include <cmath>
 #include <numeric>
 
+#include "core/model/macs.h"
 #include "core/engine/engine_impl.h"
-#include "core/gate/head_probe.h"
+#include "core/eval/head_probe.h"
 #include "core/gate/mlp_gate.h"
 #include "core/text/utf8.h"
 
@@ -27,7 +28,7 @@ int64_t reprobe_heads(Gpt& model, const std::vector<int64_t>& context, int64_t p
   const int64_t T = idx.size(1);
   model->set_gate_trace(nullptr);
   model->clear_head_support();
-  const int64_t macs = (probes + 1) * T * model->macs_per_token((T + 1) / 2);  // linear in the context length
+  const int64_t macs = (probes + 1) * T * macs_per_token(*model, (T + 1) / 2);  // linear in the context length
   model->set_head_importance(probe_heads(model, idx, probes, seed));
   model->apply_head_support();
   return macs;
@@ -116,7 +117,7 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
   const bool joint_on = impl_->budget.mac_target > 0;
   ModelScope scope(*impl_, joint_on);
   const GateOptions& g = model->gate_options();
-  const bool reprobe_on = g.head_active < 1 && g.head_reprobe > 0 && model->heads_calibrated();
+  const bool reprobe_on = g.head_active < 1 && g.head_reprobe > 0 && model->gate_calibration().heads_ready();
   if (reprobe_on) scope.keep_head_importance();
   JointChoice joint;
   if (joint_on) model->apply_budget(impl_->resolve(impl_->budget, int64_t(ids.size()), options.max_new_tokens, &joint));
@@ -128,8 +129,8 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
   std::vector<MlpGateTrace> last_trace;  // of the step whose logits we hold
   // One step's MACs: the analytic count, with each gated MLP at what its trace says it spent.
   auto step_macs_at = [&](int64_t context_len) {
-    if (!gated) return model->macs_per_token(context_len);
-    int64_t macs = model->macs_without_gated_mlp(context_len);
+    if (!gated) return macs_per_token(*model, context_len);
+    int64_t macs = macs_without_gated_mlp(*model, context_len);
     for (const auto& t : last_trace) macs += t.macs;
     return macs;
   };

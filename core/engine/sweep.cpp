@@ -4,11 +4,12 @@
 #include <cmath>
 #include <set>
 
+#include "core/model/macs.h"
 #include "core/engine/engine_impl.h"
 #include "core/eval/metrics.h"
 #include "core/eval/rank_allocation.h"
 #include "core/gate/block_recovery.h"
-#include "core/gate/head_probe.h"
+#include "core/eval/head_probe.h"
 #include "core/gate/mlp_gate.h"
 #include "core/model/sampler.h"
 #include "core/train/corpus.h"
@@ -142,7 +143,7 @@ struct GateCalibrationState {
 // from the model's own count (grouped-query and gathered heads included).
 int64_t attention_projection_macs(Gpt& model, int64_t context) {
   int64_t macs = 0;
-  for (const auto& [part, n] : model->mac_breakdown(context)) {
+  for (const auto& [part, n] : mac_breakdown(*model, context)) {
     const auto dot = part.rfind('.');
     const std::string tail = dot == std::string::npos ? part : part.substr(dot + 1);
     if (part.find(".attn.") != std::string::npos && (tail == "q" || tail == "k" || tail == "v" || tail == "o"))
@@ -194,7 +195,7 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
 
   const SweepData data = sweep_data(model, *m.tokenizer, o);
   const std::string model_id = m.hash.empty() ? m.source : m.hash;
-  const int64_t dense_macs = model->macs_per_token(T) - model->linear_macs_per_token() + dense_linear_macs(model);
+  const int64_t dense_macs = macs_per_token(*model, T) - linear_macs_per_token(*model) + dense_linear_macs(model);
   const int64_t dense_attn = attention_projection_macs(model, T);
 
   std::map<std::string, SweepRow> done;
@@ -237,8 +238,8 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
     row.budget_json = budget_json;
     row.resolved_json = resolved;
     row.evaluated_on = data.evaluated_on;
-    row.linear_macs = model->linear_macs_per_token();
-    row.parameters = model->active_parameter_count();
+    row.linear_macs = linear_macs_per_token(*model);
+    row.parameters = active_parameter_count(*model);
     GateStats stats;
     if (g.policy != GatePolicy::Off) model->set_gate_stats(&stats);
     row.eval = evaluate_tokens(model, data.tokens, o.max_windows, kEvalBatch,
@@ -246,7 +247,7 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
     model->set_gate_stats(nullptr);
     // MACs at full context; a gated MLP counts what it really spent per token on this text.
     const int64_t keys = keys_at(eff, T);
-    int64_t macs = g.policy == GatePolicy::Off ? model->macs_per_token(keys) : model->macs_without_gated_mlp(keys);
+    int64_t macs = g.policy == GatePolicy::Off ? macs_per_token(*model, keys) : macs_without_gated_mlp(*model, keys);
     if (g.policy != GatePolicy::Off && stats.rows > 0) {
       macs += int64_t(std::llround(double(m.config.n_layers) * stats.macs / double(stats.rows)));
       row.mlp_mac_fraction = stats.macs / stats.dense_macs;

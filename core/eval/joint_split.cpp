@@ -1,3 +1,4 @@
+#include "core/model/macs.h"
 #include "core/eval/joint_split.h"
 
 #include <algorithm>
@@ -103,8 +104,8 @@ JointChoice choose_joint_split(Gpt& model, const std::vector<JointCandidate>& sc
   };
   auto line = [&](const Budget& b) {
     model->apply_budget(b);
-    const double m1 = double(model->macs_per_token(1));
-    return std::pair<double, double>{m1, double(model->macs_per_token(2)) - m1};
+    const double m1 = double(macs_per_token(*model, 1));
+    return std::pair<double, double>{m1, double(macs_per_token(*model, 2)) - m1};
   };
   const auto [f1, fs] = line(uncompressed(base));
   const double full = mean_macs(f1, fs, prompt_tokens);

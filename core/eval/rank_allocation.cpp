@@ -1,3 +1,4 @@
+#include "core/model/macs.h"
 #include "core/eval/rank_allocation.h"
 
 #include <queue>
@@ -39,7 +40,7 @@ int64_t dense_linear_macs(Gpt& model) {
 int64_t linear_macs_at(Gpt& model, const Budget& budget) {
   RankGuard guard(model);
   model->apply_budget(budget);
-  return model->linear_macs_per_token();
+  return linear_macs_per_token(*model);
 }
 
 Budget uniform_rank_budget(Gpt& model, double fraction) {

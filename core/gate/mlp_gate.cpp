@@ -9,7 +9,7 @@
 #include "core/error.h"
 #include "core/gate/block_recovery.h"
 #include "core/layers/cpu_gemm.h"
-#include "core/model/transformer.h"
+#include "core/layers/activation.h"
 
 namespace nestscope {
 

@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "core/gate/gate_options.h"
-#include "core/model/config.h"
+#include "core/activation.h"
 
 namespace nestscope {
 

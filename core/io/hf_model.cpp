@@ -99,27 +99,19 @@ std::map<std::string, torch::Tensor> state_for_export(Gpt& model) {
   return out;
 }
 
-}  // namespace
-
-bool is_hf_folder(const std::string& path) {
-  std::error_code ec;
-  return fs::is_directory(path, ec) && fs::is_regular_file(fs::path(path) / "config.json", ec);
-}
-
-LoadedModel import_hf_folder(const std::string& dir_path, const HfImportOptions& options) {
-  const fs::path dir(dir_path);
-  std::error_code ec;
-  check(fs::is_directory(dir, ec), dir_path + ": not a folder");
-  check(options.max_context >= 1, "import: max_context must be at least 1");
-  const std::string config_text = read_small_file(dir / "config.json", "config.json");
-  const auto parsed = parse_hf_config(config_text, (dir / "config.json").string(), options.max_context);
-  const HfArchitecture* arch = parsed.arch;
-  const ModelConfig& cfg = parsed.config;
-
-  // The weight files: one model.safetensors, or the shards an index names.
+// The weight files of a folder, memory-mapped: one model.safetensors, or the shards an index
+// names (every listed tensor in its shard, every shard tensor listed), and where each tensor is.
+struct WeightFiles {
   std::vector<SafetensorsFile> files;
   std::map<std::string, std::pair<size_t, const TensorRecord*>> found;  // checkpoint name -> (file, record)
-  std::string hashes = content_hash(config_text.data(), config_text.size());
+};
+
+WeightFiles map_weight_files(const fs::path& dir) {
+  WeightFiles w;
+  auto& files = w.files;
+  auto& found = w.found;
+  const std::string dir_path = dir.string();
+  std::error_code ec;
   const fs::path single = dir / "model.safetensors", index = dir / "model.safetensors.index.json";
   if (fs::exists(single, ec)) {
     files.push_back(SafetensorsFile::map(single.string()));
@@ -143,6 +135,67 @@ LoadedModel import_hf_folder(const std::string& dir_path, const HfImportOptions&
   }
   if (found.empty())
     for (const auto& r : files[0].tensors()) found[r.name] = {0, &r};
+  return w;
+
+}
+
+// Copies checkpoint tensor `t` (already transposed / cut to `rule`'s layout) into our parameters
+// `rule.ours`: one matrix in 32 MiB slices (dropping each slice's file pages once copied), heads
+// interleaved per head, or row blocks one after another.
+void copy_rule(torch::OrderedDict<std::string, torch::Tensor>& params, const HfTensorRule& rule, const torch::Tensor& t,
+               const SafetensorsFile& file, const TensorRecord& rec, int64_t n_heads) {
+  if (rule.ours.size() == 1 && rule.layout != HfLayout::Conv1D && t.dim() == 2 && t.is_contiguous()) {
+    // One matrix stored as ours (embeddings, Llama projections): 32 MiB of rows at a time, each
+    // slice's file pages dropped once copied.
+    auto& p = params[rule.ours[0]];
+    const int64_t row_bytes = t.size(1) * int64_t(dtype_size(rec.dtype));
+    const int64_t step = std::max<int64_t>(1, (int64_t(32) << 20) / std::max<int64_t>(1, row_bytes));
+    for (int64_t r = 0; r < p.size(0); r += step) {
+      const int64_t n = std::min(step, p.size(0) - r);
+      p.narrow(0, r, n).copy_(t.narrow(0, r, n));
+      const uint64_t at = file.data_start() + rec.begin;
+      file.release(at + uint64_t(r * row_bytes), at + uint64_t((r + n) * row_bytes));
+    }
+  } else if (rule.layout == HfLayout::HeadInterleaved) {
+    std::vector<int64_t> grouped = {n_heads, int64_t(rule.ours.size()), -1};  // [H, parts, hd, ...]
+    for (int64_t d = 1; d < t.dim(); ++d) grouped.push_back(t.size(d));
+    const auto g = t.reshape(grouped);
+    for (size_t i = 0; i < rule.ours.size(); ++i) {
+      auto& p = params[rule.ours[i]];
+      p.copy_(g.select(1, int64_t(i)).reshape(p.sizes()));
+    }
+  } else {
+    int64_t row = 0;
+    for (const auto& o : rule.ours) {
+      auto& p = params[o];
+      p.copy_(t.narrow(0, row, p.size(0)));
+      row += p.size(0);
+    }
+  }
+}
+
+}  // namespace
+
+bool is_hf_folder(const std::string& path) {
+  std::error_code ec;
+  return fs::is_directory(path, ec) && fs::is_regular_file(fs::path(path) / "config.json", ec);
+}
+
+LoadedModel import_hf_folder(const std::string& dir_path, const HfImportOptions& options) {
+  const fs::path dir(dir_path);
+  std::error_code ec;
+  check(fs::is_directory(dir, ec), dir_path + ": not a folder");
+  check(options.max_context >= 1, "import: max_context must be at least 1");
+  const std::string config_text = read_small_file(dir / "config.json", "config.json");
+  const auto parsed = parse_hf_config(config_text, (dir / "config.json").string(), options.max_context);
+  const HfArchitecture* arch = parsed.arch;
+  const ModelConfig& cfg = parsed.config;
+
+  // The weight files: one model.safetensors, or the shards an index names.
+  WeightFiles w = map_weight_files(dir);
+  auto& files = w.files;
+  auto& found = w.found;
+  std::string hashes = content_hash(config_text.data(), config_text.size());
   for (const auto& f : files) hashes += file_hash(f);
 
   // Build everything aside; the model is assembled only once every tensor checked out.
@@ -178,34 +231,7 @@ LoadedModel import_hf_folder(const std::string& dir_path, const HfImportOptions&
     auto t = file_view(file, *rec);
     if (rule.layout == HfLayout::Conv1D) t = t.t();
     if (rule.layout == HfLayout::Rows) t = t.narrow(0, 0, want[0]);
-    if (rule.ours.size() == 1 && rule.layout != HfLayout::Conv1D && t.dim() == 2 && t.is_contiguous()) {
-      // One matrix stored as ours (embeddings, Llama projections): 32 MiB of rows at a time, each
-      // slice's file pages dropped once copied.
-      auto& p = params[rule.ours[0]];
-      const int64_t row_bytes = t.size(1) * int64_t(dtype_size(rec->dtype));
-      const int64_t step = std::max<int64_t>(1, (int64_t(32) << 20) / std::max<int64_t>(1, row_bytes));
-      for (int64_t r = 0; r < p.size(0); r += step) {
-        const int64_t n = std::min(step, p.size(0) - r);
-        p.narrow(0, r, n).copy_(t.narrow(0, r, n));
-        const uint64_t at = file.data_start() + rec->begin;
-        file.release(at + uint64_t(r * row_bytes), at + uint64_t((r + n) * row_bytes));
-      }
-    } else if (rule.layout == HfLayout::HeadInterleaved) {
-      std::vector<int64_t> grouped = {cfg.n_heads, int64_t(rule.ours.size()), -1};  // [H, parts, hd, ...]
-      for (int64_t d = 1; d < t.dim(); ++d) grouped.push_back(t.size(d));
-      const auto g = t.reshape(grouped);
-      for (size_t i = 0; i < rule.ours.size(); ++i) {
-        auto& p = params[rule.ours[i]];
-        p.copy_(g.select(1, int64_t(i)).reshape(p.sizes()));
-      }
-    } else {
-      int64_t row = 0;
-      for (const auto& o : rule.ours) {
-        auto& p = params[o];
-        p.copy_(t.narrow(0, row, p.size(0)));
-        row += p.size(0);
-      }
-    }
+    copy_rule(params, rule, t, file, *rec, cfg.n_heads);
     t = torch::Tensor();
     file.release(*rec);
     for (const auto& o : rule.ours) {

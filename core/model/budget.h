@@ -4,6 +4,8 @@
 #include <map>
 #include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/defaults.h"
 #include "core/gate/gate_options.h"
@@ -50,5 +52,16 @@ struct Budget {
     return own;
   }
 };
+
+class ElasticLinear;
+
+// Checks `budget` against a model before anything changes: its config, the projections the budget
+// would run (`layers`, by name), whether heads were probed, and the block size the gate was
+// calibrated for (0 = none). Returns each layer's NSN rank to set (0 = not rank-elastic); throws
+// Error naming the first thing out of range (rank, χ, fractions, ablation indices, gate sizes, a
+// gate option that needs calibration).
+std::vector<int64_t> check_budget(const Budget& budget, const ModelConfig& cfg,
+                                  const std::vector<std::pair<std::string, const ElasticLinear*>>& layers,
+                                  bool heads_calibrated, int64_t gate_calibrated_block);
 
 }  // namespace nestscope

@@ -5,16 +5,14 @@
 #include <string>
 #include <vector>
 
+#include "core/activation.h"
+#include "core/layers/linear_kind.h"
+
 namespace nestscope {
 
 enum class PositionEncoding { Sinusoidal, Learned, Rope };  // Rope: rotary (Su et al. 2021), as Llama
-enum class Activation { Relu, Gelu, GeluTanh, Silu };          // Gelu exact erf; GeluTanh GPT-2's "gelu_new"
 enum class Norm { LayerNorm, RmsNorm };                        // RmsNorm: Zhang & Sennrich 2019, as Llama
 
-// How a projection family is parameterized: the registry of ElasticLinear kinds.
-enum class LinearKind { Dense, Nsn, Mpo };
-const char* linear_kind_name(LinearKind kind);  // "dense", "nsn", "mpo"
-LinearKind parse_linear_kind(const std::string& name);  // throws Error on an unknown name
 
 struct LinearSpec {
   LinearKind kind = LinearKind::Dense;

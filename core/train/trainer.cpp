@@ -10,7 +10,7 @@
 
 #include "core/error.h"
 #include "core/gate/block_recovery.h"
-#include "core/gate/head_probe.h"
+#include "core/eval/head_probe.h"
 #include "core/threads.h"
 #include "core/eval/metrics.h"
 
@@ -55,6 +55,45 @@ torch::Tensor next_token_loss(Gpt& model, const Batch& b) {
   auto logp = torch::log_softmax(logits / tau, -1);                                  // [B, T, V]
   auto kl = (b.teacher_logp.exp() * (b.teacher_logp - logp)).sum(-1).mean();        // per token
   return (1.0 - b.distill) * ce + b.distill * tau * tau * kl;
+}
+
+ForwardHook chain_hooks(std::vector<ForwardHook> hooks) {
+  return [hooks = std::move(hooks)](std::string_view name, int64_t layer, const torch::Tensor& t) {
+    torch::Tensor out = t;
+    for (const auto& h : hooks) out = h(name, layer, out);
+    return out;
+  };
+}
+
+ForwardHook gate_aware_hook(Gpt& model, double active, int64_t block, int64_t sensing) {
+  const int64_t N = model->config().d_ff;
+  check(sensing >= 0, "sensing-aware training needs m >= 0 measurements, got " + std::to_string(sensing));
+  check(active > 0 && active <= 1, "MLP block active fraction must be in (0, 1]");
+  check(active == 1 || (block >= 1 && N % block == 0),
+        "MLP block size " + std::to_string(block) + " does not divide the MLP width " + std::to_string(N));
+  if (active >= 1) return [](std::string_view, int64_t, const torch::Tensor& t) { return t; };
+  // The MLP inputs of the forward in flight, per layer (the sensing estimate reads them).
+  auto inputs = std::make_shared<std::vector<torch::Tensor>>(size_t(model->config().n_layers));
+  return [&model, active, block, sensing, inputs](std::string_view name, int64_t layer, const torch::Tensor& h) {
+    if (!at::GradMode::is_enabled()) return h;
+    if (name == "mlp.in") {
+      if (sensing > 0) (*inputs)[size_t(layer)] = h;
+      return h;
+    }
+    if (name != "mlp.hidden") return h;
+    // The oracle support in the loop: per token, the k blocks with the largest ‖act(z_b)‖² (or the
+    // sensing estimate's).
+    const auto sizes = h.sizes().vec();
+    const int64_t nb = h.size(-1) / block;
+    const int64_t k = std::clamp<int64_t>(std::llround(active * double(nb)), 1, nb);
+    auto blocks = h.reshape({-1, nb, block});  // [BT, nb, blk]
+    auto scored = sensing > 0 ? model->blocks()[size_t(layer)]->mlp->sensed_hidden((*inputs)[size_t(layer)], sensing)
+                                    .reshape({-1, nb, block})
+                              : blocks.detach();
+    auto energy = scored.square().sum(-1);  // [BT, nb]
+    auto keep = torch::zeros_like(energy).scatter_(1, std::get<1>(energy.topk(k, 1)), 1.0);  // [BT, nb]
+    return (blocks * keep.unsqueeze(-1)).reshape(sizes);
+  };
 }
 
 torch::Tensor sample_head_masks(const torch::Tensor& importance, double active, double noise, int64_t batch) {
@@ -113,18 +152,17 @@ TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o,
 
   TrainResult result;
   std::deque<double> recent;
-  model->set_train_block_support(o.mlp_block_active, o.mlp_block, o.mlp_block_sensing);  // throws on a block that does not divide N
   const bool heads_global = o.head_active < 1 && o.head_global;
-  model->set_train_head_support(heads_global ? 1.0 : o.head_active);
+  // The training's named-intermediate hooks: gate-aware blocks, random heads per sequence, or the
+  // model-wide heads of this step (`step_heads`, set per step). Removed when training ends.
+  auto step_heads = std::make_shared<ForwardHook>();
+  std::vector<ForwardHook> hooks = {gate_aware_hook(model, o.mlp_block_active, o.mlp_block, o.mlp_block_sensing),
+                                    random_heads_hook(heads_global ? 1.0 : o.head_active),
+                                    [step_heads](std::string_view name, int64_t layer, const torch::Tensor& t) {
+                                      return *step_heads ? (*step_heads)(name, layer, t) : t;
+                                    }};
+  ScopedHook hook(model, chain_hooks(std::move(hooks)));
   if (o.head_active < 1) torch::manual_seed(int64_t(o.seed ^ 0x5EEDull));  // the head draws, reproducibly
-  struct Reset {
-    Gpt& m;
-    ~Reset() {
-      m->set_train_block_support(1.0, 1);
-      m->set_train_head_support(1.0);
-      m->set_head_probe_masks({});
-    }
-  } reset{model};
   torch::Tensor importance;  // [L, H] from the probes (head_global)
   model->train();
   const auto t0 = std::chrono::steady_clock::now();
@@ -139,14 +177,14 @@ TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o,
     auto y = data.index({idx + 1}).to(device);                                 // [B, T]
     if (heads_global) {
       if (step % o.head_reprobe_every == 0) {
-        model->set_head_probe_masks({});
+        *step_heads = {};
         torch::NoGradGuard no_grad;
         auto window = data.narrow(0, pick(rng), T).unsqueeze(0).to(device);
         const auto& c = model->config();
         importance = probe_heads(model, window, 2 * c.n_layers * c.n_heads, o.seed + uint64_t(step)).to(torch::kCPU);
         importance = importance.clamp_min(1e-4 * std::max(1e-12, importance.max().item<double>()));
       }
-      model->set_head_probe_masks(sample_head_masks(importance, o.head_active, o.head_noise, o.batch).to(device));
+      *step_heads = head_mask_hook(sample_head_masks(importance, o.head_active, o.head_noise, o.batch).to(device));
     }
     Batch batch{x, y};
     if (distill) {
@@ -157,7 +195,7 @@ TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o,
     }
 
     auto loss = loss_fn ? loss_fn(batch, step) : next_token_loss(model, batch);
-    if (heads_global) model->set_head_probe_masks({});  // validation and the caller run every head
+    if (heads_global) *step_heads = {};  // validation and the caller run every head
     optimizer.zero_grad();
     loss.backward();
     if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), o.grad_clip);

@@ -26,6 +26,16 @@ using LossFn = std::function<torch::Tensor(const Batch& batch, int64_t step)>;
 // τ²·KL(teacher ‖ model) at temperature τ when the batch carries the teacher's log-probabilities.
 torch::Tensor next_token_loss(Gpt& model, const Batch& batch);
 
+// Gate-aware training (TrainOptions::mlp_block_active) as a forward hook: under autograd every MLP
+// keeps, per token, the `active` fraction of its blocks of `block` neurons with the largest
+// activation energy — the oracle support the sensing gate estimates — or, with sensing = m > 0,
+// the blocks the PCA + MMSE gate would pick with m measurements, its prior taken from the batch's
+// MLP inputs. active = 1: a hook that changes nothing. Throws Error on a block that does not divide
+// the MLP width, an active fraction outside (0, 1] or m < 0. `model` must outlive the hook.
+ForwardHook gate_aware_hook(Gpt& model, double active, int64_t block, int64_t sensing = 0);
+// One hook that runs `hooks` in order, each on the previous one's output.
+ForwardHook chain_hooks(std::vector<ForwardHook> hooks);
+
 // Head-aware training for the model-wide allocation (TrainOptions::head_global): [batch, L, H]
 // 0/1 masks, row b = head_support(importance·exp(noise·ε_b), active, global) with ε_b ~ N(0, 1)
 // per head, drawn from torch's generator. importance [L, H] must be positive.

@@ -7,6 +7,8 @@
 #include <fstream>
 #include <set>
 
+#include "core/eval/calibrate.h"
+#include "core/model/macs.h"
 #include "core/engine/engine.h"
 #include "core/error.h"
 #include "core/eval/frontier.h"
@@ -14,7 +16,7 @@
 #include "core/layers/mpo_linear.h"
 #include "core/model/budget_json.h"
 #include "core/model/transformer.h"
-#include "core/model/variants.h"
+#include "core/variants/variants.h"
 #include "core/text/char_tokenizer.h"
 #include "core/train/trainer.h"
 #include "tests/core/test_util.h"
@@ -161,7 +163,7 @@ TEST(Budget, ComposedBudgetAtFullSettingsEqualsDense) {
 
 TEST(Budget, KindsWithoutVariantsOrUnknownFamiliesAreClearErrors) {
   Gpt model(config());
-  const auto before = model->linear_macs_per_token();
+  const auto before = linear_macs_per_token(*model);
   try {
     model->apply_budget(composed({{"mlp", LinearKind::Mpo}}));
     FAIL() << "no error";
@@ -172,7 +174,7 @@ TEST(Budget, KindsWithoutVariantsOrUnknownFamiliesAreClearErrors) {
   EXPECT_THROW(model->apply_budget(composed({{"attention", LinearKind::Nsn}})), Error);
   EXPECT_THROW(model->apply_budget(composed({{"attn", LinearKind::Nsn}}, /*rank=*/999)), Error);
   EXPECT_THROW(model->apply_budget(composed({{"attn", LinearKind::Nsn}}, 0, /*bond=*/2)), Error);  // no MPO layer
-  EXPECT_EQ(model->linear_macs_per_token(), before);
+  EXPECT_EQ(linear_macs_per_token(*model), before);
 }
 
 TEST(Macs, MpoCountMatchesALoopContraction) {
@@ -198,7 +200,7 @@ TEST(Macs, ModelCountMatchesAnIndependentCount) {
   build_variants(model, {LinearKind::Nsn, LinearKind::Mpo});
   const int64_t C = c.d_model, N = c.d_ff, V = c.vocab_size, H = c.n_heads, hd = C / H, T = 17;
   // Dense: 4 C² + 2 C N per layer, scores 2·T·C, an untied head C·V.
-  EXPECT_EQ(model->macs_per_token(T), c.n_layers * (4 * C * C + 2 * C * N + 2 * T * C) + C * V);
+  EXPECT_EQ(macs_per_token(*model, T), c.n_layers * (4 * C * C + 2 * C * N + 2 * T * C) + C * V);
   // NSN attention at r = 5, MPO MLP at χ = 2: r·(in + out) per NSN layer; the MPO layers by loops.
   model->apply_budget(composed({{"attn", LinearKind::Nsn}, {"mlp", LinearKind::Mpo}}, 5, 2));
   int64_t expected = C * V;
@@ -215,15 +217,15 @@ TEST(Macs, ModelCountMatchesAnIndependentCount) {
     }
   }
   expected += c.n_layers * 2 * T * C;
-  EXPECT_EQ(model->macs_per_token(T), expected);
+  EXPECT_EQ(macs_per_token(*model, T), expected);
   int64_t parts = 0;
-  for (const auto& [part, n] : model->mac_breakdown(T)) parts += n;
+  for (const auto& [part, n] : mac_breakdown(*model, T)) parts += n;
   EXPECT_EQ(parts, expected);
   // Half the heads and a static gate keeping 2 of 4 blocks of 16: gathered q / o rows for one head,
   // scores for one head, and 2·k·B·C in each MLP.
   model->apply_budget(Budget{});
   auto idx = torch::randint(0, V, {1, 20}, torch::kInt64);
-  model->calibrate_gate(model->mlp_samples(idx), 16);
+  calibrate_gate(model, mlp_samples(model, idx), 16);
   model->set_head_importance(torch::rand({c.n_layers, H}));
   Budget g;
   g.gate.policy = GatePolicy::Static;
@@ -231,9 +233,9 @@ TEST(Macs, ModelCountMatchesAnIndependentCount) {
   g.gate.block = 16;
   g.gate.head_active = 0.5;
   model->apply_budget(g);
-  EXPECT_EQ(model->macs_per_token(T),
+  EXPECT_EQ(macs_per_token(*model, T),
             c.n_layers * (1 * hd * C + 2 * C * C + 2 * T * 1 * hd + 1 * hd * C + 2 * 2 * 16 * C) + C * V);
-  EXPECT_THROW(model->mac_breakdown(c.context + 1), Error);
+  EXPECT_THROW(mac_breakdown(*model, c.context + 1), Error);
 }
 
 TEST(Variants, CachedNextToTheCheckpointAndRebuiltWhenStale) {
@@ -443,7 +445,7 @@ TEST(PromptCompression, KeepsTheSinkTheLatestAndTheMostAttendedSlots) {
   EXPECT_LT((y2.narrow(1, 0, 10) - full.narrow(1, 0, 10)).abs().max().item<double>(), 1e-5);  // the prompt's own
   EXPECT_GT((y2.narrow(1, 10, 10) - full.narrow(1, 10, 10)).abs().max().item<double>(), 1e-4);
   // Fewer keys, fewer attention MACs for the next token.
-  EXPECT_LT(model->macs_per_token(cache.length), model->macs_per_token(20));
+  EXPECT_LT(macs_per_token(*model, cache.length), macs_per_token(*model, 20));
 }
 
 TEST(PromptCompression, BudgetGenerateAndSweep) {
@@ -531,9 +533,9 @@ TEST(Ablation, HeadsAndNeuronBlocksForcedOffMatchTheirReferences) {
   auto masks = torch::ones({2, c.n_layers, c.n_heads});
   masks.index_put_({torch::indexing::Slice(), 0, 1}, 0);
   masks.index_put_({torch::indexing::Slice(), 1, 0}, 0);
-  model->set_head_probe_masks(masks);
+  model->set_hook(head_mask_hook(masks));
   EXPECT_LT((model->forward(idx) - ablated).abs().max().item<double>(), 1e-5);
-  model->set_head_probe_masks(torch::Tensor());
+  model->set_hook({});
   // Neuron block 2 of layer 1: the same as zeroing those neurons' up rows and bias.
   Budget nb;
   nb.blocks_off = {{1, 2}};
@@ -547,7 +549,7 @@ TEST(Ablation, HeadsAndNeuronBlocksForcedOffMatchTheirReferences) {
   EXPECT_LT((copy->forward(idx) - off).abs().max().item<double>(), 1e-5);
   // Through the gate (oracle, every block kept) the ablation holds too.
   model->apply_budget(Budget{});
-  model->calibrate_gate(model->mlp_samples(idx), 16);
+  calibrate_gate(model, mlp_samples(model, idx), 16);
   nb.gate.policy = GatePolicy::Oracle;
   nb.gate.active = 1.0;
   model->apply_budget(nb);
@@ -569,7 +571,7 @@ TEST(GateAwareTraining, KeepsTheOracleBlocksInTheLoopAndOnlyThen) {
   Gpt model(c);
   auto idx = torch::randint(0, c.vocab_size, {2, 12}, torch::kInt64);
   const auto full = model->forward(idx).detach();  // autograd on, support off: the plain model
-  model->set_train_block_support(0.5, 16);
+  model->set_hook(gate_aware_hook(model, 0.5, 16));
   const auto masked = model->forward(idx);
   EXPECT_GT((masked.detach() - full).abs().max().item<double>(), 1e-4);
   masked.sum().backward();  // gradients flow through the kept blocks
@@ -579,8 +581,8 @@ TEST(GateAwareTraining, KeepsTheOracleBlocksInTheLoopAndOnlyThen) {
   // The same as the oracle gate at 50% in checkpoint order (no autograd).
   {
     torch::NoGradGuard no_grad;
-    model->set_train_block_support(1.0, 1);
-    model->calibrate_gate(model->mlp_samples(idx), 16);
+    model->set_hook({});
+    calibrate_gate(model, mlp_samples(model, idx), 16);
     Budget b;
     b.gate.policy = GatePolicy::Oracle;
     b.gate.active = 0.5;
@@ -588,7 +590,7 @@ TEST(GateAwareTraining, KeepsTheOracleBlocksInTheLoopAndOnlyThen) {
     model->apply_budget(b);
     EXPECT_LT((model->forward(idx) - masked.detach()).abs().max().item<double>(), 1e-4);
   }
-  EXPECT_THROW(model->set_train_block_support(0.5, 7), Error);
+  EXPECT_THROW(gate_aware_hook(model, 0.5, 7), Error);
   TrainOptions o;
   o.mlp_block_active = 0;
   EXPECT_THROW(o.validate(), Error);
@@ -601,19 +603,19 @@ TEST(GateAwareTraining, SensingAwareKeepsTheSensingGatesBlocks) {
   Gpt model(c);
   auto idx = torch::randint(0, c.vocab_size, {2, 24}, torch::kInt64);
   const int64_t m = 8;
-  model->set_train_block_support(0.5, 16, m);
+  model->set_hook(gate_aware_hook(model, 0.5, 16, m));
   const auto sensed = model->forward(idx);
   sensed.sum().backward();  // gradients still flow through the kept blocks
   int64_t with_grad = 0;
   for (const auto& p : model->parameters()) with_grad += p.grad().defined();
   EXPECT_GT(with_grad, 0);
-  model->set_train_block_support(0.5, 16);
+  model->set_hook(gate_aware_hook(model, 0.5, 16));
   const auto oracle = model->forward(idx).detach();
   EXPECT_GT((sensed.detach() - oracle).abs().max().item<double>(), 1e-4);  // m = 8 < C = 32: some misses
   torch::NoGradGuard no_grad;
   // The sensing gate (PCA + MMSE, m measurements) calibrated on the same rows picks the same blocks.
-  model->set_train_block_support(1.0, 1);
-  model->calibrate_gate(model->mlp_samples(idx), 16);
+  model->set_hook({});
+  calibrate_gate(model, mlp_samples(model, idx), 16);
   Budget b;
   b.gate.policy = GatePolicy::Sensing;
   b.gate.active = 0.5;
@@ -627,10 +629,10 @@ TEST(GateAwareTraining, SensingAwareKeepsTheSensingGatesBlocks) {
   model->apply_budget(Budget{});
   {
     at::AutoGradMode grad(true);
-    model->set_train_block_support(0.5, 16, c.d_model);
+    model->set_hook(gate_aware_hook(model, 0.5, 16, c.d_model));
     EXPECT_LT((model->forward(idx).detach() - oracle).abs().max().item<double>(), 1e-4);
   }
-  EXPECT_THROW(model->set_train_block_support(0.5, 16, -1), Error);
+  EXPECT_THROW(gate_aware_hook(model, 0.5, 16, -1), Error);
   TrainOptions o;
   o.mlp_block_sensing = -2;
   EXPECT_THROW(o.validate(), Error);
@@ -647,7 +649,7 @@ TEST(HeadAwareTraining, EverySequenceRunsExactlyKRandomHeadsAndOnlyUnderAutograd
   c.n_heads = 4;
   Gpt model(c);
   auto idx = torch::randint(0, c.vocab_size, {5, 12}, torch::kInt64);
-  model->set_train_head_support(0.5);  // 2 of 4 heads per sequence
+  model->set_hook(random_heads_hook(0.5));  // 2 of 4 heads per sequence
   const auto trained = model->forward(idx).detach();
   torch::NoGradGuard no_grad;
   const auto full = model->forward(idx);  // no autograd: every head runs
@@ -664,18 +666,18 @@ TEST(HeadAwareTraining, EverySequenceRunsExactlyKRandomHeadsAndOnlyUnderAutograd
   for (int64_t s = 0; s < idx.size(0); ++s) {
     int matches = 0;
     for (size_t p = 0; p < pairs.size(); ++p) {
-      model->set_head_probe_masks(torch::tensor(pairs[p]).view({1, 1, 4}));
+      model->set_hook(head_mask_hook(torch::tensor(pairs[p]).view({1, 1, 4})));
       if ((model->forward(idx.narrow(0, s, 1)) - trained.narrow(0, s, 1)).abs().max().item<double>() < 1e-4) {
         ++matches;
         seen.insert(int(p));
       }
     }
-    model->set_head_probe_masks({});
+    model->set_hook({});
     EXPECT_EQ(matches, 1) << "sequence " << s;
   }
   EXPECT_GT(seen.size(), 1u);  // the draws differ between sequences
-  model->set_train_head_support(1.0);
-  EXPECT_THROW(model->set_train_head_support(0), Error);
+  model->set_hook({});
+  EXPECT_THROW(random_heads_hook(0), Error);
   TrainOptions o;
   o.head_active = 1.5;
   EXPECT_THROW(o.validate(), Error);
@@ -726,7 +728,7 @@ TEST(HeadAwareTraining, ModelWideTrainingRunsEndToEndAndLeavesEveryHeadOn) {
   torch::NoGradGuard no_grad;  // afterwards: no masks left, the full model runs
   auto idx = torch::randint(0, c.vocab_size, {1, 8}, torch::kInt64);
   EXPECT_NO_THROW(model->forward(idx));
-  EXPECT_NO_THROW(model->set_head_probe_masks({}));
+  EXPECT_FALSE(model->hook());  // the training hooks are gone
 }
 
 TEST(Ablation, ForcedOnUnitsRunWhateverTheGateOrTheHeadSupportSays) {
@@ -735,7 +737,7 @@ TEST(Ablation, ForcedOnUnitsRunWhateverTheGateOrTheHeadSupportSays) {
   Gpt model(c);
   torch::NoGradGuard no_grad;
   auto idx = torch::randint(0, c.vocab_size, {1, 12}, torch::kInt64);
-  model->calibrate_gate(model->mlp_samples(idx), 16);
+  calibrate_gate(model, mlp_samples(model, idx), 16);
   model->set_head_importance(torch::tensor({{4.0, 3.0}, {1.0, 2.0}}, torch::kFloat64));
   Budget b;
   b.gate.policy = GatePolicy::Random;

@@ -3,10 +3,12 @@
 
 #include <cmath>
 
+#include "core/eval/calibrate.h"
+#include "core/model/macs.h"
 #include "core/error.h"
 #include "core/eval/joint_split.h"
 #include "core/gate/block_recovery.h"
-#include "core/gate/head_probe.h"
+#include "core/eval/head_probe.h"
 #include "core/gate/mlp_gate.h"
 #include "core/gate/neuron_order.h"
 #include "core/model/budget_json.h"
@@ -233,12 +235,12 @@ TEST(MlpGate, StaticPolicyKeepsTheCalibratedStrongestBlocks) {
   Gpt model(tiny_config());
   torch::NoGradGuard no_grad;
   auto calib = torch::randint(0, 11, {2, 16});
-  auto samples = model->mlp_samples(calib);
+  auto samples = mlp_samples(model, calib);
   ASSERT_EQ(samples.size(), 2u);
   ASSERT_EQ(samples[0].acts.size(0), 32);
   ASSERT_EQ(samples[0].acts.size(1), 64);
   ASSERT_EQ(samples[0].inputs.size(1), 32);
-  model->calibrate_gate(samples, 16);
+  calibrate_gate(model, samples, 16);
   std::vector<torch::Tensor> energy;  // per block, checkpoint order
   for (auto& s : samples) energy.push_back(s.acts.to(torch::kFloat64).square().mean(0).view({4, 16}).sum(1));
   Budget b;
@@ -287,7 +289,7 @@ TEST(NeuronOrder, ClusteredGateIsFunctionPreservingAndNeedsCalibration) {
   Budget b;
   b.gate = {.policy = GatePolicy::Sensing, .active = 1.0, .block = 16, .clustered = true};
   EXPECT_THROW(model->apply_budget(b), Error);  // no calibration yet
-  model->calibrate_gate(model->mlp_samples(torch::randint(0, 11, {2, 16})), 16, 3);
+  calibrate_gate(model, mlp_samples(model, torch::randint(0, 11, {2, 16})), 16, 3);
   for (auto policy : {GatePolicy::Sensing, GatePolicy::Oracle, GatePolicy::Static}) {
     b.gate.policy = policy;
     model->apply_budget(b);
@@ -379,9 +381,9 @@ TEST(HeadGate, GatedHeadsEqualMaskingTheOthersAndKeepTheCache) {
   // Reference: every head computed, the inactive ones' outputs zeroed.
   model->apply_budget(Budget{});
   auto mask = torch::tensor({{0.f, 1.f, 1.f, 0.f}, {1.f, 0.f, 0.f, 1.f}}).unsqueeze(0);  // [1, L, H]
-  model->set_head_probe_masks(mask);
+  model->set_hook(head_mask_hook(mask));
   auto reference = model->forward(idx);
-  model->set_head_probe_masks({});
+  model->set_hook({});
   EXPECT_LT((gated - reference).abs().max().item<double>(), 1e-5);
   // Incremental decode with the cache equals the full forward under the same head support.
   model->apply_budget(b);
@@ -390,7 +392,9 @@ TEST(HeadGate, GatedHeadsEqualMaskingTheOthersAndKeepTheCache) {
   auto step = model->forward(idx.narrow(1, 7, 3), &cache);
   EXPECT_LT((step - gated.narrow(1, 7, 3)).abs().max().item<double>(), 1e-5);
   // Probing needs every head.
-  EXPECT_THROW(model->set_head_probe_masks(mask), Error);
+  model->set_hook(head_mask_hook(mask));
+  EXPECT_THROW(model->forward(idx), Error);
+  model->set_hook({});
   b.gate.head_active = 0.0;
   EXPECT_THROW(model->apply_budget(b), Error);
 }
@@ -406,11 +410,11 @@ TEST(HeadGate, ModelWideAllocationKeepsTheTopHeadsWithOnePerLayerAtLeast) {
   b.gate.head_active = 0.5;  // per layer: 2 + 2 heads
   model->apply_budget(b);
   EXPECT_EQ(model->active_heads(), (std::vector<std::vector<int64_t>>{{1, 2}, {0, 2}}));
-  const int64_t per_layer_macs = model->macs_per_token(16);
+  const int64_t per_layer_macs = macs_per_token(*model, 16);
   b.gate.head_global = true;  // model-wide: the top 4 of 8, layer 1 keeping its best
   model->apply_budget(b);
   EXPECT_EQ(model->active_heads(), (std::vector<std::vector<int64_t>>{{1, 2, 3}, {2}}));
-  EXPECT_EQ(model->macs_per_token(16), per_layer_macs);  // the same number of heads, so the same MACs
+  EXPECT_EQ(macs_per_token(*model, 16), per_layer_macs);  // the same number of heads, so the same MACs
   b.gate.head_active = 0.1;  // round(0.8) = 1 head in all, raised to one per layer
   model->apply_budget(b);
   EXPECT_EQ(model->active_heads(), (std::vector<std::vector<int64_t>>{{1}, {2}}));
@@ -474,7 +478,7 @@ TEST(JointSplit, PicksTheLeastKlCandidateWithinTheTargetByTheModelsOwnMacCount) 
     model->apply_budget(b);
     const int64_t K = keep >= 1 ? P : std::max<int64_t>(1, int64_t(std::ceil(keep * P - 1e-9)));
     double sum = 0;
-    for (int64_t t = 1; t <= G; ++t) sum += double(model->macs_per_token(K + t));
+    for (int64_t t = 1; t <= G; ++t) sum += double(macs_per_token(*model, K + t));
     return sum / double(G);
   };
   const double full = mean_macs(1, 1);

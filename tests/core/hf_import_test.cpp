@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "core/model/macs.h"
 #include "core/engine/engine.h"
 #include "core/error.h"
 #include "core/gate/mlp_gate.h"
@@ -457,7 +458,7 @@ TEST_P(HfMechanisms, NsnMpoAndTheGateRunOnImportedModels) {
   const auto low = logits_of(nsn, kIds);
   EXPECT_TRUE(torch::isfinite(low).all().item<bool>());
   EXPECT_GT(max_diff(low, dense), 1e-3);
-  EXPECT_LT(nsn->linear_macs_per_token(), model->linear_macs_per_token());
+  EXPECT_LT(linear_macs_per_token(*nsn), linear_macs_per_token(*model));
 
   // MPO: TT-SVD with an uncapped bond is exact; χ = 2 is a real truncation.
   auto mpo = convert_model(model, mpo_config(m.config, {}, 1 << 16));
@@ -476,9 +477,9 @@ TEST_P(HfMechanisms, NsnMpoAndTheGateRunOnImportedModels) {
   const auto gated = logits_of(model, kIds);
   EXPECT_TRUE(torch::isfinite(gated).all().item<bool>());
   EXPECT_GT(max_diff(gated, dense), 1e-4);
-  const int64_t gated_macs = model->macs_per_token(8);
+  const int64_t gated_macs = macs_per_token(*model, 8);
   model->apply_budget(Budget{});
-  EXPECT_LT(gated_macs, model->macs_per_token(8));
+  EXPECT_LT(gated_macs, macs_per_token(*model, 8));
 
   // Heads: half of them by a given importance (grouped-query attention reads the right kv heads).
   const auto& c = m.config;

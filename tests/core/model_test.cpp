@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/model/macs.h"
 #include "core/error.h"
 #include "core/io/checkpoint.h"
 #include "core/text/char_tokenizer.h"
@@ -167,7 +168,7 @@ TEST(Model, MacsPerTokenCountsEveryProjectionAndAttention) {
   Gpt m(ModelConfig::pico_gpt());
   // Projections: 4 layers x (4·128² + 2·128·512) + head 128·65, attention 4 layers x 2·256·128.
   const int64_t expected = 4 * (4 * 128 * 128 + 2 * 128 * 512) + 128 * 65 + 4 * 2 * 256 * 128;
-  EXPECT_EQ(m->macs_per_token(256), expected);
+  EXPECT_EQ(macs_per_token(*m, 256), expected);
 }
 
 // Our forward against an independent PyTorch implementation of the same checkpoint.

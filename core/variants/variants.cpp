@@ -1,5 +1,5 @@
 #include "core/defaults.h"
-#include "core/model/variants.h"
+#include "core/variants/variants.h"
 
 #include <chrono>
 #include <cstdlib>
@@ -8,7 +8,7 @@
 
 #include "core/error.h"
 #include "core/io/safetensors.h"
-#include "core/layers/factory.h"
+#include "core/model/linear_factory.h"
 #include "core/model/convert.h"
 
 namespace nestscope {
@@ -65,7 +65,7 @@ VariantReport build_variants(Gpt& model, const std::vector<LinearKind>& kinds, c
   std::vector<Todo> todo;
   for (const auto& [name, own] : model->own_projections())
     for (LinearKind k : kinds)
-      if (k != model->own_kind(projection_family(name)) && !model->has_variant(name, k)) todo.push_back({name, k, own, {}});
+      if (k != model->own_kind(projection_family(name)) && !model->variants().has(name, k)) todo.push_back({name, k, own, {}});
   if (todo.empty()) return rep;
   // Allocating the layers takes a while on a large model too: Cancel is checked after each.
   for (auto& t : todo) {
@@ -116,7 +116,7 @@ VariantReport build_variants(Gpt& model, const std::vector<LinearKind>& kinds, c
   for (auto& t : todo) {
     t.layer->to(device);
     t.layer->eval();
-    model->set_variant(t.name, t.kind, t.layer);
+    model->variants().set(t.name, t.kind, t.layer);
   }
   if (!cached && !cache_path.empty()) {
     try {

@@ -1,4 +1,4 @@
-#include "core/gate/head_probe.h"
+#include "core/eval/head_probe.h"
 
 #include <random>
 
@@ -14,15 +14,11 @@ torch::Tensor knockout_effect(Gpt& model, const torch::Tensor& idx, const torch:
   torch::NoGradGuard no_grad;
   const int64_t B = masks.size(0);
   auto full = torch::log_softmax(model->forward(idx), -1);  // [1, T, V]
-  model->set_head_probe_masks(masks.to(full.device()));
   torch::Tensor masked;
-  try {
+  {
+    ScopedHook hook(model, head_mask_hook(masks.to(full.device())));
     masked = torch::log_softmax(model->forward(idx.expand({B, idx.size(1)}).contiguous()), -1);  // [B, T, V]
-  } catch (...) {
-    model->set_head_probe_masks({});
-    throw;
   }
-  model->set_head_probe_masks({});
   return (full.exp() * (full - masked)).sum(-1).mean(-1).to(torch::kCPU, torch::kFloat64);  // [B]
 }
 

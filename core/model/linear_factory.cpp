@@ -1,4 +1,4 @@
-#include "core/layers/factory.h"
+#include "core/model/linear_factory.h"
 
 #include "core/layers/dense_linear.h"
 #include "core/layers/mpo_linear.h"

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "core/model/transformer.h"
-#include "core/model/variant_report.h"
+#include "core/variants/variant_report.h"
 #include "core/progress.h"
 
 namespace nestscope {
