@@ -75,6 +75,18 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
   panel_->setSettings(s);
   setCentralWidget(panel_);
 
+  buildPanels(persist);
+  buildMenus();
+  connectWorker();
+  setAcceptDrops(true);  // drop a checkpoint or a session onto the window
+  rebuildRecent();
+  panel_->setBusy(true);  // until the model is loaded
+  thread_.start();
+  Q_EMIT loadRequested(options.model);
+}
+
+void MainWindow::buildPanels(bool persist) {
+  QSettings settings;
   // Docks: budget (left), model (left, under it), activation map (bottom), frontier (right).
   budget_ = new BudgetPanel;
   map_ = new ActivationMap;
@@ -117,6 +129,7 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
     worker_->requestStop();
     Q_EMIT deviceRequested(device->currentData().toString());
   });
+  connect(open, &QPushButton::clicked, this, &MainWindow::openModel);
   ml->addStretch();
   dock(this, tr("Budget"), "budget", budget_, Qt::LeftDockWidgetArea);
   dock(this, tr("Model"), "model", model_box, Qt::LeftDockWidgetArea);
@@ -140,68 +153,9 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
   statusBar()->addPermanentWidget(params_label_);
   statusBar()->addPermanentWidget(speed_label_);
 
-  auto* file = menuBar()->addMenu(tr("&File"));
-  file->addAction(tr("&Open model…"), QKeySequence::Open, this, &MainWindow::openModel);
-  file->addAction(tr("Open &Hugging Face folder…"), QKeySequence(Qt::CTRL | Qt::ALT | Qt::Key_O), this, [this] {
-    const QString dir = QFileDialog::getExistingDirectory(this, tr("Open a Hugging Face model folder (config.json, "
-                                                                   "model.safetensors, tokenizer.json)"));
-    if (!dir.isEmpty()) openModelPath(dir);
-  });
-  file->addAction(tr("Open &default model"), this, [this] { openModelPath(QString()); });
-  file->addAction(tr("&Export as Hugging Face folder…"), this, [this] {
-    const QString dir = QFileDialog::getExistingDirectory(this, tr("Export the model at the current budget to a folder"));
-    if (!dir.isEmpty()) Q_EMIT exportHfRequested(dir);
-  });
-  recent_models_ = file->addMenu(tr("Recent &models"));
-  file->addSeparator();
-  file->addAction(tr("Open &session…"), QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_O), this, [this] {
-    const QString p = QFileDialog::getOpenFileName(this, tr("Open session"), QString(),
-                                                   tr("NestScope sessions (*.nestscope.json);;All files (*)"));
-    if (p.isEmpty()) return;
-    try {
-      openSession(load_session(p));
-      remember("recent/sessions", p);
-    } catch (const std::exception& e) {
-      onFailed(QString::fromStdString(e.what()));
-    }
-  });
-  file->addAction(tr("&Save session…"), QKeySequence::Save, this, [this] {
-    const QString p = QFileDialog::getSaveFileName(this, tr("Save session"), "finding.nestscope.json",
-                                                   tr("NestScope sessions (*.nestscope.json)"));
-    if (p.isEmpty()) return;
-    try {
-      save_session(p, session());
-      remember("recent/sessions", p);
-    } catch (const std::exception& e) {
-      onFailed(QString::fromStdString(e.what()));
-    }
-  });
-  recent_sessions_ = file->addMenu(tr("Recent s&essions"));
-  file->addAction(tr("Open frontier &results…"), this, [this] {
-    const QString p = QFileDialog::getOpenFileName(this, tr("Open frontier results"), QString(),
-                                                   tr("Frontier rows (*.jsonl);;All files (*)"));
-    if (!p.isEmpty()) Q_EMIT frontierFileRequested(p);
-  });
-  file->addSeparator();
-  // Exports act on the panel that has the keyboard focus (the frontier when none does).
-  file->addAction(tr("&Export current panel…"), QKeySequence(Qt::CTRL | Qt::Key_E), this, [this] { exportCurrent(QString()); });
-  file->addAction(tr("Export current panel as PNG (2×)…"), QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_E), this,
-                  [this] { exportCurrent("png"); });
-  file->addAction(tr("Export current panel as SVG…"), QKeySequence(Qt::CTRL | Qt::ALT | Qt::Key_E), this,
-                  [this] { exportCurrent("svg"); });
-  file->addAction(tr("Export current panel data (CSV)…"), this, [this] { exportCurrent("csv"); });
-  file->addAction(tr("&Copy current panel image"), QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_C), this, [this] {
-    if (QWidget* w = panel(currentPanelName())) QApplication::clipboard()->setPixmap(w->grab());
-  });
-  file->addSeparator();
-  file->addAction(tr("&Quit"), QKeySequence::Quit, this, &QWidget::close);
-  auto* run = menuBar()->addMenu(tr("&Run"));
-  run->addAction(tr("&Generate"), QKeySequence(Qt::CTRL | Qt::Key_Return), panel_, &GenerationPanel::requestGenerate);
-  run->addAction(tr("&Stop"), QKeySequence(Qt::Key_Escape), this, [this] { worker_->requestStop(); });
-  run->addAction(tr("&Play budget"), QKeySequence(Qt::CTRL | Qt::Key_P), budget_, &BudgetPanel::play);
-  auto* view = menuBar()->addMenu(tr("&View"));
-  for (auto* d : findChildren<QDockWidget*>()) view->addAction(d->toggleViewAction());
+}
 
+void MainWindow::connectWorker() {
   // The worker lives on its own thread: every call into the Engine happens there.
   worker_->moveToThread(&thread_);
   connect(&thread_, &QThread::finished, worker_, &QObject::deleteLater);
@@ -260,7 +214,6 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
   connect(worker_, &EngineWorker::failed, this, &MainWindow::onFailed);
   connect(panel_, &GenerationPanel::generateRequested, this, [this] { startGeneration(); });
   connect(panel_, &GenerationPanel::stopRequested, this, [this] { worker_->requestStop(); });
-  connect(open, &QPushButton::clicked, this, &MainWindow::openModel);
   connect(sweep_button_, &QPushButton::clicked, this, [this] {
     if (sweep_progress_->isVisible()) {
       worker_->cancelSweep();
@@ -284,11 +237,6 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
     if (!panel_->prompt().isEmpty()) startGeneration();
   });
   connect(worker_, &EngineWorker::loading, this, [this](const QString& what) { model_label_->setText(tr("loading %1…").arg(what)); });
-  setAcceptDrops(true);  // drop a checkpoint or a session onto the window
-  rebuildRecent();
-  panel_->setBusy(true);  // until the model is loaded
-  thread_.start();
-  Q_EMIT loadRequested(options.model);
 }
 
 void MainWindow::showAblation() {

@@ -88,6 +88,11 @@ class MainWindow : public QMainWindow {
   void dropEvent(QDropEvent* event) override;
 
  private:
+  // The constructor's parts: the panels and docks, the menus (main_window_menus.cpp), and the
+  // signal wiring to the worker thread.
+  void buildPanels(bool persist);
+  void buildMenus();
+  void connectWorker();
   void startGeneration();
   void updateReadout();
   QString currentPanelName() const;  // the dock holding the keyboard focus (default: frontier)
