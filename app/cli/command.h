@@ -48,12 +48,18 @@ struct Common {
   bool json_out = false;
 };
 void add_common(CLI::App* cmd, Common& c, bool with_model = true);
-// --distill, --temperature, --teacher (train, nsn finetune, mpo finetune).
-void add_distill(CLI::App* cmd, TrainOptions& o);
+// --steps, --batch, --lr, --warmup, --weight-decay, --seed and --distill, --temperature,
+// --teacher: what every training command (train, nsn finetune, mpo finetune) takes.
+void add_training_options(CLI::App* cmd, TrainOptions& o);
 void open_model(Engine& engine, const Common& c);
 ProgressFn bar_fn(ProgressBar& bar);
 // One JSON object on stdout: a line with --json, indented otherwise.
 void print(const Json& j, bool compact);
+// After a conversion or fine-tune: ends the bar, saves the engine's model to `out` and prints
+// `j` (with "out") — for a conversion, the model's parameters, linear MACs and `limit_key` (its
+// largest rank or χ).
+void save_and_print(Engine& engine, ProgressBar& bar, const std::string& out, Json j, bool compact);
+Json converted_json(Engine& engine, const char* limit_key);
 
 // "a, b,c" -> {"a", "b", "c"}.
 std::vector<std::string> split_list(const std::string& csv);
@@ -98,6 +104,12 @@ struct DenseReference {
 };
 DenseReference dense_reference(Engine& engine, const std::string& dense_model, const std::string& device,
                                const std::string& text, int64_t windows);
+// What every mechanism preset takes: the text, the dense reference, the windows, a rows file.
+struct PresetArgs {
+  std::string corpus, dense_model, rows_out;
+  int64_t windows = 0;
+};
+void add_preset_options(CLI::App* cmd, PresetArgs& a, bool with_dense = true);
 // Prints a preset's rows: the one row asked for (`one` >= 0, with `extra` keys), or all of them.
 void print_preset(const Json& rows, int64_t one, const Json& extra, bool compact);
 

@@ -23,7 +23,13 @@ void add_common(CLI::App* cmd, Common& c, bool with_model) {
   cmd->add_flag("--json", c.json_out, "print one JSON object on stdout");
 }
 
-void add_distill(CLI::App* cmd, TrainOptions& o) {
+void add_training_options(CLI::App* cmd, TrainOptions& o) {
+  cmd->add_option("--steps", o.steps)->capture_default_str();
+  cmd->add_option("--batch", o.batch)->capture_default_str();
+  cmd->add_option("--lr", o.lr)->capture_default_str();
+  cmd->add_option("--warmup", o.warmup)->capture_default_str();
+  cmd->add_option("--weight-decay", o.weight_decay)->capture_default_str();
+  cmd->add_option("--seed", o.seed)->capture_default_str();
   cmd->add_option("--distill", o.distill, "weight of the KL to the teacher's next-token distribution (0 = plain CE)")
       ->capture_default_str();
   cmd->add_option("--temperature", o.distill_temperature, "distillation temperature")->capture_default_str();
@@ -44,6 +50,26 @@ ProgressFn bar_fn(ProgressBar& bar) {
 }
 
 void print(const Json& j, bool compact) { std::cout << (compact ? j.dump() : j.dump(2)) << "\n"; }
+
+void save_and_print(Engine& engine, ProgressBar& bar, const std::string& out, Json j, bool compact) {
+  bar.finish();
+  engine.save(out);
+  j["out"] = out;
+  print(j, compact);
+}
+
+Json converted_json(Engine& engine, const char* limit_key) {
+  const auto i = engine.info();
+  return {{"parameters", i.parameters}, {limit_key, std::string(limit_key) == "bond" ? i.max_bond : i.max_rank},
+          {"linear_macs", i.linear_macs}, {"dense_linear_macs", i.dense_linear_macs}};
+}
+
+void add_preset_options(CLI::App* cmd, PresetArgs& a, bool with_dense) {
+  cmd->add_option("--corpus", a.corpus, "text; its last 10% is scored")->required();
+  if (with_dense) cmd->add_option("--dense", a.dense_model, "dense reference model (default: the embedded PicoGPT)");
+  cmd->add_option("--windows", a.windows, "validation windows to score (0 = all)")->capture_default_str();
+  cmd->add_option("--rows", a.rows_out, "also write the rows to this file (.csv or .jsonl)");
+}
 
 std::vector<std::string> split_list(const std::string& csv) {
   std::vector<std::string> out;

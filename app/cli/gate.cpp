@@ -21,11 +21,12 @@ struct GateRunArgs {
 
 struct GateFrontierArgs {
   Common common;
-  std::string corpus, policies = "sensing,oracle,static,random", actives, measurements, head_actives, rows_out;
+  PresetArgs preset;  // corpus, windows, rows file
+  std::string policies = "sensing,oracle,static,random", actives, measurements, head_actives;
   std::string measurement = "rademacher", recovery = "iht";
   double active_one = 0;
   bool no_cluster = false;
-  int64_t windows = 0, calibration_windows = 8;
+  int64_t calibration_windows = 8;
   GateGridOptions grid;
 };
 
@@ -100,7 +101,7 @@ Json gate_row_json(const SweepRow& r, const Budget& b, int64_t width, double den
 
 int run_frontier(const GateFrontierArgs& a, Engine& engine, ProgressBar& bar) {
   open_model(engine, a.common);
-  const std::string text = read_text_file(a.corpus);
+  const std::string text = read_text_file(a.preset.corpus);
   GateGridOptions g = a.grid;
   g.policies.clear();
   for (const auto& p : split_list(a.policies)) g.policies.push_back(parse_gate_policy(p.c_str()));
@@ -116,7 +117,7 @@ int run_frontier(const GateFrontierArgs& a, Engine& engine, ProgressBar& bar) {
   const auto budgets = engine.gate_grid(g);
   SweepOptions o;
   o.text = text;
-  o.max_windows = a.windows;
+  o.max_windows = a.preset.windows;
   o.calibration_windows = a.calibration_windows;
   o.gate_details = true;
   const auto rows = engine.sweep(budgets, o, bar_fn(bar));
@@ -125,7 +126,7 @@ int run_frontier(const GateFrontierArgs& a, Engine& engine, ProgressBar& bar) {
   const int64_t width = engine.info().config.d_ff;
   Json arr = Json::array();
   for (size_t i = 0; i < rows.size(); ++i) arr.push_back(gate_row_json(rows[i], budgets[i].budget, width, dense_acc));
-  if (!a.rows_out.empty()) write_rows(a.rows_out, arr);
+  if (!a.preset.rows_out.empty()) write_rows(a.preset.rows_out, arr);
   if (a.active_one <= 0) {
     print_preset(arr, -1, {{"dense_token_accuracy", dense_acc}}, a.common.json_out);
     return 0;
@@ -182,7 +183,7 @@ void add_frontier(CLI::App* gate, Registry& r) {
   auto a = std::make_shared<GateFrontierArgs>();
   GateGridOptions& g = a->grid;
   auto* f = gate->add_subcommand("frontier", "gate policies × active fraction × measurements");
-  f->add_option("--corpus", a->corpus, "text; its last 10% is scored, its first part calibrates 'static'")->required();
+  add_preset_options(f, a->preset, /*with_dense=*/false);  // the ungated row is the reference
   f->add_option("--policies", a->policies, "comma-separated: sensing, oracle, static, random")->capture_default_str();
   f->add_option("--actives", a->actives, "comma-separated active block fractions (default 0.25,0.5,0.75)");
   f->add_option("--active", a->active_one, "evaluate this one active fraction and print one object");
@@ -201,8 +202,6 @@ void add_frontier(CLI::App* gate, Registry& r) {
   f->add_flag("--head-global", g.head_global,
               "head rows keep the model-wide top heads (each layer at least one), not a fixed count per layer");
   f->add_option("--head-probes", g.head_probes, "random knockout probes (0 = 2·L·H)")->capture_default_str();
-  f->add_option("--windows", a->windows, "validation windows to score (0 = all)")->capture_default_str();
-  f->add_option("--rows", a->rows_out, "also write the rows to this file (.csv or .jsonl)");
   add_common(f, a->common);
   r.add(f, [a](Engine& e, ProgressBar& bar) { return run_frontier(*a, e, bar); });
 }

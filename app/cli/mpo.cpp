@@ -10,41 +10,33 @@ namespace {
 
 struct MpoArgs {
   Common common;
-  std::string out, corpus, families;
+  PresetArgs preset;  // corpus, dense reference, windows, rows file (frontier; corpus also finetune)
+  std::string out, families;
   int64_t bond = 0;
   // finetune
   TrainOptions train = mpo_finetune_recipe();
   NsnTrainOptions nested = nested_bond_recipe();
   bool use_nested = false;
   // frontier
-  std::string bonds, rows_out, dense_model;
-  int64_t windows = 0;
+  std::string bonds;
 };
 
 int run_convert(const MpoArgs& a, Engine& engine, ProgressBar& bar) {
   open_model(engine, a.common);
   engine.convert_mpo(split_list(a.families), a.bond, bar_fn(bar));
-  bar.finish();
-  engine.save(a.out);
-  const auto i = engine.info();
-  print({{"out", a.out}, {"parameters", i.parameters}, {"bond", i.max_bond},
-         {"linear_macs", i.linear_macs}, {"dense_linear_macs", i.dense_linear_macs}},
-        a.common.json_out);
+  save_and_print(engine, bar, a.out, converted_json(engine, "bond"), a.common.json_out);
   return 0;
 }
 
 int run_finetune(const MpoArgs& a, Engine& engine, ProgressBar& bar) {
   open_model(engine, a.common);
   if (engine.info().max_bond == 0) engine.convert_mpo({}, a.bond > 0 ? a.bond : kAutoConvertBond, bar_fn(bar));
-  const std::string text = read_text_file(a.corpus);
-  const auto r = engine.finetune_mpo(text, a.train, a.use_nested ? std::optional<NsnTrainOptions>(a.nested) : std::nullopt,
-                                     bar_fn(bar));
-  bar.finish();
-  engine.save(a.out);
+  const auto r = engine.finetune_mpo(read_text_file(a.preset.corpus), a.train,
+                                     a.use_nested ? std::optional<NsnTrainOptions>(a.nested) : std::nullopt, bar_fn(bar));
   Json j = finetune_json(r, a.out);
   j["bond"] = engine.info().max_bond;
   j["parameters"] = engine.info().parameters;
-  print(j, a.common.json_out);
+  save_and_print(engine, bar, a.out, j, a.common.json_out);
   return 0;
 }
 
@@ -52,15 +44,16 @@ int run_finetune(const MpoArgs& a, Engine& engine, ProgressBar& bar) {
 // as live TT-SVD truncation ("tt-svd"), an MPO model as itself ("mpo").
 int run_frontier(const MpoArgs& a, Engine& engine, ProgressBar& bar) {
   open_model(engine, a.common);
-  const std::string text = read_text_file(a.corpus);
+  const PresetArgs& p = a.preset;
+  const std::string text = read_text_file(p.corpus);
   std::vector<int64_t> bonds = parse_list<int64_t>(a.bonds, "--bonds");
   if (a.bond > 0) bonds = {a.bond};
   if (bonds.empty()) bonds = default_bonds();
-  const DenseReference ref = dense_reference(engine, a.dense_model, a.common.device, text, a.windows);
+  const DenseReference ref = dense_reference(engine, p.dense_model, a.common.device, text, p.windows);
   const bool is_mpo = engine.info().max_bond > 0;
   if (!is_mpo) engine.convert_mpo({}, kUncappedBond, bar_fn(bar));
   const auto budgets = engine.bond_grid(bonds, is_mpo ? "mpo" : "tt-svd");
-  const auto rows = sweep_preset(engine, budgets, text, a.windows, false, bar);
+  const auto rows = sweep_preset(engine, budgets, text, p.windows, false, bar);
   const auto info = engine.info();
   Json arr = Json::array();
   for (size_t i = 0; i < rows.size(); ++i) {
@@ -73,7 +66,7 @@ int run_frontier(const MpoArgs& a, Engine& engine, ProgressBar& bar) {
     j["accuracy_vs_dense"] = r.eval.token_accuracy / ref.token_accuracy;
     arr.push_back(j);
   }
-  if (!a.rows_out.empty()) write_rows(a.rows_out, arr);
+  if (!p.rows_out.empty()) write_rows(p.rows_out, arr);
   print_preset(arr, a.bond > 0 ? 0 : -1,
                a.bond > 0 ? Json::object()
                           : Json{{"dense_token_accuracy", ref.token_accuracy}, {"dense_parameters", ref.parameters}},
@@ -83,16 +76,9 @@ int run_frontier(const MpoArgs& a, Engine& engine, ProgressBar& bar) {
 
 void add_finetune(CLI::App* mpo, const std::shared_ptr<MpoArgs>& a, Registry& r) {
   auto* finetune = mpo->add_subcommand("finetune", "fine-tune MPO cores (full χ, or nested-χ with --nested)");
-  TrainOptions& t = a->train;
-  finetune->add_option("--corpus", a->corpus, "training text; the last 10% validates")->required();
+  finetune->add_option("--corpus", a->preset.corpus, "training text; the last 10% validates")->required();
   finetune->add_option("-o,--out", a->out, "where to write the fine-tuned checkpoint")->required();
-  finetune->add_option("--steps", t.steps)->capture_default_str();
-  finetune->add_option("--batch", t.batch)->capture_default_str();
-  finetune->add_option("--lr", t.lr)->capture_default_str();
-  finetune->add_option("--warmup", t.warmup)->capture_default_str();
-  finetune->add_option("--weight-decay", t.weight_decay)->capture_default_str();
-  finetune->add_option("--seed", t.seed)->capture_default_str();
-  add_distill(finetune, t);
+  add_training_options(finetune, a->train);
   finetune->add_flag("--nested", a->use_nested, "each step trains the full χ and one sampled χ (learned weights)");
   finetune->add_option("--min-bond", a->nested.min_rank, "lowest χ sampled with --nested")->capture_default_str();
   finetune->add_option("--buckets", a->nested.buckets, "log-variance buckets with --nested")->capture_default_str();
@@ -123,12 +109,9 @@ void add_mpo(CLI::App& app, Registry& r) {
   add_finetune(mpo, a, r);
 
   auto* frontier = mpo->add_subcommand("frontier", "accuracy against parameters over bond dimensions");
-  frontier->add_option("--corpus", a->corpus, "text; its last 10% is scored")->required();
+  add_preset_options(frontier, a->preset);
   frontier->add_option("--bonds", a->bonds, "comma-separated bond dimensions (default 2,4,8,16,32,64)");
   frontier->add_option("--bond", a->bond, "evaluate this one bond dimension and print one object");
-  frontier->add_option("--dense", a->dense_model, "dense reference model (default: the embedded PicoGPT)");
-  frontier->add_option("--windows", a->windows, "validation windows to score (0 = all)")->capture_default_str();
-  frontier->add_option("--rows", a->rows_out, "also write the rows to this file (.csv or .jsonl)");
   add_common(frontier, a->common);
   r.add(frontier, [a](Engine& e, ProgressBar& bar) { return run_frontier(*a, e, bar); });
 }

@@ -21,38 +21,31 @@ namespace {
 
 struct NsnArgs {
   Common common;
-  std::string out, corpus, families;
+  PresetArgs preset;  // corpus, dense reference, windows, rows file (frontier; corpus also finetune)
+  std::string out, families;
   int64_t max_rank = 0;
   // finetune
   TrainOptions train = nsn_finetune_recipe();
   NsnTrainOptions nested;
   // frontier
-  std::string ranks, fractions, rows_out, dense_model;
+  std::string ranks, fractions;
   double mac_fraction = 0;
   bool energy = false, sensitivity = false;
-  int64_t windows = 0, calibration_windows = 8;
+  int64_t calibration_windows = 8;
 };
 
 int run_convert(const NsnArgs& a, Engine& engine, ProgressBar& bar) {
   open_model(engine, a.common);
   engine.convert_nsn(split_list(a.families), a.max_rank, bar_fn(bar));
-  bar.finish();
-  engine.save(a.out);
-  const auto i = engine.info();
-  print({{"out", a.out}, {"parameters", i.parameters}, {"max_rank", i.max_rank},
-         {"linear_macs", i.linear_macs}, {"dense_linear_macs", i.dense_linear_macs}},
-        a.common.json_out);
+  save_and_print(engine, bar, a.out, converted_json(engine, "max_rank"), a.common.json_out);
   return 0;
 }
 
 int run_finetune(const NsnArgs& a, Engine& engine, ProgressBar& bar) {
   open_model(engine, a.common);
   if (engine.info().max_rank == 0) engine.convert_nsn({}, a.max_rank, bar_fn(bar));
-  const std::string text = read_text_file(a.corpus);
-  const auto r = engine.finetune_nsn(text, a.train, a.nested, bar_fn(bar));
-  bar.finish();
-  engine.save(a.out);
-  print(finetune_json(r, a.out), a.common.json_out);
+  const auto r = engine.finetune_nsn(read_text_file(a.preset.corpus), a.train, a.nested, bar_fn(bar));
+  save_and_print(engine, bar, a.out, finetune_json(r, a.out), a.common.json_out);
   return 0;
 }
 
@@ -60,7 +53,8 @@ int run_finetune(const NsnArgs& a, Engine& engine, ProgressBar& bar) {
 // plain SVD truncation ("svd"), an NSN model as itself ("nsn").
 int run_frontier(const NsnArgs& a, Engine& engine, ProgressBar& bar) {
   open_model(engine, a.common);
-  const std::string text = read_text_file(a.corpus);
+  const PresetArgs& p = a.preset;
+  const std::string text = read_text_file(p.corpus);
   RankGridOptions g;
   g.ranks = parse_list<int64_t>(a.ranks, "--ranks");
   g.mac_fractions = parse_list<double>(a.fractions, "--fractions");
@@ -70,11 +64,11 @@ int run_frontier(const NsnArgs& a, Engine& engine, ProgressBar& bar) {
   g.sensitivity_allocation = a.sensitivity;
   g.calibration_windows = a.calibration_windows;
   g.calibration_text = text;
-  const double dense_acc = dense_reference(engine, a.dense_model, a.common.device, text, a.windows).token_accuracy;
+  const double dense_acc = dense_reference(engine, p.dense_model, a.common.device, text, p.windows).token_accuracy;
   const bool is_nsn = engine.info().max_rank > 0;
   if (!is_nsn) engine.convert_nsn({}, 0, bar_fn(bar));
   const auto budgets = engine.rank_grid(g, is_nsn ? "nsn" : "svd", bar_fn(bar));
-  const auto rows = sweep_preset(engine, budgets, text, a.windows, false, bar);
+  const auto rows = sweep_preset(engine, budgets, text, p.windows, false, bar);
   const auto info = engine.info();
   Json arr = Json::array();
   for (size_t i = 0; i < rows.size(); ++i) {
@@ -90,7 +84,7 @@ int run_frontier(const NsnArgs& a, Engine& engine, ProgressBar& bar) {
     j["rank"] = int64_t(std::llround(mean));
     arr.push_back(j);
   }
-  if (!a.rows_out.empty()) write_rows(a.rows_out, arr);
+  if (!p.rows_out.empty()) write_rows(p.rows_out, arr);
   print_preset(arr, a.mac_fraction > 0 ? 0 : -1, a.mac_fraction > 0 ? Json::object() : Json{{"dense_token_accuracy", dense_acc}},
                a.common.json_out);
   return 0;
@@ -113,16 +107,9 @@ void add_nsn(CLI::App& app, Registry& r) {
   r.add(convert, [a](Engine& e, ProgressBar& bar) { return run_convert(*a, e, bar); });
 
   auto* finetune = nsn->add_subcommand("finetune", "multi-rank fine-tuning with learned per-rank log-variances");
-  TrainOptions& t = a->train;
-  finetune->add_option("--corpus", a->corpus, "training text; the last 10% validates")->required();
+  finetune->add_option("--corpus", a->preset.corpus, "training text; the last 10% validates")->required();
   finetune->add_option("-o,--out", a->out, "where to write the fine-tuned checkpoint")->required();
-  finetune->add_option("--steps", t.steps)->capture_default_str();
-  finetune->add_option("--batch", t.batch)->capture_default_str();
-  finetune->add_option("--lr", t.lr)->capture_default_str();
-  finetune->add_option("--warmup", t.warmup)->capture_default_str();
-  finetune->add_option("--weight-decay", t.weight_decay)->capture_default_str();
-  finetune->add_option("--seed", t.seed)->capture_default_str();
-  add_distill(finetune, t);
+  add_training_options(finetune, a->train);
   finetune->add_option("--min-rank", a->nested.min_rank, "lowest rank sampled")->capture_default_str();
   finetune->add_option("--buckets", a->nested.buckets, "log-variance buckets")->capture_default_str();
   finetune->add_option("--max-sample-rank", a->nested.max_sample,
@@ -136,7 +123,7 @@ void add_nsn(CLI::App& app, Registry& r) {
   r.add(finetune, [a](Engine& e, ProgressBar& bar) { return run_finetune(*a, e, bar); });
 
   auto* frontier = nsn->add_subcommand("frontier", "accuracy against linear-layer MACs over NSN ranks");
-  frontier->add_option("--corpus", a->corpus, "text; its last 10% is scored")->required();
+  add_preset_options(frontier, a->preset);
   frontier->add_option("--ranks", a->ranks, "comma-separated global ranks");
   frontier->add_option("--fractions", a->fractions, "comma-separated fractions of dense linear MACs");
   frontier->add_option("--mac-fraction", a->mac_fraction, "evaluate the one budget closest to this fraction");
@@ -146,9 +133,6 @@ void add_nsn(CLI::App& app, Registry& r) {
   frontier->add_option("--calibration-windows", a->calibration_windows,
                        "training-split windows that measure the sensitivity")
       ->capture_default_str();
-  frontier->add_option("--dense", a->dense_model, "dense reference model (default: the embedded PicoGPT)");
-  frontier->add_option("--windows", a->windows, "validation windows to score (0 = all)")->capture_default_str();
-  frontier->add_option("--rows", a->rows_out, "also write the rows to this file (.csv or .jsonl)");
   add_common(frontier, a->common);
   r.add(frontier, [a](Engine& e, ProgressBar& bar) { return run_frontier(*a, e, bar); });
 }

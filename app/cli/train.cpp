@@ -97,15 +97,9 @@ void add_train(CLI::App& app, Registry& r) {
   cmd->add_option("-o,--out", a->out, "where to write the checkpoint")->required();
   cmd->add_option("--init", a->init, "continue training this checkpoint instead of a fresh model");
   TrainOptions& t = a->train;
-  cmd->add_option("--steps", t.steps)->capture_default_str();
-  cmd->add_option("--batch", t.batch)->capture_default_str();
-  cmd->add_option("--lr", t.lr)->capture_default_str();
+  add_training_options(cmd, t);
   cmd->add_option("--min-lr", t.min_lr)->capture_default_str();
-  cmd->add_option("--warmup", t.warmup)->capture_default_str();
-  cmd->add_option("--weight-decay", t.weight_decay)->capture_default_str();
   cmd->add_option("--grad-clip", t.grad_clip)->capture_default_str();
-  cmd->add_option("--seed", t.seed)->capture_default_str();
-  add_distill(cmd, t);
   cmd->add_option("--eval-every", t.eval_every, "validate every N steps (0 = at the end)")->capture_default_str();
   cmd->add_option("--eval-windows", t.eval_windows, "windows per intermediate validation (0 = all)")
       ->capture_default_str();

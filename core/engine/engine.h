@@ -255,6 +255,7 @@ class Engine {
  private:
   struct Impl;
   friend class ModelScope;
+  friend struct FineTune;
   std::unique_ptr<Impl> impl_;
 };
 

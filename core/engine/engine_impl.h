@@ -2,6 +2,7 @@
 #pragma once
 #include <algorithm>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "core/model/sampler.h"
 #include "core/variants/variants.h"
 #include "core/text/tokenizer.h"
+#include "core/train/corpus.h"
 
 namespace nestscope {
 
@@ -83,6 +85,16 @@ struct Engine::Impl {
     next.extras = cur.extras;
     return next;
   }
+};
+
+// What every fine-tune starts from: a deep copy of the current model (options validated), the
+// corpus split by its tokenizer, and the distillation teacher when options.distill > 0.
+struct FineTune {
+  FineTune(Engine::Impl& impl, const std::string& corpus_text, const TrainOptions& options);
+  Gpt* teacher_model() { return teacher ? &teacher->model : nullptr; }
+  LoadedModel next;
+  Corpus corpus;
+  std::optional<LoadedModel> teacher;
 };
 
 // What a job changes on the loaded model, put back when the job ends by return or throw: the

@@ -52,6 +52,13 @@ NsnFinetuneReport train_nested(LoadedModel& next, const Corpus& corpus, int64_t 
 
 }  // namespace
 
+FineTune::FineTune(Engine::Impl& impl, const std::string& corpus_text, const TrainOptions& options) {
+  options.validate();
+  next = impl.fork();
+  corpus = make_corpus(*next.tokenizer, corpus_text, options.train_fraction);
+  teacher = load_teacher(options, *next.tokenizer, impl.device);
+}
+
 TrainResult Engine::train(const std::string& corpus_text, const ModelConfig& config, const TrainOptions& options,
                           bool continue_current, const ProgressFn& progress) {
   options.validate();
@@ -85,17 +92,13 @@ void Engine::convert_nsn(const std::vector<std::string>& families, int64_t max_r
 
 NsnFinetuneReport Engine::finetune_nsn(const std::string& corpus_text, const TrainOptions& options,
                                        const NsnTrainOptions& nsn, const ProgressFn& progress) {
-  options.validate();
-  LoadedModel next = impl_->fork();
-  const Corpus corpus = make_corpus(*next.tokenizer, corpus_text, options.train_fraction);
-  auto teacher = load_teacher(options, *next.tokenizer, impl_->device);
+  FineTune f(*impl_, corpus_text, options);
   NsnTrainOptions n = nsn;
   n.axis = NestedAxis::Rank;
   nlohmann::json rec;
-  auto report = train_nested(next, corpus, int64_t(corpus_text.size()), options, n,
-                             {"train.nsn.log_var", "nsn-multirank", "nsn", "min_rank"}, progress, rec,
-                             teacher ? &teacher->model : nullptr);
-  impl_->adopt_trained(std::move(next), rec);
+  auto report = train_nested(f.next, f.corpus, int64_t(corpus_text.size()), options, n,
+                             {"train.nsn.log_var", "nsn-multirank", "nsn", "min_rank"}, progress, rec, f.teacher_model());
+  impl_->adopt_trained(std::move(f.next), rec);
   return report;
 }
 
@@ -109,23 +112,20 @@ NsnFinetuneReport Engine::finetune_mpo(const std::string& corpus_text, const Tra
                                        const std::optional<NsnTrainOptions>& nested, const ProgressFn& progress) {
   options.validate();
   check(info().max_bond > 0, "the model has no MPO layers: convert it first (nestscope-cli mpo convert)");
-  LoadedModel next = impl_->fork();
-  const Corpus corpus = make_corpus(*next.tokenizer, corpus_text, options.train_fraction);
-  auto teacher = load_teacher(options, *next.tokenizer, impl_->device);
-  Gpt* t = teacher ? &teacher->model : nullptr;
+  FineTune f(*impl_, corpus_text, options);
   NsnFinetuneReport report;
   nlohmann::json rec;
   if (nested) {
     NsnTrainOptions n = *nested;
     n.axis = NestedAxis::Bond;
-    report = train_nested(next, corpus, int64_t(corpus_text.size()), options, n,
-                          {"train.mpo.log_var", "mpo-nested-bond", "nested", "min_bond"}, progress, rec, t);
+    report = train_nested(f.next, f.corpus, int64_t(corpus_text.size()), options, n,
+                          {"train.mpo.log_var", "mpo-nested-bond", "nested", "min_bond"}, progress, rec, f.teacher_model());
   } else {
-    report.train = train_model(next.model, corpus, options, progress, {}, {}, t);
+    report.train = train_model(f.next.model, f.corpus, options, progress, {}, {}, f.teacher_model());
     rec = nlohmann::json::parse(train_record_json(options, report.train, int64_t(corpus_text.size())));
     rec["objective"] = "mpo-full-bond";
   }
-  impl_->adopt_trained(std::move(next), rec);
+  impl_->adopt_trained(std::move(f.next), rec);
   return report;
 }
 

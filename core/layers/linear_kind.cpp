@@ -5,12 +5,7 @@
 namespace nestscope {
 
 const char* linear_kind_name(LinearKind kind) {
-  switch (kind) {
-    case LinearKind::Nsn: return "nsn";
-    case LinearKind::Mpo: return "mpo";
-    case LinearKind::Dense: break;
-  }
-  return "dense";
+  return kind == LinearKind::Nsn ? "nsn" : kind == LinearKind::Mpo ? "mpo" : "dense";
 }
 
 LinearKind parse_linear_kind(const std::string& name) {
