@@ -53,8 +53,8 @@ void add_common(CLI::App* cmd, Common& c, bool with_model = true);
 void add_training_options(CLI::App* cmd, TrainOptions& o);
 void open_model(Engine& engine, const Common& c);
 ProgressFn bar_fn(ProgressBar& bar);
-// One JSON object on stdout: a line with --json, indented otherwise.
-void print(const Json& j, bool compact);
+// One JSON object on stdout: a line with --json, indented otherwise; returns exit code 0.
+int print(const Json& j, bool compact);
 // After a conversion or fine-tune: ends the bar, saves the engine's model to `out` and prints
 // `j` (with "out") — for a conversion, the model's parameters, linear MACs and `limit_key` (its
 // largest rank or χ).
@@ -94,7 +94,10 @@ void write_rows(const std::string& path, const Json& rows);
 // has always printed.
 std::vector<SweepRow> sweep_preset(Engine& engine, const std::vector<NamedBudget>& budgets, const std::string& text,
                                    int64_t windows, bool gate_details, ProgressBar& bar);
-// The keys every mechanism preset's row has: MACs, parameters, accuracy and its drop from dense.
+// The scores every mechanism preset's row has: accuracy, perplexity, loss, agreement and KL with
+// the full model, ms/token, and the drop from the dense reference's accuracy.
+Json preset_scores_json(const SweepRow& r, double dense_acc);
+// An NSN or MPO preset row: the scores, the method, linear and model MACs, parameters.
 Json preset_row_json(const SweepRow& r, const ModelInfo& info, double dense_acc);
 // A preset's dense reference on the same windows: the loaded model when it has no elastic layers,
 // else `dense_model` (or the embedded default model).
@@ -109,6 +112,18 @@ struct PresetArgs {
   std::string corpus, dense_model, rows_out;
   int64_t windows = 0;
 };
+// The options `nsn` and `mpo` share across convert, finetune and frontier (one is parsed).
+struct MechanismArgs {
+  Common common;
+  PresetArgs preset;  // corpus (finetune, frontier), dense reference, windows, rows file (frontier)
+  std::string out, families;
+  TrainOptions train;     // finetune: the mechanism's recipe, then the options
+  NsnTrainOptions nested;  // finetune: the nested objective
+};
+// `nsn convert` / `mpo convert`: opens the model, runs `convert` with the progress bar, saves the
+// result to a.out and prints its parameters, linear MACs and `limit_key` (max_rank or bond).
+int run_conversion(const MechanismArgs& a, Engine& engine, ProgressBar& bar,
+                   const std::function<void(Engine&, const ProgressFn&)>& convert, const char* limit_key);
 void add_preset_options(CLI::App* cmd, PresetArgs& a, bool with_dense = true);
 // Prints a preset's rows: the one row asked for (`one` >= 0, with `extra` keys), or all of them.
 void print_preset(const Json& rows, int64_t one, const Json& extra, bool compact);

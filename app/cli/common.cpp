@@ -49,7 +49,10 @@ ProgressFn bar_fn(ProgressBar& bar) {
   return [&bar](const Progress& p) { return bar.update(p); };
 }
 
-void print(const Json& j, bool compact) { std::cout << (compact ? j.dump() : j.dump(2)) << "\n"; }
+int print(const Json& j, bool compact) {
+  std::cout << (compact ? j.dump() : j.dump(2)) << "\n";
+  return 0;
+}
 
 void save_and_print(Engine& engine, ProgressBar& bar, const std::string& out, Json j, bool compact) {
   bar.finish();
@@ -62,6 +65,14 @@ Json converted_json(Engine& engine, const char* limit_key) {
   const auto i = engine.info();
   return {{"parameters", i.parameters}, {limit_key, std::string(limit_key) == "bond" ? i.max_bond : i.max_rank},
           {"linear_macs", i.linear_macs}, {"dense_linear_macs", i.dense_linear_macs}};
+}
+
+int run_conversion(const MechanismArgs& a, Engine& engine, ProgressBar& bar,
+                   const std::function<void(Engine&, const ProgressFn&)>& convert, const char* limit_key) {
+  open_model(engine, a.common);
+  convert(engine, bar_fn(bar));
+  save_and_print(engine, bar, a.out, converted_json(engine, limit_key), a.common.json_out);
+  return 0;
 }
 
 void add_preset_options(CLI::App* cmd, PresetArgs& a, bool with_dense) {
@@ -137,20 +148,17 @@ std::vector<SweepRow> sweep_preset(Engine& engine, const std::vector<NamedBudget
   return rows;
 }
 
+Json preset_scores_json(const SweepRow& r, double dense_acc) {
+  return {{"token_accuracy", r.eval.token_accuracy}, {"perplexity", r.eval.perplexity}, {"loss", r.eval.loss},
+          {"top1_agreement", r.eval.top1_agreement}, {"kl", r.eval.kl}, {"ms_per_token", r.ms_per_token},
+          {"dense_token_accuracy", dense_acc}, {"accuracy_drop_pp", 100.0 * (dense_acc - r.eval.token_accuracy)}};
+}
+
 Json preset_row_json(const SweepRow& r, const ModelInfo& info, double dense_acc) {
-  return {{"method", r.method},
-          {"mac_fraction", double(r.linear_macs) / double(info.dense_linear_macs)},
-          {"linear_macs", r.linear_macs},
-          {"model_macs", r.macs},
-          {"parameters", r.parameters},
-          {"token_accuracy", r.eval.token_accuracy},
-          {"perplexity", r.eval.perplexity},
-          {"loss", r.eval.loss},
-          {"top1_agreement", r.eval.top1_agreement},
-          {"kl", r.eval.kl},
-          {"ms_per_token", r.ms_per_token},
-          {"dense_token_accuracy", dense_acc},
-          {"accuracy_drop_pp", 100.0 * (dense_acc - r.eval.token_accuracy)}};
+  Json j = preset_scores_json(r, dense_acc);
+  j.update({{"method", r.method}, {"mac_fraction", double(r.linear_macs) / double(info.dense_linear_macs)},
+            {"linear_macs", r.linear_macs}, {"model_macs", r.macs}, {"parameters", r.parameters}});
+  return j;
 }
 
 DenseReference dense_reference(Engine& engine, const std::string& dense_model, const std::string& device,

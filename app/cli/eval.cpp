@@ -30,8 +30,7 @@ int run(const EvalArgs& a, Engine& engine, ProgressBar& bar) {
   j["parameters"] = i.parameters;
   j["model"] = i.source;
   j["split"] = a.split;
-  print(j, true);
-  return 0;
+  return print(j, true);
 }
 
 }  // namespace

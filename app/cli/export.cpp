@@ -21,8 +21,7 @@ int run(const ExportArgs& a, Engine& engine) {
     engine.save(a.checkpoint);
     j["checkpoint"] = a.checkpoint;
   }
-  print(j, a.common.json_out);
-  return 0;
+  return print(j, a.common.json_out);
 }
 
 }  // namespace

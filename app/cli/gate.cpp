@@ -68,16 +68,13 @@ int run_gate(const GateRunArgs& a, Engine& engine) {
             {"head_reprobe", g.head_reprobe}, {"generated_tokens", r.generated_tokens},
             {"tokens_per_s", r.tokens_per_s}, {"tokens", tokens}};
   if (r.joint.used) j["joint"] = joint_json(r, engine.budget().mac_target);
-  print(j, true);
-  return 0;
+  return print(j, true);
 }
 
 // One gate-frontier row with the keys `gate frontier` has always printed.
 Json gate_row_json(const SweepRow& r, const Budget& b, int64_t width, double dense_acc) {
   const GateOptions& g = b.gate;
-  Json j = {{"token_accuracy", r.eval.token_accuracy}, {"perplexity", r.eval.perplexity}, {"loss", r.eval.loss},
-            {"top1_agreement", r.eval.top1_agreement}, {"kl", r.eval.kl}, {"ms_per_token", r.ms_per_token},
-            {"dense_token_accuracy", dense_acc}, {"accuracy_drop_pp", 100.0 * (dense_acc - r.eval.token_accuracy)}};
+  Json j = preset_scores_json(r, dense_acc);
   if (g.head_active < 1) {
     const char* ranking = g.head_ranking == HeadRanking::Probed ? "sensing" : head_ranking_name(g.head_ranking);
     j.update({{"policy", std::string("heads-") + ranking}, {"head_active_fraction", g.head_active},

@@ -39,8 +39,7 @@ int run(const GenerateArgs& a, Engine& engine) {
             {"tokens_per_s", r.tokens_per_s}, {"stopped", r.stopped},
             {"tokens", tokens}};
   if (r.joint.used) j["joint"] = joint_json(r, engine.budget().mac_target);
-  print(j, true);
-  return 0;
+  return print(j, true);
 }
 
 }  // namespace

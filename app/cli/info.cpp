@@ -10,7 +10,7 @@ void add_info(CLI::App& app, Registry& r) {
   r.add(cmd, [a](Engine& engine, ProgressBar&) {
     open_model(engine, *a);
     const auto i = engine.info();
-    print({{"model", i.source},
+    return print({{"model", i.source},
            {"parameters", i.parameters},
            {"macs_per_token", i.macs_per_token},
            {"max_rank", i.max_rank},
@@ -21,7 +21,6 @@ void add_info(CLI::App& app, Registry& r) {
            {"config", Json::parse(i.config.to_json())},
            {"training", Json::parse(i.training_json, nullptr, false)}},
           a->json_out);
-    return 0;
   });
 }
 

@@ -8,25 +8,15 @@ namespace nestscope::cli {
 
 namespace {
 
-struct MpoArgs {
-  Common common;
-  PresetArgs preset;  // corpus, dense reference, windows, rows file (frontier; corpus also finetune)
-  std::string out, families;
+struct MpoArgs : MechanismArgs {
+  MpoArgs() {
+    train = mpo_finetune_recipe();
+    nested = nested_bond_recipe();
+  }
   int64_t bond = 0;
-  // finetune
-  TrainOptions train = mpo_finetune_recipe();
-  NsnTrainOptions nested = nested_bond_recipe();
-  bool use_nested = false;
-  // frontier
-  std::string bonds;
+  bool use_nested = false;  // finetune
+  std::string bonds;        // frontier
 };
-
-int run_convert(const MpoArgs& a, Engine& engine, ProgressBar& bar) {
-  open_model(engine, a.common);
-  engine.convert_mpo(split_list(a.families), a.bond, bar_fn(bar));
-  save_and_print(engine, bar, a.out, converted_json(engine, "bond"), a.common.json_out);
-  return 0;
-}
 
 int run_finetune(const MpoArgs& a, Engine& engine, ProgressBar& bar) {
   open_model(engine, a.common);
@@ -104,7 +94,10 @@ void add_mpo(CLI::App& app, Registry& r) {
                       "comma-separated projections to convert (attn.q,...,mlp.down,head); default: all");
   convert->add_option("--bond", a->bond, "bond dimension χ kept")->required();
   add_common(convert, a->common);
-  r.add(convert, [a](Engine& e, ProgressBar& bar) { return run_convert(*a, e, bar); });
+  r.add(convert, [a](Engine& e, ProgressBar& bar) {
+    return run_conversion(*a, e, bar, [a](Engine& en, const ProgressFn& p) { en.convert_mpo(split_list(a->families), a->bond, p); },
+                          "bond");
+  });
 
   add_finetune(mpo, a, r);
 

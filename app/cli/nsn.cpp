@@ -19,27 +19,15 @@ Json finetune_json(const NsnFinetuneReport& r, const std::string& out) {
 
 namespace {
 
-struct NsnArgs {
-  Common common;
-  PresetArgs preset;  // corpus, dense reference, windows, rows file (frontier; corpus also finetune)
-  std::string out, families;
+struct NsnArgs : MechanismArgs {
+  NsnArgs() { train = nsn_finetune_recipe(); }
   int64_t max_rank = 0;
-  // finetune
-  TrainOptions train = nsn_finetune_recipe();
-  NsnTrainOptions nested;
   // frontier
   std::string ranks, fractions;
   double mac_fraction = 0;
   bool energy = false, sensitivity = false;
   int64_t calibration_windows = 8;
 };
-
-int run_convert(const NsnArgs& a, Engine& engine, ProgressBar& bar) {
-  open_model(engine, a.common);
-  engine.convert_nsn(split_list(a.families), a.max_rank, bar_fn(bar));
-  save_and_print(engine, bar, a.out, converted_json(engine, "max_rank"), a.common.json_out);
-  return 0;
-}
 
 int run_finetune(const NsnArgs& a, Engine& engine, ProgressBar& bar) {
   open_model(engine, a.common);
@@ -104,7 +92,11 @@ void add_nsn(CLI::App& app, Registry& r) {
                       "default: attention and MLP");
   convert->add_option("--max-rank", a->max_rank, "largest rank R kept (0 = full)")->capture_default_str();
   add_common(convert, a->common);
-  r.add(convert, [a](Engine& e, ProgressBar& bar) { return run_convert(*a, e, bar); });
+  r.add(convert, [a](Engine& e, ProgressBar& bar) {
+    return run_conversion(
+        *a, e, bar, [a](Engine& en, const ProgressFn& p) { en.convert_nsn(split_list(a->families), a->max_rank, p); },
+        "max_rank");
+  });
 
   auto* finetune = nsn->add_subcommand("finetune", "multi-rank fine-tuning with learned per-rank log-variances");
   finetune->add_option("--corpus", a->preset.corpus, "training text; the last 10% validates")->required();

@@ -74,7 +74,7 @@ int run(const TrainArgs& a, Engine& engine, ProgressBar& bar) {
                 100 * r.validation.token_accuracy, a.out.c_str());
     return 0;
   }
-  print({{"out", a.out},
+  return print({{"out", a.out},
          {"steps", r.steps},
          {"seconds", r.seconds},
          {"tokens_per_s", r.tokens_per_s},
@@ -85,7 +85,6 @@ int run(const TrainArgs& a, Engine& engine, ProgressBar& bar) {
          {"loss", r.validation.loss},
          {"perplexity", r.validation.perplexity}},
         true);
-  return 0;
 }
 
 }  // namespace

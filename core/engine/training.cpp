@@ -85,8 +85,7 @@ TrainResult Engine::train(const std::string& corpus_text, const ModelConfig& con
 }
 
 void Engine::convert_nsn(const std::vector<std::string>& families, int64_t max_rank, const ProgressFn& progress) {
-  const auto& m = impl_->need();
-  impl_->adopt(impl_->converted(nsn_config(m.config, families, max_rank), "NSN",
+  impl_->adopt(impl_->converted(nsn_config(impl_->need().config, families, max_rank), "NSN",
                                 {{"conversion", "nsn-svd"}, {"max_rank", max_rank}, {"families", families}}, progress));
 }
 
@@ -103,8 +102,7 @@ NsnFinetuneReport Engine::finetune_nsn(const std::string& corpus_text, const Tra
 }
 
 void Engine::convert_mpo(const std::vector<std::string>& families, int64_t bond, const ProgressFn& progress) {
-  const auto& m = impl_->need();
-  impl_->adopt(impl_->converted(mpo_config(m.config, families, bond), "MPO",
+  impl_->adopt(impl_->converted(mpo_config(impl_->need().config, families, bond), "MPO",
                                 {{"conversion", "mpo-tt-svd"}, {"bond", bond}, {"families", families}}, progress));
 }
 
