@@ -337,6 +337,73 @@ TEST(Sweep, WithoutATextScoresContinuationsAndGatesCompose) {
   EXPECT_LT(rows[1].macs, rows[0].macs);
 }
 
+TEST(Sweep, GatePresetCountsAttentionFromTheModelUnderGroupedQueryAttention) {
+  Engine e;
+  ModelConfig c = config();
+  c.n_heads = 4;
+  c.n_kv_heads = 2;  // k and v are half as wide as q and o
+  TrainOptions o;
+  o.steps = 2;
+  o.batch = 4;
+  o.warmup = 1;
+  e.train(text(), c, o);
+  GateGridOptions g;
+  g.policies = {GatePolicy::Sensing};
+  g.actives = {0.5};
+  g.head_actives = {0.5};
+  const auto budgets = e.gate_grid(g);
+  ASSERT_EQ(budgets.size(), 5u);  // ungated, sensing 50%, then heads ranked by probes, oracle, random
+  EXPECT_EQ(budgets[3].budget.gate.head_ranking, HeadRanking::Oracle);
+  SweepOptions s;
+  s.text = text();
+  s.measure_latency = false;
+  s.gate_details = true;
+  const auto rows = e.sweep(budgets, s);
+  ASSERT_EQ(rows.size(), 5u);
+  // Two of four heads: q and o (C×C each) at half, k and v (C×C/2 each) whole: 2/3 of attention's
+  // projection MACs. A count that assumes four equal projections would say (2 + 2·½)/4 = 3/4.
+  for (size_t i = 2; i < 5; ++i) EXPECT_NEAR(rows[i].attn_mac_fraction, 2.0 / 3.0, 1e-12) << budgets[i].label;
+  EXPECT_DOUBLE_EQ(rows[0].attn_mac_fraction, 1.0);
+  EXPECT_DOUBLE_EQ(rows[3].head_f1, 1.0);  // the oracle's own heads
+  EXPECT_EQ(rows[1].head_f1, -1.0);        // no head gating on the MLP row
+  EXPECT_GE(rows[1].support_f1, 0.0);
+  EXPECT_EQ(e.budget(), Budget{});  // the sweep put the engine's budget back
+}
+
+TEST(ForwardHook, NamedIntermediatesReachTheHookAndAScopedHookPutsThePreviousOneBack) {
+  Gpt model(config());
+  torch::NoGradGuard no_grad;
+  auto idx = torch::randint(0, config().vocab_size, {2, 6}, torch::kInt64);
+  const auto plain = model->forward(idx);
+  std::vector<std::string> seen;
+  model->set_hook([&](std::string_view name, int64_t layer, const torch::Tensor& t) {
+    seen.push_back(std::string(name) + "@" + std::to_string(layer) + ":" + std::to_string(t.dim()));
+    return t;
+  });
+  EXPECT_LT((model->forward(idx) - plain).abs().max().item<double>(), 1e-6);  // reading changes nothing
+  const std::vector<std::string> expected = {"attn.heads@0:4", "mlp.in@0:3", "mlp.hidden@0:3",
+                                             "attn.heads@1:4", "mlp.in@1:3", "mlp.hidden@1:3"};
+  EXPECT_EQ(seen, expected);
+  {
+    // Zeroing the MLP activations leaves attention alone: the output changes.
+    ScopedHook zero(model, [](std::string_view name, int64_t, const torch::Tensor& t) {
+      return name == "mlp.hidden" ? torch::zeros_like(t) : t;
+    });
+    EXPECT_GT((model->forward(idx) - plain).abs().max().item<double>(), 1e-4);
+  }
+  seen.clear();
+  model->forward(idx);
+  EXPECT_EQ(seen.size(), expected.size());  // the first hook is back
+  // With a hook the raw decode step stands aside (it has no intermediates to show).
+  auto cache = model->make_cache(1);
+  model->forward(idx.narrow(0, 0, 1).narrow(1, 0, 5), &cache);
+  const int64_t raw = model->raw_decode_steps;
+  model->forward(idx.narrow(0, 0, 1).narrow(1, 5, 1), &cache);
+  EXPECT_EQ(model->raw_decode_steps, raw);
+  model->set_hook({});
+  EXPECT_FALSE(model->hook());
+}
+
 TEST(Sweep, BadBudgetsAreReportedBeforeAnyWork) {
   test::TempDir dir;
   Engine e;
