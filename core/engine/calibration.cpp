@@ -9,11 +9,15 @@ namespace nestscope {
 void Engine::calibrate_gate(const std::string& text, int64_t block, uint64_t seed, int64_t max_windows) {
   auto& m = impl_->need();
   check(!text.empty(), "the calibration text is empty");
+  const auto& running = impl_->budget.gate;
+  check(running.policy == GatePolicy::Off || running.block == block,
+        "the gate runs blocks of " + std::to_string(running.block) + " neurons: calibrate at that block size (" +
+            std::to_string(block) + " asked), or turn the gate off first");
   auto tokens = m.tokenizer->encode(text);
   Budget ungated = impl_->budget;
   ungated.gate = GateOptions{};
   {
-    ModelScope scope(*impl_);  // rebuilds the gates with the new calibration on the way out
+    ModelScope scope(*impl_);  // puts the engine's budget back however the calibration ends
     m.model->apply_budget(ungated);
     // A prompt is too few rows for a prior: "ROMEO:" gives 6, a covariance of rank ≤ 5, and a PCA +
     // MMSE gate blind outside that subspace (its text turns to noise). A text shorter than one
@@ -33,6 +37,9 @@ void Engine::calibrate_gate(const std::string& text, int64_t block, uint64_t see
     calibrate_on_tokens(m.model, tokens, m.config.context, block, seed, max_windows, 0,
                         own < int64_t(tokens.size()) ? own : 0);
   }
+  // The scope re-applied the budget quietly; once more so a budget the new calibration cannot
+  // serve (a gate at another block size) is reported, not swallowed.
+  m.model->apply_budget(impl_->budget);
   impl_->calibration_tokens = tokens;
   impl_->joint_scores.clear();
 }

@@ -274,6 +274,29 @@ TEST(Engine, AShortPromptCalibratesTheGateOnItsOwnContinuation) {
   EXPECT_GE(on_prompt, dense - 0.05);
 }
 
+TEST(Engine, CalibratingAtAnotherBlockSizeThanTheRunningGateIsRefusedAndChangesNothing) {
+  Engine e;
+  auto c = small_config();
+  e.train(text(), c, quick(4));
+  e.calibrate_gate(text(), 16, 1);
+  Budget b;
+  b.gate = {.policy = GatePolicy::Sensing, .active = 0.5, .measurement = MeasurementKind::Pca,
+            .recovery = Recovery::Mmse, .clustered = true};
+  e.set_budget(b);
+  GenerateOptions greedy;
+  greedy.max_new_tokens = 8;
+  greedy.temperature = 0;
+  const auto before = e.generate("To be", greedy).text;
+  try {
+    e.calibrate_gate(text(), 8, 1);
+    ADD_FAILURE() << "calibrating at block 8 under a gate of block 16 was accepted";
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what()).find("blocks of 16"), std::string::npos) << err.what();
+  }
+  EXPECT_EQ(e.budget(), b);
+  EXPECT_EQ(e.generate("To be", greedy).text, before);  // the same gate, the same calibration
+}
+
 TEST(Engine, HighEntropyReprobesTheHeadSupportWithHysteresisAndCooldown) {
   Engine e;
   auto c = small_config();
