@@ -93,7 +93,8 @@ void write_rows(const std::string& path, const Json& rows);
 // Engine::sweep on the validation split of `text`, every row as JSON with the keys each preset
 // has always printed.
 std::vector<SweepRow> sweep_preset(Engine& engine, const std::vector<NamedBudget>& budgets, const std::string& text,
-                                   int64_t windows, bool gate_details, ProgressBar& bar);
+                                   int64_t windows, bool gate_details, ProgressBar& bar,
+                                   int64_t calibration_windows = SweepOptions{}.calibration_windows);
 // The scores every mechanism preset's row has: accuracy, perplexity, loss, agreement and KL with
 // the full model, ms/token, and the drop from the dense reference's accuracy.
 Json preset_scores_json(const SweepRow& r, double dense_acc);

@@ -137,11 +137,12 @@ void write_rows(const std::string& path, const Json& rows) {
 }
 
 std::vector<SweepRow> sweep_preset(Engine& engine, const std::vector<NamedBudget>& budgets, const std::string& text,
-                                   int64_t windows, bool gate_details, ProgressBar& bar) {
+                                   int64_t windows, bool gate_details, ProgressBar& bar, int64_t calibration_windows) {
   SweepOptions o;
   o.text = text;
   o.validation_split = true;
   o.max_windows = windows;
+  o.calibration_windows = calibration_windows;
   o.gate_details = gate_details;
   auto rows = engine.sweep(budgets, o, bar_fn(bar));
   bar.finish();

@@ -112,13 +112,7 @@ int run_frontier(const GateFrontierArgs& a, Engine& engine, ProgressBar& bar) {
   g.measurement = parse_measurement(a.measurement.c_str());
   g.recovery = parse_recovery(a.recovery.c_str());
   const auto budgets = engine.gate_grid(g);
-  SweepOptions o;
-  o.text = text;
-  o.max_windows = a.preset.windows;
-  o.calibration_windows = a.calibration_windows;
-  o.gate_details = true;
-  const auto rows = engine.sweep(budgets, o, bar_fn(bar));
-  bar.finish();
+  const auto rows = sweep_preset(engine, budgets, text, a.preset.windows, true, bar, a.calibration_windows);
   const double dense_acc = rows.at(0).eval.token_accuracy;  // the ungated row
   const int64_t width = engine.info().config.d_ff;
   Json arr = Json::array();

@@ -36,10 +36,8 @@ void Engine::calibrate_gate(const std::string& text, int64_t block, uint64_t see
     }
     calibrate_on_tokens(m.model, tokens, m.config.context, block, seed, max_windows, 0,
                         own < int64_t(tokens.size()) ? own : 0);
+    scope.restore();  // the gates rebuilt with the new calibration; a failure is reported
   }
-  // The scope re-applied the budget quietly; once more so a budget the new calibration cannot
-  // serve (a gate at another block size) is reported, not swallowed.
-  m.model->apply_budget(impl_->budget);
   impl_->calibration_tokens = tokens;
   impl_->joint_scores.clear();
 }

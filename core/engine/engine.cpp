@@ -62,19 +62,24 @@ void init_threads(int threads) {
 int current_threads() { return at::get_num_threads(); }
 
 ModelScope::~ModelScope() {
-  if (!impl_.loaded) return;
+  // A destructor must not throw; re-applying a budget that applied before cannot fail in practice.
+  try {
+    restore();
+  } catch (...) {
+  }
+}
+
+void ModelScope::restore() {
+  if (restored_ || !impl_.loaded) return;
+  restored_ = true;
   auto& model = impl_.loaded->model;
   model->set_gate_stats(nullptr);
   model->set_gate_trace(nullptr);
-  // Re-applying a budget that applied before cannot fail in practice; a destructor must not throw.
-  try {
-    if (importance_.defined()) model->set_head_importance(importance_);
-    if (budget_) {
-      model->apply_budget(impl_.budget);
-    } else if (importance_.defined()) {
-      model->apply_head_support();
-    }
-  } catch (...) {
+  if (importance_.defined()) model->set_head_importance(importance_);
+  if (budget_) {
+    model->apply_budget(impl_.budget);
+  } else if (importance_.defined()) {
+    model->apply_head_support();
   }
 }
 

@@ -108,10 +108,15 @@ class ModelScope {
   ModelScope(const ModelScope&) = delete;
   ModelScope& operator=(const ModelScope&) = delete;
   void keep_head_importance();  // also restore the head importance the model has now
+  // Puts everything back now and reports what fails (a job that changed what the budget needs,
+  // such as the gate's calibration); the destructor then has nothing left to do. Without a call,
+  // the destructor restores quietly: an error already on its way wins.
+  void restore();
 
  private:
   Engine::Impl& impl_;
   bool budget_;
+  bool restored_ = false;
   torch::Tensor importance_;
 };
 

@@ -156,12 +156,16 @@ TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o,
   // The training's named-intermediate hooks: gate-aware blocks, random heads per sequence, or the
   // model-wide heads of this step (`step_heads`, set per step). Removed when training ends.
   auto step_heads = std::make_shared<ForwardHook>();
-  std::vector<ForwardHook> hooks = {gate_aware_hook(model, o.mlp_block_active, o.mlp_block, o.mlp_block_sensing),
-                                    random_heads_hook(heads_global ? 1.0 : o.head_active),
-                                    [step_heads](std::string_view name, int64_t layer, const torch::Tensor& t) {
-                                      return *step_heads ? (*step_heads)(name, layer, t) : t;
-                                    }};
-  ScopedHook hook(model, chain_hooks(std::move(hooks)));
+  // Only the hooks that change something are installed (each factory checks its options first).
+  std::vector<ForwardHook> hooks;
+  auto blocks = gate_aware_hook(model, o.mlp_block_active, o.mlp_block, o.mlp_block_sensing);
+  if (o.mlp_block_active < 1) hooks.push_back(std::move(blocks));
+  if (o.head_active < 1 && !heads_global) hooks.push_back(random_heads_hook(o.head_active));
+  if (heads_global)
+    hooks.push_back([step_heads](std::string_view name, int64_t layer, const torch::Tensor& t) {
+      return *step_heads ? (*step_heads)(name, layer, t) : t;
+    });
+  ScopedHook hook(model, hooks.empty() ? ForwardHook() : chain_hooks(std::move(hooks)));
   if (o.head_active < 1) torch::manual_seed(int64_t(o.seed ^ 0x5EEDull));  // the head draws, reproducibly
   torch::Tensor importance;  // [L, H] from the probes (head_global)
   model->train();
