@@ -56,10 +56,8 @@ ProgressFn bar_fn(ProgressBar& bar);
 // One JSON object on stdout: a line with --json, indented otherwise; returns exit code 0.
 int print(const Json& j, bool compact);
 // After a conversion or fine-tune: ends the bar, saves the engine's model to `out` and prints
-// `j` (with "out") — for a conversion, the model's parameters, linear MACs and `limit_key` (its
-// largest rank or χ).
+// `j` with "out" added.
 void save_and_print(Engine& engine, ProgressBar& bar, const std::string& out, Json j, bool compact);
-Json converted_json(Engine& engine, const char* limit_key);
 
 // "a, b,c" -> {"a", "b", "c"}.
 std::vector<std::string> split_list(const std::string& csv);

@@ -61,11 +61,17 @@ void save_and_print(Engine& engine, ProgressBar& bar, const std::string& out, Js
   print(j, compact);
 }
 
+
+namespace {
+
+// A converted model's parameters, linear MACs and `limit_key` (its largest rank or χ).
 Json converted_json(Engine& engine, const char* limit_key) {
   const auto i = engine.info();
   return {{"parameters", i.parameters}, {limit_key, std::string(limit_key) == "bond" ? i.max_bond : i.max_rank},
           {"linear_macs", i.linear_macs}, {"dense_linear_macs", i.dense_linear_macs}};
 }
+
+}  // namespace
 
 int run_conversion(const MechanismArgs& a, Engine& engine, ProgressBar& bar,
                    const std::function<void(Engine&, const ProgressFn&)>& convert, const char* limit_key) {

@@ -27,7 +27,8 @@ struct GateCalibration {
   std::vector<std::shared_ptr<GatePrior>> prior;     // per layer: MLP input mean and covariance
   torch::Tensor head_importance;                     // [L, H] float64 from knockout probes (undefined = none)
 
-  bool mlp_ready(int64_t b) const { return block == b && !neuron_energy.empty(); }
+  // The block size the MLP part was calibrated for (0 = not calibrated).
+  int64_t mlp_block() const { return neuron_energy.empty() ? 0 : block; }
   bool heads_ready() const { return head_importance.defined(); }
 };
 

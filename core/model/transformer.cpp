@@ -373,7 +373,7 @@ void GptImpl::apply_budget(const Budget& budget) {
   std::vector<std::pair<std::string, const ElasticLinear*>> views;
   for (const auto& [name, p] : layers) views.emplace_back(name, p.get());
   // Everything is checked before anything changes.
-  const auto ranks = check_budget(budget, cfg_, views, calib_.heads_ready(), calib_.neuron_energy.empty() ? 0 : calib_.block);
+  const auto ranks = check_budget(budget, cfg_, views, calib_.heads_ready(), calib_.mlp_block());
   for (size_t i = 0; i < layers.size(); ++i) {
     install(layers[i].first, layers[i].second);
     auto& p = *layers[i].second;
