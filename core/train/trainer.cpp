@@ -110,6 +110,26 @@ torch::Tensor sample_head_masks(const torch::Tensor& importance, double active, 
   return masks;
 }
 
+namespace {
+
+// The training's named-intermediate hook: gate-aware blocks, random heads per sequence, or the
+// model-wide heads of the current step (`step_heads`); only the parts that change something (each
+// factory checks its options first). Empty when none does.
+ForwardHook training_hook(Gpt& model, const TrainOptions& o, const std::shared_ptr<ForwardHook>& step_heads) {
+  const bool heads_global = o.head_active < 1 && o.head_global;
+  std::vector<ForwardHook> hooks;
+  auto blocks = gate_aware_hook(model, o.mlp_block_active, o.mlp_block, o.mlp_block_sensing);
+  if (o.mlp_block_active < 1) hooks.push_back(std::move(blocks));
+  if (o.head_active < 1 && !heads_global) hooks.push_back(random_heads_hook(o.head_active));
+  if (heads_global)
+    hooks.push_back([step_heads](std::string_view name, int64_t layer, const torch::Tensor& t) {
+      return *step_heads ? (*step_heads)(name, layer, t) : t;
+    });
+  return hooks.empty() ? ForwardHook() : chain_hooks(std::move(hooks));
+}
+
+}  // namespace
+
 TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o, const ProgressFn& progress,
                         const LossFn& loss_fn, const std::vector<torch::Tensor>& extra_params, Gpt* teacher) {
   o.validate();
@@ -153,19 +173,9 @@ TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o,
   TrainResult result;
   std::deque<double> recent;
   const bool heads_global = o.head_active < 1 && o.head_global;
-  // The training's named-intermediate hooks: gate-aware blocks, random heads per sequence, or the
-  // model-wide heads of this step (`step_heads`, set per step). Removed when training ends.
+  // The model-wide heads of this step (set per step) reach the model through the training hook.
   auto step_heads = std::make_shared<ForwardHook>();
-  // Only the hooks that change something are installed (each factory checks its options first).
-  std::vector<ForwardHook> hooks;
-  auto blocks = gate_aware_hook(model, o.mlp_block_active, o.mlp_block, o.mlp_block_sensing);
-  if (o.mlp_block_active < 1) hooks.push_back(std::move(blocks));
-  if (o.head_active < 1 && !heads_global) hooks.push_back(random_heads_hook(o.head_active));
-  if (heads_global)
-    hooks.push_back([step_heads](std::string_view name, int64_t layer, const torch::Tensor& t) {
-      return *step_heads ? (*step_heads)(name, layer, t) : t;
-    });
-  ScopedHook hook(model, hooks.empty() ? ForwardHook() : chain_hooks(std::move(hooks)));
+  ScopedHook hook(model, training_hook(model, o, step_heads));
   if (o.head_active < 1) torch::manual_seed(int64_t(o.seed ^ 0x5EEDull));  // the head draws, reproducibly
   torch::Tensor importance;  // [L, H] from the probes (head_global)
   model->train();
