@@ -119,7 +119,7 @@ void EngineWorker::announce() {
     v.limits.mlp = c.linear_spec("mlp.up").kind;
     v.layers = int(c.n_layers);
     v.heads = int(c.n_heads);
-    v.blocks = int(c.d_ff % kNeuronBlock == 0 ? c.d_ff / kNeuronBlock : 1);
+    v.blocks = int(c.d_ff / gate_block(kNeuronBlock, c.d_ff));
     for (const auto& n : engine_->projection_names()) {
       v.projections << QString::fromStdString(n);
       const std::string family = projection_family(n);

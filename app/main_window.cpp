@@ -502,10 +502,16 @@ void MainWindow::onFinished(qint64 tokens, double tokensPerSecond, double msPerT
 
 void MainWindow::onFrontier(const std::vector<SweepRow>& all) {
   // The loaded model's rows when the file has any (a file may hold several models' sweeps).
-  std::vector<SweepRow> rows;
+  std::vector<SweepRow> rows, measured;
+  QStringList failed;
   for (const auto& r : all)
+    if (r.error.empty()) measured.push_back(r);
+    else failed << QString::fromStdString(r.method + " " + r.label + ": " + r.error);
+  for (const auto& r : measured)
     if (r.model_hash == model_.hash.toStdString()) rows.push_back(r);
-  if (rows.empty()) rows = all;
+  if (rows.empty()) rows = measured;
+  if (!failed.isEmpty())
+    statusBar()->showMessage(tr("%n budget(s) could not run: %1", "", int(failed.size())).arg(failed.join("; ")), 15000);
   rows_ = rows;
   const QString name = QFileInfo(model_.source).isFile() ? QFileInfo(model_.source).fileName() : model_.source;
   chart_->setTitle(tr("%1: compute–accuracy frontier").arg(name));

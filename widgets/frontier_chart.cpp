@@ -119,7 +119,9 @@ double FrontierChart::yValue(const SweepRow& r, FrontierY y) {
 }
 
 void FrontierChart::setRows(const std::vector<SweepRow>& rows) {
-  rows_ = rows;
+  rows_.clear();
+  for (const auto& r : rows)
+    if (r.error.empty()) rows_.push_back(r);  // a budget that failed has no point to draw
   rebuild();
 }
 

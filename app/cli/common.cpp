@@ -156,6 +156,7 @@ std::vector<SweepRow> sweep_preset(Engine& engine, const std::vector<NamedBudget
 }
 
 Json preset_scores_json(const SweepRow& r, double dense_acc) {
+  if (!r.error.empty()) return {{"error", r.error}};
   return {{"token_accuracy", r.eval.token_accuracy}, {"perplexity", r.eval.perplexity}, {"loss", r.eval.loss},
           {"top1_agreement", r.eval.top1_agreement}, {"kl", r.eval.kl}, {"ms_per_token", r.ms_per_token},
           {"dense_token_accuracy", dense_acc}, {"accuracy_drop_pp", 100.0 * (dense_acc - r.eval.token_accuracy)}};

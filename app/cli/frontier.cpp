@@ -85,6 +85,8 @@ int run_frontier(const FrontierArgs& a) {
     int64_t resumed = 0;
     for (const auto& r : part) resumed += r.resumed;
     if (resumed) std::fprintf(stderr, "  %lld of %zu rows reused from %s\n", (long long)resumed, part.size(), a.out.c_str());
+    for (const auto& r : part)
+      if (!r.error.empty()) std::fprintf(stderr, "  budget '%s %s' failed: %s\n", r.method.c_str(), r.label.c_str(), r.error.c_str());
     rows.insert(rows.end(), part.begin(), part.end());
   }
 
@@ -109,6 +111,10 @@ int run_frontier(const FrontierArgs& a) {
                 "accuracy ±95%", "ppl", "agree", "KL", "ms/tok", "pareto");
     for (size_t i = 0; i < rows.size(); ++i) {
       const auto& r = rows[i];
+      if (!r.error.empty()) {
+        std::printf("%-22s %-14s failed: %s\n", r.method.c_str(), r.label.c_str(), r.error.c_str());
+        continue;
+      }
       std::printf("%-22s %-14s %9s %6.1f%% %9s %8.2f%% ±%5.2f %8.3f %7.3f %7.4f %8.3f %s\n", r.method.c_str(),
                   r.label.c_str(), human(double(r.macs)).c_str(), 100 * r.mac_fraction,
                   human(double(r.parameters)).c_str(), 100 * r.eval.token_accuracy, 100 * r.eval.accuracy_ci95,

@@ -81,14 +81,15 @@ Json gate_row_json(const SweepRow& r, const Budget& b, int64_t width, double den
               {"head_global", g.head_global}, {"head_support_f1", r.head_f1}, {"attn_mac_fraction", r.attn_mac_fraction}});
     return j;
   }
-  const int64_t n = width / g.block;
+  const int64_t block = gate_block(g.block, width);
+  const int64_t n = width / block;
   const int64_t k = g.policy == GatePolicy::Off ? n : std::clamp<int64_t>(std::llround(g.active * double(n)), 1, n);
   const bool sensing = g.policy == GatePolicy::Sensing;
   const int64_t m = sensing && g.measurements == 0 ? default_measurements(width) : g.measurements;
   const double kd = double(k), nd = double(n);
   j.update({{"policy", gate_policy_name(g.policy)}, {"active_fraction", kd / nd}, {"active_blocks", k}, {"blocks", n},
-            {"block", g.block}, {"measurements", m},
-            {"m_over_k_log", m > 0 && k < n ? double(m) / (kd * double(g.block) * std::log(nd / kd)) : 0.0},
+            {"block", block}, {"measurements", m},
+            {"m_over_k_log", m > 0 && k < n ? double(m) / (kd * double(block) * std::log(nd / kd)) : 0.0},
             {"measurement_fraction", double(m) / double(width)}, {"iters", g.iters}, {"clustered", g.clustered},
             {"measurement", sensing ? measurement_name(g.measurement) : ""},
             {"recovery", sensing ? recovery_name(g.recovery) : ""}, {"support_f1", r.support_f1},

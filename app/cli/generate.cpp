@@ -18,7 +18,9 @@ int run(const GenerateArgs& a, Engine& engine) {
   Json tokens = Json::array();
   auto on_token = [&](const GeneratedToken& t) {
     if (a.common.json_out) {
-      tokens.push_back({{"id", t.id}, {"text", t.text}, {"prob", t.prob}, {"entropy", t.entropy}});
+      Json bytes = Json::array();
+      for (unsigned char c : t.bytes) bytes.push_back(int(c));
+      tokens.push_back({{"id", t.id}, {"text", t.text}, {"bytes", bytes}, {"prob", t.prob}, {"entropy", t.entropy}});
     } else {
       // The prompt is echoed once it has been accepted, so a rejected prompt prints only the error.
       if (t.index == 0) std::fwrite(a.prompt.data(), 1, a.prompt.size(), stdout);
@@ -36,7 +38,7 @@ int run(const GenerateArgs& a, Engine& engine) {
   Json j = {{"prompt", a.prompt},         {"text", r.text},
             {"prompt_tokens", r.prompt_tokens}, {"generated_tokens", r.generated_tokens},
             {"prefill_ms", r.prefill_ms}, {"decode_ms", r.decode_ms},
-            {"tokens_per_s", r.tokens_per_s}, {"stopped", r.stopped},
+            {"tokens_per_s", r.tokens_per_s}, {"stopped", r.stopped}, {"ended", r.ended},
             {"tokens", tokens}};
   if (r.joint.used) j["joint"] = joint_json(r, engine.budget().mac_target);
   return print(j, true);

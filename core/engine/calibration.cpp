@@ -10,7 +10,8 @@ void Engine::calibrate_gate(const std::string& text, int64_t block, uint64_t see
   auto& m = impl_->need();
   check(!text.empty(), "the calibration text is empty");
   const auto& running = impl_->budget.gate;
-  check(running.policy == GatePolicy::Off || running.block == block,
+  const int64_t d_ff = m.config.d_ff;
+  check(running.policy == GatePolicy::Off || gate_block(running.block, d_ff) == gate_block(block, d_ff),
         "the gate runs blocks of " + std::to_string(running.block) + " neurons: calibrate at that block size (" +
             std::to_string(block) + " asked), or turn the gate off first");
   auto tokens = m.tokenizer->encode(text);

@@ -83,8 +83,9 @@ struct GenerateOptions {
 struct GeneratedToken {
   int64_t index = 0;    // 0-based position among the generated tokens
   int64_t id = 0;
-  std::string text;     // the decoded piece (valid UTF-8: bytes of a character that byte-level tokens split
-                        // arrive with the token that completes it, so a piece may be empty)
+  std::string text;     // the decoded piece, always valid UTF-8: bytes of a character that byte-level tokens
+                        // split arrive with the token that completes it (so a piece may be empty), bytes
+                        // that form no character show as U+FFFD
   double prob = 0;      // model probability of the chosen token
   double entropy = 0;   // predictive entropy (nats) before choosing it
   int64_t macs = 0;     // MACs of the forward step that produced it, at the budget then in force
@@ -93,6 +94,7 @@ struct GeneratedToken {
   std::vector<std::pair<std::string, double>> top;  // the 5 likeliest tokens (temperature 1) and their probabilities
   bool heads_reprobed = false;  // the head support was re-estimated just before this step (high entropy)
   int64_t probe_macs = 0;       // MACs those knockout probes spent (included in `macs`)
+  std::string bytes;  // this token's own raw bytes (all tokens' bytes concatenated = the decoded ids)
 };
 
 struct GenerateResult {
@@ -103,6 +105,7 @@ struct GenerateResult {
   double decode_ms = 0;
   double tokens_per_s = 0;   // decode throughput
   bool stopped = false;      // the callback asked to stop early
+  bool ended = false;        // the model wrote an end-of-text token (the tokenizer's stop_ids; not shown)
   // With Budget::prompt_keep < 1: the prompt tokens (0-based) whose keys/values stayed cached.
   std::vector<int64_t> kept_prompt_tokens;
   // With Budget::mac_target: the split the joint knob chose for this prompt (core/eval/joint_split.h).

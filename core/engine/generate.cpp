@@ -1,4 +1,5 @@
 // Engine::generate: the decode loop, its per-token traces and MACs, and token-adaptive heads.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <numeric>
@@ -60,7 +61,7 @@ std::vector<std::pair<std::string, double>> top_alternatives(const std::vector<f
   for (float l : logits) z += std::exp(double(l - top_logit));
   std::vector<std::pair<std::string, double>> out;
   for (size_t j = 0; j < k; ++j)
-    out.emplace_back(tok.decode_one(order[j]), std::exp(double(logits[size_t(order[j])] - top_logit)) / z);
+    out.emplace_back(utf8_sanitize(tok.decode_one(order[j])), std::exp(double(logits[size_t(order[j])] - top_logit)) / z);
   return out;
 }
 
@@ -163,12 +164,17 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
   std::string pending;  // bytes of a character that byte-level tokens have not completed yet
   for (int64_t i = 0; i < options.max_new_tokens; ++i) {
     const Sample s = sampler.next(logits);
+    const auto& stops = m.tokenizer->stop_ids();
+    if (std::find(stops.begin(), stops.end(), s.id) != stops.end()) {
+      r.ended = true;  // the model ended the text; its end token is not text
+      break;
+    }
     ids.push_back(s.id);
-    pending += m.tokenizer->decode_one(s.id);
-    const size_t complete = utf8_complete_prefix(pending);
-    GeneratedToken tok{i, s.id, pending.substr(0, complete), s.prob, s.entropy, step_macs + pending_probe_macs,
+    const std::string bytes = m.tokenizer->decode_one(s.id);
+    pending += bytes;
+    GeneratedToken tok{i, s.id, utf8_take_text(pending), s.prob, s.entropy, step_macs + pending_probe_macs,
                        last_trace, heads, top_alternatives(logits, *m.tokenizer)};
-    pending.erase(0, complete);
+    tok.bytes = bytes;
     tok.probe_macs = pending_probe_macs;
     tok.heads_reprobed = pending_probe_macs > 0;
     pending_probe_macs = 0;

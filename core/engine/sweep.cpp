@@ -96,7 +96,8 @@ struct GateCalibrationState {
     const auto& g = nb.budget.gate;
     Budget base = nb.budget;
     base.gate = GateOptions{};
-    const std::string sig = budget_to_json(base) + "|" + std::to_string(g.block) + "|" + std::to_string(g.seed);
+    const int64_t block = gate_block(g.block, model->config().d_ff);
+    const std::string sig = budget_to_json(base) + "|" + std::to_string(block) + "|" + std::to_string(g.seed);
     if (sig == signature) return;
     this->base = base;
     model->apply_budget(base);
@@ -159,6 +160,48 @@ int64_t keys_at(const Budget& b, int64_t T) {
   return b.prompt_keep < 1 ? std::clamp<int64_t>(int64_t(std::ceil(b.prompt_keep * double(P) - 1e-9)), 1, P) + (T - P) : T;
 }
 
+// One row of a sweep: calibrates the gate when the budget needs it, applies the budget and scores
+// it. Fills everything but the dense reference and the latency; throws Error on a budget this model
+// cannot run.
+void evaluate_row(Gpt& model, SweepRow& row, const NamedBudget& nb, GateCalibrationState& calib, const SweepData& data,
+                  const SweepOptions& o, const ProgressFn& progress) {
+  const int64_t T = model->config().context;
+  const bool gated = nb.budget.gate.policy != GatePolicy::Off || nb.budget.gate.head_active < 1;
+  if (gated || nb.budget.mac_target > 0) calib.ensure(model, nb, data, o);
+  // The joint MAC knob: the split for a window's shape (first half prompt, second half new).
+  Budget eff = nb.budget;
+  if (nb.budget.mac_target > 0) {
+    const auto scored = score_joint_candidates(model, data.calibration, nb.budget);
+    eff = with_joint_choice(nb.budget, choose_joint_split(model, scored, nb.budget, nb.budget.mac_target, T / 2, T - T / 2));
+    row.resolved_json = budget_to_json(eff);
+  }
+  const auto& g = eff.gate;
+  if (o.gate_details && g.head_active < 1) calib.oracle_importance(model, data);  // before the row's budget
+  calib.rank_heads(model, g, data);
+  model->apply_budget(eff);
+  row.evaluated_on = data.evaluated_on;
+  row.linear_macs = linear_macs_per_token(*model);
+  row.parameters = active_parameter_count(*model);
+  GateStats stats;
+  if (g.policy != GatePolicy::Off) model->set_gate_stats(&stats);
+  const Budget full{};
+  row.eval = evaluate_tokens(model, data.tokens, o.max_windows, kEvalBatch, progress, &full, &eff);
+  model->set_gate_stats(nullptr);
+  // MACs at full context; a gated MLP counts what it really spent per token on this text.
+  const int64_t keys = keys_at(eff, T);
+  int64_t macs = g.policy == GatePolicy::Off ? macs_per_token(*model, keys) : macs_without_gated_mlp(*model, keys);
+  if (g.policy != GatePolicy::Off && stats.rows > 0) {
+    macs += int64_t(std::llround(double(model->config().n_layers) * stats.macs / double(stats.rows)));
+    row.mlp_mac_fraction = stats.macs / stats.dense_macs;
+  }
+  row.macs = macs;
+  if (o.gate_details) {
+    row.support_f1 = stats.f1_rows > 0 ? stats.f1 / double(stats.f1_rows) : -1;
+    row.overhead_fraction = stats.rows > 0 ? stats.overhead_macs / stats.dense_macs : 0;
+    row.head_f1 = g.head_active < 1 ? calib.head_f1(model, g, data) : -1;
+  }
+}
+
 }  // namespace
 
 std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, const SweepOptions& o,
@@ -170,25 +213,26 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
   ModelScope scope(*impl_);
   scope.keep_head_importance();
 
-  // Budgets first: a bad one is reported before any work.
+  // Budgets first: a bad one becomes a row with its error, before any work; the others still run.
   std::vector<LinearKind> kinds;
   for (const auto& nb : budgets)
     for (LinearKind k : Impl::kinds_of(nb.budget))
       if (std::find(kinds.begin(), kinds.end(), k) == kinds.end()) kinds.push_back(k);
   impl_->prepare_variants(kinds, within(progress, {"sweep", 0, int64_t(budgets.size())}));
-  for (const auto& nb : budgets) {
+  std::vector<std::string> invalid(budgets.size());
+  for (size_t i = 0; i < budgets.size(); ++i) {
+    const auto& nb = budgets[i];
     try {
       Budget b = nb.budget;
       b.gate = GateOptions{};  // a gate is checked once it is calibrated
       model->apply_budget(b);
       if (nb.budget.gate.policy != GatePolicy::Off) {
         const auto& g = nb.budget.gate;
-        check(g.block >= 1 && m.config.d_ff % g.block == 0, "gate: block size " + std::to_string(g.block) +
-                                                                " does not divide the MLP width " + std::to_string(m.config.d_ff));
+        check(g.block >= 1, "gate: block size must be >= 1, got " + std::to_string(g.block));
         check(g.active > 0 && g.active <= 1, "gate: active fraction must be in (0, 1]");
       }
     } catch (const Error& e) {
-      throw Error("budget '" + nb.method + " " + nb.label + "': " + e.what());
+      invalid[i] = e.what();
     }
   }
   model->apply_budget(Budget{});
@@ -200,11 +244,11 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
 
   std::map<std::string, SweepRow> done;
   if (!o.results.empty())
-    for (auto& r : read_sweep_rows(o.results, note)) done[r.key] = r;
+    for (auto& r : read_sweep_rows(o.results, note))
+      if (r.error.empty()) done[r.key] = r;  // a failed row is tried again
 
   std::vector<SweepRow> rows;
   GateCalibrationState calib;
-  const Budget full{};
   for (size_t i = 0; i < budgets.size(); ++i) {
     const auto& nb = budgets[i];
     const std::string budget_json = budget_to_json(nb.budget);
@@ -215,20 +259,6 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
       report(progress, {"sweep", int64_t(i + 1), int64_t(budgets.size())});
       continue;
     }
-    const bool gated = nb.budget.gate.policy != GatePolicy::Off || nb.budget.gate.head_active < 1;
-    if (gated || nb.budget.mac_target > 0) calib.ensure(model, nb, data, o);
-    // The joint MAC knob: the split for a window's shape (first half prompt, second half new).
-    Budget eff = nb.budget;
-    std::string resolved;
-    if (nb.budget.mac_target > 0) {
-      const auto scored = score_joint_candidates(model, data.calibration, nb.budget);
-      eff = with_joint_choice(nb.budget, choose_joint_split(model, scored, nb.budget, nb.budget.mac_target, T / 2, T - T / 2));
-      resolved = budget_to_json(eff);
-    }
-    const auto& g = eff.gate;
-    if (o.gate_details && g.head_active < 1) calib.oracle_importance(model, data);  // before the row's budget
-    calib.rank_heads(model, g, data);
-    model->apply_budget(eff);
     SweepRow row;
     row.key = key;
     row.model = m.source;
@@ -236,32 +266,20 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
     row.method = nb.method;
     row.label = nb.label;
     row.budget_json = budget_json;
-    row.resolved_json = resolved;
-    row.evaluated_on = data.evaluated_on;
-    row.linear_macs = linear_macs_per_token(*model);
-    row.parameters = active_parameter_count(*model);
-    GateStats stats;
-    if (g.policy != GatePolicy::Off) model->set_gate_stats(&stats);
-    row.eval = evaluate_tokens(model, data.tokens, o.max_windows, kEvalBatch,
-                               within(progress, {"sweep", int64_t(i), int64_t(budgets.size())}), &full, &eff);
-    model->set_gate_stats(nullptr);
-    // MACs at full context; a gated MLP counts what it really spent per token on this text.
-    const int64_t keys = keys_at(eff, T);
-    int64_t macs = g.policy == GatePolicy::Off ? macs_per_token(*model, keys) : macs_without_gated_mlp(*model, keys);
-    if (g.policy != GatePolicy::Off && stats.rows > 0) {
-      macs += int64_t(std::llround(double(m.config.n_layers) * stats.macs / double(stats.rows)));
-      row.mlp_mac_fraction = stats.macs / stats.dense_macs;
+    try {
+      check(invalid[i].empty(), invalid[i]);
+      evaluate_row(model, row, nb, calib, data, o, within(progress, {"sweep", int64_t(i), int64_t(budgets.size())}));
+      row.dense_macs = dense_macs;
+      row.mac_fraction = double(row.macs) / double(dense_macs);
+      if (o.gate_details) row.attn_mac_fraction = double(attention_projection_macs(model, T)) / double(dense_attn);
+      row.ms_per_token = o.measure_latency ? measure_decode_ms(model) : 0;
+    } catch (const Cancelled&) {
+      throw;
+    } catch (const std::exception& e) {  // Error, or an allocation the machine could not give
+      model->set_gate_stats(nullptr);
+      row = SweepRow{row.key, row.model, row.model_hash, row.method, row.label, row.budget_json};
+      row.error = e.what();
     }
-    row.macs = macs;
-    row.dense_macs = dense_macs;
-    row.mac_fraction = double(macs) / double(dense_macs);
-    if (o.gate_details) {
-      row.support_f1 = stats.f1_rows > 0 ? stats.f1 / double(stats.f1_rows) : -1;
-      row.overhead_fraction = stats.rows > 0 ? stats.overhead_macs / stats.dense_macs : 0;
-      row.head_f1 = g.head_active < 1 ? calib.head_f1(model, g, data) : -1;
-      row.attn_mac_fraction = double(attention_projection_macs(model, T)) / double(dense_attn);
-    }
-    row.ms_per_token = o.measure_latency ? measure_decode_ms(model) : 0;
     if (!o.results.empty()) append_sweep_row(o.results, row);
     rows.push_back(row);
     report(progress, {"sweep", int64_t(i + 1), int64_t(budgets.size())});

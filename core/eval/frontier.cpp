@@ -17,6 +17,10 @@ namespace nestscope {
 using Json = nlohmann::json;
 
 std::string sweep_row_to_json(const SweepRow& r) {
+  if (!r.error.empty())
+    return Json{{"key", r.key},     {"model", r.model}, {"model_hash", r.model_hash}, {"method", r.method},
+                {"label", r.label}, {"budget", Json::parse(r.budget_json)},           {"error", r.error}}
+        .dump();
   Json j = {{"key", r.key},
             {"model", r.model},
             {"model_hash", r.model_hash},
@@ -61,6 +65,11 @@ SweepRow sweep_row_from_json(const std::string& line) {
     r.method = j.at("method").get<std::string>();
     r.label = j.at("label").get<std::string>();
     r.budget_json = j.at("budget").dump();
+    if (auto it = j.find("error"); it != j.end()) {
+      r.error = it->get<std::string>();
+      check(!r.error.empty(), "a row with an empty error");
+      return r;
+    }
     if (auto it = j.find("resolved_budget"); it != j.end()) r.resolved_json = it->dump();
     r.evaluated_on = j.at("evaluated_on").get<std::string>();
     r.macs = j.at("macs").get<int64_t>();
@@ -178,8 +187,9 @@ double polyval(const std::vector<double>& c, double x) {
 }  // namespace
 
 std::vector<size_t> pareto_front(const std::vector<SweepRow>& rows, bool use_agreement) {
-  std::vector<size_t> order(rows.size());
-  for (size_t i = 0; i < rows.size(); ++i) order[i] = i;
+  std::vector<size_t> order;
+  for (size_t i = 0; i < rows.size(); ++i)
+    if (rows[i].error.empty()) order.push_back(i);
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
     if (rows[a].macs != rows[b].macs) return rows[a].macs < rows[b].macs;
     return score(rows[a], use_agreement) > score(rows[b], use_agreement);
@@ -197,7 +207,8 @@ std::vector<size_t> pareto_front(const std::vector<SweepRow>& rows, bool use_agr
 
 std::vector<FrontierFit> fit_frontiers(const std::vector<SweepRow>& rows, bool use_agreement) {
   std::map<std::string, std::vector<const SweepRow*>> by_method;
-  for (const auto& r : rows) by_method[r.method].push_back(&r);
+  for (const auto& r : rows)
+    if (r.error.empty()) by_method[r.method].push_back(&r);
   std::vector<FrontierFit> out;
   for (const auto& [method, pts] : by_method) {
     FrontierFit f;
@@ -262,7 +273,7 @@ double estimate_accuracy(const std::vector<SweepRow>& rows, const std::string& m
   // A full budget (nothing set) matches the dense point of any series of this model.
   std::vector<std::pair<double, double>> pts;  // (log macs, accuracy)
   for (const auto& r : rows) {
-    if (r.model_hash != model_hash) continue;
+    if (r.model_hash != model_hash || !r.error.empty()) continue;
     Budget b;
     try {
       b = budget_from_json(r.budget_json);

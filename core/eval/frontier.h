@@ -32,6 +32,10 @@ struct SweepRow {
   // head gating), and attention projection MACs / dense ones (from the model's MAC count).
   double support_f1 = -1, overhead_fraction = -1, head_f1 = -1, attn_mac_fraction = -1;
   bool resumed = false;       // read back from the results file, not computed in this run
+  // Non-empty when the budget could not be evaluated (out of range for this model, out of memory,
+  // ...): the row then carries only its identity and this message, the sweep goes on, and a
+  // resumed sweep tries it again. Fronts, fits and charts skip such rows.
+  std::string error;
 };
 
 // One JSON object per line (no newline inside).

@@ -9,6 +9,7 @@ namespace nestscope {
 
 void calibrate_mlp(GateCalibration& calib, const std::vector<MlpSample>& samples, int64_t d_model, int64_t d_ff,
                    int64_t block, uint64_t seed, int64_t support_rows) {
+  block = gate_block(block, d_ff);
   check(block >= 1 && d_ff % block == 0,
         "gate: block size " + std::to_string(block) + " does not divide the MLP width " + std::to_string(d_ff));
   std::vector<torch::Tensor> energy;

@@ -1,10 +1,19 @@
 #include "core/gate/gate_options.h"
 
+#include <algorithm>
+
 #include <string>
 
 #include "core/error.h"
 
 namespace nestscope {
+
+int64_t gate_block(int64_t requested, int64_t width) {
+  if (requested < 1 || width < 1) return requested;
+  for (int64_t b = std::min(requested, width); b > 1; --b)
+    if (width % b == 0) return b;
+  return 1;
+}
 
 const char* gate_policy_name(GatePolicy p) {
   switch (p) {

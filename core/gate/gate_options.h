@@ -31,7 +31,7 @@ enum class HeadRanking { Probed, Oracle, Random };
 struct GateOptions {
   GatePolicy policy = GatePolicy::Off;
   double active = 1.0;       // fraction of MLP blocks kept, in (0, 1]; k = round(active · N/B) ≥ 1
-  int64_t block = kNeuronBlock;  // neurons per aligned block B (must divide the MLP width N)
+  int64_t block = kNeuronBlock;  // neurons per aligned block B, at most (see gate_block)
   int64_t measurements = 0;  // m per token (0 = default_measurements(N))
   int64_t iters = 1;         // block IHT iterations (1 = one-step thresholding of Φᵀy)
   MeasurementKind measurement = MeasurementKind::Rademacher;  // ±1/√m, N(0, 1/m) or PCA rows
@@ -77,6 +77,13 @@ struct MlpGateTrace {
 // m when GateOptions::measurements is 0: N/16 (PCA + MMSE reaches block-support F1 ≈ 0.94 there
 // on the default model; see README).
 inline int64_t default_measurements(int64_t width) { return width / 16 > 0 ? width / 16 : 1; }  // m = N/16
+
+// The block size the gate runs on an MLP of `width` neurons when `requested` is asked: `requested`
+// itself when it divides the width, else the largest divisor of the width below it (a SwiGLU width
+// of 172 runs blocks of 4; 3072 or 5632 keep 16). Blocks stay aligned and equal, so every kernel,
+// recovery and calibration sees whole blocks. Returns `requested` unchanged when it is < 1 (the
+// budget check reports it).
+int64_t gate_block(int64_t requested, int64_t width);
 
 const char* gate_policy_name(GatePolicy p);
 const char* measurement_name(MeasurementKind k);  // "rademacher", "gaussian", "pca"

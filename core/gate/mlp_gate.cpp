@@ -30,7 +30,7 @@ MlpGate::MlpGate(const torch::Tensor& up, const torch::Tensor& up_bias, const to
         "gate: the MLP weights must be up [N, C] and down [C, N]");
   C_ = up.size(1);
   N_ = up.size(0);
-  B_ = options.block;
+  B_ = gate_block(options.block, N_);
   check(options.active > 0 && options.active <= 1,
         "gate: active fraction must be in (0, 1], got " + std::to_string(options.active));
   check(B_ >= 1 && N_ % B_ == 0, "gate: block size " + std::to_string(B_) + " does not divide the MLP width " +

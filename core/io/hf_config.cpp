@@ -122,6 +122,53 @@ Json llama_write(const ModelConfig& c) {
           {"initializer_range", c.init_std}, {"torch_dtype", "float32"}};
 }
 
+// Qwen2: Llama's layout with biases on q, k and v (none on o), and an optional sliding window.
+ModelConfig qwen2_read(const Json& j, int64_t max_context) {
+  ModelConfig c = llama_read(j, max_context);
+  c.qkv_bias = true;
+  c.out_bias = false;
+  c.tied_head = get_or<bool>(j, "tie_word_embeddings", false);
+  if (get_or<bool>(j, "use_sliding_window", false)) {
+    const int64_t window = get_or<int64_t>(j, "sliding_window", 0);
+    check(get_or<int64_t>(j, "max_window_layers", 0) == 0 || window >= c.context,
+          "use_sliding_window with max_window_layers (a window on some layers only) is not supported");
+    if (window > 0 && window <= c.context) c.context = c.sliding_window = window;
+  }
+  return c;
+}
+
+Json qwen2_write(const ModelConfig& c) {
+  Json j = llama_write(c);
+  j["model_type"] = "qwen2";
+  j["architectures"] = {"Qwen2ForCausalLM"};
+  j.erase("attention_bias");
+  j.erase("mlp_bias");
+  j["use_sliding_window"] = c.sliding_window > 0;
+  j["sliding_window"] = c.sliding_window > 0 ? c.sliding_window : c.context;
+  j["max_window_layers"] = 0;
+  return j;
+}
+
+// Mistral: Llama's layout with sliding-window attention (null or absent = none). Sequences are
+// capped at the window: within it, sliding and full causal attention are the same.
+ModelConfig mistral_read(const Json& j, int64_t max_context) {
+  ModelConfig c = llama_read(j, max_context);
+  const int64_t window = get_or<int64_t>(j, "sliding_window", 0);
+  check(window >= 0, "sliding_window must be positive or null");
+  if (window > 0 && window <= c.context) c.context = c.sliding_window = window;
+  return c;
+}
+
+Json mistral_write(const ModelConfig& c) {
+  Json j = llama_write(c);
+  j["model_type"] = "mistral";
+  j["architectures"] = {"MistralForCausalLM"};
+  j.erase("attention_bias");
+  j.erase("mlp_bias");
+  j["sliding_window"] = c.sliding_window > 0 ? Json(c.sliding_window) : Json(nullptr);
+  return j;
+}
+
 ModelConfig gpt2_exported(ModelConfig c) {
   c.position = PositionEncoding::Learned;
   c.qkv_bias = c.out_bias = c.mlp_bias = true;
@@ -129,7 +176,8 @@ ModelConfig gpt2_exported(ModelConfig c) {
 }
 
 bool llama_fits(const ModelConfig& c, std::string* why) {
-  if (c.parallel_residual) *why = "Llama's residual is sequential";
+  if (c.sliding_window > 0) *why = "Llama has no sliding window";
+  else if (c.parallel_residual) *why = "Llama's residual is sequential";
   else if (c.norm != Norm::RmsNorm) *why = "Llama uses RMSNorm";
   else if (c.position != PositionEncoding::Rope || c.rotary_fraction != 1.0) *why = "Llama rotates every channel";
   else if (!c.gated_mlp) *why = "Llama's MLP is gated";
@@ -140,6 +188,28 @@ bool llama_fits(const ModelConfig& c, std::string* why) {
 }
 
 ModelConfig llama_exported(ModelConfig c) { return c; }
+
+// A Llama-like model that Llama's config cannot say: q/k/v bias without o (Qwen2).
+bool qwen2_fits(const ModelConfig& c, std::string* why) {
+  std::string base;
+  ModelConfig plain = c;
+  plain.sliding_window = 0;
+  plain.out_bias = plain.qkv_bias;
+  if (!llama_fits(plain, &base)) *why = "Qwen2: " + base;
+  else if (!c.qkv_bias || c.out_bias || c.mlp_bias) *why = "Qwen2 has biases on q, k, v only";
+  else return true;
+  return false;
+}
+
+bool mistral_fits(const ModelConfig& c, std::string* why) {
+  std::string base;
+  ModelConfig plain = c;
+  plain.sliding_window = 0;
+  if (!llama_fits(plain, &base)) *why = "Mistral: " + base;
+  else if (c.qkv_bias || c.out_bias || c.mlp_bias) *why = "Mistral has no biases";
+  else return true;
+  return false;
+}
 
 // --- GPT-NeoX (Pythia) ---------------------------------------------------------------------------
 
@@ -193,74 +263,83 @@ ModelConfig neox_exported(ModelConfig c) {
 }  // namespace
 
 const std::vector<HfArchitecture>& hf_architecture_table() {
-  static const std::vector<HfArchitecture> archs = {
-      {"gpt2",
-       "transformer.",
-       {{"wte.weight", {"tok_emb.weight"}},
-        {"wpe.weight", {"pos_emb"}, HfLayout::Rows},
-        {"ln_f.weight", {"ln_f.weight"}},
-        {"ln_f.bias", {"ln_f.bias"}},
-        {"lm_head.weight", {"head.weight"}}},
-       {{"h.{l}.ln_1.weight", {"blk.{l}.ln1.weight"}},
-        {"h.{l}.ln_1.bias", {"blk.{l}.ln1.bias"}},
-        {"h.{l}.attn.c_attn.weight", {"blk.{l}.attn.q.weight", "blk.{l}.attn.k.weight", "blk.{l}.attn.v.weight"}, HfLayout::Conv1D},
-        {"h.{l}.attn.c_attn.bias", {"blk.{l}.attn.q.bias", "blk.{l}.attn.k.bias", "blk.{l}.attn.v.bias"}},
-        {"h.{l}.attn.c_proj.weight", {"blk.{l}.attn.o.weight"}, HfLayout::Conv1D},
-        {"h.{l}.attn.c_proj.bias", {"blk.{l}.attn.o.bias"}},
-        {"h.{l}.ln_2.weight", {"blk.{l}.ln2.weight"}},
-        {"h.{l}.ln_2.bias", {"blk.{l}.ln2.bias"}},
-        {"h.{l}.mlp.c_fc.weight", {"blk.{l}.mlp.up.weight"}, HfLayout::Conv1D},
-        {"h.{l}.mlp.c_fc.bias", {"blk.{l}.mlp.up.bias"}},
-        {"h.{l}.mlp.c_proj.weight", {"blk.{l}.mlp.down.weight"}, HfLayout::Conv1D},
-        {"h.{l}.mlp.c_proj.bias", {"blk.{l}.mlp.down.bias"}}},
-       {".attn.bias", ".attn.masked_bias"},  // causal-mask buffers of older files
-      },
-      {"llama",
-       "",
-       {{"model.embed_tokens.weight", {"tok_emb.weight"}},
-        {"model.norm.weight", {"ln_f.weight"}},
-        {"lm_head.weight", {"head.weight"}}},
-       {{"model.layers.{l}.input_layernorm.weight", {"blk.{l}.ln1.weight"}},
-        {"model.layers.{l}.self_attn.q_proj.weight", {"blk.{l}.attn.q.weight"}},
-        {"model.layers.{l}.self_attn.q_proj.bias", {"blk.{l}.attn.q.bias"}},
-        {"model.layers.{l}.self_attn.k_proj.weight", {"blk.{l}.attn.k.weight"}},
-        {"model.layers.{l}.self_attn.k_proj.bias", {"blk.{l}.attn.k.bias"}},
-        {"model.layers.{l}.self_attn.v_proj.weight", {"blk.{l}.attn.v.weight"}},
-        {"model.layers.{l}.self_attn.v_proj.bias", {"blk.{l}.attn.v.bias"}},
-        {"model.layers.{l}.self_attn.o_proj.weight", {"blk.{l}.attn.o.weight"}},
-        {"model.layers.{l}.self_attn.o_proj.bias", {"blk.{l}.attn.o.bias"}},
-        {"model.layers.{l}.post_attention_layernorm.weight", {"blk.{l}.ln2.weight"}},
-        {"model.layers.{l}.mlp.gate_proj.weight", {"blk.{l}.mlp.gate.weight"}},
-        {"model.layers.{l}.mlp.gate_proj.bias", {"blk.{l}.mlp.gate.bias"}},
-        {"model.layers.{l}.mlp.up_proj.weight", {"blk.{l}.mlp.up.weight"}},
-        {"model.layers.{l}.mlp.up_proj.bias", {"blk.{l}.mlp.up.bias"}},
-        {"model.layers.{l}.mlp.down_proj.weight", {"blk.{l}.mlp.down.weight"}},
-        {"model.layers.{l}.mlp.down_proj.bias", {"blk.{l}.mlp.down.bias"}}},
-       {".rotary_emb.inv_freq"},  // a buffer some older files carry
-      },
-      {"gpt_neox",
-       "",
-       {{"gpt_neox.embed_in.weight", {"tok_emb.weight"}},
-        {"gpt_neox.final_layer_norm.weight", {"ln_f.weight"}},
-        {"gpt_neox.final_layer_norm.bias", {"ln_f.bias"}},
-        {"embed_out.weight", {"head.weight"}}},
-       {{"gpt_neox.layers.{l}.input_layernorm.weight", {"blk.{l}.ln1.weight"}},
-        {"gpt_neox.layers.{l}.input_layernorm.bias", {"blk.{l}.ln1.bias"}},
-        {"gpt_neox.layers.{l}.attention.query_key_value.weight",
-         {"blk.{l}.attn.q.weight", "blk.{l}.attn.k.weight", "blk.{l}.attn.v.weight"}, HfLayout::HeadInterleaved},
-        {"gpt_neox.layers.{l}.attention.query_key_value.bias",
-         {"blk.{l}.attn.q.bias", "blk.{l}.attn.k.bias", "blk.{l}.attn.v.bias"}, HfLayout::HeadInterleaved},
-        {"gpt_neox.layers.{l}.attention.dense.weight", {"blk.{l}.attn.o.weight"}},
-        {"gpt_neox.layers.{l}.attention.dense.bias", {"blk.{l}.attn.o.bias"}},
-        {"gpt_neox.layers.{l}.post_attention_layernorm.weight", {"blk.{l}.ln2.weight"}},
-        {"gpt_neox.layers.{l}.post_attention_layernorm.bias", {"blk.{l}.ln2.bias"}},
-        {"gpt_neox.layers.{l}.mlp.dense_h_to_4h.weight", {"blk.{l}.mlp.up.weight"}},
-        {"gpt_neox.layers.{l}.mlp.dense_h_to_4h.bias", {"blk.{l}.mlp.up.bias"}},
-        {"gpt_neox.layers.{l}.mlp.dense_4h_to_h.weight", {"blk.{l}.mlp.down.weight"}},
-        {"gpt_neox.layers.{l}.mlp.dense_4h_to_h.bias", {"blk.{l}.mlp.down.bias"}}},
-       {".attention.bias", ".attention.masked_bias", ".rotary_emb.inv_freq"},  // buffers of older files
-      },
-  };
+  static const std::vector<HfArchitecture> archs = [] {
+    std::vector<HfArchitecture> a = {
+        {"gpt2",
+         "transformer.",
+         {{"wte.weight", {"tok_emb.weight"}},
+          {"wpe.weight", {"pos_emb"}, HfLayout::Rows},
+          {"ln_f.weight", {"ln_f.weight"}},
+          {"ln_f.bias", {"ln_f.bias"}},
+          {"lm_head.weight", {"head.weight"}}},
+         {{"h.{l}.ln_1.weight", {"blk.{l}.ln1.weight"}},
+          {"h.{l}.ln_1.bias", {"blk.{l}.ln1.bias"}},
+          {"h.{l}.attn.c_attn.weight", {"blk.{l}.attn.q.weight", "blk.{l}.attn.k.weight", "blk.{l}.attn.v.weight"}, HfLayout::Conv1D},
+          {"h.{l}.attn.c_attn.bias", {"blk.{l}.attn.q.bias", "blk.{l}.attn.k.bias", "blk.{l}.attn.v.bias"}},
+          {"h.{l}.attn.c_proj.weight", {"blk.{l}.attn.o.weight"}, HfLayout::Conv1D},
+          {"h.{l}.attn.c_proj.bias", {"blk.{l}.attn.o.bias"}},
+          {"h.{l}.ln_2.weight", {"blk.{l}.ln2.weight"}},
+          {"h.{l}.ln_2.bias", {"blk.{l}.ln2.bias"}},
+          {"h.{l}.mlp.c_fc.weight", {"blk.{l}.mlp.up.weight"}, HfLayout::Conv1D},
+          {"h.{l}.mlp.c_fc.bias", {"blk.{l}.mlp.up.bias"}},
+          {"h.{l}.mlp.c_proj.weight", {"blk.{l}.mlp.down.weight"}, HfLayout::Conv1D},
+          {"h.{l}.mlp.c_proj.bias", {"blk.{l}.mlp.down.bias"}}},
+         {".attn.bias", ".attn.masked_bias"},  // causal-mask buffers of older files
+        },
+        {"llama",
+         "",
+         {{"model.embed_tokens.weight", {"tok_emb.weight"}},
+          {"model.norm.weight", {"ln_f.weight"}},
+          {"lm_head.weight", {"head.weight"}}},
+         {{"model.layers.{l}.input_layernorm.weight", {"blk.{l}.ln1.weight"}},
+          {"model.layers.{l}.self_attn.q_proj.weight", {"blk.{l}.attn.q.weight"}},
+          {"model.layers.{l}.self_attn.q_proj.bias", {"blk.{l}.attn.q.bias"}},
+          {"model.layers.{l}.self_attn.k_proj.weight", {"blk.{l}.attn.k.weight"}},
+          {"model.layers.{l}.self_attn.k_proj.bias", {"blk.{l}.attn.k.bias"}},
+          {"model.layers.{l}.self_attn.v_proj.weight", {"blk.{l}.attn.v.weight"}},
+          {"model.layers.{l}.self_attn.v_proj.bias", {"blk.{l}.attn.v.bias"}},
+          {"model.layers.{l}.self_attn.o_proj.weight", {"blk.{l}.attn.o.weight"}},
+          {"model.layers.{l}.self_attn.o_proj.bias", {"blk.{l}.attn.o.bias"}},
+          {"model.layers.{l}.post_attention_layernorm.weight", {"blk.{l}.ln2.weight"}},
+          {"model.layers.{l}.mlp.gate_proj.weight", {"blk.{l}.mlp.gate.weight"}},
+          {"model.layers.{l}.mlp.gate_proj.bias", {"blk.{l}.mlp.gate.bias"}},
+          {"model.layers.{l}.mlp.up_proj.weight", {"blk.{l}.mlp.up.weight"}},
+          {"model.layers.{l}.mlp.up_proj.bias", {"blk.{l}.mlp.up.bias"}},
+          {"model.layers.{l}.mlp.down_proj.weight", {"blk.{l}.mlp.down.weight"}},
+          {"model.layers.{l}.mlp.down_proj.bias", {"blk.{l}.mlp.down.bias"}}},
+         {".rotary_emb.inv_freq"},  // a buffer some older files carry
+        },
+        {"gpt_neox",
+         "",
+         {{"gpt_neox.embed_in.weight", {"tok_emb.weight"}},
+          {"gpt_neox.final_layer_norm.weight", {"ln_f.weight"}},
+          {"gpt_neox.final_layer_norm.bias", {"ln_f.bias"}},
+          {"embed_out.weight", {"head.weight"}}},
+         {{"gpt_neox.layers.{l}.input_layernorm.weight", {"blk.{l}.ln1.weight"}},
+          {"gpt_neox.layers.{l}.input_layernorm.bias", {"blk.{l}.ln1.bias"}},
+          {"gpt_neox.layers.{l}.attention.query_key_value.weight",
+           {"blk.{l}.attn.q.weight", "blk.{l}.attn.k.weight", "blk.{l}.attn.v.weight"}, HfLayout::HeadInterleaved},
+          {"gpt_neox.layers.{l}.attention.query_key_value.bias",
+           {"blk.{l}.attn.q.bias", "blk.{l}.attn.k.bias", "blk.{l}.attn.v.bias"}, HfLayout::HeadInterleaved},
+          {"gpt_neox.layers.{l}.attention.dense.weight", {"blk.{l}.attn.o.weight"}},
+          {"gpt_neox.layers.{l}.attention.dense.bias", {"blk.{l}.attn.o.bias"}},
+          {"gpt_neox.layers.{l}.post_attention_layernorm.weight", {"blk.{l}.ln2.weight"}},
+          {"gpt_neox.layers.{l}.post_attention_layernorm.bias", {"blk.{l}.ln2.bias"}},
+          {"gpt_neox.layers.{l}.mlp.dense_h_to_4h.weight", {"blk.{l}.mlp.up.weight"}},
+          {"gpt_neox.layers.{l}.mlp.dense_h_to_4h.bias", {"blk.{l}.mlp.up.bias"}},
+          {"gpt_neox.layers.{l}.mlp.dense_4h_to_h.weight", {"blk.{l}.mlp.down.weight"}},
+          {"gpt_neox.layers.{l}.mlp.dense_4h_to_h.bias", {"blk.{l}.mlp.down.bias"}}},
+         {".attention.bias", ".attention.masked_bias", ".rotary_emb.inv_freq"},  // buffers of older files
+        },
+    };
+    // Qwen2 and Mistral name their tensors exactly as Llama does; only config.json differs.
+    for (const char* name : {"qwen2", "mistral"}) {
+      HfArchitecture same = a[1];
+      same.model_type = name;
+      a.push_back(same);
+    }
+    return a;
+  }();
   return archs;
 }
 
@@ -274,6 +353,8 @@ std::string with_layer(std::string s, int64_t l) {
 const ConfigIo kConfigIo[] = {
     {"gpt2", gpt2_read, gpt2_write, gpt2_fits, gpt2_exported},
     {"llama", llama_read, llama_write, llama_fits, llama_exported},
+    {"qwen2", qwen2_read, qwen2_write, qwen2_fits, llama_exported},
+    {"mistral", mistral_read, mistral_write, mistral_fits, llama_exported},
     {"gpt_neox", neox_read, neox_write, neox_fits, neox_exported},
 };
 

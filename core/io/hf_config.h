@@ -36,7 +36,8 @@ struct HfArchitecture {
   std::vector<HfTensorRule> expand(int64_t layers) const;
 };
 
-// The architectures there are, by config.json's model_type: "gpt2", "llama", "gpt_neox".
+// The architectures there are, by config.json's model_type: "gpt2", "llama", "gpt_neox", "qwen2",
+// "mistral".
 const std::vector<HfArchitecture>& hf_architecture_table();
 const std::vector<std::string>& hf_architectures();
 

@@ -12,6 +12,7 @@
 #include "core/io/atomic_file.h"
 #include "core/io/hf_config.h"
 #include "core/io/safetensors.h"
+#include "core/json_guard.h"
 #include "core/text/bpe_tokenizer.h"
 #include "core/text/char_tokenizer.h"
 #include "core/text/utf8.h"
@@ -75,6 +76,10 @@ std::string shape_str(const std::vector<int64_t>& s) {
   for (size_t i = 0; i < s.size(); ++i) out += (i ? "," : "") + std::to_string(s[i]);
   return out + "]";
 }
+
+// The tokens that end the text, as the folder says: generation_config.json's eos_token_id, else
+// config.json's, else tokenizer_config.json's eos_token (by its text). A number or a list.
+std::vector<int64_t> hf_stop_ids(const fs::path& dir, const Json& config, const BpeTokenizer& tok);
 
 std::string read_small_file(const fs::path& p, const std::string& what) {
   std::error_code ec;
@@ -174,6 +179,42 @@ void copy_rule(torch::OrderedDict<std::string, torch::Tensor>& params, const HfT
   }
 }
 
+std::vector<int64_t> hf_stop_ids(const fs::path& dir, const Json& config, const BpeTokenizer& tok) {
+  auto ids_of = [&](const Json& v, const std::string& source) {
+    std::vector<int64_t> ids;
+    for (const auto& x : v.is_array() ? v : Json::array({v})) {
+      check(x.is_number_integer(), source + ": eos_token_id must be a token id or a list of them");
+      const auto id = x.get<int64_t>();
+      check(id >= 0 && id < tok.vocab_size(), source + ": eos_token_id " + std::to_string(id) +
+                                                  " is outside the tokenizer's " + std::to_string(tok.vocab_size()) +
+                                                  " tokens");
+      ids.push_back(id);
+    }
+    return ids;
+  };
+  if (const auto gen = dir / "generation_config.json"; fs::exists(gen)) {
+    const Json j = parse_json(read_small_file(gen, "generation_config.json"), gen.string());
+    check(!j.is_discarded(), gen.string() + ": not valid JSON");
+    if (j.is_object() && j.contains("eos_token_id") && !j["eos_token_id"].is_null())
+      return ids_of(j["eos_token_id"], gen.string());
+  }
+  if (config.is_object() && config.contains("eos_token_id") && !config["eos_token_id"].is_null())
+    return ids_of(config["eos_token_id"], (dir / "config.json").string());
+  if (const auto tc = dir / "tokenizer_config.json"; fs::exists(tc)) {
+    const Json j = parse_json(read_small_file(tc, "tokenizer_config.json"), tc.string());
+    check(!j.is_discarded(), tc.string() + ": not valid JSON");
+    if (j.is_object() && j.contains("eos_token")) {
+      const Json& e = j["eos_token"];
+      const std::string text = e.is_string() ? e.get<std::string>()
+                               : e.is_object() && e.contains("content") && e["content"].is_string()
+                                   ? e["content"].get<std::string>()
+                                   : std::string();
+      if (const int64_t id = tok.added_id(text); id >= 0) return {id};
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 bool is_hf_folder(const std::string& path) {
@@ -257,6 +298,7 @@ LoadedModel import_hf_folder(const std::string& dir_path, const HfImportOptions&
   check(tokenizer->vocab_size() <= cfg.vocab_size,
         tok_path.string() + ": the tokenizer has " + std::to_string(tokenizer->vocab_size()) +
             " tokens but the model only " + std::to_string(cfg.vocab_size) + " embeddings");
+  tokenizer->set_stop_ids(hf_stop_ids(dir, parse_json(config_text, "config.json"), *tokenizer));
   hashes += content_hash(tok_text.data(), tok_text.size());
 
   LoadedModel m;
@@ -333,6 +375,9 @@ std::string export_hf_folder(const std::string& dir_path, Gpt& model, const Toke
   write_safetensors((dir / "model.safetensors").string(), tensors, {{"format", "pt"}});
   write_file_atomic((dir / "config.json").string(), plan.config_json);
   write_file_atomic((dir / "tokenizer.json").string(), tok_json);
+  if (const auto& stops = tokenizer.stop_ids(); !stops.empty())
+    write_file_atomic((dir / "generation_config.json").string(),
+                      Json{{"eos_token_id", stops.size() == 1 ? Json(stops[0]) : Json(stops)}}.dump(2) + "\n");
   return arch->model_type;
 }
 

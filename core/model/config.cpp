@@ -106,6 +106,9 @@ void ModelConfig::validate() const {
   check(n_kv_heads >= 0 && n_heads % kv_heads() == 0,
         "model config: n_heads " + std::to_string(n_heads) + " is not a multiple of n_kv_heads " +
             std::to_string(kv_heads()));
+  check(sliding_window == 0 || (sliding_window > 0 && context <= sliding_window),
+        "model config: the context (" + std::to_string(context) + ") must not exceed the sliding window (" +
+            std::to_string(sliding_window) + ")");
   check(position != PositionEncoding::Rope || (rope_theta > 0 && std::isfinite(rope_theta) && rotary_fraction > 0 &&
                                                 rotary_fraction <= 1 && rotary_dims() >= 2 && rotary_dims() % 2 == 0),
         "model config: rotary positions need a positive rope_theta and an even number (≥ 2) of rotary channels "
@@ -190,6 +193,7 @@ std::string ModelConfig::to_json() const {
   if (position == PositionEncoding::Rope) j["rope_theta"] = rope_theta;
   if (rotary_fraction != 1.0) j["rotary_fraction"] = rotary_fraction;
   if (parallel_residual) j["parallel_residual"] = true;
+  if (sliding_window != 0) j["sliding_window"] = sliding_window;
   for (const auto& [family, spec] : linear) {
     if (spec.kind == LinearKind::Nsn) j["linear"][family] = {{"kind", "nsn"}, {"max_rank", spec.max_rank}};
     if (spec.kind == LinearKind::Mpo) {
@@ -229,6 +233,7 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
     c.rope_theta = j.value("rope_theta", 10000.0);
     c.rotary_fraction = j.value("rotary_fraction", 1.0);
     c.parallel_residual = j.value("parallel_residual", false);
+    c.sliding_window = j.value("sliding_window", int64_t(0));
     c.qkv_bias = j.at("qkv_bias").get<bool>();
     c.out_bias = j.at("out_bias").get<bool>();
     c.mlp_bias = j.at("mlp_bias").get<bool>();

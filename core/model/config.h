@@ -35,6 +35,9 @@ struct ModelConfig {
   int64_t n_kv_heads = 0; // key/value heads (grouped-query attention); 0 = n_heads
   int64_t n_layers = 4;
   int64_t context = 256;  // longest sequence T the model accepts
+  // Mistral-style sliding-window attention: a key further back than this is never attended. The
+  // context is capped at the window (so full causal attention is exact); 0 = no window.
+  int64_t sliding_window = 0;
   int64_t d_ff = 512;     // N, MLP width
   PositionEncoding position = PositionEncoding::Sinusoidal;
   Activation activation = Activation::Relu;

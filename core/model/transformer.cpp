@@ -234,8 +234,11 @@ torch::Tensor GptImpl::forward(const torch::Tensor& idx, KvCache* cache) {
   const int64_t T = idx.size(1);
   const int64_t pos = cache ? cache->position : 0;  // absolute position of idx[:, 0]
   check(T > 0, "model input is empty");
-  check(pos + T <= cfg_.context, "sequence of " + std::to_string(pos + T) +
-                                     " tokens exceeds the model's context of " + std::to_string(cfg_.context));
+  check(pos + T <= cfg_.context, "sequence of " + std::to_string(pos + T) + " tokens exceeds the model's context of " +
+                                     std::to_string(cfg_.context) +
+                                     (cfg_.sliding_window > 0 ? " (its sliding attention window: a longer sequence would "
+                                                                "attend differently and is not supported)"
+                                                              : ""));
   if (raw_decode_applies(idx, cache)) return decode_raw(idx.cpu().item<int64_t>(), *cache);
   auto x = tok_emb->forward(idx);  // [B, T, C]
   if (pos_emb.defined()) x = x + pos_emb.narrow(0, pos, T);
@@ -368,7 +371,9 @@ void GptImpl::install(const std::string& name, const std::shared_ptr<ElasticLine
   else throw Error("no projection slot '" + name + "'");
 }
 
-void GptImpl::apply_budget(const Budget& budget) {
+void GptImpl::apply_budget(const Budget& asked) {
+  Budget budget = asked;  // the gate's block resolved for this MLP width (gate_block)
+  budget.gate.block = gate_block(budget.gate.block, cfg_.d_ff);
   const auto layers = planned(budget);
   std::vector<std::pair<std::string, const ElasticLinear*>> views;
   for (const auto& [name, p] : layers) views.emplace_back(name, p.get());

@@ -123,6 +123,8 @@ BpeTokenizer::BpeTokenizer(Spec spec) : spec_(std::move(spec)) {
   }
   for (int64_t id : {spec_.unk_id, spec_.bos_id})
     check(id >= -1 && id < V, "tokenizer: special token id " + std::to_string(id) + " is outside the vocabulary");
+  for (int64_t id : spec_.stop_ids)
+    check(id >= 0 && id < V, "tokenizer: end-of-text token id " + std::to_string(id) + " is outside the vocabulary");
   merge_.reserve(spec_.merges.size());
   for (size_t r = 0; r < spec_.merges.size(); ++r) {
     const auto& [a, b] = spec_.merges[r];
@@ -278,7 +280,7 @@ std::string BpeTokenizer::decode_one(int64_t id) const {
   check(id >= 0 && id < vocab_size(), "token id " + std::to_string(id) + " is outside the vocabulary of " +
                                           std::to_string(vocab_size()));
   for (const auto& a : spec_.added)
-    if (a.id == id) return a.content;
+    if (a.id == id) return a.special ? std::string() : a.content;
   const std::string& t = spec_.vocab[size_t(id)];
   if (spec_.style == Style::SentencePiece) {
     if (token_byte_[size_t(id)] >= 0) return std::string(1, char(token_byte_[size_t(id)]));
@@ -292,13 +294,22 @@ std::string BpeTokenizer::decode_one(int64_t id) const {
   return out;
 }
 
+void BpeTokenizer::set_stop_ids(std::vector<int64_t> ids) {
+  for (int64_t id : ids)
+    check(id >= 0 && id < vocab_size(), "tokenizer: end-of-text token id " + std::to_string(id) +
+                                            " is outside the vocabulary of " + std::to_string(vocab_size()));
+  spec_.stop_ids = std::move(ids);
+}
+
+int64_t BpeTokenizer::added_id(const std::string& content) const {
+  for (const auto& a : spec_.added)
+    if (a.content == content) return a.id;
+  return -1;
+}
+
 std::string BpeTokenizer::decode(const std::vector<int64_t>& ids) const {
   std::string out;
-  for (int64_t id : ids) {
-    bool skip = false;  // special tokens (e.g. the BOS encode adds) are not text
-    for (const auto& a : spec_.added) skip |= a.special && a.id == id;
-    if (!skip) out += decode_one(id);
-  }
+  for (int64_t id : ids) out += decode_one(id);  // special tokens (e.g. the BOS encode adds) are not text
   if (spec_.style == Style::SentencePiece && spec_.prepend_space && !out.empty() && out[0] == ' ') out.erase(0, 1);
   return out;
 }
@@ -308,7 +319,7 @@ std::string BpeTokenizer::to_json() const {
   for (const auto& [a, b] : spec_.merges) merges.push_back({a, b});
   Json added = Json::array();
   for (const auto& a : spec_.added) added.push_back({{"id", a.id}, {"content", a.content}, {"special", a.special}});
-  return Json{{"kind", "bpe"},
+  Json j = {{"kind", "bpe"},
               {"style", spec_.style == Style::ByteLevel ? "byte_level" : "sentencepiece"},
               {"vocab", spec_.vocab},
               {"merges", merges},
@@ -317,8 +328,9 @@ std::string BpeTokenizer::to_json() const {
               {"unk_id", spec_.unk_id},
               {"bos_id", spec_.bos_id},
               {"prepend_space", spec_.prepend_space},
-              {"space_mark", spec_.space_mark}}
-      .dump();
+              {"space_mark", spec_.space_mark}};
+  if (!spec_.stop_ids.empty()) j["stop_ids"] = spec_.stop_ids;  // absent in older checkpoints
+  return j.dump();
 }
 
 BpeTokenizer BpeTokenizer::from_nestscope_json(const std::string& text) {
@@ -336,6 +348,7 @@ BpeTokenizer BpeTokenizer::from_nestscope_json(const std::string& text) {
     s.byte_fallback = j.at("byte_fallback").get<bool>();
     s.unk_id = j.at("unk_id").get<int64_t>();
     s.bos_id = j.at("bos_id").get<int64_t>();
+    s.stop_ids = j.value("stop_ids", std::vector<int64_t>{});
     s.prepend_space = j.at("prepend_space").get<bool>();
     s.space_mark = j.value("space_mark", true);
     return BpeTokenizer(std::move(s));

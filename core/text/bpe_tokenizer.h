@@ -29,6 +29,7 @@ class BpeTokenizer : public Tokenizer {
     bool byte_fallback = false;      // SentencePiece: unknown characters as <0xXX> tokens
     int64_t unk_id = -1;             // used for unknown characters without byte fallback (-1 = error)
     int64_t bos_id = -1;             // prepended by encode when >= 0 (Llama's post-processor)
+    std::vector<int64_t> stop_ids;   // end of text (the folder's generation_config.json / tokenizer_config.json)
     bool prepend_space = true;       // SentencePiece: "▁" before the text
     bool space_mark = true;          // SentencePiece: spaces become "▁" (false: plain BPE over code points)
   };
@@ -46,8 +47,14 @@ class BpeTokenizer : public Tokenizer {
   int64_t vocab_size() const override { return int64_t(spec_.vocab.size()); }
   std::vector<int64_t> encode(std::string_view text) const override;
   std::string decode(const std::vector<int64_t>& ids) const override;
-  // One token's bytes; may be part of a UTF-8 sequence that the next tokens complete.
+  // One token's bytes; may be part of a UTF-8 sequence that the next tokens complete. A special
+  // token (<s>, </s>, <|endoftext|>) is not text: empty.
   std::string decode_one(int64_t id) const override;
+  const std::vector<int64_t>& stop_ids() const override { return spec_.stop_ids; }
+  // Throws Error on an id outside the vocabulary; the tokenizer is unchanged then.
+  void set_stop_ids(std::vector<int64_t> ids);
+  // The id of an added token by its text ("</s>"), or -1.
+  int64_t added_id(const std::string& content) const;
   std::string to_json() const override;  // NestScope's own compact form (stored in checkpoints)
   // A tokenizer.json that Hugging Face tokenizers (and from_hf_json) read back to the same ids.
   std::string to_hf_json() const;

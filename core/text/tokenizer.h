@@ -18,6 +18,11 @@ class Tokenizer {
   // Throws Error for ids outside the vocabulary.
   virtual std::string decode(const std::vector<int64_t>& ids) const = 0;
   virtual std::string decode_one(int64_t id) const = 0;
+  // Tokens that end the text (</s>, <|endoftext|>): generation stops when the model writes one.
+  virtual const std::vector<int64_t>& stop_ids() const {
+    static const std::vector<int64_t> none;
+    return none;
+  }
   virtual std::string to_json() const = 0;
 };
 

@@ -68,6 +68,59 @@ std::string describe_code_point(char32_t cp) {
   return buf;
 }
 
+namespace {
+
+// Length of the valid character starting at s[i]: > 0 complete, 0 invalid, < 0 a valid start that
+// runs past the end of s.
+int utf8_char_at(std::string_view s, size_t i) {
+  const auto b0 = static_cast<unsigned char>(s[i]);
+  int len;
+  char32_t cp;
+  if (b0 < 0x80) return 1;
+  if ((b0 & 0xE0) == 0xC0) { len = 2; cp = b0 & 0x1F; }
+  else if ((b0 & 0xF0) == 0xE0) { len = 3; cp = b0 & 0x0F; }
+  else if ((b0 & 0xF8) == 0xF0) { len = 4; cp = b0 & 0x07; }
+  else return 0;
+  for (int j = 1; j < len; ++j) {
+    if (i + size_t(j) >= s.size()) return -1;
+    const auto b = static_cast<unsigned char>(s[i + size_t(j)]);
+    if ((b & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (b & 0x3F);
+  }
+  static constexpr char32_t min_for_len[5] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < min_for_len[len] || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) return 0;
+  return len;
+}
+
+constexpr const char* kReplacement = "\xEF\xBF\xBD";  // U+FFFD
+
+}  // namespace
+
+std::string utf8_take_text(std::string& pending) {
+  std::string out;
+  size_t i = 0;
+  while (i < pending.size()) {
+    const int len = utf8_char_at(pending, i);
+    if (len < 0) break;  // may still be completed by the next token's bytes
+    if (len == 0) {
+      out += kReplacement;
+      ++i;
+      continue;
+    }
+    out.append(pending, i, size_t(len));
+    i += size_t(len);
+  }
+  pending.erase(0, i);
+  return out;
+}
+
+std::string utf8_sanitize(std::string_view bytes) {
+  std::string pending(bytes);
+  std::string out = utf8_take_text(pending);
+  if (!pending.empty()) out += kReplacement;
+  return out;
+}
+
 size_t utf8_complete_prefix(std::string_view s) {
   const size_t n = s.size();
   for (size_t back = 1; back <= 4 && back <= n; ++back) {

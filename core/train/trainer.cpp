@@ -65,8 +65,9 @@ ForwardHook chain_hooks(std::vector<ForwardHook> hooks) {
   };
 }
 
-ForwardHook gate_aware_hook(Gpt& model, double active, int64_t block, int64_t sensing) {
+ForwardHook gate_aware_hook(Gpt& model, double active, int64_t asked_block, int64_t sensing) {
   const int64_t N = model->config().d_ff;
+  const int64_t block = gate_block(asked_block, N);
   check(sensing >= 0, "sensing-aware training needs m >= 0 measurements, got " + std::to_string(sensing));
   check(active > 0 && active <= 1, "MLP block active fraction must be in (0, 1]");
   check(active == 1 || (block >= 1 && N % block == 0),

@@ -404,20 +404,36 @@ TEST(ForwardHook, NamedIntermediatesReachTheHookAndAScopedHookPutsThePreviousOne
   EXPECT_FALSE(model->hook());
 }
 
-TEST(Sweep, BadBudgetsAreReportedBeforeAnyWork) {
+TEST(Sweep, AFailingBudgetIsRecordedAndTheOthersFinish) {
   test::TempDir dir;
   Engine e;
   e.load(checkpoint(dir));
   SweepOptions o;
   o.text = text();
+  o.max_windows = 2;
   o.results = dir.file("rows.jsonl");
-  try {
-    e.sweep({{"dense", "", Budget{}}, {"svd", "r=999", composed({{"attn", LinearKind::Nsn}}, 999)}}, o);
-    FAIL() << "no error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("budget 'svd r=999'"), std::string::npos) << e.what();
-  }
-  EXPECT_FALSE(std::filesystem::exists(o.results));
+  const std::vector<NamedBudget> budgets = {{"dense", "", Budget{}},
+                                            {"svd", "r=999", composed({{"attn", LinearKind::Nsn}}, 999)},
+                                            {"svd", "r=8", composed({{"attn", LinearKind::Nsn}}, 8)}};
+  const auto rows = e.sweep(budgets, o);
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_TRUE(rows[0].error.empty()) << rows[0].error;
+  EXPECT_NE(rows[1].error.find("rank 999"), std::string::npos) << rows[1].error;
+  EXPECT_TRUE(rows[2].error.empty()) << rows[2].error;
+  EXPECT_GT(rows[0].eval.tokens, 0);
+  EXPECT_EQ(rows[2].eval.tokens, rows[0].eval.tokens);
+  EXPECT_GT(rows[2].eval.kl, 0);  // a truncated model, really evaluated
+  EXPECT_LT(rows[2].macs, rows[0].macs);
+  // The file records the failure too; fronts skip it and a rerun tries it again (it fails again,
+  // the two measured rows are reused).
+  const auto saved = read_sweep_rows(o.results);
+  ASSERT_EQ(saved.size(), 3u);
+  EXPECT_EQ(saved[1].error, rows[1].error);
+  for (size_t i : pareto_front(saved)) EXPECT_NE(i, 1u);
+  const auto again = e.sweep(budgets, o);
+  EXPECT_TRUE(again[0].resumed && again[2].resumed);
+  EXPECT_FALSE(again[1].resumed);
+  EXPECT_FALSE(again[1].error.empty());
 
   auto file_error = [&](const std::string& body) {
     write_file_atomic(dir.file("b.json"), body);

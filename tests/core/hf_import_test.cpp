@@ -147,6 +147,43 @@ void write_llama(const fs::path& dir, const LlamaShape& s = {}, DType dtype = DT
   write_file_atomic((dir / "tokenizer.json").string(), tiny_sentencepiece().to_hf_json());
 }
 
+// Qwen2: Llama's tensors plus q/k/v biases; `window` > 0 turns its sliding window on.
+void write_qwen2(const fs::path& dir, int64_t window = 0, DType dtype = DType::F32) {
+  fs::create_directories(dir);
+  torch::manual_seed(21);
+  const LlamaShape s{.tied = true};
+  Json cfg = llama_config(s);
+  cfg["model_type"] = "qwen2";
+  cfg.erase("attention_bias");
+  cfg["use_sliding_window"] = window > 0;
+  cfg["sliding_window"] = window > 0 ? window : 4096;
+  cfg["max_window_layers"] = 0;
+  write_json(dir / "config.json", cfg);
+  auto t = llama_tensors(s);
+  const int64_t hd = s.C / s.H;
+  for (int64_t l = 0; l < s.L; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".self_attn.";
+    t.insert(t.end(), {{p + "q_proj.bias", rnd({s.C}, 0.3)},
+                       {p + "k_proj.bias", rnd({s.KVH * hd}, 0.3)},
+                       {p + "v_proj.bias", rnd({s.KVH * hd}, 0.3)}});
+  }
+  write_tensors(dir / "model.safetensors", t, dtype);
+  write_file_atomic((dir / "tokenizer.json").string(), tiny_sentencepiece().to_hf_json());
+}
+
+// Mistral: Llama's tensors; `window` 0 writes "sliding_window": null (Mistral v0.2 and later).
+void write_mistral(const fs::path& dir, int64_t window = 0, DType dtype = DType::F32) {
+  fs::create_directories(dir);
+  torch::manual_seed(23);
+  const LlamaShape s{};
+  Json cfg = llama_config(s);
+  cfg["model_type"] = "mistral";
+  cfg["sliding_window"] = window > 0 ? Json(window) : Json(nullptr);
+  write_json(dir / "config.json", cfg);
+  write_tensors(dir / "model.safetensors", llama_tensors(s), dtype);
+  write_file_atomic((dir / "tokenizer.json").string(), tiny_sentencepiece().to_hf_json());
+}
+
 struct NeoxShape {
   int64_t V = 263, C = 64, H = 4, L = 2, N = 96, ctx = 48;
   bool parallel = true;
@@ -192,6 +229,8 @@ void write_neox(const fs::path& dir, const NeoxShape& s = {}, DType dtype = DTyp
 void write_arch(const fs::path& dir, const std::string& arch, DType dtype = DType::F32) {
   if (arch == "gpt2") write_gpt2(dir, {.tied = false}, dtype);
   else if (arch == "llama") write_llama(dir, {.tied = true}, dtype);
+  else if (arch == "qwen2") write_qwen2(dir, 0, dtype);
+  else if (arch == "mistral") write_mistral(dir, 16, dtype);
   else write_neox(dir, {}, dtype);
 }
 
@@ -383,6 +422,58 @@ TEST(HfImport, GptNeoxLogitsMatchAnIndependentPyTorchForward) {
   }
 }
 
+TEST(HfImport, Qwen2LogitsMatchAnIndependentPyTorchForward) {
+  if (!have_python_torch()) GTEST_SKIP() << "/usr/bin/python3 with torch (Debian python3-torch) is not installed";
+  test::TempDir dir;
+  for (auto dtype : {DType::F32, DType::BF16}) {
+    const auto d = dir.path / dtype_name(dtype);
+    write_qwen2(d, 0, dtype);
+    auto m = import_hf_folder(d.string());
+    EXPECT_TRUE(m.config.qkv_bias);
+    EXPECT_FALSE(m.config.out_bias);
+    EXPECT_FALSE(m.config.mlp_bias);
+    EXPECT_TRUE(m.config.tied_head);
+    EXPECT_EQ(m.config.context, 64);
+    const auto ref = reference_logits(d, kIds);
+    EXPECT_LT(max_diff(logits_of(m.model, kIds), ref), 1e-4) << dtype_name(dtype);
+    torch::NoGradGuard g;
+    auto cache = m.model->make_cache(1);
+    m.model->forward(torch::tensor(std::vector<int64_t>(kIds.begin(), kIds.begin() + 5)).view({1, -1}), &cache);
+    for (size_t t = 5; t < kIds.size(); ++t)
+      EXPECT_LT(max_diff(m.model->forward(torch::full({1, 1}, kIds[t], torch::kInt64), &cache)[0][0], ref[int64_t(t)]), 1e-4)
+          << "position " << t;
+  }
+}
+
+TEST(HfImport, MistralLogitsMatchAndSequencesPastItsSlidingWindowAreRefused) {
+  if (!have_python_torch()) GTEST_SKIP() << "/usr/bin/python3 with torch (Debian python3-torch) is not installed";
+  test::TempDir dir;
+  // No window (null): the whole context, like Llama.
+  write_mistral(dir.path / "full");
+  auto full = import_hf_folder((dir.path / "full").string());
+  EXPECT_EQ(full.config.context, 64);
+  EXPECT_EQ(full.config.sliding_window, 0);
+  EXPECT_LT(max_diff(logits_of(full.model, kIds), reference_logits(dir.path / "full", kIds)), 1e-4);
+  // A window of 8: sequences up to the window are exact; a longer one is refused, naming the window.
+  write_mistral(dir.path / "window", 8);
+  auto win = import_hf_folder((dir.path / "window").string());
+  EXPECT_EQ(win.config.context, 8);
+  EXPECT_EQ(win.config.sliding_window, 8);
+  const std::vector<int64_t> first(kIds.begin(), kIds.begin() + 8);
+  EXPECT_LT(max_diff(logits_of(win.model, first), reference_logits(dir.path / "window", first)), 1e-4);
+  // Past the window the reference attends differently from full attention (the window matters).
+  EXPECT_GT(max_diff(reference_logits(dir.path / "window", kIds), reference_logits(dir.path / "full", kIds)), 1e-3);
+  try {
+    logits_of(win.model, kIds);
+    ADD_FAILURE() << "a sequence past the sliding window was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("sliding attention window"), std::string::npos) << e.what();
+  }
+  // Exported again as Mistral with the same window.
+  EXPECT_EQ(export_hf_folder((dir.path / "out").string(), win.model, *win.tokenizer), "mistral");
+  EXPECT_EQ(import_hf_folder((dir.path / "out").string()).config, win.config);
+}
+
 class HfRoundTrip : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(HfRoundTrip, ImportExportImportGivesIdenticalLogits) {
@@ -402,7 +493,7 @@ TEST_P(HfRoundTrip, ImportExportImportGivesIdenticalLogits) {
   EXPECT_EQ(c.tokenizer->encode("the thin ant"), a.tokenizer->encode("the thin ant"));
 }
 
-INSTANTIATE_TEST_SUITE_P(Architectures, HfRoundTrip, ::testing::Values("gpt2", "llama", "gpt_neox"));
+INSTANTIATE_TEST_SUITE_P(Architectures, HfRoundTrip, ::testing::Values("gpt2", "llama", "gpt_neox", "qwen2", "mistral"));
 
 TEST(HfImport, ShardedCheckpointLoadsTheSameWeightsAsOneFile) {
   test::TempDir dir;
@@ -552,7 +643,7 @@ TEST(HfImport, BadFoldersGiveClearErrorsNamingTheFileAndTensor) {
     write_file_atomic((d / "config.json").string(), "{\"model_type\": \"gpt2\", ");
     expect_import_error(d, "config.json: not a JSON object");
     write_json(d / "config.json", {{"model_type", "bert"}});
-    expect_import_error(d, "model_type 'bert' is not supported (gpt2, llama, gpt_neox)");
+    expect_import_error(d, "model_type 'bert' is not supported (gpt2, llama, gpt_neox, qwen2, mistral)");
     write_json(d / "config.json", {{"model_type", "gpt2"}, {"n_embd", 32}});
     expect_import_error(d, "config.json: ");
     write_json(d / "config.json", {{"model_type", "gpt2"}, {"vocab_size", 263}, {"n_embd", 32}, {"n_head", 5},
@@ -621,7 +712,63 @@ TEST(HfCli, ExportedDefaultModelGeneratesTheSameTextFromItsFolder) {
   fs::create_directories(dir.path / "empty");
   write_file_atomic((dir.path / "empty" / "config.json").string(), "{}");
   ASSERT_NE(test::run_command(std::string(NESTSCOPE_CLI) + " info -m " + (dir.path / "empty").string() + " 2>&1", &log), 0);
-  EXPECT_NE(log.find("model_type '' is not supported (gpt2, llama, gpt_neox)"), std::string::npos) << log;
+  EXPECT_NE(log.find("model_type '' is not supported (gpt2, llama, gpt_neox, qwen2, mistral)"), std::string::npos) << log;
+}
+
+TEST(HfCli, JsonOfAGenerationWhoseTokensSplitCharactersIsValidUtf8) {
+  // A GPT-2-style byte-level tokenizer whose vocabulary has no merges for non-ASCII text: at
+  // temperature 1 on random weights, about half the sampled tokens are single bytes >= 0x80 —
+  // parts of characters, and bytes that form none.
+  test::TempDir dir;
+  const auto folder = dir.path / "gpt2";
+  write_gpt2(folder);
+  std::string out;
+  ASSERT_EQ(test::run_command(std::string(NESTSCOPE_CLI) + " generate --json -m " + folder.string() +
+                                  " -p 'the ant' -n 60 --seed 5 --temperature 1 2>/dev/null",
+                              &out),
+            0)
+      << out;
+  Json j;
+  ASSERT_NO_THROW(j = Json::parse(out)) << "not valid JSON / UTF-8";  // the parser rejects invalid UTF-8
+  const auto tok = tiny_byte_level();
+  std::vector<int64_t> ids;
+  std::string bytes, pieces;
+  int64_t partial = 0;
+  for (const auto& t : j.at("tokens")) {
+    ids.push_back(t.at("id").get<int64_t>());
+    std::string b;
+    for (const auto& c : t.at("bytes")) b += char(c.get<int>());
+    EXPECT_EQ(b, tok.decode_one(ids.back()));
+    partial += utf8_sanitize(b) != b;
+    bytes += b;
+    pieces += t.at("text").get<std::string>();
+  }
+  ASSERT_EQ(ids.size(), 60u);
+  EXPECT_GE(partial, 5);
+  EXPECT_EQ(bytes, tok.decode(ids));  // the raw bytes, concatenated, are the decoded text
+  EXPECT_EQ(j.at("text").get<std::string>(), utf8_sanitize(bytes));  // and what is shown is them, made valid
+  EXPECT_EQ(pieces, j.at("text").get<std::string>().substr(0, pieces.size()));
+}
+
+TEST(HfImport, EndOfTextTokensComeFromTheFolderAndSurviveExport) {
+  test::TempDir dir;
+  const auto d = dir.path / "llama";
+  write_llama(d);
+  EXPECT_TRUE(import_hf_folder(d.string()).tokenizer->stop_ids().empty());
+  write_file_atomic((d / "tokenizer_config.json").string(), R"({"eos_token": {"content": "</s>"}})");
+  EXPECT_EQ(import_hf_folder(d.string()).tokenizer->stop_ids(), std::vector<int64_t>{2});
+  write_file_atomic((d / "generation_config.json").string(), R"({"eos_token_id": [2, 1]})");
+  auto m = import_hf_folder(d.string());
+  EXPECT_EQ(m.tokenizer->stop_ids(), (std::vector<int64_t>{2, 1}));
+  EXPECT_EQ(m.tokenizer->decode_one(2), "");  // a special token is not text
+  export_hf_folder((dir.path / "out").string(), m.model, *m.tokenizer);
+  EXPECT_EQ(import_hf_folder((dir.path / "out").string()).tokenizer->stop_ids(), (std::vector<int64_t>{2, 1}));
+  save_checkpoint((dir.path / "c.safetensors").string(), m.model, *m.tokenizer, m.training_json);
+  EXPECT_EQ(load_checkpoint((dir.path / "c.safetensors").string()).tokenizer->stop_ids(), (std::vector<int64_t>{2, 1}));
+  write_file_atomic((d / "generation_config.json").string(), R"({"eos_token_id": 9999})");
+  expect_import_error(d, "eos_token_id 9999 is outside the tokenizer's");
+  write_file_atomic((d / "generation_config.json").string(), "{");
+  expect_import_error(d, "generation_config.json: not valid JSON");
 }
 
 TEST(HfImport, UnreadablePathsAreClearErrors) {

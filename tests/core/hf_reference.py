@@ -1,11 +1,13 @@
 #!/usr/bin/python3
-"""Reference forward pass in PyTorch for a Hugging Face model folder (GPT-2, Llama or GPT-NeoX).
+"""Reference forward pass in PyTorch for a Hugging Face model folder (GPT-2, Llama, Qwen2, Mistral or
+GPT-NeoX).
 
 Written from the Hugging Face modeling code's conventions, independently of NestScope: it reads
 config.json and model.safetensors (or the shards of model.safetensors.index.json) by hand, with
 Hugging Face tensor names and layouts (GPT-2's Conv1D [in, out] and fused c_attn; Llama's
 rotate_half rotary embedding, repeated key/value heads, RMSNorm and SwiGLU; GPT-NeoX's per-head
-fused query_key_value, partial rotary and parallel residual), and prints the
+fused query_key_value, partial rotary and parallel residual; Qwen2's q/k/v biases; Mistral's
+sliding-window mask), and prints the
 logits for the given token ids as JSON.
 usage: hf_reference.py FOLDER ID [ID ...]
 """
@@ -105,9 +107,18 @@ def llama(cfg, w, ids):
     act = ACT[cfg.get("hidden_act", "silu")]
     cos, sin = rotary_tables(T, hd, cfg.get("rope_theta", 10000.0))
     mask = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
+    window = cfg.get("sliding_window") if cfg["model_type"] == "mistral" or cfg.get("use_sliding_window") else None
+    if window:  # key j is out of reach of query i once i - j >= window
+        i = torch.arange(T).view(-1, 1)
+        mask = mask | (i - torch.arange(T).view(1, -1) >= window)
+    # Qwen2 carries q/k/v biases (and no o bias) whatever attention_bias says; the others follow it.
+    biased = cfg["model_type"] == "qwen2" or cfg.get("attention_bias", False)
 
     def lin(h, name):
-        return F.linear(h, w[name + ".weight"], w.get(name + ".bias"))
+        bias = w.get(name + ".bias")
+        if bias is not None and not biased and "self_attn" in name:
+            raise SystemExit(f"{name}.bias present but the config has no attention bias")
+        return F.linear(h, w[name + ".weight"], bias)
 
     x = w["model.embed_tokens.weight"][ids]
     for l in range(cfg["num_hidden_layers"]):
@@ -172,7 +183,8 @@ def main():
     folder, ids = sys.argv[1], [int(a) for a in sys.argv[2:]]
     cfg, w = load(folder)
     with torch.no_grad():
-        logits = {"gpt2": gpt2, "llama": llama, "gpt_neox": gpt_neox}[cfg["model_type"]](cfg, w, torch.tensor(ids))
+        logits = {"gpt2": gpt2, "llama": llama, "qwen2": llama, "mistral": llama,
+                  "gpt_neox": gpt_neox}[cfg["model_type"]](cfg, w, torch.tensor(ids))
     print(json.dumps(logits.tolist()))
 
 
