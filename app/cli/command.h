@@ -30,6 +30,10 @@ class Registry {
   std::vector<std::pair<CLI::App*, Run>> commands_;
 };
 
+// Sweep rows whose budget could not run: each is printed to stderr ("budget 'svd r=40' failed:
+// ..."); the command prints the other rows as usual, then exits with status 1.
+void report_failed_rows(const std::vector<SweepRow>& rows);
+
 // One registration function per command file.
 void add_train(CLI::App& app, Registry& r);
 void add_eval(CLI::App& app, Registry& r);

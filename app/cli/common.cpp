@@ -9,9 +9,24 @@
 
 namespace nestscope::cli {
 
+namespace {
+int64_t failed_rows = 0;  // reported by report_failed_rows; the command then exits with 1
+}  // namespace
+
+void report_failed_rows(const std::vector<SweepRow>& rows) {
+  for (const auto& r : rows)
+    if (!r.error.empty()) {
+      std::fprintf(stderr, "budget '%s %s' failed: %s\n", r.method.c_str(), r.label.c_str(), r.error.c_str());
+      ++failed_rows;
+    }
+}
+
 int Registry::run_parsed(Engine& engine, ProgressBar& bar) const {
   for (const auto& [command, run] : commands_)
-    if (command->parsed()) return run(engine, bar);
+    if (command->parsed()) {
+      const int rc = run(engine, bar);
+      return rc == 0 && failed_rows > 0 ? 1 : rc;
+    }
   throw Error("no command given (see --help)");
 }
 
@@ -152,6 +167,7 @@ std::vector<SweepRow> sweep_preset(Engine& engine, const std::vector<NamedBudget
   o.gate_details = gate_details;
   auto rows = engine.sweep(budgets, o, bar_fn(bar));
   bar.finish();
+  report_failed_rows(rows);
   return rows;
 }
 

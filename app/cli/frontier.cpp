@@ -85,8 +85,7 @@ int run_frontier(const FrontierArgs& a) {
     int64_t resumed = 0;
     for (const auto& r : part) resumed += r.resumed;
     if (resumed) std::fprintf(stderr, "  %lld of %zu rows reused from %s\n", (long long)resumed, part.size(), a.out.c_str());
-    for (const auto& r : part)
-      if (!r.error.empty()) std::fprintf(stderr, "  budget '%s %s' failed: %s\n", r.method.c_str(), r.label.c_str(), r.error.c_str());
+    report_failed_rows(part);
     rows.insert(rows.end(), part.begin(), part.end());
   }
 

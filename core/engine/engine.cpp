@@ -89,15 +89,18 @@ void ModelScope::keep_head_importance() {
 }
 
 VariantReport Engine::Impl::prepare_variants(const std::vector<LinearKind>& kinds, const ProgressFn& progress) {
+  return prepare_variants(variant_needs(*need().model, kinds), progress);
+}
+
+VariantReport Engine::Impl::prepare_variants(const VariantNeeds& needs, const ProgressFn& progress) {
   auto& m = need();
   bool missing = false;
-  for (const auto& [name, own] : m.model->own_projections())
-    for (LinearKind k : kinds) missing |= k != m.model->own_kind(projection_family(name)) && !m.model->variants().has(name, k);
+  for (const auto& [name, k] : needs) missing |= !m.model->variants().has(name, k);
   if (!missing) return {};
   const std::string cache = variant_cache ? variant_cache_path(m.source, m.hash, m.source == kEmbeddedSource) : "";
   ModelScope scope(*this);
   m.model->apply_budget(Budget{});
-  return build_variants(m.model, kinds, cache, m.hash, progress);
+  return build_variants(m.model, needs, cache, m.hash, progress);
 }
 
 LoadedModel Engine::Impl::converted(const ModelConfig& target, const std::string& suffix, nlohmann::json record,
@@ -145,7 +148,7 @@ void Engine::set_device(const std::string& device) {
   model->apply_budget(Budget{});
   model->variants().clear();  // built on the old device; rebuilt (from the cache) on demand
   model->to(impl_->device);
-  impl_->prepare_variants(Impl::kinds_of(impl_->budget));
+  impl_->prepare_variants(impl_->needs_of(impl_->budget));
   model->apply_budget(impl_->budget);
 }
 
@@ -264,7 +267,7 @@ void Engine::save(const std::string& path) const {
 }
 
 void Engine::set_budget(const Budget& budget) {
-  if (!budget.kind.empty()) impl_->prepare_variants(Impl::kinds_of(budget));
+  if (!budget.kind.empty()) impl_->prepare_variants(impl_->needs_of(budget));
   impl_->need().model->apply_budget(budget);
   impl_->budget = budget;
 }

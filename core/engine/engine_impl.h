@@ -56,13 +56,9 @@ struct Engine::Impl {
   // Builds the variants `kinds` need (see build_variants) around a full budget, then puts the
   // current budget back.
   VariantReport prepare_variants(const std::vector<LinearKind>& kinds, const ProgressFn& progress = {});
-  // The kinds a budget asks for (other than the model's own ones are then variants).
-  static std::vector<LinearKind> kinds_of(const Budget& b) {
-    std::vector<LinearKind> out;
-    for (const auto& [family, k] : b.kind)
-      if (std::find(out.begin(), out.end(), k) == out.end()) out.push_back(k);
-    return out;
-  }
+  VariantReport prepare_variants(const VariantNeeds& needs, const ProgressFn& progress = {});
+  // The variants `b` runs on (built when missing, before the budget is applied).
+  VariantNeeds needs_of(const Budget& b) const { return variant_needs(*need().model, b); }
   // The current model re-parameterized as `target` (conversion), with its record. On an error or
   // a cancel the current model keeps its budget.
   LoadedModel converted(const ModelConfig& target, const std::string& suffix, nlohmann::json record,

@@ -213,28 +213,17 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
   ModelScope scope(*impl_);
   scope.keep_head_importance();
 
-  // Budgets first: a bad one becomes a row with its error, before any work; the others still run.
-  std::vector<LinearKind> kinds;
-  for (const auto& nb : budgets)
-    for (LinearKind k : Impl::kinds_of(nb.budget))
-      if (std::find(kinds.begin(), kinds.end(), k) == kinds.end()) kinds.push_back(k);
-  impl_->prepare_variants(kinds, within(progress, {"sweep", 0, int64_t(budgets.size())}));
-  std::vector<std::string> invalid(budgets.size());
-  for (size_t i = 0; i < budgets.size(); ++i) {
-    const auto& nb = budgets[i];
-    try {
-      Budget b = nb.budget;
-      b.gate = GateOptions{};  // a gate is checked once it is calibrated
-      model->apply_budget(b);
-      if (nb.budget.gate.policy != GatePolicy::Off) {
-        const auto& g = nb.budget.gate;
-        check(g.block >= 1, "gate: block size must be >= 1, got " + std::to_string(g.block));
-        check(g.active > 0 && g.active <= 1, "gate: active fraction must be in (0, 1]");
-      }
-    } catch (const Error& e) {
-      invalid[i] = e.what();
-    }
-  }
+  // Variants are built when a row needs them and freed after the last row that does (the
+  // engine's own budget keeps its own), so a sweep holds at most what one stretch of rows uses.
+  // A budget that cannot run becomes a row with its error; the others still run.
+  std::vector<VariantNeeds> needs(budgets.size());
+  for (size_t i = 0; i < budgets.size(); ++i) needs[i] = impl_->needs_of(budgets[i].budget);
+  const VariantNeeds engine_needs = impl_->needs_of(impl_->budget);
+  auto release_after = [&](size_t i) {
+    VariantNeeds keep = engine_needs;
+    for (size_t j = i + 1; j < budgets.size(); ++j) keep.insert(keep.end(), needs[j].begin(), needs[j].end());
+    release_variants(model, keep);
+  };
   model->apply_budget(Budget{});
 
   const SweepData data = sweep_data(model, *m.tokenizer, o);
@@ -267,8 +256,9 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
     row.label = nb.label;
     row.budget_json = budget_json;
     try {
-      check(invalid[i].empty(), invalid[i]);
-      evaluate_row(model, row, nb, calib, data, o, within(progress, {"sweep", int64_t(i), int64_t(budgets.size())}));
+      const auto slot = within(progress, {"sweep", int64_t(i), int64_t(budgets.size())});
+      impl_->prepare_variants(needs[i], slot);
+      evaluate_row(model, row, nb, calib, data, o, slot);
       row.dense_macs = dense_macs;
       row.mac_fraction = double(row.macs) / double(dense_macs);
       if (o.gate_details) row.attn_mac_fraction = double(attention_projection_macs(model, T)) / double(dense_attn);
@@ -280,6 +270,7 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
       row = SweepRow{row.key, row.model, row.model_hash, row.method, row.label, row.budget_json};
       row.error = e.what();
     }
+    release_after(i);
     if (!o.results.empty()) append_sweep_row(o.results, row);
     rows.push_back(row);
     report(progress, {"sweep", int64_t(i + 1), int64_t(budgets.size())});

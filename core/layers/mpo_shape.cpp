@@ -44,4 +44,15 @@ int64_t mpo_core_params(const std::vector<int64_t>& out_factors, const std::vect
   return n;
 }
 
+int64_t mpo_bond_within(const std::vector<int64_t>& out_factors, const std::vector<int64_t>& in_factors, int64_t bond,
+                        int64_t max_params) {
+  int64_t lo = 1, hi = std::max<int64_t>(1, bond);  // core params grow with χ: bisect
+  if (mpo_core_params(out_factors, in_factors, hi) <= max_params) return hi;
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    (mpo_core_params(out_factors, in_factors, mid) <= max_params ? lo : hi) = mid;
+  }
+  return lo;
+}
+
 }  // namespace nestscope

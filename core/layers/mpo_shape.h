@@ -20,4 +20,8 @@ std::vector<int64_t> mpo_bond_dims(const std::vector<int64_t>& out_factors, cons
 int64_t mpo_core_params(const std::vector<int64_t>& out_factors, const std::vector<int64_t>& in_factors,
                         int64_t bond);
 
+// The largest χ ≤ `bond` whose cores hold at most `max_params` parameters (at least 1).
+int64_t mpo_bond_within(const std::vector<int64_t>& out_factors, const std::vector<int64_t>& in_factors, int64_t bond,
+                        int64_t max_params);
+
 }  // namespace nestscope

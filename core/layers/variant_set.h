@@ -4,6 +4,7 @@
 // registered modules, so checkpoints and training never see variants. Built by core/variants/.
 #pragma once
 #include <cstdint>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <string>
@@ -27,6 +28,15 @@ class VariantSet {
     return k == it->second.end() ? nullptr : k->second;
   }
   void clear() { layers_.clear(); }
+  // Drops every variant `keep(name, kind)` says no to (frees its memory once no budget uses it).
+  template <class Keep>
+  void release_unless(const Keep& keep) {
+    for (auto it = layers_.begin(); it != layers_.end();) {
+      for (auto k = it->second.begin(); k != it->second.end();)
+        k = keep(it->first, k->first) ? std::next(k) : it->second.erase(k);
+      it = it->second.empty() ? layers_.erase(it) : std::next(it);
+    }
+  }
   // The largest NSN rank and MPO χ any variant offers (0 = none).
   std::pair<int64_t, int64_t> limits() const {
     int64_t rank = 0, bond = 0;

@@ -21,6 +21,20 @@ void linear_one(ElasticLinear& layer, const float* x, float* y) {
 
 const float* data_or_null(const torch::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
 
+// Rotary embedding of `heads` rows of hd channels in place, HF's rotate-half layout on the first
+// rd channels: (x_i, x_{i+rd/2}) -> (x_i·cos − x_{i+rd/2}·sin, x_{i+rd/2}·cos + x_i·sin).
+void rotate_rows(float* x, int64_t heads, int64_t hd, const float* cos, const float* sin, int64_t rd) {
+  const int64_t half = rd / 2;
+  for (int64_t h = 0; h < heads; ++h) {
+    float* r = x + h * hd;
+    for (int64_t i = 0; i < half; ++i) {
+      const float a = r[i], b = r[i + half];
+      r[i] = a * cos[i] - b * sin[i];
+      r[i + half] = b * cos[i] + a * sin[i];
+    }
+  }
+}
+
 }  // namespace
 
 void NormLayerImpl::forward_raw(const float* x, float* y) const {
@@ -71,7 +85,8 @@ void CausalSelfAttentionImpl::attend_one(const float* q, const float* k, const f
   }
 }
 
-void CausalSelfAttentionImpl::forward_one_raw(const float* x, KvCache& cache, float* y) {
+void CausalSelfAttentionImpl::forward_one_raw(const float* x, KvCache& cache, float* y, const float* cos,
+                                              const float* sin, int64_t rd) {
   const int64_t layer = layer_;
   const int64_t C = q->in_features(), hd = C / n_heads_;
   const bool gated = !heads_.empty();
@@ -85,6 +100,10 @@ void CausalSelfAttentionImpl::forward_one_raw(const float* x, KvCache& cache, fl
   else linear_one(*q, x, qb.data());
   linear_one(*k, x, kb.data());
   linear_one(*v, x, vb.data());
+  if (cos) {  // positions enter q and k by rotation; cached keys stay rotated
+    rotate_rows(qb.data(), H, hd, cos, sin, rd);
+    rotate_rows(kb.data(), n_kv_, hd, cos, sin, rd);
+  }
   const int64_t slots = cache.k[size_t(layer)].size(2), past = cache.length;
   float* kc = cache.k[size_t(layer)].data_ptr<float>();
   float* vc = cache.v[size_t(layer)].data_ptr<float>();
@@ -121,13 +140,19 @@ void MlpImpl::forward_one_raw(const float* x, float* y) {
   linear_one(*down, z.data(), y);
 }
 
+namespace {
+
+bool plain_tensor(const torch::Tensor& t) {
+  return !t.defined() || (t.is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous());
+}
+
+}  // namespace
+
 bool GptImpl::raw_decode_applies(const torch::Tensor& idx, const KvCache* cache) const {
   if (!raw_decode || hook_ || !cache || idx.size(0) != 1 || idx.size(1) != 1 || at::GradMode::is_enabled() ||
-      rope_inv_freq_.defined() || cache->key_mass.defined())
+      cache->key_mass.defined() || (rope_inv_freq_.defined() && !plain_tensor(rope_inv_freq_)))
     return false;
-  auto plain = [](const torch::Tensor& t) {
-    return !t.defined() || (t.is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous());
-  };
+  const auto plain = plain_tensor;
   if (!tok_emb->weight.is_cpu() || !plain(tok_emb->weight) || !plain(pos_emb) || !plain(ln_f->weight) || !plain(ln_f->bias))
     return false;
   for (size_t l = 0; l < blocks_.size(); ++l) {
@@ -152,10 +177,24 @@ torch::Tensor GptImpl::decode_raw(int64_t token, KvCache& cache) {
   } else {
     std::copy_n(e, C, x);
   }
+  // Rotary angles of this position, as set_rope computes them: float32 t·θ^(−2i/rd).
+  const int64_t rd = rope_inv_freq_.defined() ? 2 * rope_inv_freq_.numel() : 0;
+  raw_cos_.resize(size_t(rd / 2));
+  raw_sin_.resize(size_t(rd / 2));
+  if (rd > 0) {
+    const float* f = rope_inv_freq_.data_ptr<float>();
+    for (int64_t i = 0; i < rd / 2; ++i) {
+      const float angle = float(cache.position) * f[i];
+      raw_cos_[size_t(i)] = std::cos(angle);
+      raw_sin_[size_t(i)] = std::sin(angle);
+    }
+  }
+  const float* cos = rd > 0 ? raw_cos_.data() : nullptr;
+  const float* sin = rd > 0 ? raw_sin_.data() : nullptr;
   for (int64_t l = 0; l < cfg_.n_layers; ++l) {
     auto& blk = blocks_[size_t(l)];
     blk->ln1->forward_raw(x, a);
-    blk->attn->forward_one_raw(a, cache, h);  // h = attn(ln1(x))
+    blk->attn->forward_one_raw(a, cache, h, cos, sin, rd);  // h = attn(ln1(x))
     if (blk->parallel) {                          // both read the block's input
       blk->ln2->forward_raw(x, a);
       blk->mlp->forward_one_raw(a, b);

@@ -59,8 +59,10 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
   // layer's keys/values are appended to cache.k/v[layer].
   torch::Tensor forward(const torch::Tensor& x, KvCache* cache);
   // The same for one token row of batch 1 on raw buffers (the raw decode step): appends its key
-  // and value to the cache at slot cache.length and writes the projected output y [C].
-  void forward_one_raw(const float* x, KvCache& cache, float* y);
+  // and value to the cache at slot cache.length and writes the projected output y [C]. With
+  // rotary positions, `cos` and `sin` [rd/2] are this position's angles' cosines and sines.
+  void forward_one_raw(const float* x, KvCache& cache, float* y, const float* cos = nullptr,
+                       const float* sin = nullptr, int64_t rd = 0);
 
   std::shared_ptr<ElasticLinear> q, k, v, o;
 
@@ -222,6 +224,7 @@ class GptImpl : public torch::nn::Module {
   bool raw_decode_applies(const torch::Tensor& idx, const KvCache* cache) const;
   torch::Tensor decode_raw(int64_t token, KvCache& cache);
   std::vector<float> raw_x_, raw_a_, raw_b_, raw_h_;  // the raw step's activations, [C] each
+  std::vector<float> raw_cos_, raw_sin_;              // its rotary angles, [rd/2] each
   // Rotary tables for positions pos .. pos+T-1 into every attention layer (no-op without rotary).
   void set_rope(int64_t pos, int64_t T, const torch::Device& device);
   // Puts `layer` in the slot of projection `name` (a plain pointer swap, no copy).

@@ -5,11 +5,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <cstdio>
+#include <algorithm>
 
 #include "core/error.h"
 #include "core/io/safetensors.h"
 #include "core/model/linear_factory.h"
 #include "core/model/convert.h"
+#include "core/layers/mpo_shape.h"
 
 namespace nestscope {
 
@@ -23,7 +26,7 @@ ModelConfig config_for(const ModelConfig& own, const std::string& family, Linear
     case LinearKind::Nsn:
       return nsn_config(own, {family}, 0);
     case LinearKind::Mpo:
-      return mpo_config(own, {family}, kUncappedBond);
+      return mpo_config(own, {family}, variant_bond(own, family));
     case LinearKind::Dense:
       break;
   }
@@ -38,6 +41,78 @@ std::string tensor_name(const std::string& layer, LinearKind kind, const std::st
 
 }  // namespace
 
+int64_t variant_bond(const ModelConfig& config, const std::string& family) {
+  const auto [in, out] = config.family_shape(family);
+  if (in * out < kLargeMatrix) return kUncappedBond;
+  const auto [of, inf] = mpo_config(config, {family}, kUncappedBond).mpo_factors(family);
+  return mpo_bond_within(of, inf, kUncappedBond, in * out);
+}
+
+VariantNeeds variant_needs(const GptImpl& model, const Budget& budget) {
+  VariantNeeds out;
+  for (const auto& [name, own] : model.own_projections()) {
+    const std::string family = projection_family(name);
+    const LinearKind mine = model.own_kind(family), want = budget.kind_for(family, mine);
+    if (want != mine) out.emplace_back(name, want);
+  }
+  return out;
+}
+
+VariantNeeds variant_needs(const GptImpl& model, const std::vector<LinearKind>& kinds) {
+  VariantNeeds out;
+  for (const auto& [name, own] : model.own_projections())
+    for (LinearKind k : kinds)
+      if (k != model.own_kind(projection_family(name))) out.emplace_back(name, k);
+  return out;
+}
+
+int64_t variant_bytes(const GptImpl& model, const VariantNeeds& needs) {
+  const ModelConfig& cfg = model.config();
+  int64_t params = 0, largest = 0;
+  for (const auto& [name, kind] : needs) {
+    if (model.variants().has(name, kind)) continue;
+    const std::string family = projection_family(name);
+    const auto [in, out] = cfg.family_shape(family);
+    largest = std::max(largest, in * out);
+    if (kind == LinearKind::Dense) {
+      params += in * out;
+    } else if (kind == LinearKind::Nsn) {
+      const int64_t r = std::min(in, out);
+      params += r * (in + out);
+    } else {
+      const auto c = mpo_config(cfg, {family}, variant_bond(cfg, family));
+      const auto [of, inf] = c.mpo_factors(family);
+      params += mpo_core_params(of, inf, c.linear_spec(family).bond);
+    }
+    params += out;  // a bias
+  }
+  // Float32 parameters, and the conversion's float64 copies of the largest matrix (the matrix,
+  // its factors, the SVD's workspace: about four of it).
+  return 4 * params + (largest > 0 ? 4 * 8 * largest : 0);
+}
+
+int64_t available_memory_bytes() {
+  std::FILE* f = std::fopen("/proc/meminfo", "r");
+  if (!f) return -1;
+  char line[256];
+  long long kb = -1;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "MemAvailable: %lld kB", &kb) == 1) break;
+  std::fclose(f);
+  return kb < 0 ? -1 : int64_t(kb) * 1024;
+}
+
+void release_variants(Gpt& model, const VariantNeeds& keep) {
+  model->variants().release_unless([&](const std::string& name, LinearKind kind) {
+    return std::find(keep.begin(), keep.end(), std::make_pair(name, kind)) != keep.end();
+  });
+}
+
+VariantReport build_variants(Gpt& model, const std::vector<LinearKind>& kinds, const std::string& cache_path,
+                             const std::string& checkpoint_hash, const ProgressFn& progress) {
+  return build_variants(model, variant_needs(*model, kinds), cache_path, checkpoint_hash, progress);
+}
+
 std::string variant_cache_path(const std::string& source, const std::string& hash, bool embedded) {
   if (hash.empty()) return {};
   if (!embedded) return source + ".variants-" + hash + ".safetensors";
@@ -48,7 +123,7 @@ std::string variant_cache_path(const std::string& source, const std::string& has
   return dir + "/default-model.variants-" + hash + ".safetensors";
 }
 
-VariantReport build_variants(Gpt& model, const std::vector<LinearKind>& kinds, const std::string& cache_path,
+VariantReport build_variants(Gpt& model, const VariantNeeds& needs, const std::string& cache_path,
                              const std::string& checkpoint_hash, const ProgressFn& progress) {
   const auto t0 = std::chrono::steady_clock::now();
   VariantReport rep;
@@ -64,9 +139,21 @@ VariantReport build_variants(Gpt& model, const std::vector<LinearKind>& kinds, c
   };
   std::vector<Todo> todo;
   for (const auto& [name, own] : model->own_projections())
-    for (LinearKind k : kinds)
-      if (k != model->own_kind(projection_family(name)) && !model->variants().has(name, k)) todo.push_back({name, k, own, {}});
+    for (const auto& [want, k] : needs)
+      if (want == name && k != model->own_kind(projection_family(name)) && !model->variants().has(name, k))
+        todo.push_back({name, k, own, {}});
   if (todo.empty()) return rep;
+  if (const int64_t free = available_memory_bytes(); free >= 0) {
+    const int64_t need = variant_bytes(*model, needs);
+    const auto gb = [](int64_t b) {
+      char s[32];
+      std::snprintf(s, sizeof s, "%.2f GB", double(b) / 1e9);
+      return std::string(s);
+    };
+    check(need <= free - free / 10,
+          "building " + std::to_string(todo.size()) + " variant projections needs about " + gb(need) + " but only " +
+              gb(free) + " of memory is free: ask for fewer families (e.g. attention or the MLP alone) or free memory");
+  }
   // Allocating the layers takes a while on a large model too: Cancel is checked after each.
   for (auto& t : todo) {
     t.layer = make_linear(config_for(cfg, projection_family(t.name), t.kind), projection_family(t.name));

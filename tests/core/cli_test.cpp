@@ -210,8 +210,8 @@ TEST(Cli, GateFrontierAndRunWithTraces) {
     for (const auto& l : t["layers"]) EXPECT_EQ(l["blocks"].size(), 2u);  // k = 0.25 · 8 blocks
   }
   std::string out;
-  EXPECT_EQ(test::run_command(kCli + " gate run --model " + model + " --prompt Romeo --block 7 2>&1", &out), 1);
-  EXPECT_NE(out.find("does not divide"), std::string::npos) << out;
+  EXPECT_EQ(test::run_command(kCli + " gate run --model " + model + " --prompt Romeo --block 0 2>&1", &out), 1);
+  EXPECT_NE(out.find("block size 0"), std::string::npos) << out;
 }
 
 // `frontier`: a budget file composing mechanisms, the table as JSON, a resumed rerun, the plot

@@ -673,7 +673,7 @@ TEST(GateAwareTraining, KeepsTheOracleBlocksInTheLoopAndOnlyThen) {
     model->apply_budget(b);
     EXPECT_LT((model->forward(idx) - masked.detach()).abs().max().item<double>(), 1e-4);
   }
-  EXPECT_THROW(gate_aware_hook(model, 0.5, 7), Error);
+  EXPECT_THROW(gate_aware_hook(model, 0.5, 0), Error);
   TrainOptions o;
   o.mlp_block_active = 0;
   EXPECT_THROW(o.validate(), Error);

@@ -221,13 +221,29 @@ TEST(MlpGate, BadGateBudgetsAreClearErrorsAndChangeNothing) {
     EXPECT_EQ(model->gate_options(), good.gate);
     EXPECT_TRUE(torch::equal(model->forward(idx), before));
   };
-  expect_rejected({.policy = GatePolicy::Sensing, .active = 0.5, .block = 24}, "does not divide");
+  expect_rejected({.policy = GatePolicy::Sensing, .active = 0.5, .block = 0}, "block size 0");
   expect_rejected({.policy = GatePolicy::Sensing, .active = 0.0, .block = 16}, "active fraction");
   expect_rejected({.policy = GatePolicy::Sensing, .active = 1.5, .block = 16}, "active fraction");
   expect_rejected({.policy = GatePolicy::Sensing, .active = 0.5, .block = 16, .measurements = 65}, "measurements m");
   expect_rejected({.policy = GatePolicy::Sensing, .active = 0.5, .block = 16, .iters = 0}, "iterations");
   expect_rejected({.policy = GatePolicy::Static, .active = 0.5, .block = 16}, "calibration");
   EXPECT_THROW(parse_gate_policy("magic"), Error);
+  // A block that does not divide the width runs as the largest one below it that does: 24 on this
+  // width of 64 runs blocks of 16 (4 blocks, 2 of them active at 50%).
+  EXPECT_EQ(gate_block(24, 32), 16);
+  EXPECT_EQ(gate_block(16, 172), 4);
+  EXPECT_EQ(gate_block(16, 5632), 16);
+  EXPECT_EQ(gate_block(16, 31), 1);
+  Budget odd;
+  odd.gate = {.policy = GatePolicy::Oracle, .active = 0.5, .block = 24};
+  model->apply_budget(odd);
+  std::vector<std::vector<MlpGateTrace>> trace(2);
+  model->set_gate_trace(&trace);
+  model->forward(idx.narrow(1, 0, 1));
+  model->set_gate_trace(nullptr);
+  ASSERT_FALSE(trace.empty());
+  ASSERT_FALSE(trace[0].empty());
+  EXPECT_EQ(trace[0][0].blocks.size(), 2u);
 }
 
 TEST(MlpGate, StaticPolicyKeepsTheCalibratedStrongestBlocks) {

@@ -1,0 +1,182 @@
+// nestscope_bench_real: what a user with a real-size checkpoint waits for (JSON on stdout).
+//   --bandwidth        memory read bandwidth of this machine (GB/s, best of 5 passes over 1 GiB,
+//                      all threads): what bounds batch-1 decode (every weight read per token)
+//   --load DIR         in this fresh process: time from the process start to main, LibTorch's
+//                      first-op initialisation, the import of DIR until the model can generate,
+//                      and the first generated token; resident memory after
+//   --decode DIR       batch-1 greedy decode tokens/s (N tokens after a short prompt), 64-token
+//                      prefill tokens/s, the greedy ids, peak resident memory
+// Options: --tokens N (decode, default 64), --threads N (default: all cores), --weights f32|bf16.
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/engine/engine.h"
+#include "core/error.h"
+#include <torch/torch.h>
+
+using namespace nestscope;
+using Clock = std::chrono::steady_clock;
+using Json = nlohmann::json;
+
+namespace {
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+int64_t peak_rss_bytes() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return int64_t(u.ru_maxrss) * 1024;
+}
+
+int64_t current_rss_bytes() {
+  std::ifstream f("/proc/self/statm");
+  int64_t pages = 0, resident = 0;
+  f >> pages >> resident;
+  return resident * int64_t(sysconf(_SC_PAGESIZE));
+}
+
+// Seconds from this process's start (the kernel's record) to now.
+double since_process_start() {
+  std::ifstream stat("/proc/self/stat"), up("/proc/uptime");
+  std::string s((std::istreambuf_iterator<char>(stat)), {});
+  const auto close = s.rfind(')');
+  std::vector<std::string> fields;
+  size_t at = close + 2;
+  while (at < s.size()) {
+    const auto sp = s.find(' ', at);
+    fields.push_back(s.substr(at, sp == std::string::npos ? std::string::npos : sp - at));
+    if (sp == std::string::npos) break;
+    at = sp + 1;
+  }
+  double uptime = 0;
+  up >> uptime;
+  const double start = double(std::stoll(fields.at(19))) / double(sysconf(_SC_CLK_TCK));  // field 22
+  return uptime - start;
+}
+
+double bandwidth_gb_s(int threads) {
+  const size_t n = size_t(1) << 28;  // 1 GiB of floats
+  std::vector<float> buf(n, 1.0f);
+  double best = 0;
+  for (int pass = 0; pass < 5; ++pass) {
+    std::vector<double> part(static_cast<size_t>(threads), 0.0);
+    const auto t0 = Clock::now();
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t)
+      pool.emplace_back([&, t] {
+        const size_t lo = n * size_t(t) / size_t(threads), hi = n * size_t(t + 1) / size_t(threads);
+        float acc[16] = {};
+        for (size_t i = lo; i + 16 <= hi; i += 16)
+          for (int j = 0; j < 16; ++j) acc[j] += buf[i + size_t(j)];
+        double s = 0;
+        for (float a : acc) s += a;
+        part[size_t(t)] = s;
+      });
+    for (auto& th : pool) th.join();
+    const double s = seconds_since(t0);
+    double total = 0;
+    for (double p : part) total += p;
+    if (total < 0) std::printf("%f", total);  // keeps the sum alive
+    best = std::max(best, double(n * sizeof(float)) / s / 1e9);
+  }
+  return best;
+}
+
+std::string prompt_of(Engine& e, int64_t tokens) {
+  // A plain English prompt, repeated to the token count wanted (checked by the tokenizer).
+  std::string p = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. ";
+  while (int64_t(e.generate(p, {.max_new_tokens = 0}).prompt_tokens) < tokens) p += p;
+  return p;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const double to_main = since_process_start();
+  std::string mode, dir, weights;
+  int64_t tokens = 64;
+  int threads = int(std::thread::hardware_concurrency());
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) throw Error(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--bandwidth") mode = "bandwidth";
+    else if (a == "--load") mode = "load", dir = next();
+    else if (a == "--decode") mode = "decode", dir = next();
+    else if (a == "--tokens") tokens = std::stoll(next());
+    else if (a == "--threads") threads = std::stoi(next());
+    else if (a == "--weights") weights = next();
+    else {
+      std::cerr << "usage: nestscope_bench_real --bandwidth | --load DIR | --decode DIR [--tokens N] [--threads N] "
+                   "[--weights f32|bf16]\n";
+      return 2;
+    }
+  }
+  try {
+    Json out = {{"mode", mode}, {"threads", threads}};
+    if (mode == "bandwidth") {
+      out["read_gb_s"] = bandwidth_gb_s(threads);
+    } else if (mode == "load") {
+      auto t0 = Clock::now();
+      init_threads(threads);
+      (void)torch::ones({8}).sum().item<float>();  // LibTorch initialises on its first op
+      out["process_start_to_main_s"] = to_main;
+      out["torch_init_s"] = seconds_since(t0);
+      t0 = Clock::now();
+      Engine e;
+      e.load(dir);
+      out["load_s"] = seconds_since(t0);
+      t0 = Clock::now();
+      const auto r = e.generate("Once upon a time", {.max_new_tokens = 1, .temperature = 0});
+      out["first_token_s"] = seconds_since(t0);
+      out["ready_to_generate_s"] = out["load_s"].get<double>();
+      out["generated"] = r.generated_tokens;
+      out["rss_bytes"] = current_rss_bytes();
+      out["peak_rss_bytes"] = peak_rss_bytes();
+    } else if (mode == "decode") {
+      init_threads(threads);
+      Engine e;
+      e.load(dir);
+      out["parameters"] = e.info().parameters;
+      GenerateOptions g{.max_new_tokens = tokens, .temperature = 0};
+      std::vector<int64_t> ids;
+      double best_decode = 0, best_prefill = 0;
+      const std::string p64 = prompt_of(e, 64);
+      for (int round = 0; round < 3; ++round) {
+        ids.clear();
+        const auto r = e.generate("Once upon a time", g, [&](const GeneratedToken& t) {
+          ids.push_back(t.id);
+          return true;
+        });
+        best_decode = std::max(best_decode, r.tokens_per_s);
+        const auto pre = e.generate(p64, {.max_new_tokens = 1, .temperature = 0});
+        best_prefill = std::max(best_prefill, double(pre.prompt_tokens) / (pre.prefill_ms / 1000.0));
+        out["prefill_tokens"] = pre.prompt_tokens;
+      }
+      out["decode_tokens_per_s"] = best_decode;
+      out["prefill_tokens_per_s"] = best_prefill;
+      out["greedy_ids"] = ids;
+      out["peak_rss_bytes"] = peak_rss_bytes();
+    } else {
+      throw Error("nothing to measure: give --bandwidth, --load DIR or --decode DIR");
+    }
+    std::cout << out.dump() << "\n";
+  } catch (const std::exception& e) {
+    std::cerr << "nestscope_bench_real: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
