@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/io/atomic_file.h"
 #include "core/io/safetensors.h"
+#include "core/layers/weight_init.h"
 
 namespace nestscope {
 
@@ -104,7 +105,10 @@ LoadedModel load_checkpoint_bytes(std::vector<uint8_t> bytes, const std::string&
   auto training = meta.find("training");
   m.training_json = training == meta.end() ? "{}" : training->second;
 
-  m.model = Gpt(m.config);
+  {
+    SkipWeightInit filled_next;  // every parameter is copied from the file below
+    m.model = Gpt(m.config);
+  }
   torch::NoGradGuard no_grad;
   std::set<std::string> expected;
   for (auto& item : m.model->named_parameters()) {

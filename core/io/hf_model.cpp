@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -16,6 +17,7 @@
 #include "core/text/bpe_tokenizer.h"
 #include "core/text/char_tokenizer.h"
 #include "core/text/utf8.h"
+#include "core/layers/weight_init.h"
 
 namespace nestscope {
 
@@ -64,6 +66,17 @@ torch::Tensor file_view(const SafetensorsFile& f, const TensorRecord& r) {
 // isfinite(t).all() in slices of 1M elements: the whole-tensor form allocates |t| (a float tensor
 // as large as t), which for an embedding is hundreds of MB at the import's peak.
 bool all_finite(const torch::Tensor& t) {
+  if (t.scalar_type() == torch::kFloat32 && t.is_contiguous() && t.is_cpu()) {
+    // One pass over the bits (an exponent of all ones is Inf or NaN), split over the threads.
+    const auto* bits = reinterpret_cast<const uint32_t*>(t.data_ptr<float>());
+    std::atomic<bool> ok{true};
+    at::parallel_for(0, t.numel(), int64_t(1) << 18, [&](int64_t begin, int64_t end) {
+      uint32_t bad = 0;
+      for (int64_t i = begin; i < end; ++i) bad |= uint32_t((bits[i] & 0x7f800000u) == 0x7f800000u);
+      if (bad) ok = false;
+    });
+    return ok;
+  }
   const auto flat = t.reshape({-1});
   constexpr int64_t kSlice = int64_t(1) << 20;
   for (int64_t at = 0; at < flat.numel(); at += kSlice)
@@ -240,7 +253,10 @@ LoadedModel import_hf_folder(const std::string& dir_path, const HfImportOptions&
   for (const auto& f : files) hashes += file_hash(f);
 
   // Build everything aside; the model is assembled only once every tensor checked out.
-  Gpt model(cfg);
+  Gpt model = [&] {
+    SkipWeightInit filled_next;  // every parameter is filled from the files below (checked)
+    return Gpt(cfg);
+  }();
   auto params = model->named_parameters();
   std::set<std::string> filled, used;
   torch::NoGradGuard no_grad;

@@ -2,12 +2,13 @@
 
 #include "core/error.h"
 #include "core/layers/cpu_gemm.h"
+#include "core/layers/weight_init.h"
 
 namespace nestscope {
 
 DenseLinear::DenseLinear(int64_t in_features, int64_t out_features, bool with_bias, double init_std)
     : ElasticLinear(in_features, out_features) {
-  weight_ = register_parameter("weight", torch::randn({out_features, in_features}).mul_(init_std));
+  weight_ = register_parameter("weight", random_weight({out_features, in_features}, init_std));
   if (with_bias) bias_ = register_parameter("bias", torch::zeros({out_features}));
 }
 

@@ -8,6 +8,7 @@
 #include "core/cuda/dispatch.h"
 #include "core/error.h"
 #include "core/layers/cpu_gemm.h"
+#include "core/layers/weight_init.h"
 
 namespace nestscope {
 
@@ -55,7 +56,7 @@ MpoLinear::MpoLinear(int64_t in_features, int64_t out_features, std::vector<int6
   for (size_t l = 0; l < L; ++l)
     cores_.push_back(register_parameter(
         "core" + std::to_string(l),
-        torch::randn({full_bonds_[l], out_factors_[l], in_factors_[l], full_bonds_[l + 1]}) * sigma));
+        random_weight({full_bonds_[l], out_factors_[l], in_factors_[l], full_bonds_[l + 1]}, sigma)));
   if (with_bias) bias_ = register_parameter("bias", torch::zeros({out_features}));
 }
 

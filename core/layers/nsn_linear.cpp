@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "core/layers/cpu_gemm.h"
+#include "core/layers/weight_init.h"
 
 namespace nestscope {
 
@@ -11,8 +12,8 @@ NsnLinear::NsnLinear(int64_t in_features, int64_t out_features, int64_t max_rank
         "NSN max rank " + std::to_string(max_rank) + " is outside [1, " +
             std::to_string(std::min(in_features, out_features)) + "]");
   // Var(W_ij) = R·Var(B)·Var(A) = init_std² with std(A) = √init_std, std(B) = √(init_std / R).
-  A_ = register_parameter("A", torch::randn({max_rank, in_features}) * std::sqrt(init_std));
-  B_ = register_parameter("B", torch::randn({out_features, max_rank}) * std::sqrt(init_std / double(max_rank)));
+  A_ = register_parameter("A", random_weight({max_rank, in_features}, std::sqrt(init_std)));
+  B_ = register_parameter("B", random_weight({out_features, max_rank}, std::sqrt(init_std / double(max_rank))));
   if (with_bias) bias_ = register_parameter("bias", torch::zeros({out_features}));
 }
 

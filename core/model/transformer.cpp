@@ -7,6 +7,7 @@
 #include "core/gate/block_recovery.h"
 #include "core/gate/mlp_gate.h"
 #include "core/model/linear_factory.h"
+#include "core/layers/weight_init.h"
 
 namespace nestscope {
 
@@ -205,14 +206,27 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x, KvCache* cache) {
   return h + mlp->forward(ln2->forward(parallel ? x : h));  // parallel: both read the block's input
 }
 
+namespace {
+
+// N(0, init_std²), drawn as torch::nn::Embedding's own N(0, 1) initialisation followed by our
+// re-draw always were, so a seeded model from scratch keeps its weights.
+torch::Tensor embedding_weight(const ModelConfig& cfg) {
+  if (SkipWeightInit::active()) return torch::empty({cfg.vocab_size, cfg.d_model});
+  torch::NoGradGuard no_grad;
+  return torch::empty({cfg.vocab_size, cfg.d_model}).normal_(0.0, 1.0).normal_(0.0, cfg.init_std);
+}
+
+}  // namespace
+
 GptImpl::GptImpl(const ModelConfig& cfg) : cfg_(cfg) {
   cfg_.validate();
   if (const char* env = std::getenv("NESTSCOPE_RAW_DECODE")) raw_decode = std::string(env) != "0";
-  tok_emb = register_module("tok_emb", torch::nn::Embedding(cfg.vocab_size, cfg.d_model));
+  tok_emb = register_module(
+      "tok_emb", torch::nn::Embedding(torch::nn::EmbeddingOptions(cfg.vocab_size, cfg.d_model)
+                                          ._weight(embedding_weight(cfg))));
   torch::NoGradGuard no_grad;
-  tok_emb->weight.normal_(0.0, cfg.init_std);
   if (cfg.position == PositionEncoding::Learned) {
-    pos_emb = register_parameter("pos_emb", torch::randn({cfg.context, cfg.d_model}).mul_(cfg.init_std));
+    pos_emb = register_parameter("pos_emb", random_weight({cfg.context, cfg.d_model}, cfg.init_std));
   } else if (cfg.position == PositionEncoding::Sinusoidal) {
     pos_emb = register_buffer("pos_sin", sinusoidal_positions(cfg.context, cfg.d_model));
   } else {

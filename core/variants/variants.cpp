@@ -13,6 +13,7 @@
 #include "core/model/linear_factory.h"
 #include "core/model/convert.h"
 #include "core/layers/mpo_shape.h"
+#include "core/layers/weight_init.h"
 
 namespace nestscope {
 
@@ -155,6 +156,7 @@ VariantReport build_variants(Gpt& model, const VariantNeeds& needs, const std::s
               gb(free) + " of memory is free: ask for fewer families (e.g. attention or the MLP alone) or free memory");
   }
   // Allocating the layers takes a while on a large model too: Cancel is checked after each.
+  SkipWeightInit filled_next;  // the cache or the conversion fills every weight below
   for (auto& t : todo) {
     t.layer = make_linear(config_for(cfg, projection_family(t.name), t.kind), projection_family(t.name));
     report(progress, {"variants", 0, int64_t(todo.size())});
