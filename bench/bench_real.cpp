@@ -6,6 +6,11 @@
 //                      and the first generated token; resident memory after
 //   --decode DIR       batch-1 greedy decode tokens/s (N tokens after a short prompt), 64-token
 //                      prefill tokens/s, the greedy ids, peak resident memory
+//   --budgets DIR      budgets that must pay at real size: each NSN rank of the default grid (SVD
+//                      variants of attention + MLP, and of the LM head too) and each gate fraction,
+//                      decode time / dense against MACs / dense (whole model, LM head and the gate's
+//                      measurement included); the first variant build (seconds); a slider move to
+//                      the first token with the variants built (median and max)
 // Options: --tokens N (decode, default 64), --threads N (default: all cores), --weights f32|bf16.
 #include <sys/resource.h>
 #include <unistd.h>
@@ -24,6 +29,8 @@
 #include "core/engine/engine.h"
 #include "core/error.h"
 #include <torch/torch.h>
+
+#include "core/defaults.h"
 
 using namespace nestscope;
 using Clock = std::chrono::steady_clock;
@@ -116,11 +123,12 @@ int main(int argc, char** argv) {
     if (a == "--bandwidth") mode = "bandwidth";
     else if (a == "--load") mode = "load", dir = next();
     else if (a == "--decode") mode = "decode", dir = next();
+    else if (a == "--budgets") mode = "budgets", dir = next();
     else if (a == "--tokens") tokens = std::stoll(next());
     else if (a == "--threads") threads = std::stoi(next());
     else if (a == "--weights") weights = next();
     else {
-      std::cerr << "usage: nestscope_bench_real --bandwidth | --load DIR | --decode DIR [--tokens N] [--threads N] "
+      std::cerr << "usage: nestscope_bench_real --bandwidth | --load DIR | --decode DIR | --budgets DIR [--tokens N] [--threads N] "
                    "[--weights f32|bf16]\n";
       return 2;
     }
@@ -169,6 +177,70 @@ int main(int argc, char** argv) {
       out["decode_tokens_per_s"] = best_decode;
       out["prefill_tokens_per_s"] = best_prefill;
       out["greedy_ids"] = ids;
+      out["peak_rss_bytes"] = peak_rss_bytes();
+    } else if (mode == "budgets") {
+      init_threads(threads);
+      Engine e;
+      e.set_variant_cache(false);
+      e.load(dir);
+      auto t0 = Clock::now();
+      int64_t reports = 0;
+      e.prepare_variants({LinearKind::Nsn}, [&](const Progress&) { return ++reports, true; });
+      out["first_variant_build_s"] = seconds_since(t0);
+      out["first_variant_build_progress_reports"] = reports;
+      const std::string calib = "Once upon a time, there was a little girl named Lily. She loved to play outside.";
+      e.calibrate_gate(calib, kNeuronBlock);
+      struct Point {
+        std::string label;
+        Budget budget;
+      };
+      std::vector<Point> points = {{"dense", Budget{}}};
+      for (const auto& nb : e.grid("default")) {
+        if (nb.method == "svd") {
+          points.push_back({"svd " + nb.label, nb.budget});
+          Budget with_head = nb.budget;
+          with_head.kind["head"] = LinearKind::Nsn;
+          points.push_back({"svd+head " + nb.label, with_head});
+        } else if (nb.method == "gate") {
+          points.push_back({"gate " + nb.label, nb.budget});
+        }
+      }
+      std::vector<double> best(points.size(), 1e30), macs(points.size(), 0);
+      for (int round = 0; round < 3; ++round)
+        for (size_t i = 0; i < points.size(); ++i) {
+          e.set_budget(points[i].budget);
+          double sum = 0;
+          int64_t n = 0;
+          const auto r = e.generate("Once upon a time", {.max_new_tokens = tokens, .temperature = 0},
+                                    [&](const GeneratedToken& t) {
+                                      sum += double(t.macs);
+                                      ++n;
+                                      return true;
+                                    });
+          best[i] = std::min(best[i], r.decode_ms / double(std::max<int64_t>(1, r.generated_tokens - 1)));
+          macs[i] = sum / double(std::max<int64_t>(1, n));
+        }
+      Json rows = Json::array();
+      for (size_t i = 0; i < points.size(); ++i) {
+        const double tr = best[i] / best[0], mr = macs[i] / macs[0];
+        rows.push_back({{"budget", points[i].label}, {"ms_per_token", best[i]}, {"time_ratio", tr},
+                        {"mac_ratio", mr}, {"time_over_mac_ratio", tr / mr}});
+      }
+      out["decode"] = rows;
+      std::vector<double> lat;
+      for (int i = 0; i < 10; ++i) {
+        Budget b = points[1 + size_t(i % 2) * 2].budget;  // two SVD ranks in turn
+        t0 = Clock::now();
+        e.set_budget(b);
+        double first = 0;
+        e.generate("Once upon a time", {.max_new_tokens = 1, .temperature = 0}, [&](const GeneratedToken&) {
+          first = seconds_since(t0) * 1e3;
+          return true;
+        });
+        lat.push_back(first);
+      }
+      std::sort(lat.begin(), lat.end());
+      out["slider_to_first_token_ms"] = {{"median", lat[lat.size() / 2]}, {"max", lat.back()}};
       out["peak_rss_bytes"] = peak_rss_bytes();
     } else {
       throw Error("nothing to measure: give --bandwidth, --load DIR or --decode DIR");

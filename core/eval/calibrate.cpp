@@ -43,7 +43,10 @@ void calibrate_on_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64_t
   check(!tokens.empty(), "gate calibration: no tokens");
   torch::NoGradGuard no_grad;
   const int64_t T = std::min<int64_t>(context, int64_t(tokens.size()));
-  const int64_t W = std::max<int64_t>(1, std::min<int64_t>(max_windows, int64_t(tokens.size()) / T));
+  // At most kCalibrationRows token rows per layer: the samples are rows × (d_model + d_ff) floats
+  // per layer (a GPT-2-124M window of 1024 rows holds 190 MB over its 12 layers).
+  const int64_t W = std::max<int64_t>(
+      1, std::min({max_windows, int64_t(tokens.size()) / T, std::max<int64_t>(1, kCalibrationRows / T)}));
   std::vector<std::vector<torch::Tensor>> ins, acts;
   for (int64_t w = 0; w < W; ++w) {
     auto idx = torch::tensor(std::vector<int64_t>(tokens.begin() + w * T, tokens.begin() + (w + 1) * T), torch::kInt64)
@@ -57,11 +60,18 @@ void calibrate_on_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64_t
       acts[l].push_back(samples[l].acts);
     }
   }
-  std::vector<MlpSample> all;
-  for (size_t l = 0; l < ins.size(); ++l) all.push_back({torch::cat(ins[l], 0), torch::cat(acts[l], 0)});
-  calibrate_gate(model, all, block, seed, own_tokens);
+  {
+    std::vector<MlpSample> all;
+    for (size_t l = 0; l < ins.size(); ++l) {
+      all.push_back({torch::cat(ins[l], 0), torch::cat(acts[l], 0)});
+      ins[l].clear();  // the per-window pieces go as soon as they are joined
+      acts[l].clear();
+    }
+    calibrate_gate(model, all, block, seed, own_tokens);
+  }  // the samples go before the probes run
   const auto& c = model->config();
-  const int64_t probed = own_tokens > 0 ? std::min(T, own_tokens) : T;
+  // The probes score the first window's first kProbeTokens tokens (each probe is a forward).
+  const int64_t probed = std::min(kProbeTokens, own_tokens > 0 ? std::min(T, own_tokens) : T);
   auto first = torch::tensor(std::vector<int64_t>(tokens.begin(), tokens.begin() + probed), torch::kInt64)
                    .unsqueeze(0)
                    .to(model->tok_emb->weight.device());

@@ -1,6 +1,8 @@
 #include "core/eval/head_probe.h"
 
+#include <algorithm>
 #include <random>
+#include <vector>
 
 #include "core/error.h"
 #include "core/gate/block_recovery.h"
@@ -12,14 +14,23 @@ namespace {
 // Mean KL(full ‖ masked) per sequence for masks [B, L, H] over idx [1, T] -> [B] (float64).
 torch::Tensor knockout_effect(Gpt& model, const torch::Tensor& idx, const torch::Tensor& masks) {
   torch::NoGradGuard no_grad;
-  const int64_t B = masks.size(0);
+  const int64_t B = masks.size(0), T = idx.size(1), V = model->config().vocab_size;
   auto full = torch::log_softmax(model->forward(idx), -1);  // [1, T, V]
-  torch::Tensor masked;
-  {
-    ScopedHook hook(model, head_mask_hook(masks.to(full.device())));
-    masked = torch::log_softmax(model->forward(idx.expand({B, idx.size(1)}).contiguous()), -1);  // [B, T, V]
+  const auto p = full.exp();
+  // Probes run in batches whose logits stay within 256 MB (one at a time for a large vocabulary).
+  const int64_t chunk = std::clamp<int64_t>((int64_t(256) << 20) / std::max<int64_t>(1, 3 * T * V * 4), 1, B);
+  const auto on = masks.to(full.device());
+  std::vector<torch::Tensor> parts;
+  for (int64_t b0 = 0; b0 < B; b0 += chunk) {
+    const int64_t n = std::min(chunk, B - b0);
+    torch::Tensor masked;
+    {
+      ScopedHook hook(model, head_mask_hook(on.narrow(0, b0, n)));
+      masked = torch::log_softmax(model->forward(idx.expand({n, T}).contiguous()), -1);  // [n, T, V]
+    }
+    parts.push_back((p * (full - masked)).sum(-1).mean(-1).to(torch::kCPU, torch::kFloat64));  // [n]
   }
-  return (full.exp() * (full - masked)).sum(-1).mean(-1).to(torch::kCPU, torch::kFloat64);  // [B]
+  return torch::cat(parts);  // [B]
 }
 
 void check_input(const torch::Tensor& idx) {

@@ -1,5 +1,6 @@
 #include "core/eval/metrics.h"
 
+#include <algorithm>
 #include <chrono>
 
 namespace nestscope {
@@ -35,28 +36,42 @@ EvalResult evaluate_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64
   double loss_sum = 0, kl_sum = 0;
   int64_t correct = 0, agree = 0;
   std::vector<double> window_hits;  // correct predictions per window, for the interval
+  // Memory: logits are [windows, T, V] floats (GPT-2: 206 MB a window of 1024 tokens). Windows go
+  // through together only while their logits stay within kEvalLogitBytes, and the statistics run
+  // over slices of rows, so a large vocabulary and context cost a few copies of one window.
+  const int64_t V = model->config().vocab_size;
+  constexpr int64_t kEvalLogitBytes = int64_t(256) << 20, kSliceBytes = int64_t(32) << 20;
+  batch = std::clamp<int64_t>(kEvalLogitBytes / std::max<int64_t>(1, T * V * 4), 1, std::max<int64_t>(1, batch));
+  const int64_t slice = std::max<int64_t>(1, kSliceBytes / (V * 4));
   for (int64_t w0 = 0; w0 < windows; w0 += batch) {
     const int64_t b = std::min(batch, windows - w0);
     auto seq = all.narrow(0, w0 * T, b * T + 1);                         // [bT+1]
     auto x = seq.narrow(0, 0, b * T).view({b, T}).to(device);            // [B, T]
-    auto y = seq.narrow(0, 1, b * T).view({b, T}).to(device);            // [B, T]
+    auto y = seq.narrow(0, 1, b * T).view({-1}).to(device);              // [BT]
     torch::Tensor ref_flat;
     if (reference) {
       model->apply_budget(*reference);
       ref_flat = model->forward(x).view({b * T, -1});                    // [BT, V]
       model->apply_budget(*budget);
     }
-    auto logits = prompt_window_logits(model, x);                               // [B, T, V]
-    auto flat = logits.view({b * T, -1});                                // [BT, V]
-    if (reference) {
-      auto ref_logp = torch::log_softmax(ref_flat, -1), logp = torch::log_softmax(flat, -1);
-      kl_sum += (ref_logp.exp() * (ref_logp - logp)).sum().item<double>();
-      agree += ref_flat.argmax(-1).eq(flat.argmax(-1)).sum().item<int64_t>();
+    const auto flat = prompt_window_logits(model, x).view({b * T, -1});  // [BT, V]
+    auto row_hits = torch::empty({b * T}, torch::TensorOptions().dtype(torch::kInt64).device(device));
+    for (int64_t r0 = 0; r0 < b * T; r0 += slice) {
+      const int64_t rn = std::min(slice, b * T - r0);
+      const auto f = flat.narrow(0, r0, rn), target = y.narrow(0, r0, rn);
+      const auto top = f.argmax(-1);
+      if (reference) {
+        const auto rf = ref_flat.narrow(0, r0, rn);
+        auto ref_logp = torch::log_softmax(rf, -1), logp = torch::log_softmax(f, -1);
+        kl_sum += (ref_logp.exp() * (ref_logp - logp)).sum().item<double>();
+        agree += rf.argmax(-1).eq(top).sum().item<int64_t>();
+      }
+      loss_sum += torch::nn::functional::cross_entropy(
+                      f, target, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                      .item<double>();
+      row_hits.narrow(0, r0, rn).copy_(top.eq(target));
     }
-    loss_sum += torch::nn::functional::cross_entropy(
-                    flat, y.view({-1}), torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                    .item<double>();
-    auto hits = flat.argmax(-1).eq(y.view({-1})).view({b, T}).sum(1).to(torch::kCPU);  // [B]
+    auto hits = row_hits.view({b, T}).sum(1).to(torch::kCPU);  // [B]
     for (int64_t i = 0; i < b; ++i) window_hits.push_back(double(hits[i].item<int64_t>()));
     correct += hits.sum().item<int64_t>();
     report(progress, {"eval", w0 + b, windows});

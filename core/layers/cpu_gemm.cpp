@@ -2,6 +2,7 @@
 
 #include "core/layers/low_rank_kernel.h"
 
+#include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
 
 #include <algorithm>
@@ -32,14 +33,38 @@ bool cpu_gemm_applies(const torch::Tensor& x, const torch::Tensor& weight) {
 #endif
 }
 
+namespace {
+
+// Runs fn(o0, on) over slices of the n output columns on LibTorch's threads when the product is
+// large enough to pay for them. OpenBLAS itself runs at one thread (init_threads: its pool fights
+// LibTorch's), so without this a batch-1 decode step reads every weight from one core, at about
+// half the machine's memory bandwidth.
+template <class Fn>
+void over_columns(int64_t N, int64_t n, int64_t k, const Fn& fn) {
+  const int64_t threads = at::get_num_threads();
+  if (threads <= 1 || N * n * k < (int64_t(1) << 17) || at::in_parallel_region()) return fn(int64_t(0), n);
+  const int64_t align = 16;  // whole cache lines of y and of a transposed weight's rows
+  const int64_t per = std::max<int64_t>(align, (n / threads + align - 1) / align * align);
+  at::parallel_for(0, (n + per - 1) / per, 1, [&](int64_t b, int64_t e) {
+    for (int64_t s = b; s < e; ++s) {
+      const int64_t o0 = s * per;
+      fn(o0, std::min(per, n - o0));
+    }
+  });
+}
+
+}  // namespace
+
 void cpu_gemm_nt_raw(int64_t N, int64_t n, int64_t k, const float* x, const float* w, int64_t ldw, float beta,
                      float* y) {
 #ifdef NESTSCOPE_HAVE_CBLAS
-  if (N == 1)
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, int(n), int(k), 1.f, w, int(ldw), x, 1, beta, y, 1);
-  else
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(N), int(n), int(k), 1.f, x, int(k), w, int(ldw), beta, y,
-                int(n));
+  over_columns(N, n, k, [&](int64_t o0, int64_t on) {
+    if (N == 1)
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, int(on), int(k), 1.f, w + o0 * ldw, int(ldw), x, 1, beta, y + o0, 1);
+    else
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(N), int(on), int(k), 1.f, x, int(k), w + o0 * ldw,
+                  int(ldw), beta, y + o0, int(n));
+  });
 #else
   // Plain loops without CBLAS: correct, not fast (the ATen paths serve the model then).
   for (int64_t i = 0; i < N; ++i)
@@ -87,11 +112,13 @@ torch::Tensor cpu_gemm_nt(const torch::Tensor& x, const float* w, int64_t n, int
 void cpu_gemm_nn_raw(int64_t N, int64_t n, int64_t k, const float* x, const float* bt, int64_t ldb, float beta,
                      float* y) {
 #ifdef NESTSCOPE_HAVE_CBLAS
-  if (N == 1)
-    cblas_sgemv(CblasRowMajor, CblasTrans, int(k), int(n), 1.f, bt, int(ldb), x, 1, beta, y, 1);
-  else
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(N), int(n), int(k), 1.f, x, int(k), bt, int(ldb), beta,
-                y, int(n));
+  over_columns(N, n, k, [&](int64_t o0, int64_t on) {
+    if (N == 1)
+      cblas_sgemv(CblasRowMajor, CblasTrans, int(k), int(on), 1.f, bt + o0, int(ldb), x, 1, beta, y + o0, 1);
+    else
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(N), int(on), int(k), 1.f, x, int(k), bt + o0,
+                  int(ldb), beta, y + o0, int(n));
+  });
 #else
   for (int64_t i = 0; i < N; ++i) {
     float* yi = y + i * n;
