@@ -3,6 +3,8 @@
 #include "core/cuda/dispatch.h"
 #include "core/layers/low_rank_kernel.h"
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <numeric>
 
@@ -317,22 +319,27 @@ void MlpGate::run_blocks(const float* x, const std::vector<int64_t>& blocks, flo
                      (activation_ == Activation::Relu || activation_ == Activation::Gelu) &&
                      low_rank_kernel_applies(1, C_, C_, std::min<int64_t>(B_, kLowRankKernelMaxRank));
   const LowRankAct fused_act = activation_ == Activation::Relu ? LowRankAct::Relu : LowRankAct::Gelu;
+  thread_local std::vector<std::pair<int64_t, int64_t>> runs;  // (first neuron, neurons) of each run of adjacent blocks
+  runs.clear();
   for (size_t i = 0; i < blocks.size();) {
     size_t j = i + 1;  // a run of adjacent blocks is one pair of products
     while (j < blocks.size() && blocks[j] == blocks[j - 1] + 1) ++j;
-    const int64_t r0 = blocks[i] * B_, len = int64_t(j - i) * B_;
-    if (fused) {
+    runs.emplace_back(blocks[i] * B_, int64_t(j - i) * B_);
+    i = j;
+  }
+  if (fused) {
+    for (const auto& [r0, len] : runs)
       for (int64_t c = 0; c < len; c += kLowRankKernelMaxRank) {
         const int64_t w = std::min(kLowRankKernelMaxRank, len - c);
         low_rank_kernel_ex(1, C_, C_, w, x, up + (r0 + c) * C_, bias + r0 + c, fused_act, down_t + (r0 + c) * C_, C_,
                            nullptr, true, y);
       }
-      i = j;
-      continue;
-    }
+    return;
+  }
+  auto up_run = [&](int64_t r0, int64_t len) {  // z_run = act(W_up[run]·x + b_up[run]) (⊙ the multiplier)
     float* z = z_.data() + r0;
     std::copy_n(bias + r0, len, z);
-    cpu_gemm_nt_raw(1, len, C_, x, up + r0 * C_, C_, 1.f, z);  // z_run = W_up[run]·x + b_up[run]
+    cpu_gemm_nt_raw(1, len, C_, x, up + r0 * C_, C_, 1.f, z);
     if (activation_ == Activation::Relu) {
       for (int64_t t = 0; t < len; ++t) z[t] = std::max(z[t], 0.f);
     } else {
@@ -344,9 +351,28 @@ void MlpGate::run_blocks(const float* x, const std::vector<int64_t>& blocks, flo
       cpu_gemm_nt_raw(1, len, C_, x, mul_.data_ptr<float>() + r0 * C_, C_, 1.f, u);
       for (int64_t t = 0; t < len; ++t) z[t] *= u[t];
     }
-    cpu_gemm_nn_raw(1, C_, len, z, down_t + r0 * C_, C_, 1.f, y);  // y += W_down[:, run]·act(z_run)
-    i = j;
+  };
+  auto down_cols = [&](int64_t c0, int64_t cn) {  // y[c0, c0+cn) += W_down[c0.., run]·z_run, every run
+    for (const auto& [r0, len] : runs) cpu_gemm_nn_raw(1, cn, len, z_.data() + r0, down_t + r0 * C_ + c0, C_, 1.f, y + c0);
+  };
+  // A large MLP's chosen blocks are megabytes of weights: the up products go over the threads by
+  // run, the down products by output columns (each thread its own slice of y), as a dense
+  // projection's gemv does (cpu_gemm.cpp), so a gated step reads its weights at the same speed.
+  int64_t active = 0;
+  for (const auto& r : runs) active += r.second;
+  const int64_t threads = at::get_num_threads();
+  if (threads > 1 && active * C_ * projections() >= (int64_t(1) << 18) && !at::in_parallel_region()) {
+    at::parallel_for(0, int64_t(runs.size()), 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) up_run(runs[size_t(i)].first, runs[size_t(i)].second);
+    });
+    const int64_t per = (C_ / threads + 15) / 16 * 16;
+    at::parallel_for(0, (C_ + per - 1) / per, 1, [&](int64_t b, int64_t e) {
+      for (int64_t s = b; s < e; ++s) down_cols(s * per, std::min(per, C_ - s * per));
+    });
+    return;
   }
+  for (const auto& [r0, len] : runs) up_run(r0, len);
+  down_cols(0, C_);
 }
 
 int64_t MlpGate::select_oracle(const float* x) {

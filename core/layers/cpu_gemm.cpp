@@ -35,14 +35,16 @@ bool cpu_gemm_applies(const torch::Tensor& x, const torch::Tensor& weight) {
 
 namespace {
 
-// Runs fn(o0, on) over slices of the n output columns on LibTorch's threads when the product is
-// large enough to pay for them. OpenBLAS itself runs at one thread (init_threads: its pool fights
-// LibTorch's), so without this a batch-1 decode step reads every weight from one core, at about
-// half the machine's memory bandwidth.
+// Runs fn(o0, on) over slices of the n output columns on LibTorch's threads when the weight is
+// large (≥ 1 MB: reading it is the cost). OpenBLAS itself runs at one thread (init_threads: its
+// pool fights LibTorch's), so without this a batch-1 decode step of a 124M-parameter model reads
+// every weight from one core, at about half the machine's memory bandwidth. Small weights (the
+// default model's) stay on one call: there, splitting measured no faster.
 template <class Fn>
 void over_columns(int64_t N, int64_t n, int64_t k, const Fn& fn) {
+  (void)N;
   const int64_t threads = at::get_num_threads();
-  if (threads <= 1 || N * n * k < (int64_t(1) << 17) || at::in_parallel_region()) return fn(int64_t(0), n);
+  if (threads <= 1 || n * k < (int64_t(1) << 18) || at::in_parallel_region()) return fn(int64_t(0), n);
   const int64_t align = 16;  // whole cache lines of y and of a transposed weight's rows
   const int64_t per = std::max<int64_t>(align, (n / threads + align - 1) / align * align);
   at::parallel_for(0, (n + per - 1) / per, 1, [&](int64_t b, int64_t e) {
