@@ -62,6 +62,10 @@ void EngineWorker::loadModel(const QString& path) {
     // SVD and TT-SVD variants (cached next to the checkpoint), so every slider has a mechanism.
     // On a large import this takes a while: it reports progress and stops when cancelled.
     const QString name = path.isEmpty() ? QStringLiteral("the default model") : QFileInfo(path).fileName();
+    // A large model is shown (and can generate) at once; its variants follow with progress, and
+    // the sliders' ranges update when they are there.
+    const bool large = engine_->info().parameters >= 20'000'000;
+    if (large) announce();
     try {
       engine_->prepare_variants({LinearKind::Nsn, LinearKind::Mpo}, [&](const Progress& p) {
         if (p.total > 0) Q_EMIT loading(QStringLiteral("%1: variants %2/%3").arg(name).arg(p.done).arg(p.total));

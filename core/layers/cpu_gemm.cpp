@@ -6,6 +6,9 @@
 #include <ATen/core/grad_mode.h>
 
 #include <algorithm>
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <cstring>
 
 #ifdef NESTSCOPE_HAVE_CBLAS
@@ -35,6 +38,49 @@ bool cpu_gemm_applies(const torch::Tensor& x, const torch::Tensor& weight) {
 
 namespace {
 
+#if defined(__GNUC__) && defined(__x86_64__)
+#define NESTSCOPE_GEMV_AVX2 1
+// y[o] = beta·y[o] + W[o, :]·x for o in [0, n), W row-major with leading dimension ldw, k % 8 == 0.
+// Four rows share each load of x; eight lanes per row, reduced once at the end. Batch-1 decode is
+// a stream of weights through these dot products: what counts is keeping loads in flight.
+__attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
+}
+
+__attribute__((target("avx2,fma"))) void gemv_rows_avx2(int64_t n, int64_t k, const float* x, const float* w,
+                                                         int64_t ldw, float beta, float* y) {
+  int64_t o = 0;
+  for (; o + 4 <= n; o += 4) {
+    const float *w0 = w + o * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t j = 0; j < k; j += 8) {
+      const __m256 xv = _mm256_loadu_ps(x + j);
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + j), xv, a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + j), xv, a1);
+      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + j), xv, a2);
+      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + j), xv, a3);
+    }
+    const float s[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
+    for (int r = 0; r < 4; ++r) y[o + r] = (beta == 0.f ? 0.f : beta * y[o + r]) + s[r];
+  }
+  for (; o < n; ++o) {
+    __m256 a = _mm256_setzero_ps();
+    for (int64_t j = 0; j < k; j += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(w + o * ldw + j), _mm256_loadu_ps(x + j), a);
+    y[o] = (beta == 0.f ? 0.f : beta * y[o]) + hsum(a);
+  }
+}
+
+bool gemv_avx2_supported() {
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return ok;
+}
+#endif
+
 // Runs fn(o0, on) over slices of the n output columns on LibTorch's threads when the weight is
 // large (≥ 1 MB: reading it is the cost). OpenBLAS itself runs at one thread (init_threads: its
 // pool fights LibTorch's), so without this a batch-1 decode step of a 124M-parameter model reads
@@ -61,6 +107,9 @@ void cpu_gemm_nt_raw(int64_t N, int64_t n, int64_t k, const float* x, const floa
                      float* y) {
 #ifdef NESTSCOPE_HAVE_CBLAS
   over_columns(N, n, k, [&](int64_t o0, int64_t on) {
+#ifdef NESTSCOPE_GEMV_AVX2
+    if (N == 1 && k % 8 == 0 && gemv_avx2_supported()) return gemv_rows_avx2(on, k, x, w + o0 * ldw, ldw, beta, y + o0);
+#endif
     if (N == 1)
       cblas_sgemv(CblasRowMajor, CblasNoTrans, int(on), int(k), 1.f, w + o0 * ldw, int(ldw), x, 1, beta, y + o0, 1);
     else
