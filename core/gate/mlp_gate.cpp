@@ -319,7 +319,10 @@ void MlpGate::run_blocks(const float* x, const std::vector<int64_t>& blocks, flo
                      (activation_ == Activation::Relu || activation_ == Activation::Gelu) &&
                      low_rank_kernel_applies(1, C_, C_, std::min<int64_t>(B_, kLowRankKernelMaxRank));
   const LowRankAct fused_act = activation_ == Activation::Relu ? LowRankAct::Relu : LowRankAct::Gelu;
-  thread_local std::vector<std::pair<int64_t, int64_t>> runs;  // (first neuron, neurons) of each run of adjacent blocks
+  // (first neuron, neurons) of each run of adjacent blocks; a reference to this thread's scratch, so
+  // the worker threads below read the caller's runs (a thread_local named in a lambda is their own).
+  thread_local std::vector<std::pair<int64_t, int64_t>> scratch;
+  std::vector<std::pair<int64_t, int64_t>>& runs = scratch;
   runs.clear();
   for (size_t i = 0; i < blocks.size();) {
     size_t j = i + 1;  // a run of adjacent blocks is one pair of products

@@ -86,11 +86,14 @@ bool gemv_avx2_supported() {
 // pool fights LibTorch's), so without this a batch-1 decode step of a 124M-parameter model reads
 // every weight from one core, at about half the machine's memory bandwidth. Small weights (the
 // default model's) stay on one call: there, splitting measured no faster.
+// A low-rank pair (NSN) counts as one product: its factors are split when together they are large.
+thread_local int64_t split_weights_at = int64_t(1) << 18;
+
 template <class Fn>
 void over_columns(int64_t N, int64_t n, int64_t k, const Fn& fn) {
   (void)N;
   const int64_t threads = at::get_num_threads();
-  if (threads <= 1 || n * k < (int64_t(1) << 18) || at::in_parallel_region()) return fn(int64_t(0), n);
+  if (threads <= 1 || n * k < split_weights_at || at::in_parallel_region()) return fn(int64_t(0), n);
   const int64_t align = 16;  // whole cache lines of y and of a transposed weight's rows
   const int64_t per = std::max<int64_t>(align, (n / threads + align - 1) / align * align);
   at::parallel_for(0, (n + per - 1) / per, 1, [&](int64_t b, int64_t e) {
@@ -200,9 +203,12 @@ void cpu_low_rank_raw(int64_t N, int64_t k, int64_t n, int64_t r, const float* x
   thread_local std::vector<float> h;
   if (int64_t(h.size()) < N * r) h.resize(size_t(N * r));
   std::fill_n(h.begin(), N * r, 0.f);
+  const int64_t saved = split_weights_at;  // both factors go over the threads when the pair is large
+  if (r * (k + n) >= saved) split_weights_at = std::min<int64_t>(saved, int64_t(1) << 14);
   cpu_gemm_nt_raw(N, r, k, x, A, k, 0.f, h.data());  // [N, r]
   const float beta = fill_bias(N, n, bias, y);
   cpu_gemm_nn_raw(N, n, r, h.data(), bt, ldb, beta, y);  // [N, n]
+  split_weights_at = saved;
 }
 
 torch::Tensor cpu_low_rank(const torch::Tensor& x, const torch::Tensor& A, const float* bt, int64_t ldb, int64_t n,

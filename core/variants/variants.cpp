@@ -1,7 +1,10 @@
 #include "core/defaults.h"
 #include "core/variants/variants.h"
 
+#include <atomic>
 #include <chrono>
+#include <exception>
+#include <mutex>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -193,13 +196,31 @@ VariantReport build_variants(Gpt& model, const VariantNeeds& needs, const std::s
     }
   }
   if (!cached) {
+    // One SVD (or TT-SVD) per projection, the projections shared out over the threads (LAPACK runs
+    // each on one core: OpenBLAS is held to one thread), taken from a common counter so that a
+    // cancel stops every thread after its current projection. Progress is reported under a lock.
     const int64_t n = int64_t(todo.size());
-    for (int64_t i = 0; i < n; ++i) {
-      auto& t = todo[size_t(i)];
-      t.layer->load_from_dense(t.own->to_dense().to(torch::kCPU),
-                               t.own->bias().defined() ? t.own->bias().to(torch::kCPU) : torch::Tensor());
-      report(progress, {"variants", i + 1, n});
-    }
+    std::atomic<int64_t> next{0}, done{0};
+    std::atomic<bool> stop{false};
+    std::mutex lock;
+    std::exception_ptr failure;
+    const int64_t workers = std::min<int64_t>(n, std::max<int64_t>(1, at::get_num_threads()));
+    at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+      for (int64_t i; !stop && (i = next++) < n;) {
+        try {
+          auto& t = todo[size_t(i)];
+          t.layer->load_from_dense(t.own->to_dense().to(torch::kCPU),
+                                   t.own->bias().defined() ? t.own->bias().to(torch::kCPU) : torch::Tensor());
+          std::lock_guard<std::mutex> g(lock);
+          if (!stop) report(progress, {"variants", ++done, n});
+        } catch (...) {
+          std::lock_guard<std::mutex> g(lock);
+          if (!failure) failure = std::current_exception();
+          stop = true;
+        }
+      }
+    });
+    if (failure) std::rethrow_exception(failure);
     rep.built = n;
   }
   for (auto& t : todo) {
