@@ -11,9 +11,11 @@
 //                      decode time / dense against MACs / dense (whole model, LM head and the gate's
 //                      measurement included); the first variant build (seconds); a slider move to
 //                      the first token with the variants built (median and max)
-// Options: --tokens N (decode, default 64), --threads N (default: all cores), --weights f32|bf16.
+// Options: --tokens N (decode, default 64), --threads N (default: all cores).
 #include <sys/resource.h>
 #include <unistd.h>
+
+#include <immintrin.h>
 
 #include <algorithm>
 #include <chrono>
@@ -72,6 +74,24 @@ double since_process_start() {
   return uptime - start;
 }
 
+// Σ x over n floats with four independent 8-lane sums: loads, not adds, are the limit.
+__attribute__((target("avx2"))) double sum_floats(const float* x, size_t n) {
+  __m256 a = _mm256_setzero_ps(), b = a, c = a, d = a;
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    a = _mm256_add_ps(a, _mm256_loadu_ps(x + i));
+    b = _mm256_add_ps(b, _mm256_loadu_ps(x + i + 8));
+    c = _mm256_add_ps(c, _mm256_loadu_ps(x + i + 16));
+    d = _mm256_add_ps(d, _mm256_loadu_ps(x + i + 24));
+  }
+  float lanes[8];
+  _mm256_storeu_ps(lanes, _mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d)));
+  double s = 0;
+  for (float v : lanes) s += v;
+  for (; i < n; ++i) s += x[i];
+  return s;
+}
+
 double bandwidth_gb_s(int threads) {
   const size_t n = size_t(1) << 28;  // 1 GiB of floats
   std::vector<float> buf(n, 1.0f);
@@ -83,11 +103,7 @@ double bandwidth_gb_s(int threads) {
     for (int t = 0; t < threads; ++t)
       pool.emplace_back([&, t] {
         const size_t lo = n * size_t(t) / size_t(threads), hi = n * size_t(t + 1) / size_t(threads);
-        float acc[16] = {};
-        for (size_t i = lo; i + 16 <= hi; i += 16)
-          for (int j = 0; j < 16; ++j) acc[j] += buf[i + size_t(j)];
-        double s = 0;
-        for (float a : acc) s += a;
+        const double s = sum_floats(buf.data() + lo, hi - lo);
         part[size_t(t)] = s;
       });
     for (auto& th : pool) th.join();
@@ -107,11 +123,127 @@ std::string prompt_of(Engine& e, int64_t tokens) {
   return p;
 }
 
+
+// --load: a fresh process's start-up, LibTorch's first op, the import, the first token.
+void measure_load(Json& out, const std::string& dir, int threads, double to_main) {
+  auto t0 = Clock::now();
+  init_threads(threads);
+  (void)torch::ones({8}).sum().item<float>();  // LibTorch initialises on its first op
+  out["process_start_to_main_s"] = to_main;
+  out["torch_init_s"] = seconds_since(t0);
+  t0 = Clock::now();
+  Engine e;
+  e.load(dir);
+  out["load_s"] = seconds_since(t0);
+  t0 = Clock::now();
+  const auto r = e.generate("Once upon a time", {.max_new_tokens = 1, .temperature = 0});
+  out["first_token_s"] = seconds_since(t0);
+  out["ready_to_generate_s"] = out["load_s"].get<double>();
+  out["generated"] = r.generated_tokens;
+  out["rss_bytes"] = current_rss_bytes();
+  out["peak_rss_bytes"] = peak_rss_bytes();
+}
+
+// --decode: batch-1 greedy decode and a 64-token prefill, best of 3 rounds.
+void measure_decode(Json& out, const std::string& dir, int threads, int64_t tokens) {
+  init_threads(threads);
+  Engine e;
+  e.load(dir);
+  out["parameters"] = e.info().parameters;
+  GenerateOptions g{.max_new_tokens = tokens, .temperature = 0};
+  std::vector<int64_t> ids;
+  double best_decode = 0, best_prefill = 0;
+  const std::string p64 = prompt_of(e, 64);
+  for (int round = 0; round < 3; ++round) {
+    ids.clear();
+    const auto r = e.generate("Once upon a time", g, [&](const GeneratedToken& t) {
+      ids.push_back(t.id);
+      return true;
+    });
+    best_decode = std::max(best_decode, r.tokens_per_s);
+    const auto pre = e.generate(p64, {.max_new_tokens = 1, .temperature = 0});
+    best_prefill = std::max(best_prefill, double(pre.prompt_tokens) / (pre.prefill_ms / 1000.0));
+    out["prefill_tokens"] = pre.prompt_tokens;
+  }
+  out["decode_tokens_per_s"] = best_decode;
+  out["prefill_tokens_per_s"] = best_prefill;
+  out["greedy_ids"] = ids;
+  out["peak_rss_bytes"] = peak_rss_bytes();
+}
+
+// --budgets: decode time against MACs per budget of the default grid, the first variant build,
+// a slider move to the first token.
+void measure_budgets(Json& out, const std::string& dir, int threads, int64_t tokens) {
+  init_threads(threads);
+  Engine e;
+  e.set_variant_cache(false);
+  e.load(dir);
+  auto t0 = Clock::now();
+  int64_t reports = 0;
+  e.prepare_variants({LinearKind::Nsn}, [&](const Progress&) { return ++reports, true; });
+  out["first_variant_build_s"] = seconds_since(t0);
+  out["first_variant_build_progress_reports"] = reports;
+  const std::string calib = "Once upon a time, there was a little girl named Lily. She loved to play outside.";
+  e.calibrate_gate(calib, kNeuronBlock);
+  struct Point {
+    std::string label;
+    Budget budget;
+  };
+  std::vector<Point> points = {{"dense", Budget{}}};
+  for (const auto& nb : e.grid("default")) {
+    if (nb.method == "svd") {
+      points.push_back({"svd " + nb.label, nb.budget});
+      Budget with_head = nb.budget;
+      with_head.kind["head"] = LinearKind::Nsn;
+      points.push_back({"svd+head " + nb.label, with_head});
+    } else if (nb.method == "gate") {
+      points.push_back({"gate " + nb.label, nb.budget});
+    }
+  }
+  std::vector<double> best(points.size(), 1e30), macs(points.size(), 0);
+  for (int round = 0; round < 3; ++round)
+    for (size_t i = 0; i < points.size(); ++i) {
+      e.set_budget(points[i].budget);
+      double sum = 0;
+      int64_t n = 0;
+      const auto r = e.generate("Once upon a time", {.max_new_tokens = tokens, .temperature = 0},
+                                [&](const GeneratedToken& t) {
+                                  sum += double(t.macs);
+                                  ++n;
+                                  return true;
+                                });
+      best[i] = std::min(best[i], r.decode_ms / double(std::max<int64_t>(1, r.generated_tokens - 1)));
+      macs[i] = sum / double(std::max<int64_t>(1, n));
+    }
+  Json rows = Json::array();
+  for (size_t i = 0; i < points.size(); ++i) {
+    const double tr = best[i] / best[0], mr = macs[i] / macs[0];
+    rows.push_back({{"budget", points[i].label}, {"ms_per_token", best[i]}, {"time_ratio", tr},
+                    {"mac_ratio", mr}, {"time_over_mac_ratio", tr / mr}});
+  }
+  out["decode"] = rows;
+  std::vector<double> lat;
+  for (int i = 0; i < 10; ++i) {
+    Budget b = points[1 + size_t(i % 2) * 2].budget;  // two SVD ranks in turn
+    t0 = Clock::now();
+    e.set_budget(b);
+    double first = 0;
+    e.generate("Once upon a time", {.max_new_tokens = 1, .temperature = 0}, [&](const GeneratedToken&) {
+      first = seconds_since(t0) * 1e3;
+      return true;
+    });
+    lat.push_back(first);
+  }
+  std::sort(lat.begin(), lat.end());
+  out["slider_to_first_token_ms"] = {{"median", lat[lat.size() / 2]}, {"max", lat.back()}};
+  out["peak_rss_bytes"] = peak_rss_bytes();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const double to_main = since_process_start();
-  std::string mode, dir, weights;
+  std::string mode, dir;
   int64_t tokens = 64;
   int threads = int(std::thread::hardware_concurrency());
   for (int i = 1; i < argc; ++i) {
@@ -126,10 +258,8 @@ int main(int argc, char** argv) {
     else if (a == "--budgets") mode = "budgets", dir = next();
     else if (a == "--tokens") tokens = std::stoll(next());
     else if (a == "--threads") threads = std::stoi(next());
-    else if (a == "--weights") weights = next();
     else {
-      std::cerr << "usage: nestscope_bench_real --bandwidth | --load DIR | --decode DIR | --budgets DIR [--tokens N] [--threads N] "
-                   "[--weights f32|bf16]\n";
+      std::cerr << "usage: nestscope_bench_real --bandwidth | --load DIR | --decode DIR | --budgets DIR [--tokens N] [--threads N]\n";
       return 2;
     }
   }
@@ -138,110 +268,11 @@ int main(int argc, char** argv) {
     if (mode == "bandwidth") {
       out["read_gb_s"] = bandwidth_gb_s(threads);
     } else if (mode == "load") {
-      auto t0 = Clock::now();
-      init_threads(threads);
-      (void)torch::ones({8}).sum().item<float>();  // LibTorch initialises on its first op
-      out["process_start_to_main_s"] = to_main;
-      out["torch_init_s"] = seconds_since(t0);
-      t0 = Clock::now();
-      Engine e;
-      e.load(dir);
-      out["load_s"] = seconds_since(t0);
-      t0 = Clock::now();
-      const auto r = e.generate("Once upon a time", {.max_new_tokens = 1, .temperature = 0});
-      out["first_token_s"] = seconds_since(t0);
-      out["ready_to_generate_s"] = out["load_s"].get<double>();
-      out["generated"] = r.generated_tokens;
-      out["rss_bytes"] = current_rss_bytes();
-      out["peak_rss_bytes"] = peak_rss_bytes();
+      measure_load(out, dir, threads, to_main);
     } else if (mode == "decode") {
-      init_threads(threads);
-      Engine e;
-      e.load(dir);
-      out["parameters"] = e.info().parameters;
-      GenerateOptions g{.max_new_tokens = tokens, .temperature = 0};
-      std::vector<int64_t> ids;
-      double best_decode = 0, best_prefill = 0;
-      const std::string p64 = prompt_of(e, 64);
-      for (int round = 0; round < 3; ++round) {
-        ids.clear();
-        const auto r = e.generate("Once upon a time", g, [&](const GeneratedToken& t) {
-          ids.push_back(t.id);
-          return true;
-        });
-        best_decode = std::max(best_decode, r.tokens_per_s);
-        const auto pre = e.generate(p64, {.max_new_tokens = 1, .temperature = 0});
-        best_prefill = std::max(best_prefill, double(pre.prompt_tokens) / (pre.prefill_ms / 1000.0));
-        out["prefill_tokens"] = pre.prompt_tokens;
-      }
-      out["decode_tokens_per_s"] = best_decode;
-      out["prefill_tokens_per_s"] = best_prefill;
-      out["greedy_ids"] = ids;
-      out["peak_rss_bytes"] = peak_rss_bytes();
+      measure_decode(out, dir, threads, tokens);
     } else if (mode == "budgets") {
-      init_threads(threads);
-      Engine e;
-      e.set_variant_cache(false);
-      e.load(dir);
-      auto t0 = Clock::now();
-      int64_t reports = 0;
-      e.prepare_variants({LinearKind::Nsn}, [&](const Progress&) { return ++reports, true; });
-      out["first_variant_build_s"] = seconds_since(t0);
-      out["first_variant_build_progress_reports"] = reports;
-      const std::string calib = "Once upon a time, there was a little girl named Lily. She loved to play outside.";
-      e.calibrate_gate(calib, kNeuronBlock);
-      struct Point {
-        std::string label;
-        Budget budget;
-      };
-      std::vector<Point> points = {{"dense", Budget{}}};
-      for (const auto& nb : e.grid("default")) {
-        if (nb.method == "svd") {
-          points.push_back({"svd " + nb.label, nb.budget});
-          Budget with_head = nb.budget;
-          with_head.kind["head"] = LinearKind::Nsn;
-          points.push_back({"svd+head " + nb.label, with_head});
-        } else if (nb.method == "gate") {
-          points.push_back({"gate " + nb.label, nb.budget});
-        }
-      }
-      std::vector<double> best(points.size(), 1e30), macs(points.size(), 0);
-      for (int round = 0; round < 3; ++round)
-        for (size_t i = 0; i < points.size(); ++i) {
-          e.set_budget(points[i].budget);
-          double sum = 0;
-          int64_t n = 0;
-          const auto r = e.generate("Once upon a time", {.max_new_tokens = tokens, .temperature = 0},
-                                    [&](const GeneratedToken& t) {
-                                      sum += double(t.macs);
-                                      ++n;
-                                      return true;
-                                    });
-          best[i] = std::min(best[i], r.decode_ms / double(std::max<int64_t>(1, r.generated_tokens - 1)));
-          macs[i] = sum / double(std::max<int64_t>(1, n));
-        }
-      Json rows = Json::array();
-      for (size_t i = 0; i < points.size(); ++i) {
-        const double tr = best[i] / best[0], mr = macs[i] / macs[0];
-        rows.push_back({{"budget", points[i].label}, {"ms_per_token", best[i]}, {"time_ratio", tr},
-                        {"mac_ratio", mr}, {"time_over_mac_ratio", tr / mr}});
-      }
-      out["decode"] = rows;
-      std::vector<double> lat;
-      for (int i = 0; i < 10; ++i) {
-        Budget b = points[1 + size_t(i % 2) * 2].budget;  // two SVD ranks in turn
-        t0 = Clock::now();
-        e.set_budget(b);
-        double first = 0;
-        e.generate("Once upon a time", {.max_new_tokens = 1, .temperature = 0}, [&](const GeneratedToken&) {
-          first = seconds_since(t0) * 1e3;
-          return true;
-        });
-        lat.push_back(first);
-      }
-      std::sort(lat.begin(), lat.end());
-      out["slider_to_first_token_ms"] = {{"median", lat[lat.size() / 2]}, {"max", lat.back()}};
-      out["peak_rss_bytes"] = peak_rss_bytes();
+      measure_budgets(out, dir, threads, tokens);
     } else {
       throw Error("nothing to measure: give --bandwidth, --load DIR or --decode DIR");
     }
