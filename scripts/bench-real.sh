@@ -14,7 +14,8 @@
 #   llama_cpp  only when LLAMA_BENCH names a llama.cpp `llama-bench` binary and LLAMA_GGUF_DIR holds
 #              gpt2-124m-{f32,f16}.gguf converted from the same folder: the same measures, run
 #              alternately with NestScope's (ROUNDS rounds)
-# DIR (default build/real-models), THREADS (default 2). Builds first unless NO_BUILD=1.
+# DIR (default build/real-models), THREADS (default 2), SWEEP=0 skips the sweep (12–15 minutes).
+# Builds first unless NO_BUILD=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${DIR:-build/real-models}
@@ -63,9 +64,11 @@ cat > "$out/budgets12.json" <<'JSON'
 ]
 JSON
 start=$(date +%s.%N)
-NESTSCOPE_THREADS=$THREADS /usr/bin/time -f '%M' -o "$out/sweep.maxrss" build/app/nestscope-cli frontier \
-  -m "$DIR/gpt2-124m" --budgets "$out/budgets12.json" --continuations 2 --windows 2 --no-latency \
-  -o "$out/sweep.jsonl" --json > "$out/sweep.json" 2> "$out/sweep.log" || true
+if [ "${SWEEP:-1}" != 0 ]; then
+  NESTSCOPE_THREADS=$THREADS /usr/bin/time -f '%M' -o "$out/sweep.maxrss" build/app/nestscope-cli frontier \
+    -m "$DIR/gpt2-124m" --budgets "$out/budgets12.json" --continuations 2 --windows 2 --no-latency \
+    -o "$out/sweep.jsonl" --json > "$out/sweep.json" 2> "$out/sweep.log" || true
+fi
 end=$(date +%s.%N)
 /usr/bin/python3 - "$out" "$ROUNDS" "$start" "$end" <<'EOF2'
 import glob, json, os, sys
@@ -92,13 +95,14 @@ for m in ("gpt2-124m", "tinyllama-1.1b"):
     res["models"][m]["f32_bandwidth_bound_tokens_per_s"] = bound
     res["models"][m]["decode_over_bound"] = res["models"][m]["decode_tokens_per_s"] / bound
 res["budgets_gpt2"] = json.load(open(f"{d}/budgets.json"))
-rows = [json.loads(l) for l in open(f"{d}/sweep.jsonl")] if os.path.exists(f"{d}/sweep.jsonl") else []
-res["sweep_gpt2_12_budgets"] = {
-    "seconds": end - start,
-    "peak_rss_gb": int(open(f"{d}/sweep.maxrss").read().split()[-1]) * 1024 / 1e9,
-    "rows": len(rows),
-    "failed": [r["method"] + " " + r["label"] + ": " + r["error"] for r in rows if "error" in r],
-}
+if os.path.exists(f"{d}/sweep.maxrss"):
+    rows = [json.loads(l) for l in open(f"{d}/sweep.jsonl")] if os.path.exists(f"{d}/sweep.jsonl") else []
+    res["sweep_gpt2_12_budgets"] = {
+        "seconds": end - start,
+        "peak_rss_gb": int(open(f"{d}/sweep.maxrss").read().split()[-1]) * 1024 / 1e9,
+        "rows": len(rows),
+        "failed": [r["method"] + " " + r["label"] + ": " + r["error"] for r in rows if "error" in r],
+    }
 llama = {}
 for q in ("f32", "f16"):
     runs = []
