@@ -4,8 +4,9 @@
 //   --load DIR         in this fresh process: time from the process start to main, LibTorch's
 //                      first-op initialisation, the import of DIR until the model can generate,
 //                      and the first generated token; resident memory after
-//   --decode DIR       batch-1 greedy decode tokens/s (N tokens after a short prompt), 64-token
-//                      prefill tokens/s, the greedy ids, peak resident memory
+//   --decode DIR       batch-1 greedy decode tokens/s (N tokens after a short prompt), prefill
+//                      tokens/s of a prompt of at least 64 tokens (an English paragraph doubled
+//                      until it is; its length is reported), the greedy ids, peak resident memory
 //   --budgets DIR      budgets that must pay at real size: each NSN rank of the default grid (SVD
 //                      variants of attention + MLP, and of the LM head too) and each gate fraction,
 //                      decode time / dense against MACs / dense (whole model, LM head and the gate's
