@@ -91,7 +91,7 @@ for m in ("gpt2-124m", "tinyllama-1.1b"):
         "decode_rounds": [round(x["decode_tokens_per_s"], 1) for x in dec],
         "same_greedy_ids_every_round": all(x["greedy_ids"] == dec[0]["greedy_ids"] for x in dec),
     }
-    bound = res["bandwidth_gb_s"] * 1e9 / (4 * dec[0]["parameters"])
+    bound = res["bandwidth_gb_s"] * 1e9 / dec[0]["weight_bytes_read_per_token"]
     res["models"][m]["f32_bandwidth_bound_tokens_per_s"] = bound
     res["models"][m]["decode_over_bound"] = res["models"][m]["decode_tokens_per_s"] / bound
 res["budgets_gpt2"] = json.load(open(f"{d}/budgets.json"))
