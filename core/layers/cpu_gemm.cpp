@@ -204,7 +204,7 @@ void cpu_low_rank_raw(int64_t N, int64_t k, int64_t n, int64_t r, const float* x
   if (int64_t(h.size()) < N * r) h.resize(size_t(N * r));
   std::fill_n(h.begin(), N * r, 0.f);
   const int64_t saved = split_weights_at;  // both factors go over the threads when the pair is large
-  if (r * (k + n) >= saved) split_weights_at = std::min<int64_t>(saved, int64_t(1) << 14);
+  if (r * (k + n) >= (int64_t(1) << 17)) split_weights_at = std::min<int64_t>(saved, int64_t(1) << 14);
   cpu_gemm_nt_raw(N, r, k, x, A, k, 0.f, h.data());  // [N, r]
   const float beta = fill_bias(N, n, bias, y);
   cpu_gemm_nn_raw(N, n, r, h.data(), bt, ldb, beta, y);  // [N, n]
