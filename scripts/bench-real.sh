@@ -83,7 +83,7 @@ for m in ("gpt2-124m", "tinyllama-1.1b"):
         "parameters": dec[0]["parameters"],
         "process_start_to_main_s": best(f"load-{m}-*.json", "process_start_to_main_s", min),
         "torch_init_s": best(f"load-{m}-*.json", "torch_init_s", min),
-        "ready_to_generate_s": best(f"load-{m}-*.json", "ready_to_generate_s", min),
+        "ready_to_generate_s": best(f"load-{m}-*.json", "load_s", min),
         "first_token_s": best(f"load-{m}-*.json", "first_token_s", min),
         "decode_tokens_per_s": max(x["decode_tokens_per_s"] for x in dec),
         "prefill64_tokens_per_s": max(x["prefill_tokens_per_s"] for x in dec),

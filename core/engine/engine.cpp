@@ -57,7 +57,7 @@ void init_threads(int threads) {
   // Tensors of a megabyte or more come from their own mappings and go back to the system when
   // freed. glibc otherwise raises that threshold to 32 MB after the first such free, and the
   // large, short-lived tensors of a real-size sweep (a window's logits, a probe's activations)
-  // then stay as heap the process keeps: +0.4 GB of resident memory on a GPT-2-124M sweep.
+  // then stay as heap the process keeps.
   mallopt(M_MMAP_THRESHOLD, 1 << 20);
 #endif
   at::set_num_threads(threads > 0 ? threads : default_threads());

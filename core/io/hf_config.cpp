@@ -122,49 +122,54 @@ Json llama_write(const ModelConfig& c) {
           {"initializer_range", c.init_std}, {"torch_dtype", "float32"}};
 }
 
+// A sliding window caps the context at the window: within it, sliding and full causal attention
+// are the same computation (a longer sequence is refused by the model, naming the window).
+void cap_at_window(ModelConfig& c, int64_t window) {
+  check(window >= 0, "sliding_window must be positive or null");
+  if (window > 0 && window <= c.context) c.context = c.sliding_window = window;
+}
+
+// Llama's config.json as another model_type that names no attention or MLP bias flags.
+Json llama_like_write(const ModelConfig& c, const char* model_type, const char* architecture) {
+  Json j = llama_write(c);
+  j["model_type"] = model_type;
+  j["architectures"] = {architecture};
+  j.erase("attention_bias");
+  j.erase("mlp_bias");
+  return j;
+}
+
 // Qwen2: Llama's layout with biases on q, k and v (none on o), and an optional sliding window.
 ModelConfig qwen2_read(const Json& j, int64_t max_context) {
   ModelConfig c = llama_read(j, max_context);
   c.qkv_bias = true;
   c.out_bias = false;
-  c.tied_head = get_or<bool>(j, "tie_word_embeddings", false);
   if (get_or<bool>(j, "use_sliding_window", false)) {
     const int64_t window = get_or<int64_t>(j, "sliding_window", 0);
     check(get_or<int64_t>(j, "max_window_layers", 0) == 0 || window >= c.context,
           "use_sliding_window with max_window_layers (a window on some layers only) is not supported");
-    if (window > 0 && window <= c.context) c.context = c.sliding_window = window;
+    cap_at_window(c, window);
   }
   return c;
 }
 
 Json qwen2_write(const ModelConfig& c) {
-  Json j = llama_write(c);
-  j["model_type"] = "qwen2";
-  j["architectures"] = {"Qwen2ForCausalLM"};
-  j.erase("attention_bias");
-  j.erase("mlp_bias");
+  Json j = llama_like_write(c, "qwen2", "Qwen2ForCausalLM");
   j["use_sliding_window"] = c.sliding_window > 0;
   j["sliding_window"] = c.sliding_window > 0 ? c.sliding_window : c.context;
   j["max_window_layers"] = 0;
   return j;
 }
 
-// Mistral: Llama's layout with sliding-window attention (null or absent = none). Sequences are
-// capped at the window: within it, sliding and full causal attention are the same.
+// Mistral: Llama's layout with sliding-window attention (null or absent = none).
 ModelConfig mistral_read(const Json& j, int64_t max_context) {
   ModelConfig c = llama_read(j, max_context);
-  const int64_t window = get_or<int64_t>(j, "sliding_window", 0);
-  check(window >= 0, "sliding_window must be positive or null");
-  if (window > 0 && window <= c.context) c.context = c.sliding_window = window;
+  cap_at_window(c, get_or<int64_t>(j, "sliding_window", 0));
   return c;
 }
 
 Json mistral_write(const ModelConfig& c) {
-  Json j = llama_write(c);
-  j["model_type"] = "mistral";
-  j["architectures"] = {"MistralForCausalLM"};
-  j.erase("attention_bias");
-  j.erase("mlp_bias");
+  Json j = llama_like_write(c, "mistral", "MistralForCausalLM");
   j["sliding_window"] = c.sliding_window > 0 ? Json(c.sliding_window) : Json(nullptr);
   return j;
 }

@@ -90,8 +90,7 @@ bool gemv_avx2_supported() {
 thread_local int64_t split_weights_at = int64_t(1) << 18;
 
 template <class Fn>
-void over_columns(int64_t N, int64_t n, int64_t k, const Fn& fn) {
-  (void)N;
+void over_columns(int64_t n, int64_t k, const Fn& fn) {
   const int64_t threads = at::get_num_threads();
   if (threads <= 1 || n * k < split_weights_at || at::in_parallel_region()) return fn(int64_t(0), n);
   const int64_t align = 16;  // whole cache lines of y and of a transposed weight's rows
@@ -109,7 +108,7 @@ void over_columns(int64_t N, int64_t n, int64_t k, const Fn& fn) {
 void cpu_gemm_nt_raw(int64_t N, int64_t n, int64_t k, const float* x, const float* w, int64_t ldw, float beta,
                      float* y) {
 #ifdef NESTSCOPE_HAVE_CBLAS
-  over_columns(N, n, k, [&](int64_t o0, int64_t on) {
+  over_columns(n, k, [&](int64_t o0, int64_t on) {
 #ifdef NESTSCOPE_GEMV_AVX2
     if (N == 1 && k % 8 == 0 && gemv_avx2_supported()) return gemv_rows_avx2(on, k, x, w + o0 * ldw, ldw, beta, y + o0);
 #endif
@@ -166,7 +165,7 @@ torch::Tensor cpu_gemm_nt(const torch::Tensor& x, const float* w, int64_t n, int
 void cpu_gemm_nn_raw(int64_t N, int64_t n, int64_t k, const float* x, const float* bt, int64_t ldb, float beta,
                      float* y) {
 #ifdef NESTSCOPE_HAVE_CBLAS
-  over_columns(N, n, k, [&](int64_t o0, int64_t on) {
+  over_columns(n, k, [&](int64_t o0, int64_t on) {
     if (N == 1)
       cblas_sgemv(CblasRowMajor, CblasTrans, int(k), int(on), 1.f, bt + o0, int(ldb), x, 1, beta, y + o0, 1);
     else
