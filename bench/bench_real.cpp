@@ -5,14 +5,15 @@
 //                      first-op initialisation, the import of DIR until the model can generate,
 //                      and the first generated token; resident memory after
 //   --decode DIR       batch-1 greedy decode tokens/s (N tokens after a short prompt), prefill
-//                      tokens/s of a prompt of at least 64 tokens (an English paragraph doubled
-//                      until it is; its length is reported), the greedy ids, peak resident memory
+//                      tokens/s of a 64-token prompt (an English paragraph repeated and cut at a
+//                      word; its length is reported), the greedy ids, peak resident memory
 //   --budgets DIR      budgets that must pay at real size: each NSN rank of the default grid (SVD
 //                      variants of attention + MLP, and of the LM head too) and each gate fraction,
 //                      decode time / dense against MACs / dense (whole model, LM head and the gate's
 //                      measurement included); the first variant build (seconds); a slider move to
 //                      the first token with the variants built (median and max)
-// Options: --tokens N (decode, default 64), --threads N (default: all cores).
+// Options: --tokens N (decode, default 64), --threads N (default: all cores), --weights auto|f32|bf16
+// (load and decode: how the weights stay in memory, as the CLI's --weights).
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -120,15 +121,22 @@ double bandwidth_gb_s(int threads) {
 }
 
 std::string prompt_of(Engine& e, int64_t tokens) {
-  // A plain English prompt, repeated to the token count wanted (checked by the tokenizer).
+  // A plain English prompt, repeated to at least the token count wanted, then cut word by word to
+  // the last length not below it (exactly `tokens` when words are single tokens, as here in GPT-2).
   std::string p = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. ";
-  while (int64_t(e.generate(p, {.max_new_tokens = 0}).prompt_tokens) < tokens) p += p;
+  auto count = [&](const std::string& s) { return int64_t(e.generate(s, {.max_new_tokens = 0}).prompt_tokens); };
+  while (count(p) < tokens) p += p;
+  for (auto cut = p.find_last_of(' ', p.size() - 2); cut != std::string::npos && cut > 0;
+       cut = p.find_last_of(' ', cut - 1)) {
+    if (count(p.substr(0, cut)) < tokens) break;
+    p.resize(cut);
+  }
   return p;
 }
 
 
 // --load: a fresh process's start-up, LibTorch's first op, the import, the first token.
-void measure_load(Json& out, const std::string& dir, int threads, double to_main) {
+void measure_load(Json& out, const std::string& dir, int threads, double to_main, WeightStorage weights) {
   auto t0 = Clock::now();
   init_threads(threads);
   (void)torch::ones({8}).sum().item<float>();  // LibTorch initialises on its first op
@@ -136,8 +144,9 @@ void measure_load(Json& out, const std::string& dir, int threads, double to_main
   out["torch_init_s"] = seconds_since(t0);
   t0 = Clock::now();
   Engine e;
-  e.load(dir);
+  e.load(dir, weights);
   out["load_s"] = seconds_since(t0);
+  out["weights"] = e.info().weights;
   t0 = Clock::now();
   const auto r = e.generate("Once upon a time", {.max_new_tokens = 1, .temperature = 0});
   out["first_token_s"] = seconds_since(t0);
@@ -147,17 +156,19 @@ void measure_load(Json& out, const std::string& dir, int threads, double to_main
 }
 
 // --decode: batch-1 greedy decode and a 64-token prefill, best of 3 rounds.
-void measure_decode(Json& out, const std::string& dir, int threads, int64_t tokens) {
+void measure_decode(Json& out, const std::string& dir, int threads, int64_t tokens, WeightStorage weights) {
   init_threads(threads);
   Engine e;
-  e.load(dir);
+  e.load(dir, weights);
   out["parameters"] = e.info().parameters;
-  // Bytes of float32 weights a decode step reads: all but the rows of tables it only indexes (an
-  // untied embedding; a learned position table).
+  out["weights"] = e.info().weights;
+  // Bytes of weights a decode step reads: all but the rows of tables it only indexes (an untied
+  // embedding; a learned position table), at 4 bytes each, or 2 when stored in bfloat16 (whose
+  // float32 norms and biases, under 0.2% of these models' parameters, are counted at 2 as well).
   const auto c = e.info().config;
   int64_t indexed = c.tied_head ? 0 : c.vocab_size * c.d_model;
   if (c.position == PositionEncoding::Learned) indexed += c.context * c.d_model;
-  out["weight_bytes_read_per_token"] = 4 * (e.info().parameters - indexed);
+  out["weight_bytes_read_per_token"] = (e.info().weights == "bf16" ? 2 : 4) * (e.info().parameters - indexed);
   GenerateOptions g{.max_new_tokens = tokens, .temperature = 0};
   std::vector<int64_t> ids;
   double best_decode = 0, best_prefill = 0;
@@ -254,6 +265,7 @@ int main(int argc, char** argv) {
   std::string mode, dir;
   int64_t tokens = 64;
   int threads = int(std::thread::hardware_concurrency());
+  WeightStorage weights = WeightStorage::Auto;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -266,8 +278,9 @@ int main(int argc, char** argv) {
     else if (a == "--budgets") mode = "budgets", dir = next();
     else if (a == "--tokens") tokens = std::stoll(next());
     else if (a == "--threads") threads = std::stoi(next());
+    else if (a == "--weights") weights = parse_weight_storage(next());
     else {
-      std::cerr << "usage: nestscope_bench_real --bandwidth | --load DIR | --decode DIR | --budgets DIR [--tokens N] [--threads N]\n";
+      std::cerr << "usage: nestscope_bench_real --bandwidth | --load DIR | --decode DIR | --budgets DIR [--tokens N] [--threads N] [--weights auto|f32|bf16]\n";
       return 2;
     }
   }
@@ -276,9 +289,9 @@ int main(int argc, char** argv) {
     if (mode == "bandwidth") {
       out["read_gb_s"] = bandwidth_gb_s(threads);
     } else if (mode == "load") {
-      measure_load(out, dir, threads, to_main);
+      measure_load(out, dir, threads, to_main, weights);
     } else if (mode == "decode") {
-      measure_decode(out, dir, threads, tokens);
+      measure_decode(out, dir, threads, tokens, weights);
     } else if (mode == "budgets") {
       measure_budgets(out, dir, threads, tokens);
     } else {

@@ -5,15 +5,17 @@
 #   bandwidth  this machine's memory read bandwidth (what bounds batch-1 decode)
 #   load       process start to main, LibTorch's first op, the import until the model can
 #              generate, the first token (a fresh process per measurement, page cache warm)
-#   decode     batch-1 greedy decode and 64-token prefill tokens/s, greedy ids, peak RSS
+#   decode     batch-1 greedy decode and 64-token prefill tokens/s, greedy ids, peak RSS, with the
+#              weights in memory as float32 and as bfloat16 (--weights f32 / bf16)
 #   budgets    GPT-2-124M: decode time / dense against MACs / dense for each NSN rank (with and
 #              without the LM head) and gate fraction of the default grid, first variant build,
 #              slider move to first token
 #   sweep      GPT-2-124M: a 12-budget frontier sweep on continuations (dense, SVD ranks, SVD with
 #              the LM head, TT-SVD χ, gate blocks and heads, two compositions): wall time, peak RSS
-#   llama_cpp  only when LLAMA_BENCH names a llama.cpp `llama-bench` binary and LLAMA_GGUF_DIR holds
-#              gpt2-124m-{f32,f16}.gguf converted from the same folder: the same measures, run
-#              alternately with NestScope's (ROUNDS rounds)
+#   llama_cpp  only when LLAMA_BENCH names a llama.cpp `llama-bench` binary: GPT-2-124M decode and
+#              64-token prefill from gpt2-124m-{f32,f16}.gguf in LLAMA_GGUF_DIR (default $DIR/gguf),
+#              written from the same folder by scripts/gguf-gpt2.py when absent (GGUF_PY: llama.cpp's
+#              gguf-py folder), run alternately with NestScope's (ROUNDS rounds)
 # DIR (default build/real-models), THREADS (default 2), SWEEP=0 skips the sweep (12–15 minutes).
 # Builds first unless NO_BUILD=1.
 set -euo pipefail
@@ -34,13 +36,22 @@ B=build/bench/nestscope_bench_real
 out=$DIR/run
 rm -rf "$out" && mkdir -p "$out"
 $B --bandwidth --threads "$THREADS" > "$out/bandwidth.json"
+gguf=${LLAMA_GGUF_DIR:-$DIR/gguf}
+if [ -n "${LLAMA_BENCH:-}" ]; then
+  mkdir -p "$gguf"
+  for q in f32 f16; do
+    [ -f "$gguf/gpt2-124m-$q.gguf" ] || /usr/bin/python3 scripts/gguf-gpt2.py "$DIR/gpt2-124m" "$gguf/gpt2-124m-$q.gguf" $q >&2
+  done
+fi
 for m in gpt2-124m tinyllama-1.1b; do
   for r in $(seq "$ROUNDS"); do
     $B --load "$DIR/$m" --threads "$THREADS" > "$out/load-$m-$r.json"
-    $B --decode "$DIR/$m" --threads "$THREADS" --tokens 64 > "$out/decode-$m-$r.json"
-    if [ -n "${LLAMA_BENCH:-}" ] && [ -n "${LLAMA_GGUF_DIR:-}" ] && [ "$m" = gpt2-124m ]; then
+    for w in f32 bf16; do
+      $B --decode "$DIR/$m" --threads "$THREADS" --tokens 64 --weights $w > "$out/decode-$m-$w-$r.json"
+    done
+    if [ -n "${LLAMA_BENCH:-}" ] && [ "$m" = gpt2-124m ]; then
       for q in f32 f16; do
-        "$LLAMA_BENCH" -m "$LLAMA_GGUF_DIR/gpt2-124m-$q.gguf" -t "$THREADS" -p 64 -n 64 -o json \
+        "$LLAMA_BENCH" -m "$gguf/gpt2-124m-$q.gguf" -t "$THREADS" -p 64 -n 64 -r 3 -o json \
           > "$out/llama-$q-$r.json" 2>/dev/null || true
       done
     fi
@@ -78,22 +89,31 @@ def best(pattern, key, pick=max):
     return pick(vals) if vals else None
 res = {"bandwidth_gb_s": json.load(open(f"{d}/bandwidth.json"))["read_gb_s"], "models": {}}
 for m in ("gpt2-124m", "tinyllama-1.1b"):
-    dec = [json.load(open(f)) for f in sorted(glob.glob(f"{d}/decode-{m}-*.json"))]
     res["models"][m] = {
-        "parameters": dec[0]["parameters"],
         "process_start_to_main_s": best(f"load-{m}-*.json", "process_start_to_main_s", min),
         "torch_init_s": best(f"load-{m}-*.json", "torch_init_s", min),
         "ready_to_generate_s": best(f"load-{m}-*.json", "load_s", min),
+        "ready_weights": json.load(open(sorted(glob.glob(f"{d}/load-{m}-*.json"))[0]))["weights"],
         "first_token_s": best(f"load-{m}-*.json", "first_token_s", min),
-        "decode_tokens_per_s": max(x["decode_tokens_per_s"] for x in dec),
-        "prefill64_tokens_per_s": max(x["prefill_tokens_per_s"] for x in dec),
-        "peak_rss_gb": max(x["peak_rss_bytes"] for x in dec) / 1e9,
-        "decode_rounds": [round(x["decode_tokens_per_s"], 1) for x in dec],
-        "same_greedy_ids_every_round": all(x["greedy_ids"] == dec[0]["greedy_ids"] for x in dec),
     }
-    bound = res["bandwidth_gb_s"] * 1e9 / dec[0]["weight_bytes_read_per_token"]
-    res["models"][m]["f32_bandwidth_bound_tokens_per_s"] = bound
-    res["models"][m]["decode_over_bound"] = res["models"][m]["decode_tokens_per_s"] / bound
+    ids = {}
+    for w in ("f32", "bf16"):
+        dec = [json.load(open(f)) for f in sorted(glob.glob(f"{d}/decode-{m}-{w}-*.json"))]
+        bound = res["bandwidth_gb_s"] * 1e9 / dec[0]["weight_bytes_read_per_token"]
+        ids[w] = dec[0]["greedy_ids"]
+        res["models"][m]["parameters"] = dec[0]["parameters"]
+        res["models"][m][w] = {
+            "decode_tokens_per_s": max(x["decode_tokens_per_s"] for x in dec),
+            "prefill64_tokens_per_s": max(x["prefill_tokens_per_s"] for x in dec),
+            "peak_rss_gb": max(x["peak_rss_bytes"] for x in dec) / 1e9,
+            "decode_rounds": [round(x["decode_tokens_per_s"], 1) for x in dec],
+            "same_greedy_ids_every_round": all(x["greedy_ids"] == dec[0]["greedy_ids"] for x in dec),
+            "bandwidth_bound_tokens_per_s": bound,
+        }
+        res["models"][m][w]["decode_over_bound"] = res["models"][m][w]["decode_tokens_per_s"] / bound
+    # The same greedy ids from the float32 and the bfloat16 weights, position by position.
+    same = sum(a == b for a, b in zip(ids["f32"], ids["bf16"]))
+    res["models"][m]["bf16_greedy_ids_equal_to_f32"] = f"{same}/{len(ids['f32'])}"
 res["budgets_gpt2"] = json.load(open(f"{d}/budgets.json"))
 if os.path.exists(f"{d}/sweep.maxrss"):
     rows = [json.loads(l) for l in open(f"{d}/sweep.jsonl")] if os.path.exists(f"{d}/sweep.jsonl") else []
@@ -117,5 +137,12 @@ for q in ("f32", "f16"):
         llama[q] = {"decode_tokens_per_s": max(tg) if tg else None, "prefill64_tokens_per_s": max(pp) if pp else None}
 if llama:
     res["llama_cpp"] = llama
+    ours = res["models"]["gpt2-124m"]
+    ratio = lambda a, b: a / b if a and b else None
+    res["gpt2_vs_llama_cpp"] = {
+        "f32_decode": ratio(ours["f32"]["decode_tokens_per_s"], llama.get("f32", {}).get("decode_tokens_per_s")),
+        "bf16_decode_vs_f16": ratio(ours["bf16"]["decode_tokens_per_s"], llama.get("f16", {}).get("decode_tokens_per_s")),
+        "f32_prefill64": ratio(ours["f32"]["prefill64_tokens_per_s"], llama.get("f32", {}).get("prefill64_tokens_per_s")),
+    }
 print(json.dumps(res, indent=2))
 EOF2

@@ -45,10 +45,11 @@ void add_nsn(CLI::App& app, Registry& r);
 void add_mpo(CLI::App& app, Registry& r);
 void add_gate(CLI::App& app, Registry& r);
 
-// --model, --device, --json: what every command that opens a model takes.
+// --model, --weights, --device, --json: what every command that opens a model takes.
 struct Common {
   std::string model;  // empty = the embedded default model
   std::string device = "auto";
+  std::string weights = "auto";  // auto, f32 or bf16 (WeightStorage)
   bool json_out = false;
 };
 void add_common(CLI::App* cmd, Common& c, bool with_model = true);

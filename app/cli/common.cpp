@@ -34,6 +34,10 @@ void add_common(CLI::App* cmd, Common& c, bool with_model) {
   if (with_model)
     cmd->add_option("-m,--model", c.model,
                     "checkpoint (.safetensors) or Hugging Face model folder; default: the embedded PicoGPT");
+  if (with_model)
+    cmd->add_option("--weights", c.weights,
+                    "weights in memory: f32, bf16 (half the bytes per decode step), or auto (bf16 for a bf16 folder)")
+        ->capture_default_str();
   cmd->add_option("--device", c.device, "auto, cpu or cuda")->capture_default_str();
   cmd->add_flag("--json", c.json_out, "print one JSON object on stdout");
 }
@@ -54,9 +58,9 @@ void add_training_options(CLI::App* cmd, TrainOptions& o) {
 void open_model(Engine& engine, const Common& c) {
   engine.set_device(c.device);
   if (c.model.empty()) {
-    engine.load_default();
+    engine.load_default(parse_weight_storage(c.weights));
   } else {
-    engine.load(c.model);
+    engine.load(c.model, parse_weight_storage(c.weights));
   }
 }
 

@@ -16,6 +16,7 @@ void add_info(CLI::App& app, Registry& r) {
            {"max_rank", i.max_rank},
            {"max_bond", i.max_bond},
            {"device", i.device},
+           {"weights", i.weights},
            {"cuda_kernels", Engine::cuda_kernels()},
            {"tokenizer", i.tokenizer_kind},
            {"config", Json::parse(i.config.to_json())},

@@ -134,8 +134,11 @@ LoadedModel Engine::Impl::converted(const ModelConfig& target, const std::string
 Engine::Engine() : impl_(std::make_unique<Impl>()) { init_threads(); }
 Engine::~Engine() = default;
 
-void Engine::load(const std::string& path) {
-  impl_->adopt(is_hf_folder(path) ? import_hf_folder(path) : load_checkpoint(path));
+void Engine::load(const std::string& path, WeightStorage weights) {
+  if (is_hf_folder(path)) return impl_->adopt(import_hf_folder(path, {.weights = weights}));
+  auto m = load_checkpoint(path);
+  if (weights == WeightStorage::BF16) m.model->set_weight_storage(torch::kBFloat16);
+  impl_->adopt(std::move(m));
 }
 
 std::string Engine::export_hf(const std::string& dir) const {
@@ -143,7 +146,11 @@ std::string Engine::export_hf(const std::string& dir) const {
   return export_hf_folder(dir, m.model, *m.tokenizer);
 }
 
-void Engine::load_default() { impl_->adopt(load_checkpoint_bytes(default_model_bytes(), kEmbeddedSource)); }
+void Engine::load_default(WeightStorage weights) {
+  auto m = load_checkpoint_bytes(default_model_bytes(), kEmbeddedSource);
+  if (weights == WeightStorage::BF16) m.model->set_weight_storage(torch::kBFloat16);
+  impl_->adopt(std::move(m));
+}
 
 bool Engine::has_model() const { return impl_->loaded != nullptr; }
 
@@ -240,6 +247,7 @@ ModelInfo Engine::info() const {
   i.parameters = m.model->parameter_count();
   i.macs_per_token = macs_per_token(*m.model, m.config.context);
   i.device = impl_->device.is_cuda() ? "cuda" : "cpu";
+  i.weights = m.model->weight_storage() == torch::kBFloat16 ? "bf16" : "f32";
   i.training_json = m.training_json;
   for (const auto& [name, p] : m.model->projections()) {
     i.max_rank = std::max(i.max_rank, p->max_rank());

@@ -27,6 +27,7 @@ struct ModelInfo {
   int64_t parameters = 0;
   int64_t macs_per_token = 0;  // one decode step at a full context
   std::string device;          // "cpu" or "cuda"
+  std::string weights;         // "f32" or "bf16": how the embedding and dense projections are stored
   std::string training_json;   // what the trainer recorded, "{}" if nothing
   int64_t max_rank = 0;        // largest NSN rank (0 = no rank-elastic layers)
   int64_t max_bond = 0;        // largest MPO bond dimension χ (0 = no bond-elastic layers)
@@ -160,11 +161,12 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   // Loading validates the whole file first; on error the current model stays loaded. `path` is a
-  // NestScope checkpoint or a Hugging Face model folder (core/io/hf_model.h).
-  void load(const std::string& path);
+  // NestScope checkpoint or a Hugging Face model folder (core/io/hf_model.h); `weights` says how
+  // its weights stay in memory (Auto: bfloat16 for a bfloat16 folder, else float32).
+  void load(const std::string& path, WeightStorage weights = WeightStorage::Auto);
   // Writes the current model at the current budget as a Hugging Face folder; returns its model_type.
   std::string export_hf(const std::string& dir) const;
-  void load_default();
+  void load_default(WeightStorage weights = WeightStorage::Auto);  // Auto: float32
   bool has_model() const;
   ModelInfo info() const;  // throws Error when no model is loaded
   // "auto" (CUDA when present), "cpu" or "cuda".

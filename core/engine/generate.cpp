@@ -138,7 +138,7 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
   auto run = [&](const std::vector<int64_t>& chunk) {  // -> last position's logits as floats
     auto x = torch::tensor(chunk, torch::kInt64).view({1, -1}).to(dev);  // [1, T]
     for (auto& l : sink) l.clear();
-    auto logits = model->forward(x, &cache).select(1, -1).squeeze(0);     // [V]
+    auto logits = model->forward(x, &cache, /*last_only=*/true).select(1, -1).squeeze(0);  // [V]
     last_trace.clear();
     for (auto& l : sink)
       if (!l.empty()) last_trace.push_back(l.back());

@@ -44,7 +44,7 @@ std::vector<int64_t> extend_by_sampling(Gpt& model, std::vector<int64_t> tokens,
   auto cache = model->make_cache(1);
   auto feed = torch::tensor(tokens, torch::kInt64).view({1, -1}).to(dev);
   while (int64_t(tokens.size()) < length) {
-    auto logits = model->forward(feed, &cache).select(1, -1).reshape({-1}).to(torch::kCPU, torch::kFloat32).contiguous();
+    auto logits = model->forward(feed, &cache, /*last_only=*/true).select(1, -1).reshape({-1}).to(torch::kCPU, torch::kFloat32).contiguous();
     tokens.push_back(sampler.next(std::vector<float>(logits.data_ptr<float>(), logits.data_ptr<float>() + logits.numel())).id);
     feed = torch::full({1, 1}, tokens.back(), torch::kInt64).to(dev);
   }

@@ -107,7 +107,7 @@ double measure_decode_ms(Gpt& model, int64_t prompt, int64_t tokens) {
   tokens = std::clamp<int64_t>(tokens, 1, cfg.context - prompt);
   const auto device = model->tok_emb->weight.device();
   auto cache = model->make_cache(1);
-  model->forward(torch::zeros({1, prompt}, torch::kInt64).to(device), &cache);
+  model->forward(torch::zeros({1, prompt}, torch::kInt64).to(device), &cache, /*last_only=*/true);
   auto x = torch::ones({1, 1}, torch::kInt64).to(device);
   std::vector<double> ms;
   for (int64_t i = 0; i < tokens; ++i) {

@@ -65,18 +65,23 @@ torch::Tensor file_view(const SafetensorsFile& f, const TensorRecord& r) {
 
 // isfinite(t).all() in slices of 1M elements: the whole-tensor form allocates |t| (a float tensor
 // as large as t), which for an embedding is hundreds of MB at the import's peak.
+template <class Bits>
+bool exponents_finite(const Bits* bits, int64_t n, Bits exponent) {
+  std::atomic<bool> ok{true};
+  at::parallel_for(0, n, int64_t(1) << 18, [&](int64_t begin, int64_t end) {
+    uint32_t bad = 0;
+    for (int64_t i = begin; i < end; ++i) bad |= uint32_t((bits[i] & exponent) == exponent);
+    if (bad) ok = false;
+  });
+  return ok;
+}
+
 bool all_finite(const torch::Tensor& t) {
-  if (t.scalar_type() == torch::kFloat32 && t.is_contiguous() && t.is_cpu()) {
-    // One pass over the bits (an exponent of all ones is Inf or NaN), split over the threads.
-    const auto* bits = reinterpret_cast<const uint32_t*>(t.data_ptr<float>());
-    std::atomic<bool> ok{true};
-    at::parallel_for(0, t.numel(), int64_t(1) << 18, [&](int64_t begin, int64_t end) {
-      uint32_t bad = 0;
-      for (int64_t i = begin; i < end; ++i) bad |= uint32_t((bits[i] & 0x7f800000u) == 0x7f800000u);
-      if (bad) ok = false;
-    });
-    return ok;
-  }
+  // One pass over the bits (an exponent of all ones is Inf or NaN), split over the threads.
+  if (t.scalar_type() == torch::kFloat32 && t.is_contiguous() && t.is_cpu())
+    return exponents_finite(reinterpret_cast<const uint32_t*>(t.data_ptr<float>()), t.numel(), uint32_t(0x7f800000u));
+  if (t.scalar_type() == torch::kBFloat16 && t.is_contiguous() && t.is_cpu())
+    return exponents_finite(reinterpret_cast<const uint16_t*>(t.data_ptr<at::BFloat16>()), t.numel(), uint16_t(0x7f80));
   const auto flat = t.reshape({-1});
   constexpr int64_t kSlice = int64_t(1) << 20;
   for (int64_t at = 0; at < flat.numel(); at += kSlice)
@@ -235,6 +240,22 @@ bool is_hf_folder(const std::string& path) {
   return fs::is_directory(path, ec) && fs::is_regular_file(fs::path(path) / "config.json", ec);
 }
 
+namespace {
+
+// Auto: bfloat16 when every weight matrix of the files is bfloat16.
+WeightStorage storage_of(WeightStorage asked, const std::map<std::string, std::pair<size_t, const TensorRecord*>>& found) {
+  if (asked != WeightStorage::Auto) return asked;
+  bool any = false;
+  for (const auto& [name, where] : found) {
+    if (where.second->shape.size() != 2) continue;
+    if (where.second->dtype != DType::BF16) return WeightStorage::F32;
+    any = true;
+  }
+  return any ? WeightStorage::BF16 : WeightStorage::F32;
+}
+
+}  // namespace
+
 LoadedModel import_hf_folder(const std::string& dir_path, const HfImportOptions& options) {
   const fs::path dir(dir_path);
   std::error_code ec;
@@ -257,6 +278,8 @@ LoadedModel import_hf_folder(const std::string& dir_path, const HfImportOptions&
     SkipWeightInit filled_next;  // every parameter is filled from the files below (checked)
     return Gpt(cfg);
   }();
+  if (storage_of(options.weights, found) == WeightStorage::BF16)
+    model->set_weight_storage(torch::kBFloat16, /*keep_values=*/false);
   auto params = model->named_parameters();
   std::set<std::string> filled, used;
   torch::NoGradGuard no_grad;

@@ -14,6 +14,8 @@ namespace nestscope {
 struct HfImportOptions {
   // Longest context kept: the KV cache is allocated for it, and Llama configs often claim 4k–128k.
   int64_t max_context = 4096;
+  // Auto keeps a bfloat16 checkpoint in bfloat16 (read in place by the bf16 kernels).
+  WeightStorage weights = WeightStorage::Auto;
 };
 
 // True when `path` is a folder holding a config.json.
@@ -21,7 +23,7 @@ bool is_hf_folder(const std::string& path);
 
 // Validates every file, name, shape, dtype (F32, F16, BF16, F64; converted to float32) and value
 // before building the model; throws Error naming the file and the tensor at fault. Weights are
-// read through a memory map, one tensor at a time.
+// read through a memory map, one tensor at a time, into float32 or bfloat16 (options.weights).
 LoadedModel import_hf_folder(const std::string& dir, const HfImportOptions& options = {});
 
 // Writes config.json, model.safetensors (F32) and tokenizer.json to `dir` (created if needed;

@@ -1,5 +1,6 @@
 #include "core/layers/cpu_gemm.h"
 
+#include "core/layers/avx512_kernels.h"
 #include "core/layers/low_rank_kernel.h"
 
 #include <ATen/Parallel.h>
@@ -105,10 +106,48 @@ void over_columns(int64_t n, int64_t k, const Fn& fn) {
 
 }  // namespace
 
+void cpu_gemm_nt_bf16_raw(int64_t N, int64_t n, int64_t k, const float* x, const uint16_t* w, int64_t ldw,
+                          float beta, float* y) {
+  over_columns(n, k, [&](int64_t o0, int64_t on) {
+    if (avx512_available()) {
+      if (N == 1) return avx512_gemv_bf16(on, k, x, w + o0 * ldw, ldw, beta, y + o0);
+      if (N <= kSmallGemmRows && k % 32 == 0) return avx512_gemm_bf16(N, on, k, x, w + o0 * ldw, ldw, beta, y + o0, n);
+    }
+    // Tiles of about 1 MB of rows widened to float32, then one float32 product per tile: the
+    // widening is paid once per weight for all N rows of x (prefill), the product runs at BLAS speed.
+    thread_local std::vector<float> tile;
+    const int64_t rows = std::clamp<int64_t>((int64_t(1) << 18) / std::max<int64_t>(k, 1), 16, on);
+    tile.resize(size_t(rows * k));
+    for (int64_t t0 = 0; t0 < on; t0 += rows) {
+      const int64_t tn = std::min(rows, on - t0);
+      for (int64_t r = 0; r < tn; ++r) widen_bf16(w + (o0 + t0 + r) * ldw, tile.data() + r * k, k);
+#ifdef NESTSCOPE_HAVE_CBLAS
+      if (N == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, int(tn), int(k), 1.f, tile.data(), int(k), x, 1, beta, y + o0 + t0, 1);
+      else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(N), int(tn), int(k), 1.f, x, int(k), tile.data(),
+                    int(k), beta, y + o0 + t0, int(n));
+#else
+      for (int64_t i = 0; i < N; ++i)
+        for (int64_t o = 0; o < tn; ++o) {
+          float s = 0;
+          for (int64_t j = 0; j < k; ++j) s += x[i * k + j] * tile[size_t(o * k + j)];
+          float& out = y[i * n + o0 + t0 + o];
+          out = (beta == 0.f ? 0.f : beta * out) + s;
+        }
+#endif
+    }
+  });
+}
+
 void cpu_gemm_nt_raw(int64_t N, int64_t n, int64_t k, const float* x, const float* w, int64_t ldw, float beta,
                      float* y) {
 #ifdef NESTSCOPE_HAVE_CBLAS
   over_columns(n, k, [&](int64_t o0, int64_t on) {
+    if (avx512_available() && k % 16 == 0) {
+      if (N == 1) return avx512_gemv_f32(on, k, x, w + o0 * ldw, ldw, beta, y + o0);
+      if (N <= kSmallGemmRows) return avx512_gemm_f32(N, on, k, x, w + o0 * ldw, ldw, beta, y + o0, n);
+    }
 #ifdef NESTSCOPE_GEMV_AVX2
     if (N == 1 && k % 8 == 0 && gemv_avx2_supported()) return gemv_rows_avx2(on, k, x, w + o0 * ldw, ldw, beta, y + o0);
 #endif
@@ -166,6 +205,7 @@ void cpu_gemm_nn_raw(int64_t N, int64_t n, int64_t k, const float* x, const floa
                      float* y) {
 #ifdef NESTSCOPE_HAVE_CBLAS
   over_columns(n, k, [&](int64_t o0, int64_t on) {
+    if (N == 1 && avx512_available()) return avx512_gemv_t_f32(on, k, x, bt + o0, ldb, beta, y + o0);
     if (N == 1)
       cblas_sgemv(CblasRowMajor, CblasTrans, int(k), int(on), 1.f, bt + o0, int(ldb), x, 1, beta, y + o0, 1);
     else
@@ -225,6 +265,33 @@ torch::Tensor cpu_low_rank(const torch::Tensor& x, const torch::Tensor& A, const
 void cpu_linear_raw(int64_t N, int64_t k, int64_t n, const float* x, const float* w, const float* bias, float* y) {
   const float beta = fill_bias(N, n, bias, y);
   cpu_gemm_nt_raw(N, n, k, x, w, k, beta, y);
+}
+
+void cpu_linear_bf16_raw(int64_t N, int64_t k, int64_t n, const float* x, const uint16_t* w, const float* bias,
+                         float* y) {
+  const float beta = fill_bias(N, n, bias, y);
+  cpu_gemm_nt_bf16_raw(N, n, k, x, w, k, beta, y);
+}
+
+bool is_bf16_weight(const torch::Tensor& w) { return w.defined() && w.scalar_type() == torch::kBFloat16; }
+
+torch::Tensor linear_any(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  if (!is_bf16_weight(weight)) {
+    if (cpu_gemm_applies(x, weight) && weight.is_contiguous())
+      return cpu_gemm_nt(x, weight.data_ptr<float>(), weight.size(0), weight.size(1), bias);
+    return torch::linear(x, weight, bias);
+  }
+  const bool raw = !at::GradMode::is_enabled() && x.device().is_cpu() && weight.device().is_cpu() &&
+                   x.scalar_type() == torch::kFloat32 && weight.is_contiguous() &&
+                   (!bias.defined() || bias.scalar_type() == torch::kFloat32);
+  if (!raw) return torch::linear(x, weight.to(x.scalar_type()), bias);
+  const auto xc = x.contiguous();
+  const int64_t k = x.size(-1), n = weight.size(0);
+  const int64_t N = x.numel() / std::max<int64_t>(k, 1);
+  auto [y, beta] = output_rows(xc, N, n, bias);
+  cpu_gemm_nt_bf16_raw(N, n, k, xc.data_ptr<float>(), reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>()),
+                       k, beta, y.data_ptr<float>());
+  return y.view(with_last(x, n));
 }
 
 }  // namespace nestscope

@@ -5,6 +5,8 @@
 #pragma once
 #include <torch/types.h>
 
+#include "core/layers/avx512_kernels.h"  // widen_bf16
+
 namespace nestscope {
 
 // True when the build has CBLAS (the raw paths below exist without it too, as plain loops).
@@ -44,5 +46,21 @@ torch::Tensor cpu_low_rank(const torch::Tensor& x, const torch::Tensor& A, const
 
 // y[N, n] = x·Wᵀ + bias on raw buffers, W row-major [n, k]; bias may be null. Writes y fully.
 void cpu_linear_raw(int64_t N, int64_t k, int64_t n, const float* x, const float* w, const float* bias, float* y);
+
+// bfloat16 weights (--weights bf16): W is row-major [n, ≥k] bfloat16 with row stride ldw, read in
+// place; every weight is widened exactly to float32 and accumulated in float32 with float32
+// activations, so the result equals the float32 path on the same (bf16-representable) weights up
+// to summation order. AVX-512 for one row; tiles widened into a float32 GEMM for several rows
+// (prefill); plain loops elsewhere. y[N, n] = x[N, k]·W[:, :k]ᵀ + beta·y.
+void cpu_gemm_nt_bf16_raw(int64_t N, int64_t n, int64_t k, const float* x, const uint16_t* w, int64_t ldw,
+                          float beta, float* y);
+// y[N, n] = x·Wᵀ + bias for bfloat16 W [n, k]; bias (float32) may be null. Writes y fully.
+void cpu_linear_bf16_raw(int64_t N, int64_t k, int64_t n, const float* x, const uint16_t* w, const float* bias,
+                         float* y);
+
+bool is_bf16_weight(const torch::Tensor& w);
+// x·Wᵀ + bias for a float32 or bfloat16 W: the kernels above when x is float32 on the CPU without
+// autograd (cpu_gemm_nt for float32 W), else torch::linear (on a float32 copy of a bfloat16 W).
+torch::Tensor linear_any(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
 
 }  // namespace nestscope

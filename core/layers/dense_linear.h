@@ -13,7 +13,8 @@ class DenseLinear : public ElasticLinear {
   bool forward_raw(int64_t rows, const float* x, float* y) override;
   int64_t macs() const override;
   int64_t params() const override;
-  torch::Tensor to_dense() const override { return weight_; }
+  torch::Tensor to_dense() const override;  // float32 (a copy when the weight is stored in bfloat16)
+  bool set_storage(torch::ScalarType dtype, bool keep_values) override;
   torch::Tensor bias() const override { return bias_; }
   void load_from_dense(const torch::Tensor& weight, const torch::Tensor& bias) override;
 

@@ -36,6 +36,12 @@ class ElasticLinear : public torch::nn::Module {
   // Dense, a truncated SVD for NSN. Throws Error on a shape mismatch.
   virtual void load_from_dense(const torch::Tensor& weight, const torch::Tensor& bias) = 0;
 
+  // Stores the weights in `dtype` (float32 or bfloat16) from now on, converting them
+  // (keep_values) or leaving them to be filled (a loader's next step). Returns false, changing
+  // nothing, where this parameterization has no such storage (only dense layers keep bfloat16;
+  // NSN factors and MPO cores stay float32).
+  virtual bool set_storage(torch::ScalarType dtype, bool /*keep_values*/) { return dtype == torch::kFloat32; }
+
   // Rank elasticity (NSN): the largest rank (0 = this layer has no rank knob), the rank in
   // use, and a new rank in [1, max_rank()] that takes effect on the next forward.
   virtual int64_t max_rank() const { return 0; }

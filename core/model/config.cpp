@@ -263,4 +263,11 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
 
 ModelConfig ModelConfig::pico_gpt() { return ModelConfig{}; }
 
+WeightStorage parse_weight_storage(const std::string& s) {
+  if (s == "auto") return WeightStorage::Auto;
+  if (s == "f32") return WeightStorage::F32;
+  if (s == "bf16") return WeightStorage::BF16;
+  throw Error("weights must be auto, f32 or bf16, got '" + s + "'");
+}
+
 }  // namespace nestscope

@@ -13,6 +13,13 @@ namespace nestscope {
 enum class PositionEncoding { Sinusoidal, Learned, Rope };  // Rope: rotary (Su et al. 2021), as Llama
 enum class Norm { LayerNorm, RmsNorm };                        // RmsNorm: Zhang & Sennrich 2019, as Llama
 
+// How a loaded model keeps its weights in memory (GptImpl::set_weight_storage). Auto: bfloat16
+// when the checkpoint's weights are bfloat16 (a Hugging Face folder saved so), else float32 —
+// float16 checkpoints load as float32, since bfloat16 would drop three bits of their mantissa.
+enum class WeightStorage { Auto, F32, BF16 };
+// "auto", "f32" or "bf16"; throws Error otherwise.
+WeightStorage parse_weight_storage(const std::string& s);
+
 
 struct LinearSpec {
   LinearKind kind = LinearKind::Dense;

@@ -153,7 +153,10 @@ bool GptImpl::raw_decode_applies(const torch::Tensor& idx, const KvCache* cache)
       cache->key_mass.defined() || (rope_inv_freq_.defined() && !plain_tensor(rope_inv_freq_)))
     return false;
   const auto plain = plain_tensor;
-  if (!tok_emb->weight.is_cpu() || !plain(tok_emb->weight) || !plain(pos_emb) || !plain(ln_f->weight) || !plain(ln_f->bias))
+  const auto& emb = tok_emb->weight;
+  const bool emb_ok = emb.is_cpu() && emb.is_contiguous() &&
+                      (emb.scalar_type() == torch::kFloat32 || emb.scalar_type() == torch::kBFloat16);
+  if (!emb_ok || !plain(pos_emb) || !plain(ln_f->weight) || !plain(ln_f->bias))
     return false;
   for (size_t l = 0; l < blocks_.size(); ++l) {
     const auto& b = blocks_[l];
@@ -170,12 +173,14 @@ torch::Tensor GptImpl::decode_raw(int64_t token, KvCache& cache) {
   check(token >= 0 && token < V, "token id " + std::to_string(token) + " is outside the vocabulary of " + std::to_string(V));
   for (auto* buf : {&raw_x_, &raw_a_, &raw_b_, &raw_h_}) buf->resize(size_t(C));
   float *x = raw_x_.data(), *a = raw_a_.data(), *b = raw_b_.data(), *h = raw_h_.data();
-  const float* e = tok_emb->weight.data_ptr<float>() + token * C;
+  const auto& emb = tok_emb->weight;
+  const bool bf16 = is_bf16_weight(emb);
+  const auto* emb16 = bf16 ? reinterpret_cast<const uint16_t*>(emb.data_ptr<at::BFloat16>()) : nullptr;
+  if (bf16) widen_bf16(emb16 + token * C, x, C);
+  else std::copy_n(emb.data_ptr<float>() + token * C, C, x);
   if (pos_emb.defined()) {
     const float* p = pos_emb.data_ptr<float>() + cache.position * C;
-    for (int64_t c = 0; c < C; ++c) x[c] = e[c] + p[c];
-  } else {
-    std::copy_n(e, C, x);
+    for (int64_t c = 0; c < C; ++c) x[c] += p[c];
   }
   // Rotary angles of this position, as set_rope computes them: float32 t·θ^(−2i/rd).
   const int64_t rd = rope_inv_freq_.defined() ? 2 * rope_inv_freq_.numel() : 0;
@@ -212,7 +217,8 @@ torch::Tensor GptImpl::decode_raw(int64_t token, KvCache& cache) {
   ln_f->forward_raw(x, a);
   auto logits = torch::empty({1, 1, V});
   if (head) linear_one(*head, a, logits.data_ptr<float>());
-  else cpu_linear_raw(1, C, V, a, tok_emb->weight.data_ptr<float>(), nullptr, logits.data_ptr<float>());
+  else if (bf16) cpu_linear_bf16_raw(1, C, V, a, emb16, nullptr, logits.data_ptr<float>());
+  else cpu_linear_raw(1, C, V, a, emb.data_ptr<float>(), nullptr, logits.data_ptr<float>());
   return logits;
 }
 

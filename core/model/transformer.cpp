@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/gate/block_recovery.h"
 #include "core/gate/mlp_gate.h"
+#include "core/layers/cpu_gemm.h"
 #include "core/model/linear_factory.h"
 #include "core/layers/weight_init.h"
 
@@ -243,7 +244,7 @@ GptImpl::GptImpl(const ModelConfig& cfg) : cfg_(cfg) {
   own_ = projections();
 }
 
-torch::Tensor GptImpl::forward(const torch::Tensor& idx, KvCache* cache) {
+torch::Tensor GptImpl::forward(const torch::Tensor& idx, KvCache* cache, bool last_only) {
   check(idx.dim() == 2, "model input must be [batch, time] token ids");
   const int64_t T = idx.size(1);
   const int64_t pos = cache ? cache->position : 0;  // absolute position of idx[:, 0]
@@ -255,6 +256,7 @@ torch::Tensor GptImpl::forward(const torch::Tensor& idx, KvCache* cache) {
                                                               : ""));
   if (raw_decode_applies(idx, cache)) return decode_raw(idx.cpu().item<int64_t>(), *cache);
   auto x = tok_emb->forward(idx);  // [B, T, C]
+  if (x.scalar_type() != ln_f->weight.scalar_type()) x = x.to(ln_f->weight.scalar_type());  // bfloat16 storage
   if (pos_emb.defined()) x = x + pos_emb.narrow(0, pos, T);
   set_rope(pos, T, x.device());
   for (auto& b : blocks_) x = b->forward(x, cache);
@@ -262,8 +264,9 @@ torch::Tensor GptImpl::forward(const torch::Tensor& idx, KvCache* cache) {
     cache->length += T;
     cache->position += T;
   }
+  if (last_only && T > 1) x = x.narrow(1, T - 1, 1);
   x = ln_f->forward(x);
-  return head ? head->forward(x) : torch::linear(x, tok_emb->weight);  // [B, T, V]
+  return head ? head->forward(x) : linear_any(x, tok_emb->weight, {});  // [B, T or 1, V]
 }
 
 void GptImpl::set_rope(int64_t pos, int64_t T, const torch::Device& device) {
@@ -272,16 +275,26 @@ void GptImpl::set_rope(int64_t pos, int64_t T, const torch::Device& device) {
   auto t = torch::arange(pos, pos + T, torch::kInt64).to(torch::kFloat);  // [T]
   auto freqs = torch::outer(t, rope_inv_freq_);                            // [T, hd/2]
   auto emb = torch::cat({freqs, freqs}, -1);                               // [T, rd]
-  auto cos = emb.cos().to(device, tok_emb->weight.scalar_type()), sin = emb.sin().to(device, tok_emb->weight.scalar_type());
+  const auto dtype = ln_f->weight.scalar_type();  // the activations' (weights may be bfloat16)
+  auto cos = emb.cos().to(device, dtype), sin = emb.sin().to(device, dtype);
   for (auto& b : blocks_) {
     b->attn->rope_cos_ = cos;
     b->attn->rope_sin_ = sin;
   }
 }
 
+void GptImpl::set_weight_storage(torch::ScalarType dtype, bool keep_values) {
+  check(dtype == torch::kFloat32 || dtype == torch::kBFloat16, "weights can be stored as float32 or bfloat16 only");
+  torch::NoGradGuard no_grad;
+  for (const auto& [name, layer] : own_) layer->set_storage(dtype, keep_values);
+  auto& w = tok_emb->weight;
+  if (w.scalar_type() != dtype)
+    w.set_data(keep_values ? w.to(dtype) : torch::empty(w.sizes(), w.options().dtype(dtype)));
+}
+
 KvCache GptImpl::make_cache(int64_t batch) const {
   KvCache c;
-  auto opts = tok_emb->weight.options().requires_grad(false);
+  auto opts = ln_f->weight.options().requires_grad(false);  // activations' dtype, the model's device
   for (int64_t l = 0; l < cfg_.n_layers; ++l) {
     c.k.push_back(torch::empty({batch, cfg_.kv_heads(), cfg_.context, cfg_.head_dim()}, opts));
     c.v.push_back(torch::empty({batch, cfg_.kv_heads(), cfg_.context, cfg_.head_dim()}, opts));

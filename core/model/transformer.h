@@ -144,15 +144,25 @@ class GptImpl : public torch::nn::Module {
   // idx: [B, T] token ids -> logits [B, T, V]. With a cache, idx continues the cached prefix.
   // One token of batch 1 with a cache, on the CPU without autograd, takes the raw decode step
   // (below) when it applies.
-  torch::Tensor forward(const torch::Tensor& idx, KvCache* cache = nullptr);
+  // last_only: logits of the last position only ([B, 1, V]): what a prompt's prefill needs, and the
+  // head is a quarter or more of a small model's MACs per position.
+  torch::Tensor forward(const torch::Tensor& idx, KvCache* cache = nullptr, bool last_only = false);
   // The raw decode step (raw_decode.cpp): the whole token — embedding, norms, every projection's
   // forward_raw, attention over the cache, the MLP or its gate, the head — on preallocated float
   // buffers, with no ATen op per part (at PicoGPT's size their dispatch cost more than the
   // arithmetic). Same result as the general path within float rounding (tested). Applies to
-  // float32 CPU models without rotary positions, ablation masks, a hook or attention-mass
+  // float32 or bfloat16 CPU models without ablation masks, a hook or attention-mass
   // tracking. Off when false; the environment's NESTSCOPE_RAW_DECODE=0 sets false at construction.
   bool raw_decode = true;
   int64_t raw_decode_steps = 0;  // tokens the raw step has decoded (tests and benchmarks read it)
+
+  // Weight storage: float32, or bfloat16 for the token embedding (and tied head) and every dense
+  // projection (NSN factors, MPO cores and variants stay float32). bfloat16 halves the bytes a
+  // decode step reads; products widen each weight exactly and accumulate in float32. keep_values
+  // converts the current weights; false leaves them to be filled (a loader's next step).
+  // Training and conversion read float32 copies (to_dense(), clone_model()).
+  void set_weight_storage(torch::ScalarType dtype, bool keep_values = true);
+  torch::ScalarType weight_storage() const { return tok_emb->weight.scalar_type(); }
 
   // An empty cache for batch B on the model's device.
   KvCache make_cache(int64_t batch) const;

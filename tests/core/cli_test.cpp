@@ -88,6 +88,19 @@ TEST(Cli, DefaultModelIsUsedWithoutModelFlag) {
   EXPECT_NE(out.find("prompt is empty"), std::string::npos) << out;
 }
 
+TEST(Cli, WeightsFlagKeepsBfloat16InMemoryAndRefusesOtherValues) {
+  std::string out;
+  if (test::run_command(kCli + " info --json 2>&1", &out) != 0) GTEST_SKIP() << out;
+  EXPECT_EQ(run_json("info --json")["weights"], "f32");
+  EXPECT_EQ(run_json("info --weights bf16 --json")["weights"], "bf16");
+  // Greedy text from bfloat16 weights: the default model's rounded weights still write Shakespeare.
+  const auto g = run_json("generate --weights bf16 --prompt 'ROMEO:' -n 24 -t 0 --json");
+  EXPECT_EQ(g["generated_tokens"], 24) << g.dump();
+  out.clear();
+  EXPECT_EQ(test::run_command(kCli + " info --weights f16 2>&1", &out), 1);
+  EXPECT_NE(out.find("weights must be auto, f32 or bf16"), std::string::npos) << out;
+}
+
 TEST(Cli, NsnConvertFrontierAndBadRanks) {
   test::TempDir dir;
   std::string text;

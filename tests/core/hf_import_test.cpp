@@ -392,6 +392,11 @@ TEST(HfImport, LlamaLogitsMatchAnIndependentPyTorchForward) {
     EXPECT_TRUE(m.config.gated_mlp);
     const auto ref = reference_logits(d, kIds);
     EXPECT_LT(max_diff(logits_of(m.model, kIds), ref), 1e-4) << dtype_name(dtype);
+    // A bfloat16 folder stays bfloat16 in memory unless float32 is asked for: the same logits.
+    EXPECT_EQ(m.model->weight_storage(), dtype == DType::BF16 ? torch::kBFloat16 : torch::kFloat32);
+    auto f32 = import_hf_folder(d.string(), {.weights = WeightStorage::F32});
+    EXPECT_EQ(f32.model->weight_storage(), torch::kFloat32);
+    EXPECT_LT(max_diff(logits_of(f32.model, kIds), ref), 1e-4) << dtype_name(dtype);
     // Incremental decoding with the KV cache (rotary positions, grouped heads) equals the full forward.
     torch::NoGradGuard g;
     auto cache = m.model->make_cache(1);

@@ -5,6 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/layers/cpu_gemm.h"
+#include "core/model/convert.h"
 #include "core/model/macs.h"
 #include "core/error.h"
 #include "core/io/checkpoint.h"
@@ -149,6 +151,124 @@ TEST(Model, RawDecodeStepMatchesTheGeneralPathForEveryVariantAndBudget) {
   m->forward(torch::zeros({1, 3}, torch::kInt64), &cache);
   EXPECT_THROW(m->forward(torch::full({1, 1}, 11, torch::kInt64), &cache), Error);
   EXPECT_EQ(cache.length, 3);
+}
+
+// The CPU kernels against a double-precision reference on shapes with every kind of tail: weight
+// rows not a multiple of 4, x rows not a multiple of the register tile's, columns not a multiple
+// of 16 or 32, a row stride wider than k, one row (decode), a few (prefill tiles) and many (BLAS),
+// and weights large enough to split over the threads.
+TEST(CpuKernels, Bf16AndSmallBatchProductsMatchTheReferenceOnTailsStridesAndSplits) {
+  torch::manual_seed(5);
+  struct Shape { int64_t N, n, k, ldw; };
+  for (const Shape sh : {Shape{1, 37, 45, 45}, Shape{3, 37, 45, 50}, Shape{1, 4, 16, 16}, Shape{1, 700, 520, 520},
+                         Shape{5, 700, 520, 520}, Shape{7, 37, 64, 80}, Shape{13, 10, 96, 96}, Shape{64, 600, 512, 512},
+                         Shape{200, 9, 64, 64}}) {
+    auto w = torch::randn({sh.n, sh.ldw}).to(torch::kBFloat16);
+    auto x = torch::randn({sh.N, sh.k});
+    auto y = torch::randn({sh.N, sh.n});
+    const auto want = (x.to(torch::kFloat64).matmul(w.narrow(1, 0, sh.k).to(torch::kFloat64).t()) +
+                       0.5 * y.to(torch::kFloat64));
+    cpu_gemm_nt_bf16_raw(sh.N, sh.n, sh.k, x.data_ptr<float>(),
+                         reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>()), sh.ldw, 0.5f,
+                         y.data_ptr<float>());
+    EXPECT_LT((y.to(torch::kFloat64) - want).abs().max().item<double>(), 1e-4 * std::sqrt(double(sh.k)))
+        << sh.N << "x" << sh.n << "x" << sh.k;
+  }
+  // The float32 products on the same shapes (register tiles for a few rows, GEMV for one).
+  for (const Shape sh : {Shape{1, 37, 48, 48}, Shape{7, 37, 64, 80}, Shape{13, 10, 96, 96}, Shape{64, 600, 512, 512},
+                         Shape{6, 8, 32, 32}}) {
+    auto w = torch::randn({sh.n, sh.ldw});
+    auto x = torch::randn({sh.N, sh.k});
+    auto y = torch::randn({sh.N, sh.n});
+    const auto want = x.to(torch::kFloat64).matmul(w.narrow(1, 0, sh.k).to(torch::kFloat64).t());
+    cpu_gemm_nt_raw(sh.N, sh.n, sh.k, x.data_ptr<float>(), w.data_ptr<float>(), sh.ldw, 0.f, y.data_ptr<float>());
+    EXPECT_LT((y.to(torch::kFloat64) - want).abs().max().item<double>(), 1e-4 * std::sqrt(double(sh.k)))
+        << sh.N << "x" << sh.n << "x" << sh.k;
+  }
+  // The transposed form (an NSN layer's Bᵀ at batch 1): 64-column strips and a tail, a wide stride.
+  for (const Shape sh : {Shape{1, 100, 7, 120}, Shape{1, 3072, 48, 3072}}) {
+    auto bt = torch::randn({sh.k, sh.ldw});
+    auto x = torch::randn({1, sh.k});
+    auto y = torch::randn({1, sh.n});
+    const auto want = x.to(torch::kFloat64).matmul(bt.narrow(1, 0, sh.n).to(torch::kFloat64)) + 2 * y.to(torch::kFloat64);
+    cpu_gemm_nn_raw(1, sh.n, sh.k, x.data_ptr<float>(), bt.data_ptr<float>(), sh.ldw, 2.f, y.data_ptr<float>());
+    EXPECT_LT((y.to(torch::kFloat64) - want).abs().max().item<double>(), 1e-4 * std::sqrt(double(sh.k))) << sh.n;
+  }
+  auto w = torch::randn({3, 40}).to(torch::kBFloat16);
+  std::vector<float> wide(40);
+  widen_bf16(reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>()) + 40, wide.data(), 40);
+  EXPECT_TRUE(torch::equal(torch::from_blob(wide.data(), {40}), w[1].to(torch::kFloat32)));  // widening is exact
+}
+
+// Weights stored in bfloat16 give the float32 model's result on the same (bf16-rounded) weights:
+// the general path (prefill, several rows per product) and the raw decode step, for the GPT-2
+// and the Llama layouts, head gating and the MLP gate; half the bytes per weight.
+TEST(Model, Bfloat16WeightsGiveTheFloat32ResultOnTheSameWeights) {
+  Budget heads;
+  heads.gate.head_active = 0.5;
+  Budget gated;
+  gated.gate = {.policy = GatePolicy::Oracle, .active = 0.5, .block = 8};
+  struct Case {
+    std::string name;
+    std::function<void(ModelConfig&)> edit;
+    Budget budget;
+  };
+  std::vector<Case> cases{
+      {"gpt2-like, tied head", [](ModelConfig& c) { c.position = PositionEncoding::Learned; c.tied_head = true; }, {}},
+      {"llama-like: RMSNorm, rotary, GQA, SwiGLU", [](ModelConfig& c) {
+         c.norm = Norm::RmsNorm;
+         c.position = PositionEncoding::Rope;
+         c.gated_mlp = true;
+         c.activation = Activation::Silu;
+         c.n_kv_heads = 2;
+         c.tied_head = false;
+       }, {}},
+      {"half the heads", [](ModelConfig&) {}, heads},
+      {"oracle gate at half the blocks", [](ModelConfig&) {}, gated},
+  };
+  for (const auto& tc : cases) {
+    auto cfg = test::tiny_config();
+    cfg.d_model = 24;  // a 16-wide kernel with a tail of 8
+    cfg.n_heads = 4;
+    cfg.d_ff = 40;
+    tc.edit(cfg);
+    torch::manual_seed(3);
+    Gpt m(cfg);
+    torch::NoGradGuard g;
+    for (auto& p : m->parameters()) p.add_(torch::randn_like(p) * 0.1);
+    m->set_weight_storage(torch::kBFloat16);
+    EXPECT_EQ(m->weight_storage(), torch::kBFloat16) << tc.name;
+    EXPECT_EQ(m->tok_emb->weight.element_size(), 2) << tc.name;
+    for (const auto& [name, layer] : m->own_projections()) EXPECT_EQ(layer->to_dense().scalar_type(), torch::kFloat32);
+    Gpt ref = clone_model(m);  // float32, holding the rounded values
+    EXPECT_EQ(ref->weight_storage(), torch::kFloat32) << tc.name;
+    if (tc.budget.gate.head_active < 1) {
+      const auto importance = torch::rand({cfg.n_layers, cfg.n_heads});
+      m->set_head_importance(importance);
+      ref->set_head_importance(importance);
+    }
+    m->apply_budget(tc.budget);
+    ref->apply_budget(tc.budget);
+    auto seq = torch::randint(0, cfg.vocab_size, {1, 20}, torch::kInt64);
+    std::vector<torch::Tensor> out[2];
+    Gpt models[2] = {ref, m};
+    for (int i : {0, 1}) {
+      auto cache = models[i]->make_cache(1);
+      out[i].push_back(models[i]->forward(seq.narrow(1, 0, 6), &cache));
+      const int64_t steps = models[i]->raw_decode_steps;
+      for (int64_t t = 6; t < 20; ++t) out[i].push_back(models[i]->forward(seq.narrow(1, t, 1), &cache));
+      EXPECT_EQ(models[i]->raw_decode_steps - steps, 14) << tc.name;
+    }
+    auto f32 = torch::cat(out[0], 1), bf16 = torch::cat(out[1], 1);
+    EXPECT_EQ(bf16.scalar_type(), torch::kFloat32);
+    EXPECT_LT((bf16 - f32).abs().max().item<double>(), 1e-4 * (1 + f32.abs().max().item<double>())) << tc.name;
+    EXPECT_TRUE(torch::equal(bf16.argmax(-1), f32.argmax(-1))) << tc.name;
+    // And back: float32 storage keeps the values.
+    m->set_weight_storage(torch::kFloat32);
+    EXPECT_TRUE(torch::equal(m->tok_emb->weight, ref->tok_emb->weight)) << tc.name;
+  }
+  Gpt m(test::tiny_config());
+  EXPECT_THROW(m->set_weight_storage(torch::kFloat16), Error);
 }
 
 TEST(Model, CausalityFutureTokensDoNotChangeEarlierLogits) {
