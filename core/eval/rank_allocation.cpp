@@ -34,6 +34,7 @@ struct RankGuard {
 int64_t dense_linear_macs(Gpt& model) {
   int64_t macs = 0;
   for (const auto& [name, p] : model->projections()) macs += p->in_features() * p->out_features();
+  if (!model->head) macs += model->config().d_model * model->config().vocab_size;  // a tied head
   return macs;
 }
 

@@ -114,6 +114,7 @@ std::map<std::string, torch::Tensor> state_for_export(Gpt& model) {
   for (const auto& item : model->named_buffers())
     if (item.key() == "pos_sin") out["pos_emb"] = item.value().detach();  // the table sinusoids equal
   for (const auto& [name, layer] : model->projections()) {
+    if (name == "head" && model->config().tied_head) continue;  // a tied head is written as the embedding
     for (auto it = out.begin(); it != out.end();)
       it = it->first.rfind(name + ".", 0) == 0 ? out.erase(it) : std::next(it);
     out[name + ".weight"] = layer->to_dense().detach();

@@ -21,16 +21,47 @@ void NsnLinear::load_from_dense(const torch::Tensor& weight, const torch::Tensor
   check(weight.dim() == 2 && weight.size(0) == out_features() && weight.size(1) == in_features(),
         "NSN conversion: weight shape does not match the layer");
   const int64_t R = max_rank();
-  auto [U, S, Vh] = torch::linalg::svd(weight.detach().to(torch::kFloat64), /*full_matrices=*/false, c10::nullopt);
-  auto root = S.narrow(0, 0, R).sqrt();                                       // [R]
-  auto B = U.narrow(1, 0, R) * root.unsqueeze(0);                             // [out, R]
-  auto A = root.unsqueeze(1) * Vh.narrow(0, 0, R);                            // [R, in]
   torch::NoGradGuard no_grad;
-  A_.copy_(A);
-  B_.copy_(B);
+  if (tall_matrix(out_features(), in_features())) {
+    load_tall(weight.detach());
+  } else {
+    auto [U, S, Vh] = torch::linalg::svd(weight.detach().to(torch::kFloat64), /*full_matrices=*/false, c10::nullopt);
+    auto root = S.narrow(0, 0, R).sqrt();                                       // [R]
+    auto B = U.narrow(1, 0, R) * root.unsqueeze(0);                             // [out, R]
+    auto A = root.unsqueeze(1) * Vh.narrow(0, 0, R);                            // [R, in]
+    A_.copy_(A);
+    B_.copy_(B);
+  }
   if (bias_.defined()) {
     check(bias.defined(), "NSN conversion: the dense layer has no bias to copy");
     bias_.copy_(bias);
+  }
+}
+
+bool NsnLinear::tall_matrix(int64_t out, int64_t in) { return out >= 8 * in && out * in >= (int64_t(1) << 20); }
+
+void NsnLinear::load_tall(const torch::Tensor& weight) {
+  // WᵀW = V·S²·Vᵀ in float64, accumulated over slices of rows; then B = W·V_R / √S_R row slice by
+  // row slice, A = √S_R·V_Rᵀ. Singular values below σ_max·1e-6 lose relative accuracy this way
+  // (the Gram squares them); their factors are tiny and they come last in the nested order.
+  const int64_t in = in_features(), out = out_features(), R = max_rank();
+  constexpr int64_t kSlice = 8192;
+  auto gram = torch::zeros({in, in}, torch::kFloat64);
+  for (int64_t r = 0; r < out; r += kSlice) {
+    const auto rows = weight.narrow(0, r, std::min(kSlice, out - r)).to(torch::kFloat64);
+    gram.addmm_(rows.t(), rows);
+  }
+  auto [evals, evecs] = torch::linalg::eigh(gram, "L");  // ascending
+  const auto order = torch::arange(in - 1, -1, -1, torch::kInt64);
+  const auto s = evals.index_select(0, order).narrow(0, 0, R).clamp_min(0).sqrt();  // σ, descending
+  const auto v = evecs.index_select(1, order).narrow(1, 0, R);                      // [in, R]
+  const auto root = s.sqrt();
+  const auto inv_root = torch::where(root > 0, 1.0 / root, torch::zeros_like(root));
+  A_.copy_(root.unsqueeze(1) * v.t());
+  const auto scaled = v * inv_root.unsqueeze(0);  // [in, R]: W·V_R / √S_R = U_R·√S_R
+  for (int64_t r = 0; r < out; r += kSlice) {
+    const int64_t n = std::min(kSlice, out - r);
+    B_.narrow(0, r, n).copy_(weight.narrow(0, r, n).to(torch::kFloat64).matmul(scaled));
   }
 }
 

@@ -11,7 +11,8 @@ class NsnLinear : public ElasticLinear {
   NsnLinear(int64_t in_features, int64_t out_features, int64_t max_rank, bool with_bias, double init_std);
 
   // Surgical conversion (Eckart–Young): W = U·S·Vᵀ → B = U·√S, A = √S·Vᵀ over the first R
-  // singular triplets, bias copied. Rank r then gives the best rank-r approximation of W.
+  // singular triplets, bias copied. Rank r then gives the best rank-r approximation of W. A tall
+  // matrix (a vocabulary head) goes through its Gram matrix instead (load_tall).
   void load_from_dense(const torch::Tensor& weight, const torch::Tensor& bias) override;
 
   torch::Tensor forward(const torch::Tensor& x) override;
@@ -33,6 +34,11 @@ class NsnLinear : public ElasticLinear {
   // changed since (its version counter or storage moved: an optimizer step, a load, a convert).
   // Null when the fast path does not apply. Costs one more copy of B in memory.
   const float* transposed_b();
+  // At least 8× taller than wide and 2^20 weights or more (GPT-2's head: 50,257 × 768).
+  static bool tall_matrix(int64_t out, int64_t in);
+  // The SVD of a tall W through the float64 eigendecomposition of WᵀW [in, in], over row slices:
+  // a direct float64 SVD holds W and U in float64 (1.2 GB for GPT-2's head), this only the Gram.
+  void load_tall(const torch::Tensor& weight);
 
   torch::Tensor A_;     // [R, in]: rows are the nested input subspace
   torch::Tensor B_;     // [out, R]

@@ -65,6 +65,8 @@ std::vector<std::pair<std::string, int64_t>> mac_breakdown(const GptImpl& model,
 int64_t linear_macs_per_token(const GptImpl& model) {
   int64_t macs = 0;
   for (const auto& [name, p] : model.projections()) macs += p->macs();
+  // A tied head is a product with the embedding: a linear layer's MACs like any head.
+  if (!model.head) macs += model.config().d_model * model.config().vocab_size;
   return macs;
 }
 

@@ -20,7 +20,8 @@ std::vector<std::pair<std::string, int64_t>> mac_breakdown(const GptImpl& model,
 // macs_per_token without the gated MLPs' estimates (the decode loop adds what each gate's trace
 // says it spent). No allocation: it runs once per generated token.
 int64_t macs_without_gated_mlp(const GptImpl& model, int64_t context_len);
-// The projections alone, one token, at the current budget.
+// The projections alone, one token, at the current budget (a tied head counted as the product
+// with the embedding it is).
 int64_t linear_macs_per_token(const GptImpl& model);
 // Parameters in use at the current budget (a truncated NSN layer counts r·(in+out) + bias).
 int64_t active_parameter_count(const GptImpl& model);

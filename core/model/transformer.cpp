@@ -367,6 +367,9 @@ std::vector<std::pair<std::string, std::shared_ptr<ElasticLinear>>> GptImpl::pla
     check(known, "budget: unknown projection family '" + key + "' (use attn, mlp, head or one of attn.q ... mlp.down)");
   }
   auto out = own_;
+  // A tied head has no projection of its own; a budget may still run it as a variant built from
+  // the embedding (then it is a projection until a budget without it).
+  if (cfg_.tied_head && budget.kind_for("head", LinearKind::Dense) != LinearKind::Dense) out.emplace_back("head", nullptr);
   for (auto& [name, layer] : out) {
     const std::string family = projection_family(name);
     const LinearKind own = own_kind(family), want = budget.kind_for(family, own);
@@ -406,6 +409,7 @@ void GptImpl::apply_budget(const Budget& asked) {
   for (const auto& [name, p] : layers) views.emplace_back(name, p.get());
   // Everything is checked before anything changes.
   const auto ranks = check_budget(budget, cfg_, views, calib_.heads_ready(), calib_.mlp_block());
+  if (cfg_.tied_head) head = nullptr;  // back to the embedding unless this budget installs a variant
   for (size_t i = 0; i < layers.size(); ++i) {
     install(layers[i].first, layers[i].second);
     auto& p = *layers[i].second;

@@ -223,7 +223,9 @@ class GptImpl : public torch::nn::Module {
   torch::Tensor pos_emb;  // [context, C]: learned parameter, fixed sinusoidal buffer, or undefined (rotary)
   torch::nn::ModuleList blk{nullptr};
   NormLayer ln_f{nullptr};
-  std::shared_ptr<ElasticLinear> head;  // null when tied to tok_emb
+  // Null when tied to tok_emb, unless a budget runs the tied head as a variant (NSN, MPO) built
+  // from the embedding; the embedding itself stays the input table either way.
+  std::shared_ptr<ElasticLinear> head;
 
  private:
   // Builds (or, with policy Off, removes) every layer's MlpGate from the current weights.

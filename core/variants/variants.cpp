@@ -24,8 +24,16 @@ namespace {
 
 constexpr const char* kFormat = "nestscope.variants.v1";
 
+// `config` as if its head were untied: the shape a tied head's variant is built with.
+ModelConfig untied(const ModelConfig& config) {
+  ModelConfig c = config;
+  c.tied_head = false;
+  return c;
+}
+
 // A config whose `family` is `kind` at full size (NSN full rank, MPO χ capped by the shapes).
-ModelConfig config_for(const ModelConfig& own, const std::string& family, LinearKind kind) {
+ModelConfig config_for(const ModelConfig& model_config, const std::string& family, LinearKind kind) {
+  const ModelConfig own = family == "head" ? untied(model_config) : model_config;
   switch (kind) {
     case LinearKind::Nsn:
       return nsn_config(own, {family}, 0);
@@ -39,6 +47,24 @@ ModelConfig config_for(const ModelConfig& own, const std::string& family, Linear
   return c;
 }
 
+// A tied head's weights as a projection to build variants from: the embedding [V, C], no bias.
+class EmbeddingAsHead : public ElasticLinear {
+ public:
+  explicit EmbeddingAsHead(const torch::Tensor& embedding)
+      : ElasticLinear(embedding.size(1), embedding.size(0)), w_(embedding) {}
+  torch::Tensor forward(const torch::Tensor& x) override { return torch::linear(x, to_dense()); }
+  int64_t macs() const override { return in_features() * out_features(); }
+  int64_t params() const override { return 0; }  // the embedding's, counted there
+  torch::Tensor to_dense() const override { return w_.detach().to(torch::kFloat32); }
+  torch::Tensor bias() const override { return {}; }
+  void load_from_dense(const torch::Tensor&, const torch::Tensor&) override {
+    throw Error("the tied head is the embedding: it is not loaded on its own");
+  }
+
+ private:
+  torch::Tensor w_;
+};
+
 std::string tensor_name(const std::string& layer, LinearKind kind, const std::string& param) {
   return "variant." + layer + "." + linear_kind_name(kind) + "." + param;
 }
@@ -48,7 +74,8 @@ std::string tensor_name(const std::string& layer, LinearKind kind, const std::st
 int64_t variant_bond(const ModelConfig& config, const std::string& family) {
   const auto [in, out] = config.family_shape(family);
   if (in * out < kLargeMatrix) return kUncappedBond;
-  const auto [of, inf] = mpo_config(config, {family}, kUncappedBond).mpo_factors(family);
+  const ModelConfig own = family == "head" ? untied(config) : config;
+  const auto [of, inf] = mpo_config(own, {family}, kUncappedBond).mpo_factors(family);
   return mpo_bond_within(of, inf, kUncappedBond, in * out);
 }
 
@@ -59,6 +86,9 @@ VariantNeeds variant_needs(const GptImpl& model, const Budget& budget) {
     const LinearKind mine = model.own_kind(family), want = budget.kind_for(family, mine);
     if (want != mine) out.emplace_back(name, want);
   }
+  // A tied head only when a budget asks for it by name (an SVD of the whole vocabulary's table).
+  if (const LinearKind want = budget.kind_for("head", LinearKind::Dense); model.config().tied_head && want != LinearKind::Dense)
+    out.emplace_back("head", want);
   return out;
 }
 
@@ -142,7 +172,9 @@ VariantReport build_variants(Gpt& model, const VariantNeeds& needs, const std::s
     std::shared_ptr<ElasticLinear> own, layer;
   };
   std::vector<Todo> todo;
-  for (const auto& [name, own] : model->own_projections())
+  auto sources = model->own_projections();
+  if (cfg.tied_head) sources.emplace_back("head", std::make_shared<EmbeddingAsHead>(model->tok_emb->weight));
+  for (const auto& [name, own] : sources)
     for (const auto& [want, k] : needs)
       if (want == name && k != model->own_kind(projection_family(name)) && !model->variants().has(name, k))
         todo.push_back({name, k, own, {}});

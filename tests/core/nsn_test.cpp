@@ -14,6 +14,7 @@
 #include "core/model/convert.h"
 #include "core/text/char_tokenizer.h"
 #include "core/train/nsn_objective.h"
+#include "core/variants/variants.h"
 #include "tests/core/test_util.h"
 
 using namespace nestscope;
@@ -118,6 +119,24 @@ TEST(NsnLinear, SvdConversionIsTheEckartYoungBestApproximation) {
   }
 }
 
+// A tall matrix (a vocabulary head's shape) converts through its Gram matrix: every rank's
+// product is the truncated SVD's, as for any other matrix.
+TEST(NsnLinear, ATallMatrixConvertsToTheSameNestedFactorsThroughItsGramMatrix) {
+  torch::manual_seed(8);
+  const int64_t out = 8192, in = 128;  // 2^20 weights, 64× taller than wide
+  auto w = torch::randn({out, 16}).matmul(torch::randn({16, in})) + 0.05 * torch::randn({out, in});
+  NsnLinear layer(in, out, in, false, 0.02);
+  layer.load_from_dense(w, {});
+  auto [U, S, Vh] = torch::linalg::svd(w.to(torch::kFloat64), false, c10::nullopt);
+  torch::NoGradGuard g;
+  for (int64_t r : {1, 8, 16, 64, 128}) {
+    layer.set_rank(r);
+    const auto want = U.narrow(1, 0, r).matmul(torch::diag(S.narrow(0, 0, r))).matmul(Vh.narrow(0, 0, r));
+    const double err = (layer.to_dense().to(torch::kFloat64) - want).abs().max().item<double>();
+    EXPECT_LT(err, 1e-4 * w.abs().max().item<double>()) << "rank " << r;
+  }
+}
+
 TEST(NsnLinear, RanksOutOfRangeAreClearErrors) {
   NsnLinear l(8, 8, 6, false, 0.02);
   EXPECT_THROW(l.set_rank(0), Error);
@@ -152,6 +171,45 @@ TEST(NsnConversion, FullRankModelMatchesTheDenseModel) {
   // Six families converted in every block, the head left dense.
   EXPECT_EQ(nsn->config().linear.size(), 6u);
   EXPECT_EQ(nsn->parameter_count(), nsn->config().parameter_count());
+}
+
+// A tied LM head (GPT-2's) runs as an NSN variant built from the embedding when a budget names
+// it: full rank gives the dense logits, rank r costs r·(C + V) MACs, and a budget without it goes
+// back to the embedding (the input table is never touched).
+TEST(NsnConversion, ATiedHeadRunsAsAnNsnVariantOfTheEmbeddingWhenABudgetNamesIt) {
+  auto cfg = test::tiny_config();
+  cfg.tied_head = true;
+  cfg.vocab_size = 40;
+  torch::manual_seed(6);
+  Gpt m(cfg);
+  m->eval();
+  torch::NoGradGuard g;
+  const auto idx = torch::randint(0, cfg.vocab_size, {1, 12}, torch::kInt64);
+  const auto dense = m->forward(idx);
+  const int64_t dense_linear = linear_macs_per_token(*m);
+  const auto embedding = m->tok_emb->weight.clone();
+  Budget head;
+  head.kind["head"] = LinearKind::Nsn;
+  EXPECT_THROW(m->apply_budget(head), Error);  // no variant yet: refused, nothing changed
+  EXPECT_EQ(m->head, nullptr);
+  EXPECT_EQ(variant_needs(*m, head), (VariantNeeds{{"head", LinearKind::Nsn}}));
+  for (const auto& [name, kind] : variant_needs(*m, std::vector<LinearKind>{LinearKind::Nsn}))
+    EXPECT_NE(name, "head");  // "every projection as NSN" leaves the tied head alone (its SVD is the vocabulary's)
+  build_variants(m, variant_needs(*m, head));
+  m->apply_budget(head);
+  ASSERT_NE(m->head, nullptr);
+  EXPECT_LT((m->forward(idx) - dense).abs().max().item<double>(), 1e-4);  // full rank = dense
+  const int64_t CV = cfg.d_model * cfg.vocab_size, C_plus_V = cfg.d_model + cfg.vocab_size;
+  EXPECT_EQ(linear_macs_per_token(*m), dense_linear - CV + cfg.d_model * C_plus_V);  // full rank: 16·(16 + 40)
+  head.rank = 4;
+  m->apply_budget(head);
+  EXPECT_EQ(m->head->macs(), 4 * C_plus_V);
+  EXPECT_EQ(linear_macs_per_token(*m), dense_linear - CV + 4 * C_plus_V);
+  EXPECT_GT((m->forward(idx) - dense).abs().max().item<double>(), 1e-3);  // rank 4 of 16 changes the logits
+  m->apply_budget(Budget{});
+  EXPECT_EQ(m->head, nullptr);
+  EXPECT_TRUE(torch::equal(m->forward(idx), dense));
+  EXPECT_TRUE(torch::equal(m->tok_emb->weight, embedding));
 }
 
 TEST(NsnConversion, BudgetsApplyInstantlyAndBadRanksChangeNothing) {
