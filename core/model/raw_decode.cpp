@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/gate/mlp_gate.h"
+#include "core/layers/activation.h"
 #include "core/layers/cpu_gemm.h"
 #include "core/model/transformer.h"
 
@@ -130,12 +131,15 @@ void MlpImpl::forward_one_raw(const float* x, float* y) {
   thread_local std::vector<float> z, g;
   z.resize(size_t(N));
   linear_one(*up, x, z.data());
+  // The activation through ATen's vectorized kernels on the borrowed buffers (one op, no copy of
+  // the weights): a scalar tanhf / expf per neuron was half a millisecond per token on GPT-2-124M.
+  auto zt = torch::from_blob(z.data(), {N});
   if (gate_proj) {  // act(gate·x) ⊙ up·x
     g.resize(size_t(N));
     linear_one(*gate_proj, x, g.data());
-    for (int64_t j = 0; j < N; ++j) z[size_t(j)] *= activate(g[size_t(j)], activation_);
+    zt.mul_(activate(torch::from_blob(g.data(), {N}), activation_));
   } else {
-    for (int64_t j = 0; j < N; ++j) z[size_t(j)] = activate(z[size_t(j)], activation_);
+    zt.copy_(activate(zt, activation_));
   }
   linear_one(*down, z.data(), y);
 }
