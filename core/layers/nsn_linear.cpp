@@ -13,7 +13,15 @@ NsnLinear::NsnLinear(int64_t in_features, int64_t out_features, int64_t max_rank
             std::to_string(std::min(in_features, out_features)) + "]");
   // Var(W_ij) = R·Var(B)·Var(A) = init_std² with std(A) = √init_std, std(B) = √(init_std / R).
   A_ = register_parameter("A", random_weight({max_rank, in_features}, std::sqrt(init_std)));
-  B_ = register_parameter("B", random_weight({out_features, max_rank}, std::sqrt(init_std / double(max_rank))));
+  // B [out, R] is stored as Bᵀ (a transposed view of [R, out] memory): the rank-r prefix of Bᵀ
+  // is its first r rows, which the CPU path reads in place (one copy of B, not two). Drawn in
+  // [out, R] order, so a seeded model keeps its weights.
+  auto b = SkipWeightInit::active() ? torch::empty({max_rank, out_features}).t()
+                                    : random_weight({out_features, max_rank}, std::sqrt(init_std / double(max_rank)))
+                                          .t()
+                                          .contiguous()
+                                          .t();
+  B_ = register_parameter("B", b);
   if (with_bias) bias_ = register_parameter("bias", torch::zeros({out_features}));
 }
 
@@ -66,8 +74,9 @@ void NsnLinear::load_tall(const torch::Tensor& weight) {
 }
 
 const float* NsnLinear::transposed_b() {
-  if (!A_.is_contiguous() || !B_.is_contiguous() || !B_.device().is_cpu() || B_.scalar_type() != torch::kFloat32)
-    return nullptr;
+  if (!A_.is_contiguous() || !B_.device().is_cpu() || B_.scalar_type() != torch::kFloat32) return nullptr;
+  if (B_.stride(0) == 1 && B_.stride(1) == out_features()) return B_.data_ptr<float>();  // stored as Bᵀ
+  if (!B_.is_contiguous()) return nullptr;
   if (!bt_.defined() || bt_version_ != B_._version() || bt_source_ != B_.data_ptr()) {
     torch::NoGradGuard no_grad;
     bt_ = B_.detach().t().contiguous();  // [R, out]

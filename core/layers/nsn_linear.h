@@ -30,9 +30,9 @@ class NsnLinear : public ElasticLinear {
   const torch::Tensor& B() const { return B_; }  // [out, R]
 
  private:
-  // Bᵀ [R, out], contiguous, for the CPU inference path (see cpu_gemm_nn_raw); rebuilt when B
-  // changed since (its version counter or storage moved: an optimizer step, a load, a convert).
-  // Null when the fast path does not apply. Costs one more copy of B in memory.
+  // Bᵀ [R, out], contiguous, for the CPU inference path (see cpu_gemm_nn_raw): B's own memory,
+  // which is laid out so; for a B in another layout, a copy rebuilt when B changed since (its
+  // version counter or storage moved). Null when the fast path does not apply.
   const float* transposed_b();
   // At least 8× taller than wide and 2^20 weights or more (GPT-2's head: 50,257 × 768).
   static bool tall_matrix(int64_t out, int64_t in);
@@ -41,7 +41,7 @@ class NsnLinear : public ElasticLinear {
   void load_tall(const torch::Tensor& weight);
 
   torch::Tensor A_;     // [R, in]: rows are the nested input subspace
-  torch::Tensor B_;     // [out, R]
+  torch::Tensor B_;     // [out, R], a transposed view of [R, out] memory
   torch::Tensor bias_;  // [out] or undefined; never truncated
   int64_t rank_;
   torch::Tensor bt_;               // cached Bᵀ
