@@ -108,10 +108,11 @@ void EngineWorker::announce() {
                   .arg(c.position == PositionEncoding::Rope ? ", rotary" : "")
                   .arg(c.kv_heads() != c.n_heads ? QStringLiteral(", GQA %1 kv heads").arg(c.kv_heads()) : QString())
                   .arg(c.gated_mlp ? ", gated MLP" : "");
-    v.summary = QStringLiteral("%1 layers · d=%2 · %3 heads · FFN %4 · context %5 · vocab %6 (%7)%8 · %9")
+    v.summary = QStringLiteral("%1 layers · d=%2 · %3 heads · FFN %4 · context %5 · vocab %6 (%7)%8 · %9%10")
                     .arg(c.n_layers).arg(c.d_model).arg(c.n_heads).arg(c.d_ff).arg(c.context)
                     .arg(c.vocab_size).arg(QString::fromStdString(i.tokenizer_kind)).arg(style)
-                    .arg(QString::fromStdString(i.device));
+                    .arg(QString::fromStdString(i.device))
+                    .arg(i.weights == "bf16" ? QStringLiteral(", bfloat16 weights") : QString());
     v.parameters = i.parameters;
     v.macs = i.macs_per_token;
     v.dense_macs = i.dense_macs_per_token;

@@ -13,7 +13,8 @@
 //                      measurement included); the first variant build (seconds); a slider move to
 //                      the first token with the variants built (median and max)
 // Options: --tokens N (decode, default 64), --threads N (default: all cores), --weights auto|f32|bf16
-// (load and decode: how the weights stay in memory, as the CLI's --weights).
+// (load and decode: how the weights stay in memory, as the CLI's --weights), --budget JSON (decode
+// at that budget, its variants built first).
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -31,6 +32,7 @@
 #include <vector>
 
 #include "core/engine/engine.h"
+#include "core/model/budget_json.h"
 #include "core/error.h"
 #include <torch/torch.h>
 
@@ -156,10 +158,16 @@ void measure_load(Json& out, const std::string& dir, int threads, double to_main
 }
 
 // --decode: batch-1 greedy decode and a 64-token prefill, best of 3 rounds.
-void measure_decode(Json& out, const std::string& dir, int threads, int64_t tokens, WeightStorage weights) {
+void measure_decode(Json& out, const std::string& dir, int threads, int64_t tokens, WeightStorage weights,
+                    const std::string& budget) {
   init_threads(threads);
   Engine e;
   e.load(dir, weights);
+  if (!budget.empty()) {
+    e.set_variant_cache(false);
+    e.set_budget(budget_from_json(budget));
+    out["budget"] = budget;
+  }
   out["parameters"] = e.info().parameters;
   out["weights"] = e.info().weights;
   // Bytes of weights a decode step reads: all but the rows of tables it only indexes (an untied
@@ -266,6 +274,7 @@ int main(int argc, char** argv) {
   int64_t tokens = 64;
   int threads = int(std::thread::hardware_concurrency());
   WeightStorage weights = WeightStorage::Auto;
+  std::string budget;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -279,8 +288,9 @@ int main(int argc, char** argv) {
     else if (a == "--tokens") tokens = std::stoll(next());
     else if (a == "--threads") threads = std::stoi(next());
     else if (a == "--weights") weights = parse_weight_storage(next());
+    else if (a == "--budget") budget = next();
     else {
-      std::cerr << "usage: nestscope_bench_real --bandwidth | --load DIR | --decode DIR | --budgets DIR [--tokens N] [--threads N] [--weights auto|f32|bf16]\n";
+      std::cerr << "usage: nestscope_bench_real --bandwidth | --load DIR | --decode DIR | --budgets DIR [--tokens N] [--threads N] [--weights auto|f32|bf16] [--budget JSON]\n";
       return 2;
     }
   }
@@ -291,7 +301,7 @@ int main(int argc, char** argv) {
     } else if (mode == "load") {
       measure_load(out, dir, threads, to_main, weights);
     } else if (mode == "decode") {
-      measure_decode(out, dir, threads, tokens, weights);
+      measure_decode(out, dir, threads, tokens, weights, budget);
     } else if (mode == "budgets") {
       measure_budgets(out, dir, threads, tokens);
     } else {

@@ -1,5 +1,7 @@
 // The raw decode step: one token of batch 1 through the whole model on float buffers, no ATen op
 // per part (GptImpl::forward takes it when raw_decode_applies). Tested against the general path.
+#include <ATen/Parallel.h>
+
 #include <cstring>
 
 #include "core/error.h"
@@ -59,30 +61,49 @@ void NormLayerImpl::forward_raw(const float* x, float* y) const {
 
 void CausalSelfAttentionImpl::attend_one(const float* q, const float* k, const float* v, int64_t slots, int64_t L,
                                          int64_t H, int64_t hd, float* y) const {
-  thread_local std::vector<float> w;
-  w.resize(size_t(L));
   const float scale = 1.0f / std::sqrt(float(hd));
   const int64_t* kv = kv_index_.defined() ? kv_index_.data_ptr<int64_t>() : nullptr;
-  for (int64_t h = 0; h < H; ++h) {
+  // Per head: scores = K·q (a GEMV over the cached keys), softmax, y = Vᵀ·a (the axpy form over
+  // the cached values); AVX-512 where the head width allows, plain loops otherwise. Heads go over
+  // the threads once the cache is long enough to pay for it: scalar loops here were a quarter of
+  // a decode step at 1,000 tokens of context, on one core.
+  const bool vector = avx512_available() && hd % 16 == 0;
+  auto head = [&](int64_t h) {
+    thread_local std::vector<float> w;
+    w.resize(size_t(L));
     const int64_t g = kv ? kv[h] : h;  // the key/value head this query head reads
     const float* qh = q + h * hd;
     const float* kh = k + g * slots * hd;
     const float* vh = v + g * slots * hd;
-    float top = -std::numeric_limits<float>::infinity();
-    for (int64_t j = 0; j < L; ++j) {
-      float s = 0;
-      for (int64_t d = 0; d < hd; ++d) s += qh[d] * kh[j * hd + d];
-      w[size_t(j)] = s * scale;
-      top = std::max(top, w[size_t(j)]);
+    if (vector) {
+      avx512_gemv_f32(L, hd, qh, kh, hd, 0.f, w.data());
+    } else {
+      for (int64_t j = 0; j < L; ++j) {
+        float s = 0;
+        for (int64_t d = 0; d < hd; ++d) s += qh[d] * kh[j * hd + d];
+        w[size_t(j)] = s;
+      }
     }
+    float top = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < L; ++j) top = std::max(top, w[size_t(j)] *= scale);
     float z = 0;
     for (int64_t j = 0; j < L; ++j) z += (w[size_t(j)] = std::exp(w[size_t(j)] - top));
+    for (int64_t j = 0; j < L; ++j) w[size_t(j)] /= z;
     float* yh = y + h * hd;
-    std::fill(yh, yh + hd, 0.0f);
-    for (int64_t j = 0; j < L; ++j) {
-      const float a = w[size_t(j)] / z;
-      for (int64_t d = 0; d < hd; ++d) yh[d] += a * vh[j * hd + d];
+    if (vector) {
+      avx512_gemv_t_f32(hd, L, w.data(), vh, hd, 0.f, yh);
+    } else {
+      std::fill(yh, yh + hd, 0.0f);
+      for (int64_t j = 0; j < L; ++j)
+        for (int64_t d = 0; d < hd; ++d) yh[d] += w[size_t(j)] * vh[j * hd + d];
     }
+  };
+  if (H > 1 && L * H * hd >= (int64_t(1) << 16) && at::get_num_threads() > 1 && !at::in_parallel_region()) {
+    at::parallel_for(0, H, 1, [&](int64_t b, int64_t e) {
+      for (int64_t h = b; h < e; ++h) head(h);
+    });
+  } else {
+    for (int64_t h = 0; h < H; ++h) head(h);
   }
 }
 

@@ -21,14 +21,20 @@ Sample Sampler::next(const std::vector<float>& logits) {
   const float max_logit = *std::max_element(logits.begin(), logits.end());
 
   // Temperature-1 distribution: reported probability and entropy.
+  // H = −Σ p·log p = log z − Σ e_i·(l_i − max) / z with e_i = exp(l_i − max): one exp per token
+  // of the vocabulary and no log (a 50,257-word vocabulary made the logs a visible share of a
+  // small budget's decode step).
   probs_.resize(V);
-  double z = 0;
-  for (size_t i = 0; i < V; ++i) z += probs_[i] = std::exp(double(logits[i]) - max_logit);
-  double entropy = 0;
+  double z = 0, weighted = 0;
   for (size_t i = 0; i < V; ++i) {
-    probs_[i] /= z;
-    if (probs_[i] > 0) entropy -= probs_[i] * std::log(probs_[i]);
+    const double d = double(logits[i]) - max_logit;
+    const double e = std::exp(d);
+    probs_[i] = e;
+    z += e;
+    weighted += e * d;
   }
+  for (size_t i = 0; i < V; ++i) probs_[i] /= z;
+  const double entropy = std::max(0.0, std::log(z) - weighted / z);
   const size_t argmax = std::max_element(logits.begin(), logits.end()) - logits.begin();
   if (opts_.temperature == 0) return {int64_t(argmax), probs_[argmax], entropy};
 
