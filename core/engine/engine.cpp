@@ -256,9 +256,8 @@ ModelInfo Engine::info() const {
   i.active_parameters = active_parameter_count(*m.model);
   i.linear_macs = linear_macs_per_token(*m.model);
   i.dense_linear_macs = dense_linear_macs(m.model);
-  // Dense projections, scores over the full context in every layer, a tied head's matmul.
-  i.dense_macs_per_token = i.dense_linear_macs + m.config.n_layers * 2 * m.config.context * m.config.d_model +
-                           (m.model->head ? 0 : m.config.d_model * m.config.vocab_size);
+  // Dense projections (a tied head's product included), scores over the full context in every layer.
+  i.dense_macs_per_token = i.dense_linear_macs + m.config.n_layers * 2 * m.config.context * m.config.d_model;
   std::tie(i.rank_limit, i.bond_limit) = m.model->variants().limits();
   for (const auto& [name, p] : m.model->own_projections()) {
     i.rank_limit = std::max(i.rank_limit, p->max_rank());

@@ -377,6 +377,12 @@ TEST(HfImport, Gpt2LogitsMatchAnIndependentPyTorchForward) {
   EXPECT_TRUE(m.config.tied_head);
   EXPECT_EQ(m.tokenizer->kind(), "bpe");
   EXPECT_LT(max_diff(logits_of(m.model, kIds), reference_logits(dir.path / "gpt2", kIds)), 1e-4);
+  // The tied head is counted once, as a linear layer: at the full budget the model is its own dense.
+  Engine e;
+  e.load((dir.path / "gpt2").string());
+  const auto info = e.info();
+  EXPECT_EQ(info.linear_macs, info.dense_linear_macs);
+  EXPECT_EQ(info.macs_per_token, info.dense_macs_per_token);
 }
 
 TEST(HfImport, LlamaLogitsMatchAnIndependentPyTorchForward) {
