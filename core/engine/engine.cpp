@@ -134,11 +134,18 @@ LoadedModel Engine::Impl::converted(const ModelConfig& target, const std::string
 Engine::Engine() : impl_(std::make_unique<Impl>()) { init_threads(); }
 Engine::~Engine() = default;
 
-void Engine::load(const std::string& path, WeightStorage weights) {
-  if (is_hf_folder(path)) return impl_->adopt(import_hf_folder(path, {.weights = weights}));
-  auto m = load_checkpoint(path);
+namespace {
+
+// A NestScope checkpoint is float32; bfloat16 only when asked for (Auto keeps float32).
+LoadedModel stored(LoadedModel m, WeightStorage weights) {
   if (weights == WeightStorage::BF16) m.model->set_weight_storage(torch::kBFloat16);
-  impl_->adopt(std::move(m));
+  return m;
+}
+
+}  // namespace
+
+void Engine::load(const std::string& path, WeightStorage weights) {
+  impl_->adopt(is_hf_folder(path) ? import_hf_folder(path, {.weights = weights}) : stored(load_checkpoint(path), weights));
 }
 
 std::string Engine::export_hf(const std::string& dir) const {
@@ -147,9 +154,7 @@ std::string Engine::export_hf(const std::string& dir) const {
 }
 
 void Engine::load_default(WeightStorage weights) {
-  auto m = load_checkpoint_bytes(default_model_bytes(), kEmbeddedSource);
-  if (weights == WeightStorage::BF16) m.model->set_weight_storage(torch::kBFloat16);
-  impl_->adopt(std::move(m));
+  impl_->adopt(stored(load_checkpoint_bytes(default_model_bytes(), kEmbeddedSource), weights));
 }
 
 bool Engine::has_model() const { return impl_->loaded != nullptr; }

@@ -143,16 +143,33 @@ AVX512 void gemv_t_f32(int64_t n, int64_t k, const float* x, const float* bt, in
   }
 }
 
+// A register tile's accumulators: zeroed, and reduced into y[i, r] = beta·y + Σ lanes.
+template <int RM, int RN>
+AVX512 inline void zero_tile(__m512 (&acc)[RM][RN]) {
+#pragma GCC unroll 8
+  for (int i = 0; i < RM; ++i)
+#pragma GCC unroll 8
+    for (int r = 0; r < RN; ++r) acc[i][r] = _mm512_setzero_ps();
+}
+
+template <int RM, int RN>
+AVX512 inline void store_tile(__m512 (&acc)[RM][RN], float beta, float* y, int64_t ldy) {
+#pragma GCC unroll 8
+  for (int i = 0; i < RM; ++i)
+#pragma GCC unroll 8
+    for (int r = 0; r < RN; ++r) {
+      float& out = y[i * ldy + r];
+      out = (beta == 0.f ? 0.f : beta * out) + _mm512_reduce_add_ps(acc[i][r]);
+    }
+}
+
 // One register tile: y[i, r] for RM rows of x and RN rows of W, dot products along k (k % 16 == 0),
 // sixteen lanes per accumulator, reduced once at the end.
 template <int RM, int RN>
 AVX512 void tile_f32(int64_t k, const float* x, int64_t ldx, const float* w, int64_t ldw, float beta, float* y,
                      int64_t ldy) {
   __m512 acc[RM][RN];
-#pragma GCC unroll 8
-  for (int i = 0; i < RM; ++i)
-#pragma GCC unroll 8
-    for (int r = 0; r < RN; ++r) acc[i][r] = _mm512_setzero_ps();
+  zero_tile(acc);
   for (int64_t j = 0; j < k; j += 16) {
     __m512 wv[RN];
 #pragma GCC unroll 8
@@ -164,13 +181,7 @@ AVX512 void tile_f32(int64_t k, const float* x, int64_t ldx, const float* w, int
       for (int r = 0; r < RN; ++r) acc[i][r] = _mm512_fmadd_ps(xv, wv[r], acc[i][r]);
     }
   }
-#pragma GCC unroll 8
-  for (int i = 0; i < RM; ++i)
-#pragma GCC unroll 8
-    for (int r = 0; r < RN; ++r) {
-      float& out = y[i * ldy + r];
-      out = (beta == 0.f ? 0.f : beta * out) + _mm512_reduce_add_ps(acc[i][r]);
-    }
+  store_tile(acc, beta, y, ldy);
 }
 
 // The same over bfloat16 W (k % 32 == 0): 32 weights per 64-byte load, split into even and odd
@@ -180,10 +191,7 @@ AVX512 void tile_bf16(int64_t k, const float* xs, int64_t ldx, const uint16_t* w
                       int64_t ldy) {
   const __m512i high = _mm512_set1_epi32(int(0xffff0000u));
   __m512 acc[RM][RN];
-#pragma GCC unroll 8
-  for (int i = 0; i < RM; ++i)
-#pragma GCC unroll 8
-    for (int r = 0; r < RN; ++r) acc[i][r] = _mm512_setzero_ps();
+  zero_tile(acc);
   for (int64_t j = 0; j < k; j += 32) {
     __m512 we[RN], wo[RN];
 #pragma GCC unroll 8
@@ -199,13 +207,7 @@ AVX512 void tile_bf16(int64_t k, const float* xs, int64_t ldx, const uint16_t* w
       for (int r = 0; r < RN; ++r) acc[i][r] = _mm512_fmadd_ps(xo, wo[r], _mm512_fmadd_ps(xe, we[r], acc[i][r]));
     }
   }
-#pragma GCC unroll 8
-  for (int i = 0; i < RM; ++i)
-#pragma GCC unroll 8
-    for (int r = 0; r < RN; ++r) {
-      float& out = y[i * ldy + r];
-      out = (beta == 0.f ? 0.f : beta * out) + _mm512_reduce_add_ps(acc[i][r]);
-    }
+  store_tile(acc, beta, y, ldy);
 }
 
 // Tiles of rm < RM rows of x (the edge of a block of rows).

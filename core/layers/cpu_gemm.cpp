@@ -294,4 +294,17 @@ torch::Tensor linear_any(const torch::Tensor& x, const torch::Tensor& weight, co
   return y.view(with_last(x, n));
 }
 
+bool cpu_linear_raw_any(const torch::Tensor& weight, const torch::Tensor& bias, int64_t N, const float* x, float* y) {
+  if (!weight.is_cpu() || !weight.is_contiguous() || (bias.defined() && !bias.is_contiguous())) return false;
+  const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  const int64_t n = weight.size(0), k = weight.size(1);
+  if (is_bf16_weight(weight))
+    cpu_linear_bf16_raw(N, k, n, x, reinterpret_cast<const uint16_t*>(weight.data_ptr<at::BFloat16>()), b, y);
+  else if (cpu_gemm_applies(weight, weight))
+    cpu_linear_raw(N, k, n, x, weight.data_ptr<float>(), b, y);
+  else
+    return false;
+  return true;
+}
+
 }  // namespace nestscope

@@ -59,6 +59,9 @@ void cpu_linear_bf16_raw(int64_t N, int64_t k, int64_t n, const float* x, const 
                          float* y);
 
 bool is_bf16_weight(const torch::Tensor& w);
+// y[N, n] = x·Wᵀ + bias on raw buffers for a float32 or bfloat16 W [n, k] held in a tensor (CPU,
+// contiguous; bias float32 or undefined). False, writing nothing, where neither path applies.
+bool cpu_linear_raw_any(const torch::Tensor& weight, const torch::Tensor& bias, int64_t N, const float* x, float* y);
 // x·Wᵀ + bias for a float32 or bfloat16 W: the kernels above when x is float32 on the CPU without
 // autograd (cpu_gemm_nt for float32 W), else torch::linear (on a float32 copy of a bfloat16 W).
 torch::Tensor linear_any(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);

@@ -21,6 +21,10 @@ class SkipWeightInit {
   bool previous_;
 };
 
+// Re-stores parameter `t` in `dtype` in place (every holder of it sees the change): its values
+// converted (keep_values), or uninitialised for a loader to fill.
+void store_as(torch::Tensor& t, torch::ScalarType dtype, bool keep_values);
+
 // N(0, std²) of `shape` (float32), or uninitialised under SkipWeightInit.
 torch::Tensor random_weight(std::vector<int64_t> shape, double std);
 

@@ -199,9 +199,7 @@ torch::Tensor GptImpl::decode_raw(int64_t token, KvCache& cache) {
   for (auto* buf : {&raw_x_, &raw_a_, &raw_b_, &raw_h_}) buf->resize(size_t(C));
   float *x = raw_x_.data(), *a = raw_a_.data(), *b = raw_b_.data(), *h = raw_h_.data();
   const auto& emb = tok_emb->weight;
-  const bool bf16 = is_bf16_weight(emb);
-  const auto* emb16 = bf16 ? reinterpret_cast<const uint16_t*>(emb.data_ptr<at::BFloat16>()) : nullptr;
-  if (bf16) widen_bf16(emb16 + token * C, x, C);
+  if (is_bf16_weight(emb)) widen_bf16(reinterpret_cast<const uint16_t*>(emb.data_ptr<at::BFloat16>()) + token * C, x, C);
   else std::copy_n(emb.data_ptr<float>() + token * C, C, x);
   if (pos_emb.defined()) {
     const float* p = pos_emb.data_ptr<float>() + cache.position * C;
@@ -242,8 +240,8 @@ torch::Tensor GptImpl::decode_raw(int64_t token, KvCache& cache) {
   ln_f->forward_raw(x, a);
   auto logits = torch::empty({1, 1, V});
   if (head) linear_one(*head, a, logits.data_ptr<float>());
-  else if (bf16) cpu_linear_bf16_raw(1, C, V, a, emb16, nullptr, logits.data_ptr<float>());
-  else cpu_linear_raw(1, C, V, a, emb.data_ptr<float>(), nullptr, logits.data_ptr<float>());
+  else if (!cpu_linear_raw_any(emb, {}, 1, a, logits.data_ptr<float>()))  // a build without CBLAS
+    logits.view({1, V}).copy_(linear_any(torch::from_blob(a, {1, C}), emb, {}));
   return logits;
 }
 

@@ -287,9 +287,7 @@ void GptImpl::set_weight_storage(torch::ScalarType dtype, bool keep_values) {
   check(dtype == torch::kFloat32 || dtype == torch::kBFloat16, "weights can be stored as float32 or bfloat16 only");
   torch::NoGradGuard no_grad;
   for (const auto& [name, layer] : own_) layer->set_storage(dtype, keep_values);
-  auto& w = tok_emb->weight;
-  if (w.scalar_type() != dtype)
-    w.set_data(keep_values ? w.to(dtype) : torch::empty(w.sizes(), w.options().dtype(dtype)));
+  store_as(tok_emb->weight, dtype, keep_values);
 }
 
 KvCache GptImpl::make_cache(int64_t batch) const {
