@@ -1,6 +1,7 @@
 #include "app/engine_worker.h"
 
 #include <QDir>
+#include <algorithm>
 #include <QFile>
 #include <QFileInfo>
 #include <QStandardPaths>
@@ -8,18 +9,50 @@
 #include "core/defaults.h"
 #include "core/engine/engine.h"
 #include "core/io/atomic_file.h"
+#include "core/io/cache.h"
 
 namespace nestscope {
 
 EngineWorker::EngineWorker() = default;
 EngineWorker::~EngineWorker() = default;
 
-QString EngineWorker::frontierCachePath(const QString& source, const QString& hash) {
-  if (hash.isEmpty()) return {};
-  if (QFileInfo(source).isFile()) return source + ".frontier-" + hash + ".jsonl";
-  const QString dir = QStandardPaths::writableLocation(QStandardPaths::CacheLocation);
+QString EngineWorker::frontierCachePath(const QString& hash) {
+  const QString path = QString::fromStdString(frontier_cache_path(hash.toStdString()));
+  if (!path.isEmpty()) QDir().mkpath(QFileInfo(path).path());
+  return path;
+}
+
+std::vector<SweepRow> EngineWorker::shippedRows(const QString& hash) {
+  std::vector<SweepRow> rows;
+  for (const QFileInfo& f : QDir(QStringLiteral(":/frontier")).entryInfoList({"*.jsonl"}, QDir::Files)) {
+    QFile file(f.filePath());
+    if (!file.open(QIODevice::ReadOnly)) continue;
+    for (const QByteArray& line : file.readAll().split('\n')) {
+      if (line.trimmed().isEmpty()) continue;
+      try {
+        SweepRow r = sweep_row_from_json(line.toStdString());
+        if (QString::fromStdString(r.model_hash) == hash) rows.push_back(std::move(r));
+      } catch (const std::exception&) {
+      }
+    }
+  }
+  return rows;
+}
+
+QString EngineWorker::demoModelFolder() {
+  const QString cache = QString::fromStdString(cache_dir());
+  if (cache.isEmpty()) throw std::runtime_error("no cache folder to unpack the demo model into (set HOME or XDG_CACHE_HOME)");
+  const QString dir = cache + QStringLiteral("/demo/stories260K");
   QDir().mkpath(dir);
-  return dir + "/default-model.frontier-" + hash + ".jsonl";
+  for (const QFileInfo& f : QDir(QStringLiteral(":/models/stories260K")).entryInfoList(QDir::Files)) {
+    const QString out = dir + "/" + f.fileName();
+    if (QFileInfo(out).size() == f.size()) continue;  // unpacked before
+    QFile in(f.filePath());
+    if (!in.open(QIODevice::ReadOnly)) throw std::runtime_error("cannot read the embedded demo model");
+    write_file_atomic(out.toStdString(), in.readAll().toStdString());
+  }
+  if (!QFileInfo::exists(dir + "/config.json")) throw std::runtime_error("this build carries no demo model");
+  return dir;
 }
 
 qint64 EngineWorker::memoryNeeded(qint64 file_bytes) {
@@ -68,18 +101,26 @@ void EngineWorker::loadModel(const QString& path) {
     if (large) announce();
     try {
       engine_->prepare_variants({LinearKind::Nsn, LinearKind::Mpo}, [&](const Progress& p) {
-        if (p.total > 0) Q_EMIT loading(QStringLiteral("%1: variants %2/%3").arg(name).arg(p.done).arg(p.total));
+        if (p.total > 0) {
+          Q_EMIT loading(QStringLiteral("%1: variants %2/%3").arg(name).arg(p.done).arg(p.total));
+          Q_EMIT loadProgress(int(p.done), int(p.total));
+        }
         return load_epoch_.load() == epoch;
       });
     } catch (const Cancelled&) {
       // The model is loaded; a budget that needs a variant builds it then.
     }
     calibrated_prompt_.clear();
+    Q_EMIT loadProgress(-1, 0);
     announce();
-    // A frontier swept before for this very checkpoint comes back at once.
-    const QString cache = frontierCachePath(source_, hash_);
-    if (!cache.isEmpty() && QFileInfo::exists(cache)) Q_EMIT frontierRows(read_sweep_rows(cache.toStdString()));
+    // A frontier swept before for this very model comes back at once; a built-in model brings its own.
+    const QString cache = frontierCachePath(hash_);
+    std::vector<SweepRow> rows;
+    if (!cache.isEmpty() && QFileInfo::exists(cache)) rows = read_sweep_rows(cache.toStdString());
+    if (rows.empty()) rows = shippedRows(hash_);
+    if (!rows.empty()) Q_EMIT frontierRows(rows);
   } catch (const std::exception& e) {
+    Q_EMIT loadProgress(-1, 0);
     Q_EMIT failed(QString::fromStdString(e.what()));
   }
 }
@@ -155,7 +196,9 @@ void EngineWorker::setBudget(const Budget& budget, const QString& prompt) {
     const auto i = engine_->info();
     Q_EMIT budgetApplied(budget, double(i.macs_per_token), double(i.active_parameters));
   } catch (const std::exception& e) {
-    Q_EMIT failed(QString::fromStdString(e.what()));
+    // The Engine keeps its last budget when it refuses one: the panel goes back to it.
+    if (engine_ && engine_->has_model()) Q_EMIT budgetRejected(engine_->budget(), QString::fromStdString(e.what()));
+    else Q_EMIT failed(QString::fromStdString(e.what()));
   }
 }
 
@@ -170,7 +213,11 @@ void EngineWorker::generate(const QString& prompt, const GenerationSettings& s, 
     o.top_k = s.top_k;
     o.seed = s.seed;
     o.trace_oracle = true;  // the activation map can show what the oracle would have run
-    const auto r = engine_->generate(prompt.toStdString(), o, [this, id](const GeneratedToken& t) {
+    double macs = 0;
+    int64_t counted = 0;
+    const auto r = engine_->generate(prompt.toStdString(), o, [this, id, &macs, &counted](const GeneratedToken& t) {
+      macs += double(t.macs);
+      ++counted;
       TokenActivity a;
       a.text = QString::fromStdString(t.text);
       a.prob = t.prob;
@@ -187,10 +234,10 @@ void EngineWorker::generate(const QString& prompt, const GenerationSettings& s, 
       return id == generation_.load();
     });
     const double ms = r.generated_tokens > 0 ? r.decode_ms / double(r.generated_tokens) : 0;
-    Q_EMIT generationFinished(r.generated_tokens, r.tokens_per_s, ms, r.stopped);
+    Q_EMIT generationFinished(r.generated_tokens, r.tokens_per_s, ms, counted > 0 ? macs / double(counted) : -1, r.stopped);
   } catch (const std::exception& e) {
     Q_EMIT failed(QString::fromStdString(e.what()));
-    Q_EMIT generationFinished(0, 0, 0, true);
+    Q_EMIT generationFinished(0, 0, 0, -1, true);
   }
 }
 
@@ -246,13 +293,25 @@ void EngineWorker::runSweep(const QString& text_path) {
     SweepOptions o;
     if (!text_path.isEmpty()) o.text = read_text_file(text_path.toStdString());
     o.max_windows = 24;
-    o.results = frontierCachePath(source_, hash_).toStdString();
+    o.results = frontierCachePath(hash_).toStdString();
+    // Rows reach the chart as they finish: the shipped ones first, then each new one.
+    std::vector<SweepRow> shown = shippedRows(hash_);
+    if (!o.results.empty() && !QFileInfo::exists(QString::fromStdString(o.results)))
+      for (const auto& r : shown) append_sweep_row(o.results, r);  // the sweep reuses what was shipped
+    o.on_row = [this, &shown](const SweepRow& r) {
+      const auto same = std::find_if(shown.begin(), shown.end(), [&](const SweepRow& s) {
+        return s.method == r.method && s.label == r.label && s.budget_json == r.budget_json;
+      });
+      if (same != shown.end()) *same = r;
+      else shown.push_back(r);
+      Q_EMIT frontierRows(shown);
+    };
     calibrated_prompt_.clear();  // the sweep calibrates the gate on its own text
-    auto rows = engine_->sweep(engine_->grid("default"), o, [this](const Progress& p) {
+    engine_->sweep(engine_->grid("default"), o, [this](const Progress& p) {
       Q_EMIT sweepProgress(int(p.done), int(p.total));
       return !sweep_cancel_.load();
     });
-    Q_EMIT frontierRows(rows);
+    Q_EMIT sweepProgress(-1, 0);
   } catch (const Cancelled&) {
     Q_EMIT sweepProgress(-1, 0);  // cancelled: finished rows are kept in the cache file
   } catch (const std::exception& e) {

@@ -44,8 +44,13 @@ class EngineWorker : public QObject {
   // loaded; variants are built when a budget first asks for them). Opening another model or
   // closing the window does this so they never wait for a large model's variants.
   void cancelLoad() { ++load_epoch_; }
-  // Where a model's frontier rows are cached (next to its checkpoint, or ~/.cache/nestscope).
-  static QString frontierCachePath(const QString& source, const QString& hash);
+  // Where a model's frontier rows are cached (the user's cache folder, by content hash).
+  static QString frontierCachePath(const QString& hash);
+  // The rows shipped with the application for a model of this hash (the built-in models' sweeps).
+  static std::vector<SweepRow> shippedRows(const QString& hash);
+  // The demo model (stories260K), unpacked from the application into the cache folder on first
+  // use; returns its folder. Throws when it cannot be written.
+  static QString demoModelFolder();
   // Bytes a checkpoint of `file_bytes` needs in memory (weights, variants, buffers) and bytes the
   // machine has available now (-1 when unknown).
   static qint64 memoryNeeded(qint64 file_bytes);
@@ -73,9 +78,12 @@ class EngineWorker : public QObject {
  Q_SIGNALS:
   void modelLoaded(const nestscope::ModelView& model);
   void budgetApplied(const nestscope::Budget& budget, double macs, double params);
+  // The Engine refused a budget: `running` is the budget it kept (the panel shows that one).
+  void budgetRejected(const nestscope::Budget& running, const QString& message);
   void generationStarted();
   void tokenGenerated(const nestscope::TokenActivity& token);
-  void generationFinished(qint64 tokens, double tokensPerSecond, double msPerToken, bool stopped);
+  // macsPerToken: the mean MACs the generated tokens actually spent (measured, not the estimate).
+  void generationFinished(qint64 tokens, double tokensPerSecond, double msPerToken, double macsPerToken, bool stopped);
   void sweepProgress(int done, int total);
   void frontierRows(const std::vector<nestscope::SweepRow>& rows);
   void layerViewReady(const nestscope::LayerView& view);
@@ -83,6 +91,7 @@ class EngineWorker : public QObject {
   void failed(const QString& message);
   void loading(const QString& what);  // before reading a checkpoint: its size and the memory it needs;
                                       // then the variants being built ("variants 3/49")
+  void loadProgress(int done, int total);  // variants built so far; total 0 = reading; done < 0 = finished
   void exported(const QString& message);  // a Hugging Face export finished
 
  private:

@@ -14,7 +14,9 @@
 #include <QHBoxLayout>
 #include <QLabel>
 #include <QMenuBar>
-#include <QMessageBox>
+#include <QScreen>
+#include <QScrollArea>
+#include <QToolButton>
 #include <QProgressBar>
 #include <QPushButton>
 #include <QSettings>
@@ -23,6 +25,7 @@
 #include <QVBoxLayout>
 
 #include "core/engine/engine.h"
+#include "core/io/cache.h"
 #include "core/model/budget_json.h"
 #include "widgets/activation_map.h"
 #include "widgets/budget_panel.h"
@@ -31,22 +34,39 @@
 #include "widgets/frontier_chart.h"
 #include "widgets/generation_panel.h"
 #include "widgets/teaching_view.h"
+#include "widgets/theme.h"
 
 namespace nestscope {
 
 namespace {
-QString human(double n) {
-  if (n >= 1e6) return QString::number(n / 1e6, 'f', 2) + "M";
-  if (n >= 1e3) return QString::number(n / 1e3, 'f', 1) + "k";
-  return QString::number(n, 'f', 0);
-}
-
-QDockWidget* dock(QMainWindow* w, const QString& title, const QString& name, QWidget* content, Qt::DockWidgetArea area) {
+// A dock whose content scrolls when the screen is smaller than the content wants: docks never
+// overlap or push the window past the screen (a 1280×720 projector, a laptop at 150%).
+QDockWidget* dock(QMainWindow* w, const QString& title, const QString& name, QWidget* content, Qt::DockWidgetArea area,
+                 bool scrolls = true) {
   auto* d = new QDockWidget(title, w);
   d->setObjectName(name);  // saveState / restoreState key
-  d->setWidget(content);
+  if (!scrolls) {  // the panel scrolls its own parts
+    d->setWidget(content);
+    w->addDockWidget(area, d);
+    return d;
+  }
+  auto* scroll = new QScrollArea;
+  scroll->setWidget(content);
+  scroll->setWidgetResizable(true);
+  scroll->setFrameShape(QFrame::NoFrame);
+  scroll->setMinimumSize(120, 80);
+  d->setWidget(scroll);
   w->addDockWidget(area, d);
   return d;
+}
+
+// The name a person knows the model by: the folder of a Hugging Face model, the file's name, or
+// the built-in model's.
+QString display_name(const QString& source) {
+  if (source.isEmpty() || source.startsWith('<')) return QObject::tr("PicoGPT (built in)");
+  const QFileInfo f(source);
+  if (f.isDir()) return f.fileName().isEmpty() ? QDir(source).dirName() : f.fileName();
+  return f.fileName().isEmpty() ? source : f.fileName();
 }
 }  // namespace
 
@@ -60,7 +80,9 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
   qRegisterMetaType<LayerView>("nestscope::LayerView");
   qRegisterMetaType<std::vector<ComparedToken>>("std::vector<nestscope::ComparedToken>");
   setWindowTitle(tr("NestScope"));
-  resize(1400, 900);
+  // Open at a size the screen has room for (a 1366×768 laptop, a 1280×720 projector).
+  const QRect avail = screen() ? screen()->availableGeometry() : QRect(0, 0, 1400, 900);
+  resize(std::min(1400, avail.width()), std::min(900, avail.height()));
   panel_ = new GenerationPanel(this);
   panel_->setPrompt(options.prompt);
   auto s = panel_->settings();
@@ -73,7 +95,33 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
   }
   s.max_new_tokens = options.tokens;
   panel_->setSettings(s);
-  setCentralWidget(panel_);
+  // The message bar: one non-modal line above the prompt for errors (no dialog to dismiss, no
+  // stack of copies: a repeat of the same message counts up).
+  message_bar_ = new QFrame;
+  message_bar_->setObjectName("messageBar");
+  message_bar_->setFrameShape(QFrame::StyledPanel);
+  message_bar_->setStyleSheet("#messageBar { background: #fdecea; border: 1px solid #e0a39b; } "
+                              "#messageBar QLabel { color: #5f1d17; }");
+  message_label_ = new QLabel;
+  message_label_->setWordWrap(true);
+  message_label_->setTextInteractionFlags(Qt::TextSelectableByMouse);
+  auto* close_message = new QToolButton;
+  close_message->setText(QStringLiteral("✕"));
+  close_message->setAutoRaise(true);
+  close_message->setToolTip(tr("Dismiss"));
+  auto* ml = new QHBoxLayout(message_bar_);
+  ml->setContentsMargins(8, 4, 4, 4);
+  ml->addWidget(message_label_, 1);
+  ml->addWidget(close_message, 0, Qt::AlignTop);
+  message_bar_->setVisible(false);
+  connect(close_message, &QToolButton::clicked, this, &MainWindow::dismissMessage);
+  auto* central = new QWidget;
+  auto* cl = new QVBoxLayout(central);
+  cl->setContentsMargins(0, 0, 0, 0);
+  cl->setSpacing(2);
+  cl->addWidget(message_bar_);
+  cl->addWidget(panel_, 1);
+  setCentralWidget(central);
 
   buildPanels(persist);
   buildMenus();
@@ -106,7 +154,7 @@ void MainWindow::buildPanels(bool persist) {
   bar->addWidget(sweep_progress_, 1);
   fl->addLayout(bar);
   fl->addWidget(chart_, 1);
-  frontier->setMinimumWidth(520);  // room for the axes and a legend of a dozen methods
+  frontier->setMinimumWidth(300);
   auto* model_box = new QWidget;
   auto* ml = new QVBoxLayout(model_box);
   model_info_ = new QLabel(tr("loading model…"));
@@ -131,8 +179,12 @@ void MainWindow::buildPanels(bool persist) {
   });
   connect(open, &QPushButton::clicked, this, &MainWindow::openModel);
   ml->addStretch();
-  dock(this, tr("Budget"), "budget", budget_, Qt::LeftDockWidgetArea);
-  dock(this, tr("Model"), "model", model_box, Qt::LeftDockWidgetArea);
+  // Left: the budget (the model's details in a tab behind it); right: the frontier; bottom: the
+  // activation map (teaching and compare in tabs behind it); the output in the middle.
+  auto* budget_dock = dock(this, tr("Budget"), "budget", budget_, Qt::LeftDockWidgetArea, false);
+  auto* model_dock = dock(this, tr("Model"), "model", model_box, Qt::LeftDockWidgetArea);
+  tabifyDockWidget(budget_dock, model_dock);
+  budget_dock->raise();
   auto* map_dock = dock(this, tr("Activation map"), "activations", map_, Qt::BottomDockWidgetArea);
   auto* teach_dock = dock(this, tr("Teaching view"), "teaching", teaching_, Qt::BottomDockWidgetArea);
   tabifyDockWidget(map_dock, teach_dock);
@@ -140,16 +192,38 @@ void MainWindow::buildPanels(bool persist) {
   tabifyDockWidget(map_dock, compare_dock_);
   map_dock->raise();
   auto* frontier_dock = dock(this, tr("Frontier"), "frontier", frontier, Qt::RightDockWidgetArea);
-  resizeDocks({frontier_dock}, {560}, Qt::Horizontal);
+  // The default split, once the window has its real size (restoreState below replaces it).
+  QTimer::singleShot(0, this, [this, budget_dock, frontier_dock, map_dock] {
+    if (restored_state_) return;
+    const int w = width();
+    resizeDocks({budget_dock, frontier_dock}, {std::max(300, w * 22 / 100), std::max(380, w * 36 / 100)}, Qt::Horizontal);
+    resizeDocks({map_dock}, {std::max(170, height() * 29 / 100)}, Qt::Vertical);
+  });
   if (persist) {
     restoreGeometry(settings.value("window/geometry").toByteArray());
-    restoreState(settings.value("window/state").toByteArray());
+    restored_state_ = restoreState(settings.value("window/state").toByteArray());
+    // A layout saved on a larger screen (or before a projector was plugged in) is brought back
+    // onto this one.
+    if (screen()) {
+      const QRect avail = screen()->availableGeometry();
+      if (width() > avail.width() || height() > avail.height() || !avail.intersects(frameGeometry())) {
+        resize(std::min(width(), avail.width()), std::min(height(), avail.height()));
+        move(avail.topLeft());
+      }
+    }
   }
 
   model_label_ = new QLabel(tr("loading model…"), this);
+  model_label_->setMinimumWidth(100);
+  model_label_->setSizePolicy(QSizePolicy::Ignored, QSizePolicy::Preferred);  // elided by the bar, never widening it
   params_label_ = new QLabel(this);
   speed_label_ = new QLabel(this);
+  load_progress_ = new QProgressBar(this);
+  load_progress_->setMaximumWidth(180);
+  load_progress_->setVisible(false);
+  load_progress_->setFormat(tr("variants %v/%m"));
   statusBar()->addWidget(model_label_, 1);
+  statusBar()->addPermanentWidget(load_progress_);
   statusBar()->addPermanentWidget(params_label_);
   statusBar()->addPermanentWidget(speed_label_);
 
@@ -212,6 +286,19 @@ void MainWindow::connectWorker() {
     sweep_progress_->setValue(done);
   });
   connect(worker_, &EngineWorker::failed, this, &MainWindow::onFailed);
+  connect(worker_, &EngineWorker::budgetRejected, this, [this](const Budget& running, const QString& message) {
+    // The control that asked for it goes back to what runs; Play stops instead of repeating it.
+    budget_->stopPlay();
+    budget_->showBudget(running);
+    onFailed(message);
+  });
+  connect(worker_, &EngineWorker::loadProgress, this, [this](int done, int total) {
+    load_progress_->setVisible(done >= 0 && total > 0);
+    if (total > 0) {
+      load_progress_->setRange(0, total);
+      load_progress_->setValue(std::max(0, done));
+    }
+  });
   connect(panel_, &GenerationPanel::generateRequested, this, [this] { startGeneration(); });
   connect(panel_, &GenerationPanel::stopRequested, this, [this] { worker_->requestStop(); });
   connect(sweep_button_, &QPushButton::clicked, this, [this] {
@@ -232,6 +319,7 @@ void MainWindow::connectWorker() {
   connect(budget_, &BudgetPanel::budgetChanged, this, [this] { debounce_->start(); });
   connect(debounce_, &QTimer::timeout, this, [this] {
     if (!model_ready_) return;
+    measured_macs_ = -1;  // the last generation ran another budget
     worker_->requestStop();
     Q_EMIT budgetRequested(budget_->budget(), panel_->prompt());
     if (!panel_->prompt().isEmpty()) startGeneration();
@@ -278,13 +366,55 @@ void MainWindow::toggleAblation(bool is_head, int layer, int index) {
 
 void MainWindow::openModelPath(const QString& path) {
   worker_->requestStop();
-  worker_->cancelLoad();  // a large model still building variants gives way at once
+  worker_->cancelSweep();  // a running sweep gives way at once (its finished rows stay cached)
+  worker_->cancelLoad();   // a large model still building variants gives way at once
+  model_label_->setText(tr("loading %1…").arg(display_name(path)));
+  load_progress_->setRange(0, 0);  // busy until the first variant is counted
+  load_progress_->setVisible(true);
+  panel_->setBusy(true);
   Q_EMIT loadRequested(path);
+}
+
+void MainWindow::openDemoModel() {
+  try {
+    openModelPath(EngineWorker::demoModelFolder());
+  } catch (const std::exception& e) {
+    onFailed(QString::fromStdString(e.what()));
+  }
+}
+
+void MainWindow::clearCaches() {
+  const auto freed = clear_cache();
+  statusBar()->showMessage(tr("cleared %1 of cached variants and frontier rows from %2")
+                               .arg(QString::number(double(freed) / double(1 << 20), 'f', 1) + " MiB",
+                                    QString::fromStdString(cache_dir())),
+                           8000);
+}
+
+void MainWindow::showMessage(const QString& message) {
+  // One message at a time; the same one again counts up instead of stacking copies.
+  if (!message_bar_->isHidden() && message == message_text_) {
+    ++message_count_;
+  } else {
+    message_text_ = message;
+    message_count_ = 1;
+  }
+  message_label_->setText(message_count_ > 1 ? tr("%1 (×%2)").arg(message_text_).arg(message_count_) : message_text_);
+  message_label_->setToolTip(message_text_);
+  message_bar_->setVisible(true);
+}
+
+QString MainWindow::messageText() const { return message_bar_->isHidden() ? QString() : message_text_; }
+
+void MainWindow::dismissMessage() {
+  message_bar_->setVisible(false);
+  message_text_.clear();
+  message_count_ = 0;
 }
 
 Session MainWindow::session() const {
   Session s;
-  s.model = QFileInfo(model_.source).isFile() ? model_.source : QString();
+  s.model = QFileInfo::exists(model_.source) ? model_.source : QString();
   s.model_hash = model_.hash;
   s.budget = budget_->budget();
   s.budget.heads_off = heads_off_;
@@ -303,7 +433,7 @@ void MainWindow::openSession(const Session& s) {
   panel_->setSettings(s.settings);
   panel_->setColouring(GenerationPanel::Colouring(s.colouring));
   if (!s.frontier.isEmpty()) Q_EMIT frontierFileRequested(s.frontier);
-  const QString current = QFileInfo(model_.source).isFile() ? model_.source : QString();
+  const QString current = QFileInfo::exists(model_.source) ? model_.source : QString();
   if (model_ready_ && current == s.model) {
     if (!s.model_hash.isEmpty() && s.model_hash != model_.hash)
       onFailed(tr("the session was saved with another version of %1 (hash %2, now %3): results may differ")
@@ -346,7 +476,7 @@ void MainWindow::rebuildRecent() {
     menu->clear();
     const QStringList list = options_.persist ? settings.value(key).toStringList() : QStringList();
     for (const QString& p : list) {
-      menu->addAction(QFileInfo(p).fileName(), this, [this, p, key] {
+      menu->addAction(display_name(p), this, [this, p, key] {
         if (key.endsWith("models")) {
           openModelPath(p);
           return;
@@ -419,15 +549,17 @@ void MainWindow::openModel() {
   const QString path = QFileDialog::getOpenFileName(this, tr("Open model"), QString(),
                                                     tr("NestScope checkpoints (*.safetensors);;All files (*)"));
   if (path.isEmpty()) return;
-  model_label_->setText(tr("loading %1…").arg(QFileInfo(path).fileName()));
   openModelPath(path);
 }
 
 void MainWindow::onModelLoaded(const ModelView& m) {
   model_ = m;
   model_ready_ = true;
+  measured_macs_ = -1;
+  ms_per_token_ = -1;
   rows_.clear();
   chart_->setRows({});
+  chart_->setTitle(tr("%1 — compute–accuracy frontier").arg(display_name(m.source)));
   heads_off_.clear();
   blocks_off_.clear();
   heads_on_.clear();
@@ -438,15 +570,18 @@ void MainWindow::onModelLoaded(const ModelView& m) {
   teaching_->setProjections(m.projections, m.limits.rank, m.limits.bond);
   teaching_->request();
   budget_->setLimits(m.limits);
-  model_label_->setText(tr("%1 — %2").arg(m.source, m.summary));
+  model_label_->setText(tr("%1 — %2").arg(display_name(m.source), m.summary));
+  model_label_->setToolTip(m.source);
   model_info_->setText(tr("<b>%1</b><br>%2<br>%3 parameters · %4 MACs/token at full context<br>"
-                          "rank up to %5 · χ up to %6")
-                           .arg(m.source.toHtmlEscaped(), m.summary, human(double(m.parameters)), human(double(m.macs)))
+                          "rank up to %5 · χ up to %6<br><small>%7</small>")
+                           .arg(display_name(m.source).toHtmlEscaped(), m.summary, theme::count(double(m.parameters)),
+                                theme::count(double(m.macs)))
                            .arg(m.limits.rank)
-                           .arg(m.limits.bond));
-  params_label_->setText(tr("%1 parameters").arg(human(double(m.parameters))));
+                           .arg(m.limits.bond)
+                           .arg(m.source.toHtmlEscaped()));
+  params_label_->setText(tr("%1 parameters").arg(theme::count(double(m.parameters))));
   panel_->setBusy(false);
-  if (QFileInfo(m.source).isFile()) remember("recent/models", m.source);
+  if (QFileInfo::exists(m.source)) remember("recent/models", m.source);  // a checkpoint or a Hugging Face folder
   if (have_pending_session_) {
     have_pending_session_ = false;
     openSession(pending_session_);
@@ -468,6 +603,7 @@ void MainWindow::onBudgetApplied(const Budget& b, double macs, double params) {
   macs_ = macs;
   params_ = params;
   budget_json_ = budget_to_json(b);
+  teaching_->followBudget(int(b.rank), int(b.bond));
   updateReadout();
 }
 
@@ -475,20 +611,40 @@ void MainWindow::updateReadout() {
   BudgetReadout r;
   r.macs = macs_;
   r.dense_macs = double(model_.dense_macs);
+  r.measured_macs = measured_macs_;
   r.params = params_;
   r.ms_per_token = ms_per_token_;
-  r.estimated_accuracy = rows_.empty() || budget_json_.empty()
-                             ? -1
-                             : estimate_accuracy(rows_, model_.hash.toStdString(), budget_json_, macs_);
+  // The chart's marker: the swept row of exactly this budget (measured), else placed by the fit.
+  SweepRow at;
+  bool measured = false;
+  for (const auto& row : rows_)
+    if (!budget_json_.empty() && row.budget_json == budget_json_) {
+      at = row;
+      measured = true;
+      break;
+    }
+  if (!measured && !rows_.empty() && !budget_json_.empty()) {
+    at.macs = int64_t(macs_);
+    at.dense_macs = model_.dense_macs;
+    at.parameters = int64_t(params_);
+    at.ms_per_token = ms_per_token_;
+    at.eval.token_accuracy = estimate_accuracy(rows_, model_.hash.toStdString(), budget_json_, macs_);
+    at.eval.perplexity = at.eval.top1_agreement = -1;  // the fit gives token accuracy only
+  }
+  r.accuracy = measured || !rows_.empty() ? at.eval.token_accuracy : -1;
+  r.accuracy_measured = measured;
   budget_->setReadout(r);
-  if (r.estimated_accuracy >= 0) chart_->setOperatingPoint(macs_, r.estimated_accuracy);
-  else chart_->setOperatingPoint(qQNaN(), qQNaN());  // no series of this kind: no marker
+  if (r.accuracy >= 0) chart_->setOperatingPoint(at, measured);
+  else chart_->clearOperatingPoint();
 }
 
-void MainWindow::onFinished(qint64 tokens, double tokensPerSecond, double msPerToken, bool stopped) {
+void MainWindow::onFinished(qint64 tokens, double tokensPerSecond, double msPerToken, double macsPerToken, bool stopped) {
   generating_ = false;
   panel_->setBusy(!model_ready_);
-  if (tokens > 0) ms_per_token_ = msPerToken;
+  if (tokens > 0) {
+    ms_per_token_ = msPerToken;
+    measured_macs_ = macsPerToken;
+  }
   speed_label_->setText(tr("%1 tokens · %2 tokens/s%3")
                             .arg(tokens)
                             .arg(tokensPerSecond, 0, 'f', 0)
@@ -513,11 +669,7 @@ void MainWindow::onFrontier(const std::vector<SweepRow>& all) {
   if (!failed.isEmpty())
     statusBar()->showMessage(tr("%n budget(s) could not run: %1", "", int(failed.size())).arg(failed.join("; ")), 15000);
   rows_ = rows;
-  const QString name = QFileInfo(model_.source).isFile() ? QFileInfo(model_.source).fileName() : model_.source;
-  chart_->setTitle(tr("%1: compute–accuracy frontier").arg(name));
   chart_->setRows(rows);
-  sweep_progress_->setVisible(false);
-  sweep_button_->setText(tr("Sweep frontier"));
   updateReadout();
 }
 
@@ -576,12 +728,11 @@ void MainWindow::onFailed(const QString& message) {
     return;
   }
   last_error_ = message;
+  load_progress_->setVisible(false);
+  panel_->setBusy(!model_ready_ || generating_);
   if (!model_ready_) model_label_->setText(tr("no model loaded"));
-  else model_label_->setText(tr("%1 — %2").arg(model_.source, model_.summary));  // the model that stayed
-  // Non-modal: the window stays usable (and a running generation keeps streaming).
-  auto* box = new QMessageBox(QMessageBox::Warning, tr("NestScope"), message, QMessageBox::Ok, this);
-  box->setAttribute(Qt::WA_DeleteOnClose);
-  box->open();
+  else model_label_->setText(tr("%1 — %2").arg(display_name(model_.source), model_.summary));  // the model that stayed
+  showMessage(message);
 }
 
 void MainWindow::saveScreenshotAndQuit() {

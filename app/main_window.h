@@ -10,6 +10,7 @@
 
 class QLabel;
 class QDockWidget;
+class QFrame;
 class QMenu;
 class QProgressBar;
 class QPushButton;
@@ -61,6 +62,13 @@ class MainWindow : public QMainWindow {
   Session session() const;
   void openSession(const Session& s);
   void openModelPath(const QString& path);  // empty = the embedded default model
+  void openDemoModel();                      // stories260K, shipped with the application
+  void clearCaches();                        // variants and frontier rows in the user's cache folder
+  // The message bar: errors as one non-modal line; the same message again counts up.
+  void showMessage(const QString& message);
+  void dismissMessage();
+  QString messageText() const;  // the message shown now ("" = none)
+  int messageCount() const { return messageText().isEmpty() ? 0 : message_count_; }
 
  Q_SIGNALS:
   void loadRequested(const QString& path);
@@ -78,7 +86,7 @@ class MainWindow : public QMainWindow {
   void openModel();
   void onModelLoaded(const nestscope::ModelView& model);
   void onBudgetApplied(const nestscope::Budget& budget, double macs, double params);
-  void onFinished(qint64 tokens, double tokensPerSecond, double msPerToken, bool stopped);
+  void onFinished(qint64 tokens, double tokensPerSecond, double msPerToken, double macsPerToken, bool stopped);
   void onFrontier(const std::vector<nestscope::SweepRow>& rows);
   void onFailed(const QString& message);
 
@@ -114,6 +122,11 @@ class MainWindow : public QMainWindow {
   QLabel* model_info_;
   QPushButton* sweep_button_;
   QProgressBar* sweep_progress_;
+  QProgressBar* load_progress_;
+  QFrame* message_bar_;
+  QLabel* message_label_;
+  QString message_text_;
+  int message_count_ = 0;
   QLabel* model_label_;
   QLabel* params_label_;
   QLabel* speed_label_;
@@ -122,7 +135,9 @@ class MainWindow : public QMainWindow {
   bool model_ready_ = false;
   bool generating_ = false;
   bool screenshot_taken_ = false;
+  bool restored_state_ = false;  // a saved dock layout was restored (no default split)
   double macs_ = 0, params_ = 0, ms_per_token_ = -1;
+  double measured_macs_ = -1;  // mean MACs per token of the last generation under the current budget
   std::string budget_json_;
   std::vector<SweepRow> rows_;
   QString last_error_;

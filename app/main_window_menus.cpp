@@ -19,7 +19,8 @@ void MainWindow::buildMenus() {
                                                                    "model.safetensors, tokenizer.json)"));
     if (!dir.isEmpty()) openModelPath(dir);
   });
-  file->addAction(tr("Open &default model"), this, [this] { openModelPath(QString()); });
+  file->addAction(tr("Open &default model (PicoGPT)"), this, [this] { openModelPath(QString()); });
+  file->addAction(tr("Open demo model (stories260&K, TinyStories)"), this, &MainWindow::openDemoModel);
   file->addAction(tr("&Export as Hugging Face folder…"), this, [this] {
     const QString dir = QFileDialog::getExistingDirectory(this, tr("Export the model at the current budget to a folder"));
     if (!dir.isEmpty()) Q_EMIT exportHfRequested(dir);
@@ -66,6 +67,8 @@ void MainWindow::buildMenus() {
     if (QWidget* w = panel(currentPanelName())) QApplication::clipboard()->setPixmap(w->grab());
   });
   file->addSeparator();
+  file->addAction(tr("C&lear caches"), this, &MainWindow::clearCaches)
+      ->setToolTip(tr("Delete the variants and frontier rows kept in the cache folder (rebuilt when needed)"));
   file->addAction(tr("&Quit"), QKeySequence::Quit, this, &QWidget::close);
   auto* run = menuBar()->addMenu(tr("&Run"));
   run->addAction(tr("&Generate"), QKeySequence(Qt::CTRL | Qt::Key_Return), panel_, &GenerationPanel::requestGenerate);

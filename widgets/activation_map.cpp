@@ -22,7 +22,7 @@ ActivationMap::ActivationMap(QWidget* parent) : QWidget(parent) {
   oracle_box_->setToolTip(tr("Blocks: dark = the gate ran it and it is among the truly strongest k; orange = the "
                              "oracle would have run it but the gate did not; light = the gate ran it needlessly"));
   connect(oracle_box_, &QCheckBox::toggled, this, &ActivationMap::setShowOracle);
-  setMinimumSize(320, 220);
+  setMinimumSize(280, 150);
 }
 
 void ActivationMap::setShape(int layers, int heads, int blocks) {
@@ -124,7 +124,7 @@ double ActivationMap::selectedActiveFraction() const {
 }
 
 ActivationMap::Layout ActivationMap::layout() const {
-  const double w = width(), h = height(), top = 22, gap = 16, strip = 56;
+  const double w = width(), h = height(), top = show_oracle_ ? 40 : 22, gap = 16, strip = 56;
   const double grid_h = std::max(40.0, h - top - strip - gap - 18);
   const double head_w = std::max(60.0, std::min(w * 0.28, heads_ * 22.0));
   return {QRectF(44, top, head_w, grid_h), QRectF(44 + head_w + gap, top, w - head_w - gap - 52, grid_h),
@@ -148,6 +148,17 @@ void ActivationMap::paintEvent(QPaintEvent*) {
   p.drawText(QRectF(L.blocks.left(), 2, L.blocks.width(), 18), Qt::AlignLeft,
              t ? tr("MLP neuron blocks — token %1 '%2'").arg(selected_).arg(t->text.toHtmlEscaped().replace('\n', "\\n"))
                : tr("MLP neuron blocks"));
+  if (show_oracle_) {  // the legend of the oracle's colours, on its own line under the titles
+    double x = L.blocks.left();
+    const QFontMetricsF fm(font());
+    for (const auto& [colour, text] : {std::pair{kOn, tr("gate ran it, oracle agrees")},
+                                       std::pair{QColor(230, 159, 0), tr("oracle only (missed)")},
+                                       std::pair{kOn.lighter(165), tr("gate only (needless)")}}) {
+      p.fillRect(QRectF(x, 22, 12, 12), colour);
+      p.drawText(QPointF(x + 16, 33), text);
+      x += 16 + fm.horizontalAdvance(text) + 14;
+    }
+  }
   const double ch = L.heads.height() / layers_;
   for (int l = 0; l < layers_; ++l) {
     p.drawText(QRectF(0, L.heads.top() + l * ch, 40, ch), Qt::AlignRight | Qt::AlignVCenter, tr("L%1").arg(l));
@@ -245,7 +256,7 @@ QString ActivationMap::describeAt(const QPoint& pos) const {
         .arg(i)
         .arg(QString(tk.text).replace('\n', "\\n"))
         .arg(100 * activeFraction(tk), 0, 'f', 1)
-        .arg(tk.macs)
+        .arg(theme::count(double(tk.macs)))
         .arg(tk.entropy, 0, 'f', 2);
   }
   return {};

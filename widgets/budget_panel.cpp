@@ -7,6 +7,8 @@
 #include <QHBoxLayout>
 #include <QLabel>
 #include <QPushButton>
+#include <QScrollArea>
+#include <QScrollBar>
 #include <QSlider>
 #include <QSpinBox>
 #include <QTimer>
@@ -16,17 +18,11 @@
 #include <cmath>
 
 #include "core/engine/presets.h"
+#include "widgets/theme.h"
 
 namespace nestscope {
 
 namespace {
-
-QString human(double n) {
-  if (n >= 1e9) return QString::number(n / 1e9, 'f', 2) + "G";
-  if (n >= 1e6) return QString::number(n / 1e6, 'f', 2) + "M";
-  if (n >= 1e3) return QString::number(n / 1e3, 'f', 1) + "k";
-  return QString::number(n, 'f', 0);
-}
 
 // A horizontal slider with arrow-key steps of 1 and PageUp/PageDown (Shift-less jumps) of `page`.
 QSlider* slider(int lo, int hi, int page) {
@@ -38,13 +34,22 @@ QSlider* slider(int lo, int hi, int page) {
   return s;
 }
 
+// A slider's label keeps one width whatever it says, so the track never moves under the mouse.
+void fix_width(QLabel* label, const QStringList& widest) {
+  int w = 0;
+  for (const QString& t : widest) w = std::max(w, label->fontMetrics().horizontalAdvance(t));
+  label->setFixedWidth(w + 6);
+}
+
 // Kind combo entries: "model's own" then the three parameterizations.
 QComboBox* kind_box() {
   auto* c = new QComboBox;
   c->addItem(QObject::tr("as loaded"), -1);
   c->addItem(QObject::tr("dense"), int(LinearKind::Dense));
-  c->addItem(QObject::tr("NSN (rank)"), int(LinearKind::Nsn));
-  c->addItem(QObject::tr("MPO (χ)"), int(LinearKind::Mpo));
+  c->addItem(QObject::tr("SVD → NSN (rank)"), int(LinearKind::Nsn));
+  c->addItem(QObject::tr("TT-SVD → MPO (χ)"), int(LinearKind::Mpo));
+  c->setToolTip(QObject::tr("How these projections are parameterized; dragging rank or χ picks the SVD or "
+                            "TT-SVD variant of a dense model by itself"));
   return c;
 }
 
@@ -55,14 +60,17 @@ BudgetPanel::BudgetPanel(QWidget* parent) : QWidget(parent) {
   mlp_kind_ = kind_box();
   rank_ = slider(1, 1, 8);
   rank_label_ = new QLabel;
-  bond_ = slider(1, 1, 4);
+  bond_ = slider(0, 0, 1);  // a position in bond_values_
   bond_label_ = new QLabel;
   policy_ = new QComboBox;
   for (const char* p : {"off", "sensing", "oracle", "static", "random"}) policy_->addItem(p);
-  active_ = slider(5, 100, 10);
+  active_ = slider(5, 100, 12);
   active_->setValue(50);
+  active_->setToolTip(tr("Share of the MLP's neuron blocks the gate runs per token; dragging it with the "
+                         "gate off turns the sensing gate on"));
   active_label_ = new QLabel;
-  adaptive_ = new QCheckBox(tr("token-adaptive (more measurements when uncertain)"));
+  adaptive_ = new QCheckBox(tr("token-adaptive"));
+  adaptive_->setWhatsThis(tr("More measurements when the model is uncertain, fewer when it is confident"));
   m_min_ = new QSpinBox;
   m_max_ = new QSpinBox;
   for (auto* sb : {m_min_, m_max_}) {
@@ -71,17 +79,17 @@ BudgetPanel::BudgetPanel(QWidget* parent) : QWidget(parent) {
   }
   heads_ = slider(1, 1, 1);
   heads_label_ = new QLabel;
-  reprobe_ = new QCheckBox(tr("re-probe heads when uncertain"));
-  reprobe_->setToolTip(tr("When a token's predictive entropy reaches half of its maximum, run the knockout "
+  reprobe_ = new QCheckBox(tr("re-probe when uncertain"));
+  reprobe_->setWhatsThis(tr("When a token's predictive entropy reaches half of its maximum, run the knockout "
                           "probes again on the text so far and keep the new top heads (at most every %1 tokens)")
                            .arg(GateOptions{}.head_reprobe_cooldown));
-  head_global_ = new QCheckBox(tr("spread heads by importance across layers"));
-  head_global_->setToolTip(tr("Keep the model's most important heads wherever they are (the same total, each "
+  head_global_ = new QCheckBox(tr("spread heads across layers"));
+  head_global_->setWhatsThis(tr("Keep the model's most important heads wherever they are (the same total, each "
                               "layer at least one) instead of the same number in every layer"));
-  keep_ = slider(5, 100, 10);
+  keep_ = slider(5, 100, 12);
   keep_->setValue(100);
   keep_label_ = new QLabel;
-  target_ = slider(30, 100, 10);
+  target_ = slider(30, 100, 9);
   target_->setValue(100);
   target_->setToolTip(tr("One knob for prompt and model: the engine measures which mix of gate blocks and kept "
                          "prompt tokens fits this share of the MACs best (overrides both sliders)"));
@@ -91,6 +99,14 @@ BudgetPanel::BudgetPanel(QWidget* parent) : QWidget(parent) {
   anim_ = new QTimer(this);
   anim_->setInterval(400);
   readout_ = new QLabel;
+  fix_width(rank_label_, {tr("rank: full"), tr("rank: 8888")});
+  fix_width(bond_label_, {tr("χ: full"), tr("χ: 88888")});
+  fix_width(active_label_, {tr("blocks: 100%")});
+  fix_width(heads_label_, {tr("heads: ~88/88")});
+  fix_width(keep_label_, {tr("prompt: all"), tr("prompt: 100%")});
+  fix_width(target_label_, {tr("MACs: off"), tr("MACs: 100%")});
+  for (QLabel* l : {rank_label_, bond_label_, active_label_, heads_label_, keep_label_, target_label_})
+    l->setBuddy(nullptr);
   readout_->setWordWrap(true);
   readout_->setTextInteractionFlags(Qt::TextSelectableByMouse);
 
@@ -133,17 +149,39 @@ BudgetPanel::BudgetPanel(QWidget* parent) : QWidget(parent) {
   auto* pf = new QFormLayout(prompt);
   pf->addRow(keep_label_, keep_);
   pf->addRow(target_label_, target_);
+  // The knobs scroll on a small screen; Play and the readout stay in view under them.
+  auto* knobs = new QWidget;
+  auto* kl = new QVBoxLayout(knobs);
+  kl->setContentsMargins(0, 0, 0, 0);
+  kl->addWidget(kinds);
+  kl->addWidget(sizes);
+  kl->addWidget(gate);
+  kl->addWidget(prompt);
+  kl->addStretch();
+  auto* scroll = new QScrollArea;
+  scroll->setWidget(knobs);
+  scroll->setWidgetResizable(true);
+  scroll->setFrameShape(QFrame::NoFrame);
+  scroll->setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
+  scroll->setMinimumWidth(knobs->minimumSizeHint().width() + scroll->verticalScrollBar()->sizeHint().width());
   auto* lay = new QVBoxLayout(this);
-  lay->addWidget(kinds);
-  lay->addWidget(sizes);
-  lay->addWidget(gate);
-  lay->addWidget(prompt);
+  lay->setContentsMargins(4, 4, 4, 4);
+  lay->addWidget(scroll, 1);
   lay->addWidget(play_);
   lay->addWidget(readout_);
-  lay->addStretch();
 
   for (auto* c : {attn_kind_, mlp_kind_, policy_})
     connect(c, &QComboBox::currentIndexChanged, this, &BudgetPanel::emitChanged);
+  // Rank and χ always work: on layers that have neither, the first move picks the SVD (rank) or
+  // TT-SVD (χ) variant and the combos show it. Blocks kept turns the gate on the same way.
+  connect(rank_, &QSlider::valueChanged, this, [this] { adoptFamily(LinearKind::Nsn); });
+  connect(bond_, &QSlider::valueChanged, this, [this] { adoptFamily(LinearKind::Mpo); });
+  connect(active_, &QSlider::valueChanged, this, [this] {
+    if (!quiet_ && policy_->currentIndex() == 0) {
+      const QSignalBlocker b(policy_);
+      policy_->setCurrentIndex(int(GatePolicy::Sensing));
+    }
+  });
   for (auto* s : {rank_, bond_, active_, heads_, keep_, target_}) connect(s, &QSlider::valueChanged, this, &BudgetPanel::emitChanged);
   for (auto* s : {m_min_, m_max_}) connect(s, &QSpinBox::valueChanged, this, &BudgetPanel::emitChanged);
   connect(adaptive_, &QCheckBox::toggled, this, &BudgetPanel::emitChanged);
@@ -151,11 +189,10 @@ BudgetPanel::BudgetPanel(QWidget* parent) : QWidget(parent) {
   connect(head_global_, &QCheckBox::toggled, this, &BudgetPanel::emitChanged);
   connect(play_, &QPushButton::clicked, this, &BudgetPanel::play);
   connect(anim_, &QTimer::timeout, this, [this] {
-    QSlider* s = rank_->isEnabled() ? rank_ : bond_->isEnabled() ? bond_ : active_;
-    if (s == active_ && policy_->currentIndex() == 0) policy_->setCurrentIndex(1);
+    QSlider* s = play_slider_;
     const int step = std::max(1, (s->maximum() - s->minimum()) / 16);
     if (s->value() <= s->minimum()) {
-      play();  // reached the minimum: stop
+      stopPlay();  // reached the minimum
       return;
     }
     s->setValue(std::max(s->minimum(), s->value() - step));
@@ -165,14 +202,46 @@ BudgetPanel::BudgetPanel(QWidget* parent) : QWidget(parent) {
 
 void BudgetPanel::play() {
   if (anim_->isActive()) {
-    anim_->stop();
-    play_->setText(tr("▶ Play budget"));
+    stopPlay();
     return;
   }
-  QSlider* s = rank_->isEnabled() ? rank_ : bond_->isEnabled() ? bond_ : active_;
-  s->setValue(s->maximum());
+  // The knob the model has: rank (an SVD variant of a dense model), else χ, else the gate.
+  play_slider_ = limits_.rank > 0 ? rank_ : limits_.bond > 0 ? bond_ : active_;
+  play_start_ = budget();
+  play_slider_->setValue(play_slider_->maximum());
   play_->setText(tr("■ Stop"));
   anim_->start();
+}
+
+void BudgetPanel::stopPlay() {
+  if (!anim_->isActive()) return;
+  anim_->stop();
+  play_->setText(tr("▶ Play budget"));
+  setBudget(play_start_);  // the budget it started from, not the minimum it reached
+}
+
+void BudgetPanel::adoptFamily(LinearKind kind) {
+  if (quiet_) return;
+  const Budget b = budget();
+  if (b.kind_for("attn.q", limits_.attn) == kind || b.kind_for("mlp.up", limits_.mlp) == kind) return;
+  const QSignalBlocker ba(attn_kind_), bm(mlp_kind_);
+  for (QComboBox* c : {attn_kind_, mlp_kind_}) c->setCurrentIndex(c->findData(int(kind)));
+}
+
+int BudgetPanel::bondValue() const {
+  return bond_values_.empty() ? 1 : bond_values_[size_t(std::clamp(bond_->value(), 0, int(bond_values_.size()) - 1))];
+}
+
+void BudgetPanel::setBondValue(int bond) {
+  // A χ off the steps (from a session or a script) joins them, so the budget round-trips.
+  if (std::find(bond_values_.begin(), bond_values_.end(), bond) == bond_values_.end() && bond >= 1 &&
+      bond <= limits_.bond) {
+    bond_values_.insert(std::upper_bound(bond_values_.begin(), bond_values_.end(), bond), bond);
+    bond_->setRange(0, int(bond_values_.size()) - 1);
+    bond_->setPageStep(std::max(1, int(bond_values_.size()) / 8));
+  }
+  const auto it = std::lower_bound(bond_values_.begin(), bond_values_.end(), bond);
+  bond_->setValue(it == bond_values_.end() ? bond_->maximum() : int(it - bond_values_.begin()));
 }
 
 void BudgetPanel::setLimits(const BudgetLimits& l) {
@@ -181,8 +250,25 @@ void BudgetPanel::setLimits(const BudgetLimits& l) {
   rank_->setRange(1, std::max(1, l.rank));
   rank_->setValue(rank_->maximum());
   rank_->setPageStep(std::max(1, l.rank / 8));
-  bond_->setRange(1, std::max(1, l.bond));
+  // χ in steps of 1, 2, 3, 4, 6, 8, 12, … (powers of two and the halfway points), up to the
+  // largest bond any chain has: a larger χ would change nothing.
+  bond_values_.clear();
+  for (int p = 1; p < l.bond; p *= 2) {
+    bond_values_.push_back(p);
+    if (p >= 2 && p + p / 2 < l.bond) bond_values_.push_back(p + p / 2);
+  }
+  if (l.bond >= 1) bond_values_.push_back(l.bond);
+  bond_->setRange(0, std::max(0, int(bond_values_.size()) - 1));
+  bond_->setPageStep(std::max(1, int(bond_values_.size()) / 8));
   bond_->setValue(bond_->maximum());
+  rank_->setEnabled(l.rank > 0);
+  rank_->setToolTip(l.rank > 0 ? tr("Keep the first r singular directions of every projection (NSN); PageUp / "
+                                    "PageDown move an eighth of the range")
+                               : tr("This model has no projection to factor"));
+  bond_->setEnabled(l.bond > 0);
+  bond_->setToolTip(l.bond > 0 ? tr("Cap every bond of the matrix-product chains at χ (MPO); PageUp / PageDown "
+                                    "move an eighth of the range")
+                               : tr("This model has no projection to split into a chain"));
   heads_->setRange(1, std::max(1, l.heads));
   heads_->setValue(heads_->maximum());
   attn_kind_->setCurrentIndex(0);
@@ -238,7 +324,7 @@ Budget BudgetPanel::budget() const {
                                                                               ? limits_.mlp
                                                                               : LinearKind::Dense) == LinearKind::Nsn)
       b.layer_rank[name] = spin->value();
-  if (any_mpo && bond_->value() < bond_->maximum()) b.bond = bond_->value();
+  if (any_mpo && bond_->value() < bond_->maximum()) b.bond = bondValue();
   if (const auto policy = GatePolicy(policy_->currentIndex()); policy != GatePolicy::Off) {
     b.gate = recommended_gate(active_->value() / 100.0);
     b.gate.policy = policy;
@@ -265,7 +351,7 @@ Budget BudgetPanel::budget() const {
   return b;
 }
 
-void BudgetPanel::setBudget(const Budget& b) {
+void BudgetPanel::showBudget(const Budget& b) {
   quiet_ = true;
   auto set_kind = [](QComboBox* c, const Budget& b, const char* group) {
     auto it = b.kind.find(group);
@@ -274,7 +360,8 @@ void BudgetPanel::setBudget(const Budget& b) {
   set_kind(attn_kind_, b, "attn");
   set_kind(mlp_kind_, b, "mlp");
   rank_->setValue(b.rank == 0 ? rank_->maximum() : int(b.rank));
-  bond_->setValue(b.bond == 0 ? bond_->maximum() : int(b.bond));
+  if (b.bond == 0) bond_->setValue(bond_->maximum());
+  else setBondValue(int(b.bond));
   policy_->setCurrentIndex(int(b.gate.policy));
   active_->setValue(int(std::lround(b.gate.active * 100)));
   adaptive_->setChecked(b.gate.gamma > 0);
@@ -290,38 +377,50 @@ void BudgetPanel::setBudget(const Budget& b) {
     spin->setValue(it == b.layer_rank.end() ? 0 : int(it->second));
   }
   quiet_ = false;
+  updateLabels();
+}
+
+void BudgetPanel::setBudget(const Budget& b) {
+  showBudget(b);
   emitChanged();
 }
 
 void BudgetPanel::updateLabels() {
   const Budget b = budget();
-  const bool any_nsn = b.kind_for("attn.q", limits_.attn) == LinearKind::Nsn || b.kind_for("mlp.up", limits_.mlp) == LinearKind::Nsn;
-  const bool any_mpo = b.kind_for("attn.q", limits_.attn) == LinearKind::Mpo || b.kind_for("mlp.up", limits_.mlp) == LinearKind::Mpo;
-  rank_->setEnabled(any_nsn && limits_.rank > 0);
   for (const auto& [name, spin] : layer_spins_) {
     const std::string family = projection_family(name);
     const LinearKind own = family.rfind("attn", 0) == 0 ? limits_.attn : family.rfind("mlp", 0) == 0 ? limits_.mlp : LinearKind::Dense;
-    spin->setEnabled(b.kind_for(family, own) == LinearKind::Nsn);
+    const bool nsn = b.kind_for(family, own) == LinearKind::Nsn;
+    spin->setEnabled(nsn);
+    spin->setToolTip(nsn ? tr("0 = the global rank") : tr("Set this layer's family to SVD → NSN (or drag rank) to use it"));
   }
-  bond_->setEnabled(any_mpo && limits_.bond > 0);
   rank_label_->setText(rank_->value() >= rank_->maximum() ? tr("rank: full") : tr("rank: %1").arg(rank_->value()));
-  bond_label_->setText(bond_->value() >= bond_->maximum() ? tr("χ: full") : tr("χ: %1").arg(bond_->value()));
+  bond_label_->setText(bond_->value() >= bond_->maximum() ? tr("χ: full") : tr("χ: %1").arg(bondValue()));
   const bool gated = policy_->currentIndex() != 0;
-  active_->setEnabled(gated);
-  adaptive_->setEnabled(gated);
-  m_min_->setEnabled(gated);
-  m_max_->setEnabled(gated);
-  active_label_->setText(tr("blocks kept: %1%").arg(active_->value()));
-  reprobe_->setEnabled(heads_->value() < heads_->maximum());
-  head_global_->setEnabled(heads_->value() < heads_->maximum());
-  heads_label_->setText(head_global_->isChecked() && heads_->value() < heads_->maximum()
-                            ? tr("heads kept: %1 of %2 on average").arg(heads_->value()).arg(heads_->maximum())
-                            : tr("heads kept: %1 of %2").arg(heads_->value()).arg(heads_->maximum()));
-  keep_label_->setText(keep_->value() >= 100 ? tr("prompt kept: all") : tr("prompt kept: %1%").arg(keep_->value()));
+  const QString gate_off = tr("Turn the gate on (policy, or drag blocks) to use this");
+  for (QWidget* w : std::initializer_list<QWidget*>{adaptive_, m_min_, m_max_}) {
+    w->setEnabled(gated);
+    w->setToolTip(gated ? (w == adaptive_ ? adaptive_->whatsThis() : tr("Measurements per layer (auto = the recommended range)"))
+                        : gate_off);
+  }
+  active_label_->setText(tr("blocks: %1%").arg(active_->value()));
+  const bool fewer_heads = heads_->value() < heads_->maximum();
+  for (QCheckBox* c : {reprobe_, head_global_}) c->setEnabled(fewer_heads);
+  reprobe_->setToolTip(fewer_heads ? reprobe_->whatsThis() : tr("Keep fewer heads to use this"));
+  head_global_->setToolTip(fewer_heads ? head_global_->whatsThis() : tr("Keep fewer heads to use this"));
+  heads_label_->setText(head_global_->isChecked() && fewer_heads
+                            ? tr("heads: ~%1/%2").arg(heads_->value()).arg(heads_->maximum())
+                            : tr("heads: %1/%2").arg(heads_->value()).arg(heads_->maximum()));
+  heads_label_->setToolTip(head_global_->isChecked() && fewer_heads ? tr("heads kept per layer, on average")
+                                                                   : tr("heads kept in every layer"));
+  keep_label_->setText(keep_->value() >= 100 ? tr("prompt: all") : tr("prompt: %1%").arg(keep_->value()));
+  keep_label_->setToolTip(tr("Share of the prompt's tokens kept (the least informative are dropped)"));
   const bool knob = target_->value() < 100;
-  target_label_->setText(knob ? tr("MAC target: %1% (gate + prompt)").arg(target_->value()) : tr("MAC target: off"));
+  target_label_->setText(knob ? tr("MACs: %1%").arg(target_->value()) : tr("MACs: off"));
+  target_label_->setToolTip(tr("One MAC target for the gate and the prompt together"));
   keep_->setEnabled(!knob);
-  if (knob) active_->setEnabled(false);
+  keep_->setToolTip(knob ? tr("The MAC target decides the prompt share; set it to off to use this") : QString());
+  active_->setEnabled(!knob);
 }
 
 void BudgetPanel::emitChanged() {
@@ -330,13 +429,22 @@ void BudgetPanel::emitChanged() {
 }
 
 void BudgetPanel::setReadout(const BudgetReadout& r) {
-  QString t = tr("<b>%1</b> MACs/token (%2% of dense) · %3 parameters in use")
-                  .arg(human(r.macs))
-                  .arg(r.dense_macs > 0 ? 100.0 * r.macs / r.dense_macs : 100.0, 0, 'f', 1)
-                  .arg(human(r.params));
-  t += r.estimated_accuracy >= 0 ? tr("<br>estimated accuracy %1% (frontier)").arg(100 * r.estimated_accuracy, 0, 'f', 1)
-                                 : tr("<br>estimated accuracy: run a frontier sweep");
-  if (r.ms_per_token > 0) t += tr(" · measured %1 ms/token").arg(r.ms_per_token, 0, 'f', 2);
+  // Every number says where it comes from: measured on the last generation, or an estimate.
+  const auto share = [&](double m) { return r.dense_macs > 0 ? 100.0 * m / r.dense_macs : 100.0; };
+  QString t;
+  if (r.measured_macs > 0)
+    t = tr("<b>%1</b> MACs/token measured on the last generation (%2% of dense)")
+            .arg(theme::count(r.measured_macs))
+            .arg(share(r.measured_macs), 0, 'f', 1);
+  else
+    t = tr("<b>%1</b> MACs/token, estimate at full context (%2% of dense)")
+            .arg(theme::count(r.macs))
+            .arg(share(r.macs), 0, 'f', 1);
+  t += tr(" · %1 parameters in use").arg(theme::count(r.params));
+  if (r.accuracy < 0) t += tr("<br>accuracy: not swept yet (Sweep frontier)");
+  else if (r.accuracy_measured) t += tr("<br>token accuracy %1%, measured by the sweep").arg(100 * r.accuracy, 0, 'f', 1);
+  else t += tr("<br>token accuracy ≈ %1%, estimate from the frontier").arg(100 * r.accuracy, 0, 'f', 1);
+  if (r.ms_per_token > 0) t += tr(" · %1 ms/token measured").arg(r.ms_per_token, 0, 'f', 2);
   readout_->setText(t);
 }
 

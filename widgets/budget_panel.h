@@ -30,11 +30,14 @@ struct BudgetLimits {
   std::vector<std::pair<std::string, int>> layers;
 };
 
-// The numbers shown under the sliders; NaN / negative = unknown.
+// The numbers shown under the sliders; negative = unknown. Each is shown as measured or as an
+// estimate, never one passed off as the other.
 struct BudgetReadout {
-  double macs = 0, dense_macs = 0;   // per token at full context
+  double macs = 0, dense_macs = 0;   // the budget's MACs per token at full context (an estimate)
+  double measured_macs = -1;         // mean MACs per token of the last generation under this budget
   double params = 0;
-  double estimated_accuracy = -1;    // read off the loaded frontier
+  double accuracy = -1;              // token accuracy from the frontier
+  bool accuracy_measured = false;    // a swept row of exactly this budget (else: the fit's estimate)
   double ms_per_token = -1;          // measured by the last generation
 };
 
@@ -47,6 +50,7 @@ class BudgetPanel : public QWidget {
   const BudgetLimits& limits() const { return limits_; }
   Budget budget() const;             // what the controls say now
   void setBudget(const Budget& b);   // moves the controls (emits budgetChanged once)
+  void showBudget(const Budget& b);  // moves the controls to what runs, without emitting
   void setReadout(const BudgetReadout& r);
   QString readoutText() const;       // the readout line, for tests and the status bar
 
@@ -62,6 +66,7 @@ class BudgetPanel : public QWidget {
 
  public Q_SLOTS:
   void play();  // animates the rank (else χ, else gate) from full to its minimum; again = stop
+  void stopPlay();  // stops the animation and returns to the budget it started from
 
  Q_SIGNALS:
   void budgetChanged(const nestscope::Budget& budget);
@@ -69,6 +74,9 @@ class BudgetPanel : public QWidget {
  private:
   void emitChanged();
   void updateLabels();
+  void adoptFamily(LinearKind kind);  // rank / χ moved on layers without one: their SVD / TT-SVD variant
+  int bondValue() const;              // χ at the bond slider's position
+  void setBondValue(int bond);
 
   BudgetLimits limits_;
   bool quiet_ = false;
@@ -76,7 +84,8 @@ class BudgetPanel : public QWidget {
   QComboBox* mlp_kind_;
   QSlider* rank_;
   QLabel* rank_label_;
-  QSlider* bond_;
+  QSlider* bond_;  // positions index bond_values_
+  std::vector<int> bond_values_;
   QLabel* bond_label_;
   QComboBox* policy_;
   QSlider* active_;
@@ -98,6 +107,8 @@ class BudgetPanel : public QWidget {
   QWidget* layers_box_;
   std::vector<std::pair<std::string, QSpinBox*>> layer_spins_;
   QTimer* anim_;
+  QSlider* play_slider_ = nullptr;
+  Budget play_start_;
   QLabel* readout_;
 };
 

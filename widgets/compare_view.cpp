@@ -79,7 +79,9 @@ void CompareView::setPair(const QString& label_a, const std::vector<ComparedToke
 
 QString CompareView::summary() const {
   if (divergence_ < 0) return tr("No divergence: the same continuation; mean |Δ log p| %1 nats per token").arg(mean_abs_, 0, 'f', 3);
-  return tr("First divergence at token %1; before it the shared tokens moved by a mean |Δ log p| of %2 nats")
+  if (divergence_ == 0) return tr("The two continuations differ from the first token on");
+  return tr("First divergence at token %1; before it the %n shared token(s) moved by a mean |Δ log p| of %2 nats", "",
+            divergence_)
       .arg(divergence_)
       .arg(mean_abs_, 0, 'f', 3);
 }

@@ -2,6 +2,7 @@
 
 #include <QEvent>
 #include <QApplication>
+#include <QCheckBox>
 #include <QComboBox>
 #include <QFile>
 #include <QHBoxLayout>
@@ -31,11 +32,12 @@ namespace {
 
 const char* x_name(FrontierX x) {
   switch (x) {
+    case FrontierX::MacShare: return "% of dense MACs";
     case FrontierX::Parameters: return "parameters in use";
-    case FrontierX::Latency: return "measured ms / token (batch 1, CPU)";
+    case FrontierX::Latency: return "ms / token (measured)";
     case FrontierX::Macs: break;
   }
-  return "MACs / token (full context)";
+  return "MACs / token";
 }
 
 const char* y_name(FrontierY y) {
@@ -82,7 +84,11 @@ FrontierChart::FrontierChart(QWidget* parent) : QWidget(parent), chart_(new QCha
   legend_font.setPointSizeF(legend_font.pointSizeF() * 0.85);
   chart_->legend()->setFont(legend_font);
   x_box_ = new QComboBox;
-  x_box_->addItems({"MACs", "parameters", "latency"});
+  x_box_->addItems({tr("% of dense MACs"), tr("MACs"), tr("parameters"), tr("latency")});
+  all_box_ = new QCheckBox(tr("all points"));
+  all_box_->setToolTip(tr("Show every point, also those far beyond the dense model (a chain larger than its "
+                          "matrix); drag a rectangle to zoom, right-click to zoom out"));
+  view_->setRubberBand(QChartView::RectangleRubberBand);
   y_box_ = new QComboBox;
   y_box_->addItems({"token accuracy", "perplexity", "agreement"});
   auto* bar = new QHBoxLayout;
@@ -90,6 +96,7 @@ FrontierChart::FrontierChart(QWidget* parent) : QWidget(parent), chart_(new QCha
   bar->addWidget(x_box_);
   bar->addWidget(new QLabel(tr("y:")));
   bar->addWidget(y_box_);
+  bar->addWidget(all_box_);
   bar->addStretch();
   auto* lay = new QVBoxLayout(this);
   lay->setContentsMargins(0, 0, 0, 0);
@@ -97,11 +104,14 @@ FrontierChart::FrontierChart(QWidget* parent) : QWidget(parent), chart_(new QCha
   lay->addWidget(view_, 1);
   connect(x_box_, &QComboBox::currentIndexChanged, this, [this](int i) { setAxes(FrontierX(i), y_); });
   connect(y_box_, &QComboBox::currentIndexChanged, this, [this](int i) { setAxes(x_, FrontierY(i)); });
+  connect(all_box_, &QCheckBox::toggled, this, &FrontierChart::setShowAll);
   rebuild();
 }
 
 double FrontierChart::xValue(const SweepRow& r, FrontierX x) {
   switch (x) {
+    case FrontierX::MacShare:
+      return r.dense_macs > 0 ? 100.0 * double(r.macs) / double(r.dense_macs) : 100.0 * r.mac_fraction;
     case FrontierX::Parameters: return double(r.parameters);
     case FrontierX::Latency: return r.ms_per_token;
     case FrontierX::Macs: break;
@@ -134,13 +144,30 @@ void FrontierChart::setAxes(FrontierX x, FrontierY y) {
   rebuild();
 }
 
-void FrontierChart::setOperatingPoint(double x, double y) {
-  point_ = QPointF(x, y);
-  if (!marker_) return;
-  marker_->clear();
-  const bool shown = !std::isnan(x) && !std::isnan(y);
-  if (shown) marker_->append(point_);
-  for (auto* m : chart_->legend()->markers(marker_)) m->setVisible(shown);
+void FrontierChart::setOperatingPoint(const SweepRow& at, bool measured) {
+  has_point_ = true;
+  point_measured_ = measured;
+  point_row_ = at;
+  rebuild();
+}
+
+void FrontierChart::clearOperatingPoint() {
+  has_point_ = false;
+  rebuild();
+}
+
+QPointF FrontierChart::operatingPoint() const {
+  if (!has_point_) return {qQNaN(), qQNaN()};
+  const double x = xValue(point_row_, x_), y = yValue(point_row_, y_);
+  if (!(x > 0) || std::isnan(y) || y < 0) return {qQNaN(), qQNaN()};
+  return {x, y};
+}
+
+void FrontierChart::setShowAll(bool all) {
+  show_all_ = all;
+  const QSignalBlocker b(all_box_);
+  all_box_->setChecked(all);
+  rebuild();
 }
 
 void FrontierChart::setTitle(const QString& title) {
@@ -160,6 +187,12 @@ void FrontierChart::rebuild() {
   }
   marker_ = nullptr;
   chart_->setTitle(title_);
+  // The fitted view ends a little past the dense model: a point far beyond it (a TT-SVD chain
+  // with more MACs than its matrix) would squeeze every other series into a few pixels.
+  double dense_x = 0;
+  for (const auto& r : rows_)
+    if (r.method == "dense" || r.mac_fraction == 1.0) dense_x = std::max(dense_x, xValue(r, x_));
+  const double x_cap = show_all_ || x_ == FrontierX::Latency || !(dense_x > 0) ? 1e300 : dense_x * 1.08;
   // One line + scatter per method, points sorted by x.
   std::vector<std::string> order;
   std::map<std::string, std::vector<QPointF>> pts;
@@ -169,28 +202,46 @@ void FrontierChart::rebuild() {
     if (!(x > 0) || std::isnan(y) || y < 0) continue;  // e.g. latency not measured, agreement unknown
     if (!pts.count(r.method)) order.push_back(r.method);
     pts[r.method].push_back({x, y});
+    if (x > x_cap) continue;  // plotted, outside the fitted view
     xmin = std::min(xmin, x), xmax = std::max(xmax, x), ymin = std::min(ymin, y), ymax = std::max(ymax, y);
   }
-  const bool log_x = x_ != FrontierX::Latency;
+  const QPointF now = operatingPoint();
+  if (!std::isnan(now.x()) && now.x() <= x_cap)
+    xmin = std::min(xmin, now.x()), xmax = std::max(xmax, now.x()), ymin = std::min(ymin, now.y()),
+    ymax = std::max(ymax, now.y());
   QAbstractAxis* ax;
-  if (log_x) {
-    auto* l = new QLogValueAxis;
-    l->setBase(10);
-    l->setLabelFormat("%.3g");
-    l->setMinorTickCount(8);
-    if (xmin < xmax) l->setRange(xmin / 1.15, xmax * 1.15);
-    ax = l;
-  } else {
+  if (x_ == FrontierX::MacShare || x_ == FrontierX::Latency) {
     auto* v = new QValueAxis;
-    if (xmin < xmax) v->setRange(0, xmax * 1.1);
+    if (x_ == FrontierX::MacShare) {  // 0 … a little past 100%, ticks every 20% (more when zoomed out to all)
+      const double top = std::max(100.0, xmax);
+      v->setRange(0, top <= 108 ? 110 : top * 1.05);
+      v->setTickType(QValueAxis::TicksDynamic);
+      v->setTickAnchor(0);
+      v->setTickInterval(top <= 108 ? 20 : std::pow(10, std::floor(std::log10(top))) * (top / std::pow(10, std::floor(std::log10(top))) > 3 ? 1 : 0.5));
+      v->setLabelFormat("%.0f%%");
+    } else {
+      if (xmin <= xmax) v->setRange(0, xmax * 1.08);
+      v->applyNiceNumbers();  // round ticks
+      v->setLabelFormat("%.2g");
+    }
     ax = v;
+  } else {
+    auto* l = new QLogValueAxis;  // decades of MACs or parameters
+    l->setBase(10);
+    l->setLabelFormat("%.0e");
+    l->setMinorTickCount(8);
+    if (xmin < xmax) l->setRange(std::pow(10, std::floor(std::log10(xmin))), std::pow(10, std::ceil(std::log10(xmax))));
+    ax = l;
   }
   ax->setTitleText(x_name(x_));
   auto* ay = new QValueAxis;
   ay->setTitleText(y_name(y_));
   if (ymin <= ymax) {
-    const double pad = std::max(1e-3, (ymax - ymin) * 0.06);
-    ay->setRange(ymin - pad, ymax + pad);
+    const double pad = std::max(1e-3, (ymax - ymin) * 0.05);
+    ay->setRange(y_ == FrontierY::Perplexity ? ymin - pad : std::max(0.0, ymin - pad), ymax + pad);
+    ay->applyNiceNumbers();  // round ticks: 0.1, 0.2, … not 0.59, 0.44
+    const double step = (ay->max() - ay->min()) / std::max(1, ay->tickCount() - 1);
+    ay->setLabelFormat(step >= 1 ? "%.0f" : step >= 0.1 ? "%.1f" : "%.2f");
   }
   chart_->addAxis(ax, Qt::AlignBottom);
   chart_->addAxis(ay, Qt::AlignLeft);
@@ -242,15 +293,22 @@ void FrontierChart::rebuild() {
       chart_->legend()->markers(line).first()->setVisible(false);
     }
   }
+  // The current budget: filled when the sweep measured it, hollow when the fit placed it.
   marker_ = new QScatterSeries;
-  marker_->setName(tr("now"));
+  marker_->setName(point_measured_ ? tr("now (measured)") : tr("now (estimate)"));
   marker_->setMarkerShape(QScatterSeries::MarkerShapeRectangle);
   marker_->setMarkerSize(14);
-  marker_->setColor(QColor(220, 20, 60));
+  const QColor red(220, 20, 60);
+  marker_->setColor(point_measured_ ? red : QColor(Qt::transparent));
+  QPen border(red);
+  border.setWidthF(2.5);
+  marker_->setPen(border);
   chart_->addSeries(marker_);
   marker_->attachAxis(ax);
   marker_->attachAxis(ay);
-  setOperatingPoint(point_.x(), point_.y());
+  const bool shown = !std::isnan(now.x());
+  if (shown) marker_->append(now);
+  for (auto* m : chart_->legend()->markers(marker_)) m->setVisible(shown);
 }
 
 // A hidden chart (tests, the CLI) has never been laid out: give the view the widget's size first.

@@ -11,13 +11,14 @@
 QT_BEGIN_NAMESPACE
 class QChart;
 class QChartView;
+class QCheckBox;
 class QComboBox;
 class QScatterSeries;
 QT_END_NAMESPACE
 
 namespace nestscope {
 
-enum class FrontierX { Macs, Parameters, Latency };
+enum class FrontierX { MacShare, Macs, Parameters, Latency };  // MacShare: % of the dense model's MACs
 enum class FrontierY { TokenAccuracy, Perplexity, Agreement };
 
 class FrontierChart : public QWidget {
@@ -30,9 +31,16 @@ class FrontierChart : public QWidget {
   void setAxes(FrontierX x, FrontierY y);
   FrontierX xAxis() const { return x_; }
   FrontierY yAxis() const { return y_; }
-  // The current operating point (x in the units of the current x axis; NaN hides it).
-  void setOperatingPoint(double x, double y);
-  QPointF operatingPoint() const { return point_; }
+  // The current budget as a point: `at` carries its MACs, dense MACs, parameters, latency and
+  // metrics (NaN or negative where unknown). Measured = a swept row, drawn filled; otherwise an
+  // estimate placed by the fit, drawn hollow. No argument hides it.
+  void setOperatingPoint(const SweepRow& at, bool measured);
+  void clearOperatingPoint();
+  QPointF operatingPoint() const;  // in the current axes' units; NaN when hidden
+  bool operatingPointMeasured() const { return point_measured_; }
+  // Fitted (default): the view covers the region up to the dense model, points far beyond it
+  // (a TT-SVD chain larger than the matrix) are reachable by zoom or by showing all.
+  void setShowAll(bool all);
   void setTitle(const QString& title);
   void setLegendAlignment(Qt::Alignment a);  // default right
   int seriesCount() const;
@@ -55,14 +63,16 @@ class FrontierChart : public QWidget {
   void changeEvent(QEvent* e) override;  // follows palette changes while open
 
   std::vector<SweepRow> rows_;
-  FrontierX x_ = FrontierX::Macs;
+  FrontierX x_ = FrontierX::MacShare;
   FrontierY y_ = FrontierY::TokenAccuracy;
-  QPointF point_{qQNaN(), qQNaN()};
+  bool has_point_ = false, point_measured_ = false, show_all_ = false;
+  SweepRow point_row_;
   QString title_;
   QChart* chart_;
   QChartView* view_;
   QComboBox* x_box_;
   QComboBox* y_box_;
+  QCheckBox* all_box_;
   QScatterSeries* marker_ = nullptr;
 };
 

@@ -44,10 +44,9 @@ GenerationPanel::GenerationPanel(QWidget* parent) : QWidget(parent) {
   seed_->setRange(0, 1 << 30);
 
   generate_ = new QPushButton(tr("Generate"), this);
-  generate_->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_Return));
+  // The keys are the window's (Run menu): a second binding here would make both ambiguous.
   generate_->setToolTip(tr("Generate (Ctrl+Return)"));
   stop_ = new QPushButton(tr("Stop"), this);
-  stop_->setShortcut(QKeySequence(Qt::Key_Escape));
   stop_->setToolTip(tr("Stop (Esc)"));
   stop_->setEnabled(false);
 
@@ -57,12 +56,13 @@ GenerationPanel::GenerationPanel(QWidget* parent) : QWidget(parent) {
     settings->addWidget(w);
   };
   add(tr("Tokens"), tokens_);
-  add(tr("Temperature"), temperature_);
+  add(tr("Temp."), temperature_);
   add(tr("Top-k"), top_k_);
   add(tr("Seed"), seed_);
   settings->addStretch(1);
-  settings->addWidget(generate_);
-  settings->addWidget(stop_);
+  for (QAbstractSpinBox* b : std::initializer_list<QAbstractSpinBox*>{tokens_, temperature_, top_k_, seed_})
+    b->setMaximumWidth(b->fontMetrics().horizontalAdvance(QStringLiteral("0000000")) + 28);
+  temperature_->setToolTip(tr("Temperature (0 = greedy)"));
 
   output_ = new QTextEdit(this);
   output_->setReadOnly(true);
@@ -74,12 +74,19 @@ GenerationPanel::GenerationPanel(QWidget* parent) : QWidget(parent) {
   colouring_->addItems({tr("colour: uncertainty"), tr("colour: MACs spent")});
   colouring_->setToolTip(tr("Colour tokens by the model's entropy or by the MACs their step cost"));
   auto* out_bar = new QHBoxLayout;
-  out_bar->addWidget(new QLabel(tr("Output (hover a token: alternatives; click: show it in the activation map)"), this));
+  auto* out_label = new QLabel(tr("Output"), this);
+  out_label->setToolTip(tr("Hover a token for its alternatives; click it to show it in the activation map"));
+  out_bar->addWidget(out_label);
   out_bar->addStretch(1);
   out_bar->addWidget(colouring_);
 
   auto* layout = new QVBoxLayout(this);
-  layout->addWidget(new QLabel(tr("Prompt"), this));
+  auto* top = new QHBoxLayout;  // Generate and Stop next to the prompt they act on
+  top->addWidget(new QLabel(tr("Prompt"), this));
+  top->addStretch(1);
+  top->addWidget(generate_);
+  top->addWidget(stop_);
+  layout->addLayout(top);
   layout->addWidget(prompt_);
   layout->addLayout(settings);
   layout->addLayout(out_bar);
@@ -149,7 +156,7 @@ void GenerationPanel::paintSpan(int i) {
 void GenerationPanel::appendToken(const QString& text, double entropy, qint64 macs,
                                   const std::vector<std::pair<QString, double>>& top) {
   QString tip = tr("entropy %1 nats").arg(entropy, 0, 'f', 2);
-  if (macs > 0) tip += tr(" · %1 MACs").arg(macs);
+  if (macs > 0) tip += tr(" · %1 MACs").arg(theme::count(double(macs)));
   if (!top.empty()) {
     tip += tr("<br>alternatives:");
     for (const auto& [t, p] : top)

@@ -61,7 +61,7 @@ TeachingView::TeachingView(QWidget* parent) : QWidget(parent) {
   lay->addLayout(bar);
   lay->addStretch(1);  // the drawings fill this space (paintEvent)
   lay->addWidget(summary_);
-  setMinimumHeight(340);  // room for the spectrum, three heatmaps and the chain
+  setMinimumHeight(220);  // room for the spectrum, three heatmaps and the chain (the dock scrolls below it)
   connect(layer_, &QComboBox::currentIndexChanged, this, &TeachingView::request);
   connect(rank_, &QSpinBox::valueChanged, this, &TeachingView::request);
   connect(bond_, &QSpinBox::valueChanged, this, &TeachingView::request);
@@ -75,6 +75,16 @@ void TeachingView::setProjections(const QStringList& names, int rank_limit, int 
   rank_->setValue(std::max(1, rank_limit / 4));
   bond_->setRange(0, std::max(1, bond_limit));
   bond_->setValue(std::min(8, std::max(1, bond_limit)));
+}
+
+void TeachingView::followBudget(int rank, int bond) {
+  if (rank == rank_->value() && bond == bond_->value()) return;
+  {
+    const QSignalBlocker b(rank_), c(bond_);
+    rank_->setValue(rank);
+    bond_->setValue(bond);
+  }
+  request();
 }
 
 void TeachingView::request() {

@@ -20,6 +20,8 @@ class TeachingView : public QWidget {
 
   void setProjections(const QStringList& names, int rank_limit, int bond_limit);
   void setView(const LayerView& view);
+  // Shows the budget's rank and χ (0 = full), so the drawing is the layer the model runs now.
+  void followBudget(int rank, int bond);
   const LayerView& view() const { return view_; }
   QString summary() const;  // the text line under the drawings (for tests and screen readers)
   // The spectrum (index, σ, cumulative energy) and the chain's bonds. False + *error on failure.

@@ -1,5 +1,7 @@
 #include "widgets/theme.h"
 
+#include <cmath>
+
 #include <QApplication>
 #include <QStyle>
 #include <QStyleFactory>
@@ -56,6 +58,17 @@ bool apply(QApplication& app, const QString& name) {
     p.setColor(QPalette::Disabled, role, disabled);
   app.setPalette(p);
   return true;
+}
+
+QString count(double n) {
+  const double a = std::abs(n);
+  const auto three = [](double v, const char* unit) {
+    return QString::number(v, 'f', v >= 100 ? 0 : v >= 10 ? 1 : 2) + QLatin1String(unit);
+  };
+  if (a >= 1e9) return three(n / 1e9, "G");
+  if (a >= 1e6) return three(n / 1e6, "M");
+  if (a >= 1e3) return three(n / 1e3, "k");
+  return QString::number(n, 'f', 0);
 }
 
 }  // namespace nestscope::theme

@@ -21,4 +21,7 @@ QColor selection(const QPalette& p);                     // background of the se
 // palette (for a projector, or a screenshot in either scheme). Returns false for another name.
 bool apply(QApplication& app, const QString& name);
 
+// A count as people read it: 803k, 1.06M, 2.27G (three significant digits), 512 below a thousand.
+QString count(double n);
+
 }  // namespace nestscope::theme

@@ -15,6 +15,7 @@
 
 #include "core/cuda/dispatch.h"
 #include "core/error.h"
+#include "core/io/cache.h"
 #include "core/model/macs.h"
 #include "core/threads.h"
 #include "core/layers/mpo_linear.h"
@@ -107,7 +108,7 @@ VariantReport Engine::Impl::prepare_variants(const VariantNeeds& needs, const Pr
   bool missing = false;
   for (const auto& [name, k] : needs) missing |= !m.model->variants().has(name, k);
   if (!missing) return {};
-  const std::string cache = variant_cache ? variant_cache_path(m.source, m.hash, m.source == kEmbeddedSource) : "";
+  const std::string cache = variant_cache ? variant_cache_path(m.hash) : "";
   ModelScope scope(*this);
   m.model->apply_budget(Budget{});
   return build_variants(m.model, needs, cache, m.hash, progress);
@@ -266,7 +267,7 @@ ModelInfo Engine::info() const {
   std::tie(i.rank_limit, i.bond_limit) = m.model->variants().limits();
   for (const auto& [name, p] : m.model->own_projections()) {
     i.rank_limit = std::max(i.rank_limit, p->max_rank());
-    i.bond_limit = std::max(i.bond_limit, p->max_bond());
+    i.bond_limit = std::max(i.bond_limit, p->reach_bond());
   }
   return i;
 }

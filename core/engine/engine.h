@@ -132,6 +132,7 @@ struct SweepOptions {
   bool measure_latency = true;
   std::string results;           // JSON-lines file: rows already in it are reused, new rows appended
   bool gate_details = false;     // fill SweepRow's gate details (support and head F1, overhead, attention MACs)
+  std::function<void(const SweepRow&)> on_row;  // each row as it finishes (or is reused), in grid order
 };
 
 // One projection as the teaching view draws it (plain values, row-major matrices).

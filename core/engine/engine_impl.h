@@ -30,7 +30,7 @@ struct Engine::Impl {
   std::unique_ptr<LoadedModel> loaded;
   torch::Device device = torch::kCPU;
   Budget budget;
-  bool variant_cache = true;  // keep built variants on disk next to the checkpoint
+  bool variant_cache = true;  // keep built variants in the user's cache (core/io/cache.h)
   // Joint MAC knob (Budget::mac_target): the last calibration text's tokens and the candidate
   // scores measured on them for one base budget (joint_key: that base in canonical JSON).
   std::vector<int64_t> calibration_tokens;

@@ -245,6 +245,7 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
     const std::string key = content_hash(id.data(), id.size());
     if (auto it = done.find(key); it != done.end()) {
       rows.push_back(it->second);
+      if (o.on_row) o.on_row(rows.back());
       report(progress, {"sweep", int64_t(i + 1), int64_t(budgets.size())});
       continue;
     }
@@ -273,6 +274,7 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
     release_after(i);
     if (!o.results.empty()) append_sweep_row(o.results, row);
     rows.push_back(row);
+    if (o.on_row) o.on_row(row);
     report(progress, {"sweep", int64_t(i + 1), int64_t(budgets.size())});
   }
   if (calib.probed.defined()) model->set_head_importance(calib.probed);  // the probes', not a ranking's

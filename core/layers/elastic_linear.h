@@ -51,6 +51,8 @@ class ElasticLinear : public torch::nn::Module {
   // Bond elasticity (MPO): the largest bond dimension χ (0 = no bond knob), the χ in use, and a
   // new χ in [1, max_bond()] that takes effect on the next forward.
   virtual int64_t max_bond() const { return 0; }
+  // The largest bond the chain actually has (≤ max_bond): a χ above it changes nothing.
+  virtual int64_t reach_bond() const { return max_bond(); }
   virtual int64_t bond() const { return 0; }
   virtual void set_bond(int64_t /*bond*/) {}
 

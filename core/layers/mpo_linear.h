@@ -3,6 +3,7 @@
 // every D_l. Javanmard et al., "Compressing Transformer Language Models via Matrix Product
 // Operator Decomposition: A Case Study on PicoGPT", 2026.
 #pragma once
+#include <algorithm>
 #include <vector>
 
 #include "core/layers/elastic_linear.h"
@@ -45,6 +46,7 @@ class MpoLinear : public ElasticLinear {
   torch::Tensor bias() const override { return bias_; }
 
   int64_t max_bond() const override { return max_bond_; }
+  int64_t reach_bond() const override { return *std::max_element(full_bonds_.begin(), full_bonds_.end()); }
   int64_t bond() const override { return bond_; }
   void set_bond(int64_t bond) override;  // throws Error outside [1, max_bond]
 

@@ -43,7 +43,7 @@ class VariantSet {
     for (const auto& [name, kinds] : layers_)
       for (const auto& [kind, p] : kinds) {
         rank = std::max(rank, p->max_rank());
-        bond = std::max(bond, p->max_bond());
+        bond = std::max(bond, p->reach_bond());
       }
     return {rank, bond};
   }

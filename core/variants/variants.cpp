@@ -12,6 +12,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "core/io/cache.h"
 #include "core/io/safetensors.h"
 #include "core/model/linear_factory.h"
 #include "core/model/convert.h"
@@ -114,7 +115,8 @@ int64_t variant_bytes(const GptImpl& model, const VariantNeeds& needs) {
       const int64_t r = std::min(in, out);
       params += r * (in + out);
     } else {
-      const auto c = mpo_config(cfg, {family}, variant_bond(cfg, family));
+      const ModelConfig own = family == "head" ? untied(cfg) : cfg;  // a tied head's chain is built untied
+      const auto c = mpo_config(own, {family}, variant_bond(cfg, family));
       const auto [of, inf] = c.mpo_factors(family);
       params += mpo_core_params(of, inf, c.linear_spec(family).bond);
     }
@@ -145,16 +147,6 @@ void release_variants(Gpt& model, const VariantNeeds& keep) {
 VariantReport build_variants(Gpt& model, const std::vector<LinearKind>& kinds, const std::string& cache_path,
                              const std::string& checkpoint_hash, const ProgressFn& progress) {
   return build_variants(model, variant_needs(*model, kinds), cache_path, checkpoint_hash, progress);
-}
-
-std::string variant_cache_path(const std::string& source, const std::string& hash, bool embedded) {
-  if (hash.empty()) return {};
-  if (!embedded) return source + ".variants-" + hash + ".safetensors";
-  std::string dir;
-  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) dir = std::string(x) + "/nestscope";
-  else if (const char* h = std::getenv("HOME"); h && *h) dir = std::string(h) + "/.cache/nestscope";
-  else return {};
-  return dir + "/default-model.variants-" + hash + ".safetensors";
 }
 
 VariantReport build_variants(Gpt& model, const VariantNeeds& needs, const std::string& cache_path,
@@ -223,6 +215,7 @@ VariantReport build_variants(Gpt& model, const VariantNeeds& needs, const std::s
       for (auto& [dst, src] : fills) dst.copy_(src);
       cached = true;
       rep.from_cache = int64_t(todo.size());
+      touch_cache_file(cache_path);  // recently used: trimming keeps it
     } catch (const Error& e) {
       rep.cache_note = cache_path + ": not used (" + e.what() + "); rebuilding";
     }
@@ -273,6 +266,7 @@ VariantReport build_variants(Gpt& model, const VariantNeeds& needs, const std::s
         }
       write_safetensors(cache_path, out,
                         {{"format", kFormat}, {"checkpoint_hash", checkpoint_hash}, {"config", cfg.to_json()}});
+      trim_cache(cache_cap_bytes(), cache_path);
     } catch (const std::exception& e) {
       rep.cache_note = cache_path + ": not written (" + e.what() + ")";
     }

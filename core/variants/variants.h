@@ -46,9 +46,5 @@ void release_variants(Gpt& model, const VariantNeeds& keep);
 // Memory the system can still give (MemAvailable), in bytes; -1 when unknown.
 int64_t available_memory_bytes();
 
-// Where the variants of a checkpoint are cached: "<path>.variants-<hash>.safetensors" next to
-// a checkpoint file, or under $XDG_CACHE_HOME/nestscope (~/.cache/nestscope) for the embedded
-// model. Empty when the model has no hash (made in this session).
-std::string variant_cache_path(const std::string& source, const std::string& hash, bool embedded);
 
 }  // namespace nestscope

@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/eval/frontier.h"
 #include "core/io/atomic_file.h"
+#include "core/io/cache.h"
 #include "core/layers/mpo_linear.h"
 #include "core/model/budget_json.h"
 #include "core/model/transformer.h"
@@ -238,8 +239,10 @@ TEST(Macs, ModelCountMatchesAnIndependentCount) {
   EXPECT_THROW(mac_breakdown(*model, c.context + 1), Error);
 }
 
-TEST(Variants, CachedNextToTheCheckpointAndRebuiltWhenStale) {
+TEST(Variants, CachedInTheUsersCacheAndRebuiltWhenStale) {
   test::TempDir dir;
+  const std::string cache = dir.file("user-cache");
+  ::setenv("NESTSCOPE_CACHE_DIR", cache.c_str(), 1);
   const auto path = checkpoint(dir);
   Engine a;
   a.load(path);
@@ -247,7 +250,7 @@ TEST(Variants, CachedNextToTheCheckpointAndRebuiltWhenStale) {
   EXPECT_GT(first.built, 0);
   EXPECT_EQ(first.from_cache, 0);
   ASSERT_TRUE(std::filesystem::exists(first.cache_path)) << first.cache_note;
-  EXPECT_EQ(first.cache_path.rfind(path + ".variants-", 0), 0u);
+  EXPECT_EQ(first.cache_path.rfind(cache + "/variants/", 0), 0u);  // not next to the checkpoint
   const Budget b = composed({{"attn", LinearKind::Mpo}, {"mlp", LinearKind::Nsn}}, 6, 3);
   a.set_budget(b);
   const auto ref = a.generate("To be", {30, 0.0, 0, 0}).text;
@@ -268,6 +271,45 @@ TEST(Variants, CachedNextToTheCheckpointAndRebuiltWhenStale) {
   EXPECT_NE(rebuilt.cache_note.find("not used"), std::string::npos);
   third.set_budget(b);
   EXPECT_EQ(third.generate("To be", {30, 0.0, 0, 0}).text, ref);
+  ::unsetenv("NESTSCOPE_CACHE_DIR");
+}
+
+TEST(Variants, AReadOnlyModelFolderGetsNothingWrittenAndTheCacheKeepsItsCap) {
+  test::TempDir dir;
+  const std::string models = dir.file("models"), cache = dir.file("cache");
+  std::filesystem::create_directories(models);
+  const auto path = checkpoint(dir);
+  std::filesystem::rename(path, models + "/model.safetensors");
+  const auto listing = [&] {
+    std::vector<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(models)) names.push_back(e.path().filename().string());
+    return names;
+  };
+  const auto before = listing();
+  std::filesystem::permissions(models, std::filesystem::perms::owner_read | std::filesystem::perms::owner_exec |
+                                           std::filesystem::perms::group_read | std::filesystem::perms::others_read);
+  ::setenv("NESTSCOPE_CACHE_DIR", cache.c_str(), 1);
+  Engine e;
+  e.load(models + "/model.safetensors");
+  const auto rep = e.prepare_variants({LinearKind::Nsn, LinearKind::Mpo});
+  e.set_budget(composed({{"attn", LinearKind::Nsn}, {"mlp", LinearKind::Nsn}}, 4));
+  EXPECT_FALSE(e.generate("To be", {10, 0.0, 0, 0}).text.empty());
+  EXPECT_EQ(listing(), before);  // nothing written next to the checkpoint
+  ASSERT_TRUE(std::filesystem::exists(rep.cache_path)) << rep.cache_note;
+  const auto bytes = cache_size_bytes();
+  EXPECT_EQ(bytes, int64_t(std::filesystem::file_size(rep.cache_path)));
+  // An older file beyond the cap goes first; the one just written stays.
+  const std::string old = cache + "/frontier/0000.jsonl";
+  std::filesystem::create_directories(cache + "/frontier");
+  write_file_atomic(old, std::string(1000, 'x'));
+  std::filesystem::last_write_time(old, std::filesystem::file_time_type::clock::now() - std::chrono::hours(1));
+  EXPECT_EQ(trim_cache(bytes, rep.cache_path), 1000);
+  EXPECT_FALSE(std::filesystem::exists(old));
+  EXPECT_TRUE(std::filesystem::exists(rep.cache_path));
+  EXPECT_EQ(clear_cache(), bytes);
+  EXPECT_EQ(cache_size_bytes(), 0);
+  std::filesystem::permissions(models, std::filesystem::perms::owner_all);
+  ::unsetenv("NESTSCOPE_CACHE_DIR");
 }
 
 TEST(Sweep, ResumesAfterACancelWithoutRecomputing) {

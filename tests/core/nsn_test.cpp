@@ -210,6 +210,14 @@ TEST(NsnConversion, ATiedHeadRunsAsAnNsnVariantOfTheEmbeddingWhenABudgetNamesIt)
   EXPECT_EQ(m->head, nullptr);
   EXPECT_TRUE(torch::equal(m->forward(idx), dense));
   EXPECT_TRUE(torch::equal(m->tok_emb->weight, embedding));
+  // A TT-SVD chain of the tied head too: its memory is estimated and it runs.
+  Budget chain;
+  chain.kind["head"] = LinearKind::Mpo;
+  EXPECT_GT(variant_bytes(*m, variant_needs(*m, chain)), 0);
+  build_variants(m, variant_needs(*m, chain));
+  m->apply_budget(chain);
+  EXPECT_LT((m->forward(idx) - dense).abs().max().item<double>(), 1e-3);  // the full chain is the embedding
+  m->apply_budget(Budget{});
 }
 
 TEST(NsnConversion, BudgetsApplyInstantlyAndBadRanksChangeNothing) {

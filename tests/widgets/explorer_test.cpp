@@ -33,7 +33,15 @@ TEST(BudgetPanel, SlidersComposeABudgetAndTakeKeyboardSteps) {
   BudgetPanel p;
   p.setLimits({128, 64, 4, 512, LinearKind::Dense, LinearKind::Dense});
   EXPECT_EQ(p.budget(), Budget{});          // full budget: nothing set
-  EXPECT_FALSE(p.rankSlider()->isEnabled());  // a dense model has no rank until a kind asks for one
+  EXPECT_TRUE(p.rankSlider()->isEnabled());  // a dense model's rank works: it picks the SVD variant
+  // χ spans exactly the bonds the chains have, in steps of 1, 2, 3, 4, 6, 8, …, 48, 64.
+  EXPECT_EQ(p.bondSlider()->maximum() - p.bondSlider()->minimum() + 1, 12);
+  p.bondSlider()->setFocus();
+  QTest::keyClick(p.bondSlider(), Qt::Key_PageDown);  // an eighth of the 12 steps: one step, to χ = 48
+  EXPECT_EQ(p.budget().bond, 48);
+  EXPECT_EQ(p.budget().kind.at("attn"), LinearKind::Mpo);  // the family followed the slider
+  EXPECT_EQ(p.budget().kind.at("mlp"), LinearKind::Mpo);
+  p.setBudget(Budget{});
   QSignalSpy spy(&p, &BudgetPanel::budgetChanged);
   Budget want;
   want.kind = {{"attn", LinearKind::Nsn}, {"mlp", LinearKind::Mpo}};
@@ -52,13 +60,26 @@ TEST(BudgetPanel, SlidersComposeABudgetAndTakeKeyboardSteps) {
   QTest::keyClick(p.rankSlider(), Qt::Key_PageDown);
   EXPECT_EQ(p.budget().rank, 31 - 16);  // a jump of R/8
   p.gateSlider()->setValue(25);
-  EXPECT_EQ(p.budget().gate.policy, GatePolicy::Off);  // the slider shapes the gate once it is on
+  EXPECT_EQ(p.budget().gate.policy, GatePolicy::Sensing);  // dragging blocks kept turns the gate on
   p.keepSlider()->setValue(40);
   EXPECT_DOUBLE_EQ(p.budget().prompt_keep, 0.4);
-  p.setReadout({400e3, 1e6, 300e3, 0.52, 0.21});
-  EXPECT_TRUE(p.readoutText().contains("40.0% of dense")) << p.readoutText().toStdString();
-  EXPECT_TRUE(p.readoutText().contains("52.0%"));
-  EXPECT_TRUE(p.readoutText().contains("0.21 ms/token"));
+  BudgetReadout r;
+  r.macs = 400e3;
+  r.dense_macs = 1e6;
+  r.params = 300e3;
+  r.accuracy = 0.52;
+  r.ms_per_token = 0.21;
+  p.setReadout(r);
+  EXPECT_TRUE(p.readoutText().contains("400k</b> MACs/token, estimate at full context (40.0% of dense)"))
+      << p.readoutText().toStdString();
+  EXPECT_TRUE(p.readoutText().contains("≈ 52.0%, estimate from the frontier"));
+  EXPECT_TRUE(p.readoutText().contains("0.21 ms/token measured"));
+  r.measured_macs = 350e3;  // after a generation: what the tokens spent, said to be measured
+  r.accuracy_measured = true;
+  p.setReadout(r);
+  EXPECT_TRUE(p.readoutText().contains("350k</b> MACs/token measured on the last generation (35.0% of dense)"))
+      << p.readoutText().toStdString();
+  EXPECT_TRUE(p.readoutText().contains("52.0%, measured by the sweep"));
 }
 
 TEST(ActivationMap, ShowsTheSelectedTokensBlocksAndHeads) {
@@ -101,6 +122,8 @@ SweepRow row(const std::string& method, int64_t macs, double acc, const std::str
   r.method = method;
   r.label = method + std::to_string(macs);
   r.model_hash = "h";
+  r.dense_macs = 1000000;
+  r.mac_fraction = double(macs) / 1e6;
   r.budget_json = budget_to_json(budget_from_json(budget));
   r.macs = macs;
   r.parameters = macs / 2;
@@ -141,8 +164,10 @@ TEST(FrontierChart, PlotsSeriesMovesTheMarkerAndExports) {
   c.setRows({row("dense", 1000000, 0.55), row("svd", 300000, 0.10, nsn), row("svd", 600000, 0.30, nsn),
              row("svd", 900000, 0.50, nsn)});
   EXPECT_GE(c.seriesCount(), 5);  // 2 scatter + 1 line + the front + the marker
-  c.setOperatingPoint(600000, 0.30);
-  EXPECT_EQ(c.operatingPoint(), QPointF(600000, 0.30));
+  EXPECT_EQ(c.xAxis(), FrontierX::MacShare);  // x as a share of dense by default
+  c.setOperatingPoint(c.rows()[2], true);
+  EXPECT_EQ(c.operatingPoint(), QPointF(60.0, 0.30));
+  EXPECT_TRUE(c.operatingPointMeasured());
   c.setAxes(FrontierX::Latency, FrontierY::Agreement);
   EXPECT_EQ(c.xAxis(), FrontierX::Latency);
   EXPECT_DOUBLE_EQ(FrontierChart::xValue(c.rows()[1], FrontierX::Latency), 0.13);
@@ -176,7 +201,8 @@ TEST(Explorer, SlidersReachTheEngineAndAGenerationFillsTheMap) {
   auto* map = w.activationMap();
   QTRY_VERIFY_WITH_TIMEOUT(map->tokenCount() == 12, 60000);  // the first generation, full budget
   const QString full = w.budgetPanel()->readoutText();
-  EXPECT_TRUE(full.contains("100.0% of dense")) << full.toStdString();
+  QTRY_VERIFY_WITH_TIMEOUT(w.budgetPanel()->readoutText().contains("measured on the last generation"), 30000);
+  EXPECT_TRUE(w.budgetPanel()->readoutText().contains("ms/token measured"));
   // SVD attention at rank 16 and the sensing gate at 50%: fewer MACs, and the map shows the gate.
   Budget b;
   b.kind = {{"attn", LinearKind::Nsn}};
@@ -487,6 +513,7 @@ TEST(Explorer, TheFrontierMarkerFollowsTheSliders) {
   b.rank = 24;
   w.budgetPanel()->setBudget(b);
   QTRY_VERIFY_WITH_TIMEOUT(!std::isnan(w.frontierChart()->operatingPoint().y()), 30000);
+  EXPECT_FALSE(w.frontierChart()->operatingPointMeasured());  // rank 24 was not swept: placed by the fit, hollow
   const QPointF first = w.frontierChart()->operatingPoint();
   EXPECT_GT(first.y(), 0.2);
   EXPECT_LT(first.y(), 0.5);
