@@ -49,6 +49,8 @@ class MainWindow : public QMainWindow {
   GenerationPanel* generationPanel() const { return panel_; }
   TeachingView* teachingView() const { return teaching_; }
   CompareView* compareView() const { return compare_; }
+  QPushButton* sweepButton() const { return sweep_button_; }
+  QProgressBar* sweepProgress() const { return sweep_progress_; }
   // Toggles a head (or a neuron block) in the ablation set and runs the A/B comparison.
   void toggleAblation(bool is_head, int layer, int index);
   // Exports a panel ("frontier", "activations", "teaching", "compare", "budget", "model", "window")

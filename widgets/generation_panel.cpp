@@ -216,6 +216,8 @@ void GenerationPanel::changeEvent(QEvent* event) {
     for (int i = 0; i < int(spans_.size()); ++i) paintSpan(i);
 }
 
+bool GenerationPanel::busy() const { return stop_->isEnabled(); }
+
 void GenerationPanel::setBusy(bool busy) {
   generate_->setEnabled(!busy);
   stop_->setEnabled(busy);

@@ -53,6 +53,7 @@ class GenerationPanel : public QWidget {
                    const std::vector<std::pair<QString, double>>& top);
   void selectToken(int index);  // highlights it (e.g. picked in the activation map)
   void setBusy(bool busy);                             // toggles Generate/Stop
+  bool busy() const;                                   // a generation (or a load) is running
   void requestGenerate();
 
  Q_SIGNALS:

@@ -13,6 +13,8 @@
 #include <QTemporaryDir>
 #include <QTest>
 
+#include "tests/widgets/wait.h"
+
 #include "app/main_window.h"
 #include "core/io/default_model.h"
 #include "core/model/budget_json.h"
@@ -199,9 +201,9 @@ TEST(Explorer, SlidersReachTheEngineAndAGenerationFillsTheMap) {
   MainWindow w(o);
   w.show();
   auto* map = w.activationMap();
-  QTRY_VERIFY_WITH_TIMEOUT(map->tokenCount() == 12, 60000);  // the first generation, full budget
+  WAIT_UNTIL(map->tokenCount() == 12, 60000);  // the first generation, full budget
   const QString full = w.budgetPanel()->readoutText();
-  QTRY_VERIFY_WITH_TIMEOUT(w.budgetPanel()->readoutText().contains("measured on the last generation"), 30000);
+  WAIT_UNTIL(w.budgetPanel()->readoutText().contains("measured on the last generation"), 30000);
   EXPECT_TRUE(w.budgetPanel()->readoutText().contains("ms/token measured"));
   // SVD attention at rank 16 and the sensing gate at 50%: fewer MACs, and the map shows the gate.
   Budget b;
@@ -214,9 +216,9 @@ TEST(Explorer, SlidersReachTheEngineAndAGenerationFillsTheMap) {
   b.gate.recovery = Recovery::Mmse;
   b.gate.clustered = true;
   w.budgetPanel()->setBudget(b);
-  QTRY_VERIFY_WITH_TIMEOUT(w.budgetPanel()->readoutText() != full, 60000);
+  WAIT_UNTIL(w.budgetPanel()->readoutText() != full, 60000);
   EXPECT_FALSE(w.budgetPanel()->readoutText().contains("100.0% of dense"));
-  QTRY_VERIFY_WITH_TIMEOUT(map->tokenCount() == 12 && map->selectedActiveFraction() < 0.99, 60000);
+  WAIT_UNTIL(map->tokenCount() == 12 && map->selectedActiveFraction() < 0.99, 60000);
   EXPECT_NEAR(map->selectedActiveFraction(), 0.5, 0.2);  // token-adaptive k stays near 50%
   w.close();
 }
@@ -297,15 +299,15 @@ TEST(Explorer, BadCheckpointShowsAnErrorAndThePreviousModelStays) {
   o.persist = false;
   MainWindow w(o);
   w.show();
-  QTRY_VERIFY_WITH_TIMEOUT(w.activationMap()->tokenCount() == 8, 60000);
+  WAIT_UNTIL(w.activationMap()->tokenCount() == 8, 60000);
   const QString before = w.modelSource();
   w.openModelPath(junk);
-  QTRY_VERIFY_WITH_TIMEOUT(!w.lastError().isEmpty(), 30000);
+  WAIT_UNTIL(!w.lastError().isEmpty(), 30000);
   EXPECT_TRUE(w.lastError().contains("junk.safetensors")) << w.lastError().toStdString();
   EXPECT_EQ(w.modelSource(), before);
   // Still usable: the next generation runs on the model that stayed.
   w.generationPanel()->requestGenerate();
-  QTRY_VERIFY_WITH_TIMEOUT(w.activationMap()->tokenCount() == 8 && w.generationPanel()->tokenCount() == 8, 60000);
+  WAIT_UNTIL(w.activationMap()->tokenCount() == 8 && w.generationPanel()->tokenCount() == 8, 60000);
   // A session reopens prompt and budget exactly.
   Session s = w.session();
   s.prompt = "JULIET:\n";
@@ -336,10 +338,10 @@ TEST(Explorer, ClickingAHeadRunsAnAbComparison) {
   o.persist = false;
   MainWindow w(o);
   w.show();
-  QTRY_VERIFY_WITH_TIMEOUT(w.activationMap()->tokenCount() == 30, 60000);
+  WAIT_UNTIL(w.activationMap()->tokenCount() == 30, 60000);
   const QString before = w.compareView()->summary();
   for (int h = 0; h < 4; ++h) w.toggleAblation(true, 0, h);  // every head of the first layer off
-  QTRY_VERIFY_WITH_TIMEOUT(w.compareView()->summary() != before, 60000);
+  WAIT_UNTIL(w.compareView()->summary() != before, 60000);
   EXPECT_GE(w.compareView()->divergence(), 0);  // without layer 0's attention the text changes
   EXPECT_EQ(w.session().budget.heads_off.size(), 4u);
   w.close();
@@ -353,14 +355,14 @@ TEST(Explorer, ClickingABlockTheGateRanForcesItOffInTheGatesOrder) {
   o.budget = R"({"gate": {"policy": "sensing", "active": 0.5, "measurement": "pca", "recovery": "mmse", "clustered": true}})";
   MainWindow w(o);
   w.show();
-  QTRY_VERIFY_WITH_TIMEOUT(w.activationMap()->tokenCount() == 20, 60000);
+  WAIT_UNTIL(w.activationMap()->tokenCount() == 20, 60000);
   int ran = -1;
   for (int b = 0; b < 32 && ran < 0; ++b)
     if (w.activationMap()->cellRan(false, 0, b)) ran = b;
   ASSERT_GE(ran, 0);
   const QString before = w.compareView()->summary();
   w.toggleAblation(false, 0, ran);
-  QTRY_VERIFY_WITH_TIMEOUT(w.compareView()->summary() != before, 60000);
+  WAIT_UNTIL(w.compareView()->summary() != before, 60000);
   const Budget b = w.session().budget;
   EXPECT_EQ(b.gate_blocks_off.count({0, ran}), 1u);  // in the gate's order, not the checkpoint's
   EXPECT_TRUE(b.blocks_off.empty());
@@ -376,8 +378,8 @@ TEST(Explorer, EveryPanelExportsPngSvgAndItsData) {
   o.persist = false;
   MainWindow w(o);
   w.show();
-  QTRY_VERIFY_WITH_TIMEOUT(w.activationMap()->tokenCount() == 10, 60000);
-  QTRY_VERIFY_WITH_TIMEOUT(!w.teachingView()->view().singular_values.empty(), 60000);
+  WAIT_UNTIL(w.activationMap()->tokenCount() == 10, 60000);
+  WAIT_UNTIL(!w.teachingView()->view().singular_values.empty(), 60000);
   QTemporaryDir dir;
   QString error;
   for (const char* name : {"activations", "teaching", "budget", "compare", "window"}) {
@@ -494,7 +496,7 @@ TEST(Explorer, TheFrontierMarkerFollowsTheSliders) {
   o.persist = false;
   MainWindow w(o);
   w.show();
-  QTRY_VERIFY_WITH_TIMEOUT(w.activationMap()->tokenCount() == 4, 60000);
+  WAIT_UNTIL(w.activationMap()->tokenCount() == 4, 60000);
   // A frontier of SVD truncations for this very model (made-up accuracies: the marker is read off them).
   QTemporaryDir dir;
   const QString rows = dir.filePath("rows.jsonl");
@@ -507,19 +509,19 @@ TEST(Explorer, TheFrontierMarkerFollowsTheSliders) {
     append_sweep_row(rows.toStdString(), r);
   }
   Q_EMIT w.frontierFileRequested(rows);
-  QTRY_VERIFY_WITH_TIMEOUT(w.frontierChart()->rows().size() == 3, 30000);
+  WAIT_UNTIL(w.frontierChart()->rows().size() == 3, 30000);
   Budget b;
   b.kind = {{"attn", LinearKind::Nsn}, {"mlp", LinearKind::Nsn}};
   b.rank = 24;
   w.budgetPanel()->setBudget(b);
-  QTRY_VERIFY_WITH_TIMEOUT(!std::isnan(w.frontierChart()->operatingPoint().y()), 30000);
+  WAIT_UNTIL(!std::isnan(w.frontierChart()->operatingPoint().y()), 30000);
   EXPECT_FALSE(w.frontierChart()->operatingPointMeasured());  // rank 24 was not swept: placed by the fit, hollow
   const QPointF first = w.frontierChart()->operatingPoint();
   EXPECT_GT(first.y(), 0.2);
   EXPECT_LT(first.y(), 0.5);
   b.rank = 48;
   w.budgetPanel()->setBudget(b);
-  QTRY_VERIFY_WITH_TIMEOUT(w.frontierChart()->operatingPoint().x() > first.x(), 30000);
+  WAIT_UNTIL(w.frontierChart()->operatingPoint().x() > first.x(), 30000);
   EXPECT_GT(w.frontierChart()->operatingPoint().y(), first.y());  // more MACs, higher on the curve
   w.close();
 }
