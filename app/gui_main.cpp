@@ -25,7 +25,9 @@ int main(int argc, char** argv) {
                            "frontier, prompt).", "name");
   QCommandLineOption theme("theme", "Colour scheme: system (default), light or dark (e.g. for a projector).", "name",
                            "system");
-  parser.addOptions({model, prompt, tokens, budget, frontier, screenshot, panel, theme});
+  QCommandLineOption ui_map("ui-map", "Keep FILE updated (JSON) with the window's state and the screen rectangles of its "
+                            "panels and controls, for scripts that drive the explorer (scripts/demo-check.sh).", "file");
+  parser.addOptions({model, prompt, tokens, budget, frontier, screenshot, panel, theme, ui_map});
   parser.process(app);
   if (!nestscope::theme::apply(app, parser.value(theme))) {
     std::fprintf(stderr, "nestscope: --theme must be system, light or dark, not '%s'\n", qPrintable(parser.value(theme)));
@@ -40,6 +42,7 @@ int main(int argc, char** argv) {
   o.frontier = parser.value(frontier);
   o.screenshot = parser.value(screenshot);
   o.panel = parser.value(panel);
+  o.ui_map = parser.value(ui_map);
 
   nestscope::MainWindow w(o);
   w.show();

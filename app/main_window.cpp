@@ -1,6 +1,8 @@
 #include "app/main_window.h"
 
 #include <QApplication>
+#include <algorithm>
+#include <cmath>
 #include <QClipboard>
 #include <QComboBox>
 #include <QStandardItemModel>
@@ -8,6 +10,9 @@
 #include <QDragEnterEvent>
 #include <QDropEvent>
 #include <QMimeData>
+#include <QJsonArray>
+#include <QJsonDocument>
+#include <QJsonObject>
 #include <QDir>
 #include <QFileDialog>
 #include <QFileInfo>
@@ -129,6 +134,11 @@ MainWindow::MainWindow(const StartupOptions& options) : options_(options), worke
   setAcceptDrops(true);  // drop a checkpoint or a session onto the window
   rebuildRecent();
   panel_->setBusy(true);  // until the model is loaded
+  if (!options_.ui_map.isEmpty()) {
+    auto* t = new QTimer(this);
+    connect(t, &QTimer::timeout, this, &MainWindow::writeUiMap);
+    t->start(250);
+  }
   thread_.start();
   Q_EMIT loadRequested(options.model);
 }
@@ -186,6 +196,7 @@ void MainWindow::buildPanels(bool persist) {
   tabifyDockWidget(budget_dock, model_dock);
   budget_dock->raise();
   auto* map_dock = dock(this, tr("Activation map"), "activations", map_, Qt::BottomDockWidgetArea);
+  map_dock_ = map_dock;
   auto* teach_dock = dock(this, tr("Teaching view"), "teaching", teaching_, Qt::BottomDockWidgetArea);
   tabifyDockWidget(map_dock, teach_dock);
   compare_dock_ = dock(this, tr("Ablate and compare"), "compare", compare_, Qt::BottomDockWidgetArea);
@@ -567,6 +578,7 @@ void MainWindow::onModelLoaded(const ModelView& m) {
   gate_blocks_off_.clear();
   showAblation();
   map_->setShape(m.layers, m.heads, m.blocks);
+  map_dock_->raise();  // a new model: its activations, not the last model's comparison
   teaching_->setProjections(m.projections, m.limits.rank, m.limits.bond);
   teaching_->request();
   budget_->setLimits(m.limits);
@@ -596,7 +608,10 @@ void MainWindow::onModelLoaded(const ModelView& m) {
     }
   }
   if (!options_.frontier.isEmpty()) Q_EMIT frontierFileRequested(options_.frontier);
-  budget_->setBudget(start);  // emits budgetChanged: applies it and (debounced) regenerates
+  // The built-in prompt is PicoGPT's (a play); a model of words starts a story instead.
+  if (panel_->prompt() == QStringLiteral("ROMEO:\n") && !m.summary.contains("(char)"))
+    panel_->setPrompt(QStringLiteral("Once upon a time"));
+    budget_->setBudget(start);  // emits budgetChanged: applies it and (debounced) regenerates
 }
 
 void MainWindow::onBudgetApplied(const Budget& b, double macs, double params) {
@@ -605,6 +620,27 @@ void MainWindow::onBudgetApplied(const Budget& b, double macs, double params) {
   budget_json_ = budget_to_json(b);
   teaching_->followBudget(int(b.rank), int(b.bond));
   updateReadout();
+}
+
+double MainWindow::paretoEstimate(double macs) const {
+  // The best accuracy the swept budgets reach at these MACs: the Pareto front, interpolated in
+  // log MACs (a budget of a kind no series has is placed on it, as an estimate).
+  std::vector<std::pair<double, double>> pts;
+  for (const auto& r : rows_)
+    if (r.error.empty() && r.macs > 0) pts.emplace_back(std::log(double(r.macs)), r.eval.token_accuracy);
+  if (pts.empty() || !(macs > 0)) return -1;
+  std::sort(pts.begin(), pts.end());
+  std::vector<std::pair<double, double>> front;
+  for (const auto& p : pts)
+    if (front.empty() || p.second > front.back().second) front.push_back(p);
+  const double x = std::log(macs);
+  if (x <= front.front().first) return front.front().second;
+  for (size_t i = 1; i < front.size(); ++i)
+    if (x <= front[i].first) {
+      const double t = (x - front[i - 1].first) / std::max(1e-12, front[i].first - front[i - 1].first);
+      return front[i - 1].second + t * (front[i].second - front[i - 1].second);
+    }
+  return front.back().second;
 }
 
 void MainWindow::updateReadout() {
@@ -629,6 +665,10 @@ void MainWindow::updateReadout() {
     at.parameters = int64_t(params_);
     at.ms_per_token = ms_per_token_;
     at.eval.token_accuracy = estimate_accuracy(rows_, model_.hash.toStdString(), budget_json_, macs_);
+    if (at.eval.token_accuracy < 0) {  // no series of its kind: the front bounds it from above
+      at.eval.token_accuracy = paretoEstimate(macs_);
+      r.accuracy_bound = true;
+    }
     at.eval.perplexity = at.eval.top1_agreement = -1;  // the fit gives token accuracy only
   }
   r.accuracy = measured || !rows_.empty() ? at.eval.token_accuracy : -1;
@@ -733,6 +773,55 @@ void MainWindow::onFailed(const QString& message) {
   if (!model_ready_) model_label_->setText(tr("no model loaded"));
   else model_label_->setText(tr("%1 — %2").arg(display_name(model_.source), model_.summary));  // the model that stayed
   showMessage(message);
+}
+
+void MainWindow::writeUiMap() {
+  const auto rect = [](const QWidget* w) {
+    const QPoint g = w->mapToGlobal(QPoint(0, 0));
+    return QJsonArray{g.x(), g.y(), w->isVisible() ? w->width() : 0, w->isVisible() ? w->height() : 0};
+  };
+  const auto shown = [&rect](const QWidget* w) {  // a panel in a dock's scroll area: what its viewport shows
+    if (auto* area = qobject_cast<const QScrollArea*>(w->parentWidget() ? w->parentWidget()->parentWidget() : nullptr))
+      return rect(area->viewport());
+    return rect(w);
+  };
+  QJsonObject panels, controls;
+  panels["output"] = shown(panel_);
+  panels["budget"] = shown(budget_);
+  // The bottom area shows one of its tabs: the activation map, the teaching view or the comparison.
+  for (QWidget* w : std::initializer_list<QWidget*>{map_, teaching_, compare_})
+    if (w->isVisible() && !w->visibleRegion().isEmpty()) panels["bottom"] = shown(w);  // a hidden tab lies off-screen
+  panels["frontier"] = shown(chart_->parentWidget());
+  controls["rank"] = rect(budget_->rankSlider());
+  controls["bond"] = rect(budget_->bondSlider());
+  controls["gate"] = rect(budget_->gateSlider());
+  controls["play"] = rect(budget_->playButton());
+  controls["sweep"] = rect(sweep_button_);
+  const QPointF head = map_->headCellCentre(0, 0);
+  const QPoint hg = map_->mapToGlobal(head.toPoint());
+  controls["head_L0_0"] = QJsonArray{hg.x(), hg.y()};
+  QJsonObject o;
+  const QPoint wg = mapToGlobal(QPoint(0, 0));
+  o["window"] = QJsonArray{wg.x(), wg.y(), width(), height()};
+  o["model"] = model_.source;
+  o["ready"] = model_ready_;
+  o["busy"] = panel_->busy();
+  o["tokens"] = map_->tokenCount();
+  o["rows"] = int(chart_->rows().size());
+  o["sweeping"] = sweep_progress_->isVisible();
+  o["message"] = messageText();
+  o["readout"] = budget_->readoutText();
+  o["budget_json"] = QString::fromStdString(budget_json_);
+  o["compare"] = compare_->summary();
+  o["panels"] = panels;
+  o["controls"] = controls;
+  QFile f(options_.ui_map + ".tmp");
+  if (f.open(QIODevice::WriteOnly | QIODevice::Truncate)) {
+    f.write(QJsonDocument(o).toJson());
+    f.close();
+    QFile::remove(options_.ui_map);
+    f.rename(options_.ui_map);
+  }
 }
 
 void MainWindow::saveScreenshotAndQuit() {

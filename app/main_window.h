@@ -35,6 +35,7 @@ struct StartupOptions {
                            // compare, frontier); empty = the whole window
   QString frontier;        // a results file (nestscope-cli frontier --out) to show at start
   bool persist = true;     // restore and save window state and settings (QSettings)
+  QString ui_map;          // non-empty: keep this JSON file updated with the window's state and controls
 };
 
 class MainWindow : public QMainWindow {
@@ -105,9 +106,11 @@ class MainWindow : public QMainWindow {
   void connectWorker();
   void startGeneration();
   void updateReadout();
+  double paretoEstimate(double macs) const;  // token accuracy on the swept Pareto front at these MACs
   QString currentPanelName() const;  // the dock holding the keyboard focus (default: frontier)
   void exportCurrent(const QString& suffix);  // asks for a file name
   void saveScreenshotAndQuit();
+  void writeUiMap();  // options_.ui_map: state and screen rectangles, for scripts
   void remember(const QString& key, const QString& path);  // recent files (QSettings)
   void rebuildRecent();
 
@@ -121,6 +124,7 @@ class MainWindow : public QMainWindow {
   TeachingView* teaching_;
   CompareView* compare_;
   QDockWidget* compare_dock_ = nullptr;
+  QDockWidget* map_dock_ = nullptr;
   QLabel* model_info_;
   QPushButton* sweep_button_;
   QProgressBar* sweep_progress_;

@@ -20,7 +20,8 @@ void MainWindow::buildMenus() {
     if (!dir.isEmpty()) openModelPath(dir);
   });
   file->addAction(tr("Open &default model (PicoGPT)"), this, [this] { openModelPath(QString()); });
-  file->addAction(tr("Open demo model (stories260&K, TinyStories)"), this, &MainWindow::openDemoModel);
+  file->addAction(tr("Open demo model (stories260&K, TinyStories)"), QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_D), this,
+                  &MainWindow::openDemoModel);
   file->addAction(tr("&Export as Hugging Face folder…"), this, [this] {
     const QString dir = QFileDialog::getExistingDirectory(this, tr("Export the model at the current budget to a folder"));
     if (!dir.isEmpty()) Q_EMIT exportHfRequested(dir);

@@ -7,6 +7,7 @@ pkgs=(
   qt6-base-dev qt6-charts-dev qt6-svg-dev libqt6opengl6-dev libgl-dev
   libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev
   xvfb xauth fonts-dejavu-core python3-torch
+  xdotool imagemagick
 )
 missing=()
 for p in "${pkgs[@]}"; do

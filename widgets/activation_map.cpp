@@ -123,6 +123,12 @@ double ActivationMap::selectedActiveFraction() const {
   return selected_ < 0 ? -1 : activeFraction(tokens_[size_t(selected_)]);
 }
 
+QPointF ActivationMap::headCellCentre(int layer, int head) const {
+  const auto L = layout();
+  const double ch = L.heads.height() / std::max(1, layers_), hw = L.heads.width() / std::max(1, heads_);
+  return {L.heads.left() + (head + 0.5) * hw, L.heads.top() + (layer + 0.5) * ch};
+}
+
 ActivationMap::Layout ActivationMap::layout() const {
   const double w = width(), h = height(), top = show_oracle_ ? 40 : 22, gap = 16, strip = 56;
   const double grid_h = std::max(40.0, h - top - strip - gap - 18);

@@ -53,6 +53,9 @@ class ActivationMap : public QWidget {
   // Every token: index, text, entropy, MACs, active fraction, per-layer m and blocks. False + *error on failure.
   bool exportCsv(const QString& path, QString* error = nullptr) const;
 
+ public:
+  QPointF headCellCentre(int layer, int head) const;  // where to click a head (widget coordinates)
+
  Q_SIGNALS:
   void tokenSelected(int index);
   // A click on a head (is_head) or a neuron block cell: layer and index.

@@ -226,6 +226,10 @@ void BudgetPanel::adoptFamily(LinearKind kind) {
   if (b.kind_for("attn.q", limits_.attn) == kind || b.kind_for("mlp.up", limits_.mlp) == kind) return;
   const QSignalBlocker ba(attn_kind_), bm(mlp_kind_);
   for (QComboBox* c : {attn_kind_, mlp_kind_}) c->setCurrentIndex(c->findData(int(kind)));
+  // The other knob no longer acts on these layers: it goes back to full, so it shows what runs.
+  QSlider* other = kind == LinearKind::Nsn ? bond_ : rank_;
+  const QSignalBlocker bo(other);
+  other->setValue(other->maximum());
 }
 
 int BudgetPanel::bondValue() const {
@@ -443,6 +447,8 @@ void BudgetPanel::setReadout(const BudgetReadout& r) {
   t += tr(" · %1 parameters in use").arg(theme::count(r.params));
   if (r.accuracy < 0) t += tr("<br>accuracy: not swept yet (Sweep frontier)");
   else if (r.accuracy_measured) t += tr("<br>token accuracy %1%, measured by the sweep").arg(100 * r.accuracy, 0, 'f', 1);
+  else if (r.accuracy_bound)
+    t += tr("<br>token accuracy at most ≈ %1%, estimate: the best swept budget at these MACs").arg(100 * r.accuracy, 0, 'f', 1);
   else t += tr("<br>token accuracy ≈ %1%, estimate from the frontier").arg(100 * r.accuracy, 0, 'f', 1);
   if (r.ms_per_token > 0) t += tr(" · %1 ms/token measured").arg(r.ms_per_token, 0, 'f', 2);
   readout_->setText(t);

@@ -38,6 +38,7 @@ struct BudgetReadout {
   double params = 0;
   double accuracy = -1;              // token accuracy from the frontier
   bool accuracy_measured = false;    // a swept row of exactly this budget (else: the fit's estimate)
+  bool accuracy_bound = false;       // no series of this budget's kind: the Pareto front's value (an upper bound)
   double ms_per_token = -1;          // measured by the last generation
 };
 
@@ -60,6 +61,7 @@ class BudgetPanel : public QWidget {
   QSlider* keepSlider() const { return keep_; }
   QSlider* targetSlider() const { return target_; }
   QCheckBox* reprobeBox() const { return reprobe_; }
+  QPushButton* playButton() const { return play_; }
   QCheckBox* headGlobalBox() const { return head_global_; }
   // The per-layer rank box of a projection (0 = follow the global rank), or nullptr.
   QSpinBox* layerRankBox(const std::string& name) const;
