@@ -1,10 +1,9 @@
 #include "app/engine_worker.h"
 
 #include <QDir>
-#include <algorithm>
 #include <QFile>
 #include <QFileInfo>
-#include <QStandardPaths>
+#include <algorithm>
 
 #include "core/defaults.h"
 #include "core/engine/engine.h"
@@ -173,7 +172,6 @@ void EngineWorker::announce() {
       v.limits.layers.emplace_back(n, int(c.linear_spec(family).kind == LinearKind::Nsn ? c.nsn_max_rank(family)
                                                                                           : std::min(in, out)));
     }
-    source_ = v.source;
     hash_ = v.hash;
     Q_EMIT modelLoaded(v);
   }

@@ -101,7 +101,7 @@ class EngineWorker : public QObject {
   std::atomic<int> load_epoch_{0};
   QString calibrated_prompt_;
   void announce();  // emits modelLoaded for the current model
-  QString source_, hash_;
+  QString hash_;  // the loaded model's, for its frontier rows
 };
 
 }  // namespace nestscope

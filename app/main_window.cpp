@@ -1,8 +1,6 @@
 #include "app/main_window.h"
 
 #include <QApplication>
-#include <algorithm>
-#include <cmath>
 #include <QClipboard>
 #include <QComboBox>
 #include <QStandardItemModel>
@@ -28,6 +26,7 @@
 #include <QStatusBar>
 #include <QTimer>
 #include <QVBoxLayout>
+#include <algorithm>
 
 #include "core/engine/engine.h"
 #include "core/io/cache.h"
@@ -611,7 +610,7 @@ void MainWindow::onModelLoaded(const ModelView& m) {
   // The built-in prompt is PicoGPT's (a play); a model of words starts a story instead.
   if (panel_->prompt() == QStringLiteral("ROMEO:\n") && !m.summary.contains("(char)"))
     panel_->setPrompt(QStringLiteral("Once upon a time"));
-    budget_->setBudget(start);  // emits budgetChanged: applies it and (debounced) regenerates
+  budget_->setBudget(start);  // emits budgetChanged: applies it and (debounced) regenerates
 }
 
 void MainWindow::onBudgetApplied(const Budget& b, double macs, double params) {
@@ -620,27 +619,6 @@ void MainWindow::onBudgetApplied(const Budget& b, double macs, double params) {
   budget_json_ = budget_to_json(b);
   teaching_->followBudget(int(b.rank), int(b.bond));
   updateReadout();
-}
-
-double MainWindow::paretoEstimate(double macs) const {
-  // The best accuracy the swept budgets reach at these MACs: the Pareto front, interpolated in
-  // log MACs (a budget of a kind no series has is placed on it, as an estimate).
-  std::vector<std::pair<double, double>> pts;
-  for (const auto& r : rows_)
-    if (r.error.empty() && r.macs > 0) pts.emplace_back(std::log(double(r.macs)), r.eval.token_accuracy);
-  if (pts.empty() || !(macs > 0)) return -1;
-  std::sort(pts.begin(), pts.end());
-  std::vector<std::pair<double, double>> front;
-  for (const auto& p : pts)
-    if (front.empty() || p.second > front.back().second) front.push_back(p);
-  const double x = std::log(macs);
-  if (x <= front.front().first) return front.front().second;
-  for (size_t i = 1; i < front.size(); ++i)
-    if (x <= front[i].first) {
-      const double t = (x - front[i - 1].first) / std::max(1e-12, front[i].first - front[i - 1].first);
-      return front[i - 1].second + t * (front[i].second - front[i - 1].second);
-    }
-  return front.back().second;
 }
 
 void MainWindow::updateReadout() {
@@ -652,29 +630,28 @@ void MainWindow::updateReadout() {
   r.ms_per_token = ms_per_token_;
   // The chart's marker: the swept row of exactly this budget (measured), else placed by the fit.
   SweepRow at;
-  bool measured = false;
-  for (const auto& row : rows_)
-    if (!budget_json_.empty() && row.budget_json == budget_json_) {
-      at = row;
-      measured = true;
-      break;
+  if (!budget_json_.empty() && !rows_.empty()) {
+    const auto swept = std::find_if(rows_.begin(), rows_.end(), [&](const SweepRow& row) { return row.budget_json == budget_json_; });
+    r.accuracy_measured = swept != rows_.end();
+    if (r.accuracy_measured) {
+      at = *swept;
+    } else {
+      at.macs = int64_t(macs_);
+      at.dense_macs = model_.dense_macs;
+      at.parameters = int64_t(params_);
+      at.ms_per_token = ms_per_token_;
+      const std::string hash = model_.hash.toStdString();
+      at.eval.token_accuracy = estimate_accuracy(rows_, hash, budget_json_, macs_);
+      if (at.eval.token_accuracy < 0) {  // no series of its kind: the front bounds it from above
+        at.eval.token_accuracy = pareto_accuracy(rows_, hash, macs_);
+        r.accuracy_bound = true;
+      }
+      at.eval.perplexity = at.eval.top1_agreement = -1;  // the fit gives token accuracy only
     }
-  if (!measured && !rows_.empty() && !budget_json_.empty()) {
-    at.macs = int64_t(macs_);
-    at.dense_macs = model_.dense_macs;
-    at.parameters = int64_t(params_);
-    at.ms_per_token = ms_per_token_;
-    at.eval.token_accuracy = estimate_accuracy(rows_, model_.hash.toStdString(), budget_json_, macs_);
-    if (at.eval.token_accuracy < 0) {  // no series of its kind: the front bounds it from above
-      at.eval.token_accuracy = paretoEstimate(macs_);
-      r.accuracy_bound = true;
-    }
-    at.eval.perplexity = at.eval.top1_agreement = -1;  // the fit gives token accuracy only
+    r.accuracy = at.eval.token_accuracy;
   }
-  r.accuracy = measured || !rows_.empty() ? at.eval.token_accuracy : -1;
-  r.accuracy_measured = measured;
   budget_->setReadout(r);
-  if (r.accuracy >= 0) chart_->setOperatingPoint(at, measured);
+  if (r.accuracy >= 0) chart_->setOperatingPoint(at, r.accuracy_measured);
   else chart_->clearOperatingPoint();
 }
 

@@ -106,7 +106,6 @@ class MainWindow : public QMainWindow {
   void connectWorker();
   void startGeneration();
   void updateReadout();
-  double paretoEstimate(double macs) const;  // token accuracy on the swept Pareto front at these MACs
   QString currentPanelName() const;  // the dock holding the keyboard focus (default: frontier)
   void exportCurrent(const QString& suffix);  // asks for a file name
   void saveScreenshotAndQuit();

@@ -105,8 +105,6 @@ BudgetPanel::BudgetPanel(QWidget* parent) : QWidget(parent) {
   fix_width(heads_label_, {tr("heads: ~88/88")});
   fix_width(keep_label_, {tr("prompt: all"), tr("prompt: 100%")});
   fix_width(target_label_, {tr("MACs: off"), tr("MACs: 100%")});
-  for (QLabel* l : {rank_label_, bond_label_, active_label_, heads_label_, keep_label_, target_label_})
-    l->setBuddy(nullptr);
   readout_->setWordWrap(true);
   readout_->setTextInteractionFlags(Qt::TextSelectableByMouse);
 

@@ -148,12 +148,37 @@ void FrontierChart::setOperatingPoint(const SweepRow& at, bool measured) {
   has_point_ = true;
   point_measured_ = measured;
   point_row_ = at;
-  rebuild();
+  if (!showMarker()) rebuild();  // a slider move only moves the marker, unless it leaves the view
 }
 
 void FrontierChart::clearOperatingPoint() {
   has_point_ = false;
-  rebuild();
+  showMarker();
+}
+
+bool FrontierChart::showMarker() {
+  if (!marker_) return false;
+  // Filled when the sweep measured this budget, hollow when the fit placed it.
+  const QColor red(220, 20, 60);
+  marker_->setName(point_measured_ ? tr("now (measured)") : tr("now (estimate)"));
+  marker_->setColor(point_measured_ ? red : QColor(Qt::transparent));
+  QPen border(red);
+  border.setWidthF(2.5);
+  marker_->setPen(border);
+  marker_->clear();
+  const QPointF now = operatingPoint();
+  const bool shown = !std::isnan(now.x());
+  for (auto* m : chart_->legend()->markers(marker_)) m->setVisible(shown);
+  if (!shown) return true;
+  marker_->append(now);
+  const auto range = [](QAbstractAxis* a) {
+    if (auto* v = qobject_cast<QValueAxis*>(a)) return std::pair{v->min(), v->max()};
+    auto* l = static_cast<QLogValueAxis*>(a);
+    return std::pair{l->min(), l->max()};
+  };
+  const auto [x0, x1] = range(chart_->axes(Qt::Horizontal).value(0));
+  const auto [y0, y1] = range(chart_->axes(Qt::Vertical).value(0));
+  return now.x() >= x0 && now.x() <= x1 && now.y() >= y0 && now.y() <= y1;
 }
 
 QPointF FrontierChart::operatingPoint() const {
@@ -212,18 +237,16 @@ void FrontierChart::rebuild() {
   QAbstractAxis* ax;
   if (x_ == FrontierX::MacShare || x_ == FrontierX::Latency) {
     auto* v = new QValueAxis;
-    if (x_ == FrontierX::MacShare) {  // 0 … a little past 100%, ticks every 20% (more when zoomed out to all)
-      const double top = std::max(100.0, xmax);
-      v->setRange(0, top <= 108 ? 110 : top * 1.05);
+    if (x_ == FrontierX::MacShare && xmax <= 108) {  // the fitted view: 0 … 110%, a tick every 20%
+      v->setRange(0, 110);
       v->setTickType(QValueAxis::TicksDynamic);
       v->setTickAnchor(0);
-      v->setTickInterval(top <= 108 ? 20 : std::pow(10, std::floor(std::log10(top))) * (top / std::pow(10, std::floor(std::log10(top))) > 3 ? 1 : 0.5));
-      v->setLabelFormat("%.0f%%");
+      v->setTickInterval(20);
     } else {
-      if (xmin <= xmax) v->setRange(0, xmax * 1.08);
+      if (xmin <= xmax) v->setRange(0, xmax * 1.05);
       v->applyNiceNumbers();  // round ticks
-      v->setLabelFormat("%.2g");
     }
+    v->setLabelFormat(x_ == FrontierX::MacShare ? "%.0f%%" : "%.2g");
     ax = v;
   } else {
     auto* l = new QLogValueAxis;  // decades of MACs or parameters
@@ -293,22 +316,13 @@ void FrontierChart::rebuild() {
       chart_->legend()->markers(line).first()->setVisible(false);
     }
   }
-  // The current budget: filled when the sweep measured it, hollow when the fit placed it.
-  marker_ = new QScatterSeries;
-  marker_->setName(point_measured_ ? tr("now (measured)") : tr("now (estimate)"));
+  marker_ = new QScatterSeries;  // the current budget
   marker_->setMarkerShape(QScatterSeries::MarkerShapeRectangle);
   marker_->setMarkerSize(14);
-  const QColor red(220, 20, 60);
-  marker_->setColor(point_measured_ ? red : QColor(Qt::transparent));
-  QPen border(red);
-  border.setWidthF(2.5);
-  marker_->setPen(border);
   chart_->addSeries(marker_);
   marker_->attachAxis(ax);
   marker_->attachAxis(ay);
-  const bool shown = !std::isnan(now.x());
-  if (shown) marker_->append(now);
-  for (auto* m : chart_->legend()->markers(marker_)) m->setVisible(shown);
+  showMarker();
 }
 
 // A hidden chart (tests, the CLI) has never been laid out: give the view the widget's size first.

@@ -57,6 +57,7 @@ class FrontierChart : public QWidget {
 
  private:
   void rebuild();
+  bool showMarker();  // styles and places the marker; false when the point lies outside the axes
   QSize renderSize();
   bool dark() const;  // the window background is dark (system palette)
   void applyTheme();   // the chart theme for the current palette

@@ -265,6 +265,19 @@ std::string structure(const Budget& b) {
        ";bond=" + (b.bond > 0 ? "1" : "0");
   return s;
 }
+
+// Linear in log MACs between the points (sorted by log MACs), flat beyond the ends; -1 when none.
+double interpolate_log_macs(const std::vector<std::pair<double, double>>& pts, double macs) {
+  if (pts.empty()) return -1;
+  const double x = std::log(std::max(1.0, macs));
+  if (x <= pts.front().first) return pts.front().second;
+  for (size_t i = 1; i < pts.size(); ++i)
+    if (x <= pts[i].first) {
+      const double t = (x - pts[i - 1].first) / std::max(1e-12, pts[i].first - pts[i - 1].first);
+      return pts[i - 1].second + t * (pts[i].second - pts[i - 1].second);
+    }
+  return pts.back().second;
+}
 }  // namespace
 
 double estimate_accuracy(const std::vector<SweepRow>& rows, const std::string& model_hash,
@@ -283,17 +296,20 @@ double estimate_accuracy(const std::vector<SweepRow>& rows, const std::string& m
     if (structure(b) == want || r.budget_json == budget_json)
       pts.emplace_back(std::log(double(std::max<int64_t>(1, r.macs))), r.eval.token_accuracy);
   }
-  if (pts.empty()) return -1;
   std::sort(pts.begin(), pts.end());
-  const double x = std::log(std::max(1.0, macs));
-  if (x <= pts.front().first) return pts.front().second;
-  if (x >= pts.back().first) return pts.back().second;
-  for (size_t i = 1; i < pts.size(); ++i)
-    if (x <= pts[i].first) {
-      const double t = (x - pts[i - 1].first) / std::max(1e-12, pts[i].first - pts[i - 1].first);
-      return pts[i - 1].second + t * (pts[i].second - pts[i - 1].second);
-    }
-  return pts.back().second;
+  return interpolate_log_macs(pts, macs);
+}
+
+double pareto_accuracy(const std::vector<SweepRow>& rows, const std::string& model_hash, double macs) {
+  std::vector<std::pair<double, double>> pts;  // (log macs, accuracy)
+  for (const auto& r : rows)
+    if (r.model_hash == model_hash && r.error.empty())
+      pts.emplace_back(std::log(double(std::max<int64_t>(1, r.macs))), r.eval.token_accuracy);
+  std::sort(pts.begin(), pts.end());
+  std::vector<std::pair<double, double>> front;  // the best accuracy reached at or below each MAC count
+  for (const auto& p : pts)
+    if (front.empty() || p.second > front.back().second) front.push_back(p);
+  return interpolate_log_macs(front, macs);
 }
 
 }  // namespace nestscope

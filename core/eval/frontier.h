@@ -72,5 +72,8 @@ std::vector<FrontierFit> fit_frontiers(const std::vector<SweepRow>& rows, bool u
 // (clamped to the measured range). -1 when no such row exists.
 double estimate_accuracy(const std::vector<SweepRow>& rows, const std::string& model_hash,
                          const std::string& budget_json, double macs);
+// For a budget of a kind no row has: the best accuracy any row of the model reaches at or below
+// `macs` (the Pareto front, interpolated the same way), an upper bound. -1 when there are no rows.
+double pareto_accuracy(const std::vector<SweepRow>& rows, const std::string& model_hash, double macs);
 
 }  // namespace nestscope

@@ -46,5 +46,4 @@ void release_variants(Gpt& model, const VariantNeeds& keep);
 // Memory the system can still give (MemAvailable), in bytes; -1 when unknown.
 int64_t available_memory_bytes();
 
-
 }  // namespace nestscope

@@ -191,6 +191,11 @@ TEST(FrontierChart, PlotsSeriesMovesTheMarkerAndExports) {
   // The estimate the marker sits on: interpolated along the matching series in log MACs.
   const double est = estimate_accuracy(c.rows(), "h", budget_to_json(budget_from_json(R"({"rank": 20, "kind": {"attn": "nsn", "mlp": "nsn"}})")), 600000);
   EXPECT_NEAR(est, 0.30, 1e-9);
+  // A budget of a kind no series has: the front's accuracy at its MACs, halfway (in log MACs)
+  // between the 300k and 600k points.
+  EXPECT_NEAR(pareto_accuracy(c.rows(), "h", std::sqrt(300000.0 * 600000.0)), 0.20, 1e-9);
+  EXPECT_NEAR(pareto_accuracy(c.rows(), "h", 2e6), 0.55, 1e-9);
+  EXPECT_EQ(pareto_accuracy(c.rows(), "another model", 600000), -1);
 }
 
 TEST(Explorer, SlidersReachTheEngineAndAGenerationFillsTheMap) {
