@@ -21,6 +21,17 @@ QString EngineWorker::frontierCachePath(const QString& hash) {
   return path;
 }
 
+std::vector<SweepRow> EngineWorker::cachedRows(const QString& hash) {
+  const QString path = frontierCachePath(hash);
+  if (path.isEmpty()) return {};
+  try {
+    return read_sweep_rows(path.toStdString());
+  } catch (const std::exception&) {
+    QFile::remove(path);  // a cache that cannot be read is swept again, not an error
+    return {};
+  }
+}
+
 std::vector<SweepRow> EngineWorker::shippedRows(const QString& hash) {
   std::vector<SweepRow> rows;
   for (const QFileInfo& f : QDir(QStringLiteral(":/frontier")).entryInfoList({"*.jsonl"}, QDir::Files)) {
@@ -113,9 +124,7 @@ void EngineWorker::loadModel(const QString& path) {
     Q_EMIT loadProgress(-1, 0);
     announce();
     // A frontier swept before for this very model comes back at once; a built-in model brings its own.
-    const QString cache = frontierCachePath(hash_);
-    std::vector<SweepRow> rows;
-    if (!cache.isEmpty() && QFileInfo::exists(cache)) rows = read_sweep_rows(cache.toStdString());
+    std::vector<SweepRow> rows = cachedRows(hash_);
     if (rows.empty()) rows = shippedRows(hash_);
     if (!rows.empty()) Q_EMIT frontierRows(rows);
   } catch (const std::exception& e) {
@@ -294,7 +303,7 @@ void EngineWorker::runSweep(const QString& text_path) {
     o.results = frontierCachePath(hash_).toStdString();
     // Rows reach the chart as they finish: the shipped ones first, then each new one.
     std::vector<SweepRow> shown = shippedRows(hash_);
-    if (!o.results.empty() && !QFileInfo::exists(QString::fromStdString(o.results)))
+    if (!o.results.empty() && cachedRows(hash_).empty())
       for (const auto& r : shown) append_sweep_row(o.results, r);  // the sweep reuses what was shipped
     o.on_row = [this, &shown](const SweepRow& r) {
       const auto same = std::find_if(shown.begin(), shown.end(), [&](const SweepRow& s) {

@@ -46,6 +46,8 @@ class EngineWorker : public QObject {
   void cancelLoad() { ++load_epoch_; }
   // Where a model's frontier rows are cached (the user's cache folder, by content hash).
   static QString frontierCachePath(const QString& hash);
+  // The rows swept before for a model of this hash (a cache file that cannot be read is deleted).
+  static std::vector<SweepRow> cachedRows(const QString& hash);
   // The rows shipped with the application for a model of this hash (the built-in models' sweeps).
   static std::vector<SweepRow> shippedRows(const QString& hash);
   // The demo model (stories260K), unpacked from the application into the cache folder on first

@@ -27,6 +27,7 @@
 #include <QTimer>
 #include <QVBoxLayout>
 #include <algorithm>
+#include <utility>
 
 #include "core/engine/engine.h"
 #include "core/io/cache.h"
@@ -793,12 +794,15 @@ void MainWindow::writeUiMap() {
   o["panels"] = panels;
   o["controls"] = controls;
   QFile f(options_.ui_map + ".tmp");
-  if (f.open(QIODevice::WriteOnly | QIODevice::Truncate)) {
-    f.write(QJsonDocument(o).toJson());
-    f.close();
-    QFile::remove(options_.ui_map);
-    f.rename(options_.ui_map);
+  if (!f.open(QIODevice::WriteOnly | QIODevice::Truncate)) {
+    static bool said = false;  // once, not four times a second
+    if (!std::exchange(said, true)) qWarning("nestscope: cannot write the UI map %s: %s", qPrintable(f.fileName()), qPrintable(f.errorString()));
+    return;
   }
+  f.write(QJsonDocument(o).toJson());
+  f.close();
+  QFile::remove(options_.ui_map);
+  f.rename(options_.ui_map);
 }
 
 void MainWindow::saveScreenshotAndQuit() {

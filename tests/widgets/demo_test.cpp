@@ -182,6 +182,31 @@ TEST(Demo, ARefusedBudgetShowsOneMessageAndThePanelShowsWhatRuns) {
   EXPECT_TRUE(win.w.messageText().isEmpty());
 }
 
+TEST(Demo, ACorruptFrontierCacheIsSweptAgainNotAnError) {
+  if (!has_default_model()) GTEST_SKIP() << "this build embedded no default model";
+  QTemporaryDir cache;
+  const QByteArray saved = qgetenv("NESTSCOPE_CACHE_DIR");
+  qputenv("NESTSCOPE_CACHE_DIR", cache.path().toUtf8());
+  QString path;
+  {
+    Window first(4);
+    ASSERT_TRUE(first.firstGenerationDone(4));
+    path = EngineWorker::frontierCachePath(first.w.session().model_hash);
+  }
+  {
+    QFile f(path);
+    ASSERT_TRUE(f.open(QIODevice::WriteOnly));
+    f.write("not a frontier row\n");
+  }
+  Window win(4);
+  ASSERT_TRUE(win.firstGenerationDone(4));
+  EXPECT_TRUE(win.w.messageText().isEmpty()) << win.w.messageText().toStdString();
+  EXPECT_GT(win.w.frontierChart()->rows().size(), 10u);  // the shipped rows, as on a first launch
+  EXPECT_FALSE(QFileInfo::exists(path));
+  if (saved.isEmpty()) qunsetenv("NESTSCOPE_CACHE_DIR");
+  else qputenv("NESTSCOPE_CACHE_DIR", saved);
+}
+
 TEST(Demo, TheFrontierShowsRowsWhileASweepRuns) {
   if (!has_default_model()) GTEST_SKIP() << "this build embedded no default model";
   QTemporaryDir dir, cache;
