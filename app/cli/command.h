@@ -44,6 +44,7 @@ void add_frontier(CLI::App& app, Registry& r);
 void add_nsn(CLI::App& app, Registry& r);
 void add_mpo(CLI::App& app, Registry& r);
 void add_gate(CLI::App& app, Registry& r);
+void add_corpus(CLI::App& app, Registry& r);
 
 // --model, --weights, --device, --json: what every command that opens a model takes.
 struct Common {

@@ -45,6 +45,7 @@ void add_common(CLI::App* cmd, Common& c, bool with_model) {
 void add_training_options(CLI::App* cmd, TrainOptions& o) {
   cmd->add_option("--steps", o.steps)->capture_default_str();
   cmd->add_option("--batch", o.batch)->capture_default_str();
+  cmd->add_option("--seq-len", o.context, "tokens per training sequence (0 = the model's context)")->capture_default_str();
   cmd->add_option("--lr", o.lr)->capture_default_str();
   cmd->add_option("--warmup", o.warmup)->capture_default_str();
   cmd->add_option("--weight-decay", o.weight_decay)->capture_default_str();

@@ -15,6 +15,7 @@
 #include "core/model/budget.h"
 #include "core/model/config.h"
 #include "core/progress.h"
+#include "core/train/self_corpus.h"
 #include "core/train/train_options.h"
 
 namespace nestscope {
@@ -251,6 +252,10 @@ class Engine {
   // replaced only when training finished.
   NsnFinetuneReport finetune_mpo(const std::string& corpus_text, const TrainOptions& options,
                                  const std::optional<NsnTrainOptions>& nested, const ProgressFn& progress = {});
+
+  // A distillation corpus sampled from the current model at its current budget (see
+  // core/train/self_corpus.h): for a pretrained model whose training text is not at hand.
+  SelfCorpus sample_corpus(const SelfCorpusOptions& options, const ProgressFn& progress = {});
 
   // Calibrates the sensing gate on `text` (its first `max_windows` context windows; a prompt works:
   // the task-conditioned prior): per-neuron energy (static policy), the co-activation neuron order

@@ -5,6 +5,7 @@
 #include "core/model/convert.h"
 #include "core/text/char_tokenizer.h"
 #include "core/train/nsn_objective.h"
+#include "core/train/self_corpus.h"
 #include "core/train/trainer.h"
 
 namespace nestscope {
@@ -125,6 +126,15 @@ NsnFinetuneReport Engine::finetune_mpo(const std::string& corpus_text, const Tra
   }
   impl_->adopt_trained(std::move(f.next), rec);
   return report;
+}
+
+}  // namespace nestscope
+
+namespace nestscope {
+
+SelfCorpus Engine::sample_corpus(const SelfCorpusOptions& options, const ProgressFn& progress) {
+  auto& m = impl_->need();
+  return sample_self_corpus(*m.model, *m.tokenizer, options, progress);
 }
 
 }  // namespace nestscope

@@ -1,4 +1,5 @@
 #include "core/layers/cpu_gemm.h"
+#include "core/layers/parallel_linear.h"
 
 #include "core/layers/avx512_kernels.h"
 #include "core/layers/low_rank_kernel.h"
@@ -279,7 +280,7 @@ torch::Tensor linear_any(const torch::Tensor& x, const torch::Tensor& weight, co
   if (!is_bf16_weight(weight)) {
     if (cpu_gemm_applies(x, weight) && weight.is_contiguous())
       return cpu_gemm_nt(x, weight.data_ptr<float>(), weight.size(0), weight.size(1), bias);
-    return torch::linear(x, weight, bias);
+    return training_linear(x, weight, bias);
   }
   const bool raw = !at::GradMode::is_enabled() && x.device().is_cpu() && weight.device().is_cpu() &&
                    x.scalar_type() == torch::kFloat32 && weight.is_contiguous() &&

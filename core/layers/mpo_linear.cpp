@@ -1,4 +1,5 @@
 #include "core/layers/mpo_linear.h"
+#include "core/layers/parallel_linear.h"
 
 #include <algorithm>
 #include <numeric>
@@ -370,7 +371,7 @@ bool MpoLinear::forward_raw(int64_t rows, const float* x, float* y) {
 }
 
 torch::Tensor MpoLinear::forward_rebuilt(const torch::Tensor& x) const {
-  return torch::linear(x, to_dense(), bias_);
+  return training_linear(x, to_dense(), bias_);
 }
 
 int64_t MpoLinear::macs() const {

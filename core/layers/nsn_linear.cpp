@@ -1,4 +1,5 @@
 #include "core/layers/nsn_linear.h"
+#include "core/layers/parallel_linear.h"
 
 #include "core/error.h"
 #include "core/layers/cpu_gemm.h"
@@ -102,8 +103,8 @@ torch::Tensor NsnLinear::forward(const torch::Tensor& x) {
   if (cpu_gemm_applies(x, A_)) {
     if (const float* bt = transposed_b()) return cpu_low_rank(x, A_, bt, out_features(), out_features(), rank_, bias_);
   }
-  auto h = torch::linear(x, A_.narrow(0, 0, rank_));          // [..., r]
-  return torch::linear(h, B_.narrow(1, 0, rank_), bias_);     // [..., out]
+  auto h = training_linear(x, A_.narrow(0, 0, rank_));          // [..., r]
+  return training_linear(h, B_.narrow(1, 0, rank_), bias_);     // [..., out]
 }
 
 int64_t NsnLinear::params() const {

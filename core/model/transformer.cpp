@@ -1,4 +1,5 @@
 #include "core/model/transformer.h"
+#include "core/model/causal_attention.h"
 
 #include <cstdlib>
 #include <numeric>
@@ -130,18 +131,7 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, KvCache* 
     kh = kh.index_select(1, idx);  // [B, H, L, hd]
     vh = vh.index_select(1, idx);
   }
-  const int64_t L = past + T;
-  auto att = torch::matmul(qh, kh.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(hd)));  // [B, H, T, L]
-  if (T > 1) {
-    // Query t (absolute position past+t) may see keys 0..past+t.
-    auto mask = torch::ones({T, L}, torch::TensorOptions().dtype(torch::kBool).device(x.device()))
-                    .triu(past + 1);  // [T, L]
-    att = att.masked_fill(mask, -std::numeric_limits<float>::infinity());
-  }
-  att = torch::softmax(att, -1);
-  if (cache && cache->key_mass.defined())  // attention each slot receives, over heads and queries
-    cache->key_mass.narrow(1, 0, L).add_(att.sum({1, 2}).to(cache->key_mass.dtype()));  // [B, L]
-  auto yh = torch::matmul(att, vh);  // [B, H, T, hd]
+  auto yh = causal_attention(qh, kh, vh, past, cache ? cache->key_mass : torch::Tensor());  // [B, H, T, hd]
   if (hook_) yh = (*hook_)("attn.heads", layer, yh);  // probes, head-aware training
   if (head_mask_.defined()) {  // ablated heads contribute nothing
     auto m = gated ? head_mask_.index_select(0, head_index_.to(head_mask_.device())) : head_mask_;

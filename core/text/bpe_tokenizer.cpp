@@ -294,6 +294,12 @@ std::string BpeTokenizer::decode_one(int64_t id) const {
   return out;
 }
 
+std::string BpeTokenizer::bos_text() const {
+  for (const auto& a : spec_.added)
+    if (a.id == spec_.bos_id) return a.content;
+  return {};
+}
+
 void BpeTokenizer::set_stop_ids(std::vector<int64_t> ids) {
   for (int64_t id : ids)
     check(id >= 0 && id < vocab_size(), "tokenizer: end-of-text token id " + std::to_string(id) +

@@ -55,6 +55,8 @@ class BpeTokenizer : public Tokenizer {
   void set_stop_ids(std::vector<int64_t> ids);
   // The id of an added token by its text ("</s>"), or -1.
   int64_t added_id(const std::string& content) const;
+  int64_t bos_id() const override { return spec_.bos_id; }
+  std::string bos_text() const override;
   std::string to_json() const override;  // NestScope's own compact form (stored in checkpoints)
   // A tokenizer.json that Hugging Face tokenizers (and from_hf_json) read back to the same ids.
   std::string to_hf_json() const;

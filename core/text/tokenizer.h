@@ -23,6 +23,10 @@ class Tokenizer {
     static const std::vector<int64_t> none;
     return none;
   }
+  // The beginning-of-text token encode() puts first (Llama's <s>) and its text, which encode()
+  // also reads as that token inside a text; -1 and "" when there is none.
+  virtual int64_t bos_id() const { return -1; }
+  virtual std::string bos_text() const { return {}; }
   virtual std::string to_json() const = 0;
 };
 

@@ -13,6 +13,7 @@ namespace nestscope {
 struct TrainOptions {
   int64_t steps = 2000;
   int64_t batch = 32;
+  int64_t context = 0;         // tokens per training sequence; 0 = the model's context
   int64_t warmup = 100;        // linear warmup steps, then cosine to min_lr
   double lr = 3e-4;
   double min_lr = 0.0;

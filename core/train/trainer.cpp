@@ -8,6 +8,7 @@
 #include <random>
 #include <thread>
 
+#include "core/cpu_allocator.h"
 #include "core/error.h"
 #include "core/gate/block_recovery.h"
 #include "core/eval/head_probe.h"
@@ -19,6 +20,7 @@ namespace nestscope {
 void TrainOptions::validate() const {
   check(steps > 0, "steps must be positive, got " + std::to_string(steps));
   check(batch > 0, "batch must be positive, got " + std::to_string(batch));
+  check(context >= 0, "training context must be >= 0 (0 = the model's), got " + std::to_string(context));
   check(warmup >= 0 && warmup <= steps, "warmup must be in [0, steps], got " + std::to_string(warmup));
   check(lr > 0 && std::isfinite(lr), "learning rate must be positive");
   check(min_lr >= 0 && min_lr <= lr, "min_lr must be in [0, lr]");
@@ -47,14 +49,25 @@ double learning_rate_at(const TrainOptions& o, int64_t step) {
   return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1.0 + std::cos(M_PI * progress));
 }
 
+void add_teacher(Batch& b, Gpt& teacher, double distill, double temperature) {
+  torch::NoGradGuard no_grad;
+  auto logits = teacher->forward(b.x);  // [B, T, V]
+  auto logp = torch::log_softmax(temperature == 1.0 ? logits : logits / temperature, -1);
+  b.teacher_p = logp.exp();
+  b.teacher_plogp = (b.teacher_p * logp).sum(-1).mean().item<double>();
+  b.distill = distill;
+  b.temperature = temperature;
+}
+
 torch::Tensor next_token_loss(Gpt& model, const Batch& b) {
   auto logits = model->forward(b.x);  // [B, T, V]
-  auto ce = torch::nn::functional::cross_entropy(logits.view({-1, logits.size(-1)}), b.y.view({-1}));
-  if (!b.teacher_logp.defined() || b.distill <= 0) return ce;
+  auto ce = [&] { return torch::nn::functional::cross_entropy(logits.view({-1, logits.size(-1)}), b.y.view({-1})); };
+  if (!b.teacher_p.defined() || b.distill <= 0) return ce();
   const double tau = b.temperature;
-  auto logp = torch::log_softmax(logits / tau, -1);                                  // [B, T, V]
-  auto kl = (b.teacher_logp.exp() * (b.teacher_logp - logp)).sum(-1).mean();        // per token
-  return (1.0 - b.distill) * ce + b.distill * tau * tau * kl;
+  auto logq = torch::log_softmax(tau == 1.0 ? logits : logits / tau, -1);  // [B, T, V]
+  // KL(p ‖ q) per token = Σ p log p − Σ p log q; the first term is the teacher's, computed once.
+  auto kl = b.teacher_plogp - (b.teacher_p * logq).sum(-1).mean();
+  return b.distill >= 1.0 ? tau * tau * kl : (1.0 - b.distill) * ce() + b.distill * tau * tau * kl;
 }
 
 ForwardHook chain_hooks(std::vector<ForwardHook> hooks) {
@@ -134,7 +147,10 @@ ForwardHook training_hook(Gpt& model, const TrainOptions& o, const std::shared_p
 TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o, const ProgressFn& progress,
                         const LossFn& loss_fn, const std::vector<torch::Tensor>& extra_params, Gpt* teacher) {
   o.validate();
-  const int64_t T = model->config().context;
+  const CpuTensorCache reuse_activations;  // every step allocates the same shapes
+  check(o.context <= model->config().context, "training context " + std::to_string(o.context) +
+                                                 " is longer than the model's " + std::to_string(model->config().context));
+  const int64_t T = o.context > 0 ? o.context : model->config().context;
   const bool distill = o.distill > 0;
   check(!distill || teacher != nullptr, "distillation needs a teacher model");
   if (distill) {
@@ -202,12 +218,7 @@ TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o,
       *step_heads = head_mask_hook(sample_head_masks(importance, o.head_active, o.head_noise, o.batch).to(device));
     }
     Batch batch{x, y};
-    if (distill) {
-      torch::NoGradGuard no_grad;
-      batch.teacher_logp = torch::log_softmax((*teacher)->forward(x) / o.distill_temperature, -1);
-      batch.distill = o.distill;
-      batch.temperature = o.distill_temperature;
-    }
+    if (distill) add_teacher(batch, *teacher, o.distill, o.distill_temperature);
 
     auto loss = loss_fn ? loss_fn(batch, step) : next_token_loss(model, batch);
     if (heads_global) *step_heads = {};  // validation and the caller run every head
@@ -255,7 +266,7 @@ std::string train_record_json(const TrainOptions& o, const TrainResult& r, int64
   }
   nlohmann::json j = {
       {"options",
-       {{"steps", o.steps}, {"batch", o.batch}, {"warmup", o.warmup}, {"lr", o.lr}, {"min_lr", o.min_lr},
+       {{"steps", o.steps}, {"batch", o.batch}, {"context", o.context}, {"warmup", o.warmup}, {"lr", o.lr}, {"min_lr", o.min_lr},
         {"betas", {o.beta1, o.beta2}}, {"weight_decay", o.weight_decay}, {"grad_clip", o.grad_clip},
         {"train_fraction", o.train_fraction}, {"seed", o.seed}, {"mlp_block_active", o.mlp_block_active}, {"mlp_block_sensing", o.mlp_block_sensing}, {"head_active", o.head_active}, {"head_global", o.head_global}, {"head_noise", o.head_noise},
         {"mlp_block", o.mlp_block}, {"distill", o.distill}, {"distill_temperature", o.distill_temperature},

@@ -10,14 +10,19 @@ namespace nestscope {
 // Learning rate at 0-based `step`: linear warmup to lr, then cosine down to min_lr at `steps`.
 double learning_rate_at(const TrainOptions& o, int64_t step);
 
-// One training batch: ids x -> y ([B, T]) and, when distilling, the teacher's log-probabilities
-// at the distillation temperature ([B, T, V], no grad) with the weight and temperature.
+// One training batch: ids x -> y ([B, T]) and, when distilling, the teacher's probabilities at the
+// distillation temperature ([B, T, V], no grad) with their mean Σ p·log p per token, the weight
+// and the temperature.
 struct Batch {
   torch::Tensor x, y;
-  torch::Tensor teacher_logp;  // undefined = no distillation
+  torch::Tensor teacher_p;   // undefined = no distillation
+  double teacher_plogp = 0;  // mean over tokens of Σ_v p log p (KL = this − Σ_v p log q)
   double distill = 0.0;
   double temperature = 1.0;
 };
+
+// `batch` with the teacher's distribution over its inputs at temperature τ filled in.
+void add_teacher(Batch& batch, Gpt& teacher, double distill, double temperature);
 
 // The loss of one step on a batch; default: next_token_loss.
 using LossFn = std::function<torch::Tensor(const Batch& batch, int64_t step)>;

@@ -61,15 +61,16 @@ TEST(Distillation, LossIsTheMixOfCrossEntropyAndKlToTheTeacher) {
   const double ce = next_token_loss(m, Batch{x, y}).item<double>();
   // The model as its own teacher: KL = 0, the loss is (1 − α)·CE at any temperature.
   for (double tau : {1.0, 2.5}) {
-    Batch self{x, y, torch::log_softmax(m->forward(x) / tau, -1).detach(), 0.3, tau};
+    Batch self{x, y};
+    add_teacher(self, m, 0.3, tau);
     EXPECT_NEAR(next_token_loss(m, self).item<double>(), 0.7 * ce, 1e-5);
   }
   // A uniform teacher: KL(u ‖ p) = −log V − mean log p at τ = 1.
   const int64_t V = cfg.vocab_size;
-  auto uniform = torch::full({2, 12, V}, -std::log(double(V)));
+  auto uniform = torch::full({2, 12, V}, 1.0 / double(V));
   auto logp = torch::log_softmax(m->forward(x), -1);
   const double kl = (-std::log(double(V)) - logp.mean(-1)).mean().item<double>();
-  EXPECT_NEAR(next_token_loss(m, Batch{x, y, uniform, 1.0, 1.0}).item<double>(), kl, 1e-5);
+  EXPECT_NEAR(next_token_loss(m, Batch{x, y, uniform, -std::log(double(V)), 1.0, 1.0}).item<double>(), kl, 1e-5);
 }
 
 TEST(Distillation, AStudentLearnsTheCorpusFromTheTeacherAloneAndBadTeachersAreRefused) {
