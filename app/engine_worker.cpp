@@ -49,6 +49,20 @@ std::vector<SweepRow> EngineWorker::shippedRows(const QString& hash) {
   return rows;
 }
 
+void EngineWorker::installShippedVariants(const QString& hash) {
+  if (hash.isEmpty()) return;
+  QFile in(QStringLiteral(":/variants/%1.safetensors").arg(hash));
+  if (!in.exists()) return;
+  const std::string path = variant_cache_path(hash.toStdString());
+  if (path.empty() || QFileInfo(QString::fromStdString(path)).size() == in.size()) return;  // installed before
+  try {
+    if (!in.open(QIODevice::ReadOnly)) return;
+    write_file_atomic(path, in.readAll().toStdString());
+  } catch (const std::exception&) {
+    // An unwritable cache: the budgets convert by SVD / TT-SVD as for any model.
+  }
+}
+
 QString EngineWorker::demoModelFolder() {
   const QString cache = QString::fromStdString(cache_dir());
   if (cache.isEmpty()) throw std::runtime_error("no cache folder to unpack the demo model into (set HOME or XDG_CACHE_HOME)");
@@ -109,6 +123,7 @@ void EngineWorker::loadModel(const QString& path) {
     // the sliders' ranges update when they are there.
     const bool large = engine_->info().parameters >= 20'000'000;
     if (large) announce();
+    installShippedVariants(QString::fromStdString(engine_->info().hash));
     try {
       engine_->prepare_variants({LinearKind::Nsn, LinearKind::Mpo}, [&](const Progress& p) {
         if (p.total > 0) {

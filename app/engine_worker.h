@@ -53,6 +53,9 @@ class EngineWorker : public QObject {
   // The demo model (stories260K), unpacked from the application into the cache folder on first
   // use; returns its folder. Throws when it cannot be written.
   static QString demoModelFolder();
+  // A built-in model's fine-tuned NSN / MPO variants (resources/variants/<hash>.safetensors, made
+  // by `nestscope-cli variants pack`) into the variant cache, where its rank and χ budgets find them.
+  static void installShippedVariants(const QString& hash);
   // Bytes a checkpoint of `file_bytes` needs in memory (weights, variants, buffers) and bytes the
   // machine has available now (-1 when unknown).
   static qint64 memoryNeeded(qint64 file_bytes);

@@ -45,6 +45,7 @@ void add_nsn(CLI::App& app, Registry& r);
 void add_mpo(CLI::App& app, Registry& r);
 void add_gate(CLI::App& app, Registry& r);
 void add_corpus(CLI::App& app, Registry& r);
+void add_variants(CLI::App& app, Registry& r);
 
 // --model, --weights, --device, --json: what every command that opens a model takes.
 struct Common {
@@ -98,7 +99,8 @@ void write_rows(const std::string& path, const Json& rows);
 // has always printed.
 std::vector<SweepRow> sweep_preset(Engine& engine, const std::vector<NamedBudget>& budgets, const std::string& text,
                                    int64_t windows, bool gate_details, ProgressBar& bar,
-                                   int64_t calibration_windows = SweepOptions{}.calibration_windows);
+                                   int64_t calibration_windows = SweepOptions{}.calibration_windows,
+                                   const std::string& reference = {});
 // The scores every mechanism preset's row has: accuracy, perplexity, loss, agreement and KL with
 // the full model, ms/token, and the drop from the dense reference's accuracy.
 Json preset_scores_json(const SweepRow& r, double dense_acc);
@@ -115,6 +117,7 @@ DenseReference dense_reference(Engine& engine, const std::string& dense_model, c
 // What every mechanism preset takes: the text, the dense reference, the windows, a rows file.
 struct PresetArgs {
   std::string corpus, dense_model, rows_out;
+  std::string reference;  // agreement / KL against this model (else the swept model at full budget)
   int64_t windows = 0;
 };
 // The options `nsn` and `mpo` share across convert, finetune and frontier (one is parsed).

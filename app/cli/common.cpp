@@ -53,6 +53,8 @@ void add_training_options(CLI::App* cmd, TrainOptions& o) {
   cmd->add_option("--distill", o.distill, "weight of the KL to the teacher's next-token distribution (0 = plain CE)")
       ->capture_default_str();
   cmd->add_option("--temperature", o.distill_temperature, "distillation temperature")->capture_default_str();
+  cmd->add_flag("--projections-only", o.projections_only,
+                "train the projections only (embeddings and norms stay): the result is a variant of the model");
   cmd->add_option("--teacher", o.teacher, "teacher checkpoint or HF folder (default: the embedded PicoGPT)");
 }
 
@@ -106,6 +108,9 @@ void add_preset_options(CLI::App* cmd, PresetArgs& a, bool with_dense) {
   if (with_dense) cmd->add_option("--dense", a.dense_model, "dense reference model (default: the embedded PicoGPT)");
   cmd->add_option("--windows", a.windows, "validation windows to score (0 = all)")->capture_default_str();
   cmd->add_option("--rows", a.rows_out, "also write the rows to this file (.csv or .jsonl)");
+  cmd->add_option("--reference", a.reference,
+                  "top-1 agreement and KL against this checkpoint or HF folder (e.g. the dense model a fine-tuned "
+                  "variant came from); default: the swept model at its full budget");
 }
 
 std::vector<std::string> split_list(const std::string& csv) {
@@ -163,8 +168,10 @@ void write_rows(const std::string& path, const Json& rows) {
 }
 
 std::vector<SweepRow> sweep_preset(Engine& engine, const std::vector<NamedBudget>& budgets, const std::string& text,
-                                   int64_t windows, bool gate_details, ProgressBar& bar, int64_t calibration_windows) {
+                                   int64_t windows, bool gate_details, ProgressBar& bar, int64_t calibration_windows,
+                                   const std::string& reference) {
   SweepOptions o;
+  o.reference_model = reference;
   o.text = text;
   o.validation_split = true;
   o.max_windows = windows;

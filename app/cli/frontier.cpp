@@ -20,9 +20,11 @@ struct FrontierArgs {
   std::string grid;                // a built-in grid name
   std::string eval;                // evaluation text; empty = continuations of each full model
   std::string split = "val";
+  std::string reference;           // agreement / KL against this model instead of each full model
   int64_t windows = 0;
   int64_t continuations = 8;
   bool latency = true;
+  bool gate_details = false;       // support / head F1 against the oracle, measurement overhead
   std::string out = "frontier.jsonl";
   std::string plot;                // .svg / .png
   std::string title;
@@ -68,6 +70,8 @@ int run_frontier(const FrontierArgs& a) {
     o.max_windows = a.windows;
     o.continuations = a.continuations;
     o.measure_latency = a.latency;
+    o.reference_model = a.reference;
+    o.gate_details = a.gate_details;
     o.results = a.out;
     std::fprintf(stderr, "%s: %zu budgets\n", engine.info().source.c_str(), budgets.size());
     ProgressBar bar;
@@ -153,9 +157,14 @@ void add_frontier(CLI::App& app, Registry& r) {
       ->check(CLI::IsMember({"val", "all"}))
       ->capture_default_str();
   cmd->add_option("--windows", a->windows, "context windows scored per budget (0 = all)")->capture_default_str();
+  cmd->add_option("--reference", a->reference,
+                  "top-1 agreement and KL against this checkpoint or HF folder (e.g. the dense model a variant was "
+                  "fine-tuned from); default: each model at its full budget");
   cmd->add_option("--continuations", a->continuations, "sampled sequences when there is no --eval")
       ->capture_default_str();
   cmd->add_flag("!--no-latency", a->latency, "skip the ms/token measurement");
+  cmd->add_flag("--gate-details", a->gate_details,
+                "gated rows also carry the block-support and head F1 against the oracle and the measurement overhead");
   cmd->add_option("-o,--out", a->out, "results, one JSON object per line; rerunning resumes from it")
       ->capture_default_str();
   cmd->add_option("--plot", a->plot, "write the chart (.svg or .png, via Qt Charts offscreen)");

@@ -113,7 +113,7 @@ int run_frontier(const GateFrontierArgs& a, Engine& engine, ProgressBar& bar) {
   g.measurement = parse_measurement(a.measurement.c_str());
   g.recovery = parse_recovery(a.recovery.c_str());
   const auto budgets = engine.gate_grid(g);
-  const auto rows = sweep_preset(engine, budgets, text, a.preset.windows, true, bar, a.calibration_windows);
+  const auto rows = sweep_preset(engine, budgets, text, a.preset.windows, true, bar, a.calibration_windows, a.preset.reference);
   const double dense_acc = rows.at(0).eval.token_accuracy;  // the ungated row
   const int64_t width = engine.info().config.d_ff;
   Json arr = Json::array();

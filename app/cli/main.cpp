@@ -11,7 +11,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   cli::Registry registry;
   for (auto add : {cli::add_train, cli::add_eval, cli::add_generate, cli::add_info, cli::add_export, cli::add_frontier,
-                   cli::add_nsn, cli::add_mpo, cli::add_gate, cli::add_corpus})
+                   cli::add_nsn, cli::add_mpo, cli::add_gate, cli::add_corpus, cli::add_variants})
     add(app, registry);
   CLI11_PARSE(app, argc, argv);
   cli::install_interrupt_handler();

@@ -43,7 +43,7 @@ int run_frontier(const MpoArgs& a, Engine& engine, ProgressBar& bar) {
   const bool is_mpo = engine.info().max_bond > 0;
   if (!is_mpo) engine.convert_mpo({}, kUncappedBond, bar_fn(bar));
   const auto budgets = engine.bond_grid(bonds, is_mpo ? "mpo" : "tt-svd");
-  const auto rows = sweep_preset(engine, budgets, text, p.windows, false, bar);
+  const auto rows = sweep_preset(engine, budgets, text, p.windows, false, bar, SweepOptions{}.calibration_windows, p.reference);
   const auto info = engine.info();
   Json arr = Json::array();
   for (size_t i = 0; i < rows.size(); ++i) {

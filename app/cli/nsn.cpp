@@ -56,7 +56,7 @@ int run_frontier(const NsnArgs& a, Engine& engine, ProgressBar& bar) {
   const bool is_nsn = engine.info().max_rank > 0;
   if (!is_nsn) engine.convert_nsn({}, 0, bar_fn(bar));
   const auto budgets = engine.rank_grid(g, is_nsn ? "nsn" : "svd", bar_fn(bar));
-  const auto rows = sweep_preset(engine, budgets, text, p.windows, false, bar);
+  const auto rows = sweep_preset(engine, budgets, text, p.windows, false, bar, SweepOptions{}.calibration_windows, p.reference);
   const auto info = engine.info();
   Json arr = Json::array();
   for (size_t i = 0; i < rows.size(); ++i) {

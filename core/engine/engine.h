@@ -133,6 +133,9 @@ struct SweepOptions {
   bool measure_latency = true;
   std::string results;           // JSON-lines file: rows already in it are reused, new rows appended
   bool gate_details = false;     // fill SweepRow's gate details (support and head F1, overhead, attention MACs)
+  // Agreement and KL against this checkpoint or Hugging Face folder (the dense model a variant was
+  // fine-tuned from) instead of the swept model at full budget; empty = the latter.
+  std::string reference_model;
   std::function<void(const SweepRow&)> on_row;  // each row as it finishes (or is reused), in grid order
 };
 
@@ -252,6 +255,12 @@ class Engine {
   // replaced only when training finished.
   NsnFinetuneReport finetune_mpo(const std::string& corpus_text, const TrainOptions& options,
                                  const std::optional<NsnTrainOptions>& nested, const ProgressFn& progress = {});
+
+  // Writes the projections of `tuned` (checkpoints fine-tuned from the current model with
+  // TrainOptions::projections_only) as the current model's variant file `out` (see
+  // pack_variants in core/variants/variants.h); placed at variant_cache_path(hash) it makes every
+  // NSN / MPO budget of the current model run the fine-tuned projections.
+  void pack_variants(const std::vector<std::string>& tuned, const std::string& out, const std::string& origin) const;
 
   // A distillation corpus sampled from the current model at its current budget (see
   // core/train/self_corpus.h): for a pretrained model whose training text is not at hand.

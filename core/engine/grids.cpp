@@ -6,6 +6,10 @@
 #include "core/engine/presets.h"
 #include "core/eval/rank_allocation.h"
 #include "core/train/corpus.h"
+#include "core/io/cache.h"
+#include "core/variants/variants.h"
+
+#include <cstring>
 
 namespace nestscope {
 
@@ -34,11 +38,20 @@ std::vector<NamedBudget> Engine::grid(const std::string& name) const {
   const std::vector<int64_t> bonds = {4, 8, 16, 32, 64};
   const std::vector<double> actives = {0.25, 0.5, 0.75};
   using K = LinearKind;
+  // A variant file packed from fine-tunes (pack_variants) replaces the SVD / TT-SVD conversions:
+  // its rows are named for what runs.
+  const bool tuned = impl_->variant_cache && !m.hash.empty() && !variant_file_origin(variant_cache_path(m.hash)).empty();
+  auto named = [tuned](std::string method) {
+    if (!tuned) return method;
+    for (auto [from, to] : {std::pair<const char*, const char*>{"tt-svd", "mpo-ft"}, {"svd", "nsn-ft"}})
+      for (size_t at; (at = method.find(from)) != std::string::npos;) method.replace(at, std::strlen(from), to);
+    return method;
+  };
   if (!nsn && !mpo) {
     add("dense", "dense", Budget{});
-    for (int64_t r : ranks) add("svd", "r=" + std::to_string(r), Budget{.rank = r, .kind = {{"attn", K::Nsn}, {"mlp", K::Nsn}}});
+    for (int64_t r : ranks) add(named("svd"), "r=" + std::to_string(r), Budget{.rank = r, .kind = {{"attn", K::Nsn}, {"mlp", K::Nsn}}});
     for (int64_t b : bonds)
-      add("tt-svd", "χ=" + std::to_string(b), Budget{.bond = b, .kind = {{"attn", K::Mpo}, {"mlp", K::Mpo}, {"head", K::Mpo}}});
+      add(named("tt-svd"), "χ=" + std::to_string(b), Budget{.bond = b, .kind = {{"attn", K::Mpo}, {"mlp", K::Mpo}, {"head", K::Mpo}}});
     for (double a : actives) add("gate", "sensing " + fmt_pct(a), Budget{.gate = recommended_gate(a)});
     for (double k : {0.5, 0.25, 0.1}) add("prompt", "keep " + fmt_pct(k), Budget{.prompt_keep = k});
     add("gate+prompt", "50% keep 50%", Budget{.gate = recommended_gate(0.5), .prompt_keep = 0.5});
@@ -46,11 +59,11 @@ std::vector<NamedBudget> Engine::grid(const std::string& name) const {
     for (double t : {0.9, 0.8, 0.7, 0.6})
       add("joint", "target " + fmt_pct(t), Budget{.gate = recommended_gate(0.5), .mac_target = t});
     for (auto [r, b] : {std::pair<int64_t, int64_t>{cfg.d_model / 4, 8}, {cfg.d_model / 2, 16}, {3 * cfg.d_model / 4, 32}})
-      add("svd-mlp+tt-svd-attn", "r=" + std::to_string(r) + " χ=" + std::to_string(b),
+      add(named("svd-mlp+tt-svd-attn"), "r=" + std::to_string(r) + " χ=" + std::to_string(b),
           Budget{.rank = r, .bond = b, .kind = {{"mlp", K::Nsn}, {"attn", K::Mpo}}});
     for (int64_t r : {cfg.d_model / 4, cfg.d_model / 2})
       for (double a : {0.5, 0.75})
-        add("svd-attn+gate", "r=" + std::to_string(r) + " " + fmt_pct(a),
+        add(named("svd-attn+gate"), "r=" + std::to_string(r) + " " + fmt_pct(a),
             Budget{.rank = r, .gate = recommended_gate(a), .kind = {{"attn", K::Nsn}}});
   } else if (nsn) {
     for (int64_t r : ranks) add("nsn", "r=" + std::to_string(r), Budget{.rank = r});

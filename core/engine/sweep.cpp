@@ -7,6 +7,7 @@
 #include "core/model/macs.h"
 #include "core/engine/engine_impl.h"
 #include "core/eval/metrics.h"
+#include "core/io/hf_model.h"
 #include "core/eval/rank_allocation.h"
 #include "core/gate/block_recovery.h"
 #include "core/eval/head_probe.h"
@@ -59,6 +60,7 @@ namespace {
 struct SweepData {
   std::vector<int64_t> tokens, calibration;
   std::string evaluated_on, fingerprint;
+  Gpt* reference = nullptr;  // SweepOptions::reference_model, loaded
 };
 
 SweepData sweep_data(Gpt& model, const Tokenizer& tokenizer, const SweepOptions& o) {
@@ -185,7 +187,7 @@ void evaluate_row(Gpt& model, SweepRow& row, const NamedBudget& nb, GateCalibrat
   GateStats stats;
   if (g.policy != GatePolicy::Off) model->set_gate_stats(&stats);
   const Budget full{};
-  row.eval = evaluate_tokens(model, data.tokens, o.max_windows, kEvalBatch, progress, &full, &eff);
+  row.eval = evaluate_tokens(model, data.tokens, o.max_windows, kEvalBatch, progress, &full, &eff, data.reference);
   model->set_gate_stats(nullptr);
   // MACs at full context; a gated MLP counts what it really spent per token on this text.
   const int64_t keys = keys_at(eff, T);
@@ -226,7 +228,17 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
   };
   model->apply_budget(Budget{});
 
-  const SweepData data = sweep_data(model, *m.tokenizer, o);
+  SweepData data = sweep_data(model, *m.tokenizer, o);
+  std::optional<LoadedModel> reference;
+  if (!o.reference_model.empty()) {
+    reference = is_hf_folder(o.reference_model) ? import_hf_folder(o.reference_model) : load_checkpoint(o.reference_model);
+    check(reference->tokenizer->to_json() == m.tokenizer->to_json(),
+          "the reference " + o.reference_model + " has a different tokenizer from the model");
+    reference->model->to(model->tok_emb->weight.device());
+    reference->model->eval();
+    data.reference = &reference->model;
+    data.fingerprint += "|reference=" + (reference->hash.empty() ? reference->source : reference->hash);
+  }
   const std::string model_id = m.hash.empty() ? m.source : m.hash;
   const int64_t dense_macs = macs_per_token(*model, T) - linear_macs_per_token(*model) + dense_linear_macs(model);
   const int64_t dense_attn = attention_projection_macs(model, T);

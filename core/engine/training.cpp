@@ -7,6 +7,7 @@
 #include "core/train/nsn_objective.h"
 #include "core/train/self_corpus.h"
 #include "core/train/trainer.h"
+#include "core/variants/variants.h"
 
 namespace nestscope {
 
@@ -131,6 +132,20 @@ NsnFinetuneReport Engine::finetune_mpo(const std::string& corpus_text, const Tra
 }  // namespace nestscope
 
 namespace nestscope {
+
+void Engine::pack_variants(const std::vector<std::string>& tuned, const std::string& out,
+                           const std::string& origin) const {
+  const auto& m = impl_->need();
+  check(!m.hash.empty(), "variant pack: the model was made in this session; save and load it first");
+  std::vector<LoadedModel> loaded;
+  for (const auto& path : tuned) loaded.push_back(load_checkpoint(path));
+  std::vector<const GptImpl*> models;
+  for (const auto& l : loaded) {
+    check(l.tokenizer->to_json() == m.tokenizer->to_json(), l.source + " has another tokenizer than the model");
+    models.push_back(l.model.get());
+  }
+  nestscope::pack_variants(*m.model, m.hash, models, out, origin);
+}
 
 SelfCorpus Engine::sample_corpus(const SelfCorpusOptions& options, const ProgressFn& progress) {
   auto& m = impl_->need();

@@ -19,8 +19,14 @@ torch::Tensor prompt_window_logits(Gpt& model, const torch::Tensor& x) {
 }
 
 EvalResult evaluate_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64_t max_windows, int64_t batch,
-                           const ProgressFn& progress, const Budget* reference, const Budget* budget) {
-  check(!reference || budget, "evaluate_tokens: a reference budget needs the budget under test too");
+                           const ProgressFn& progress, const Budget* reference_budget, const Budget* budget,
+                           Gpt* reference_model) {
+  check(!reference_budget || budget, "evaluate_tokens: a reference budget needs the budget under test too");
+  check(!reference_model || (*reference_model)->config().vocab_size == model->config().vocab_size,
+        "the reference model has a different vocabulary from the model under test");
+  check(!reference_model || (*reference_model)->config().context >= model->config().context,
+        "the reference model's context is shorter than the model's");
+  const bool reference = reference_budget || reference_model;
   const int64_t T = model->config().context;
   const int64_t n = int64_t(tokens.size());
   int64_t windows = n > 1 ? (n - 1) / T : 0;
@@ -49,8 +55,10 @@ EvalResult evaluate_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64
     auto x = seq.narrow(0, 0, b * T).view({b, T}).to(device);            // [B, T]
     auto y = seq.narrow(0, 1, b * T).view({-1}).to(device);              // [BT]
     torch::Tensor ref_flat;
-    if (reference) {
-      model->apply_budget(*reference);
+    if (reference_model) {
+      ref_flat = (*reference_model)->forward(x).view({b * T, -1});      // [BT, V]
+    } else if (reference_budget) {
+      model->apply_budget(*reference_budget);
       ref_flat = model->forward(x).view({b * T, -1});                    // [BT, V]
       model->apply_budget(*budget);
     }

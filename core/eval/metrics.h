@@ -16,9 +16,11 @@ namespace nestscope {
 // budget it had) to fill top1_agreement and kl. Under prompt compression (Budget::prompt_keep < 1)
 // each window's first half is the prompt: read, compressed, then the second half is predicted
 // against the kept keys (the first half's predictions are the uncompressed ones).
+// With `reference_model` (same vocabulary, at its own budget) that model is the reference instead:
+// agreement and KL of a fine-tuned variant against the dense model it was distilled from.
 EvalResult evaluate_tokens(Gpt& model, const std::vector<int64_t>& tokens, int64_t max_windows = 0,
                            int64_t batch = kEvalBatch, const ProgressFn& progress = {}, const Budget* reference = nullptr,
-                           const Budget* budget = nullptr);
+                           const Budget* budget = nullptr, Gpt* reference_model = nullptr);
 
 // Logits of windows x [B, T] at the model's current budget: one forward, or, under prompt
 // compression, the first half read as a prompt and compressed, then the second half against it.

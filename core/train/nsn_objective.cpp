@@ -37,7 +37,8 @@ NsnTrainResult train_nsn_multirank(Gpt& model, const Corpus& corpus, const Train
                                    Gpt* teacher) {
   const bool bond = nsn.axis == NestedAxis::Bond;
   int64_t R = 0;
-  for (const auto& [name, p] : model->projections()) R = std::max(R, bond ? p->max_bond() : p->max_rank());
+  // The largest χ any chain really has (a conversion asked for more is capped by the shapes).
+  for (const auto& [name, p] : model->projections()) R = std::max(R, bond ? p->reach_bond() : p->max_rank());
   auto budget_at = [bond](int64_t level) { return bond ? Budget{.bond = level} : Budget{.rank = level}; };
   nsn.validate(R);
   const int64_t K = nsn.buckets;

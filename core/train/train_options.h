@@ -53,6 +53,10 @@ struct TrainOptions {
   double distill = 0.0;
   double distill_temperature = 1.0;
   std::string teacher;
+  // Train the projections (the elastic layers) only; embeddings, norms and biases outside them
+  // stay as they are, so the trained projections are variants of the untouched model (the shipped
+  // fine-tuned NSN and MPO variants of the demo model are trained so).
+  bool projections_only = false;
 
   void validate() const;       // throws Error naming the bad field
 };

@@ -8,7 +8,7 @@
 #include <random>
 #include <thread>
 
-#include "core/cpu_allocator.h"
+#include "core/train/cpu_tensor_cache.h"
 #include "core/error.h"
 #include "core/gate/block_recovery.h"
 #include "core/eval/head_probe.h"
@@ -169,8 +169,28 @@ TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o,
   at::set_num_threads(o.threads > 0 ? o.threads : default_threads());
 
   // Decay matrices and embeddings only (nanoGPT's grouping); biases and LayerNorm gains are not.
+  std::vector<torch::Tensor> trained;
+  if (o.projections_only) {
+    for (const auto& [name, p] : model->projections())
+      for (auto& t : p->parameters()) trained.push_back(t);
+  } else {
+    trained = model->parameters();
+  }
+  // The rest is frozen for the run (no gradients computed), then given back its flag.
+  std::vector<torch::Tensor> frozen;
+  for (auto& p : model->parameters())
+    if (p.requires_grad() &&
+        std::none_of(trained.begin(), trained.end(), [&](const torch::Tensor& t) { return t.is_same(p); }))
+      frozen.push_back(p);
+  for (auto& p : frozen) p.requires_grad_(false);
+  struct Unfreeze {
+    std::vector<torch::Tensor>& f;
+    ~Unfreeze() {
+      for (auto& p : f) p.requires_grad_(true);
+    }
+  } unfreeze{frozen};
   std::vector<torch::Tensor> decay, no_decay;
-  for (auto& p : model->parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
+  for (auto& p : trained) (p.dim() >= 2 ? decay : no_decay).push_back(p);
   no_decay.insert(no_decay.end(), extra_params.begin(), extra_params.end());
   auto opts = [&](double wd) {
     return std::make_unique<torch::optim::AdamWOptions>(
@@ -224,7 +244,7 @@ TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o,
     if (heads_global) *step_heads = {};  // validation and the caller run every head
     optimizer.zero_grad();
     loss.backward();
-    if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), o.grad_clip);
+    if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(trained, o.grad_clip);
     optimizer.step();
 
     const double loss_v = loss.item<double>();
@@ -269,7 +289,7 @@ std::string train_record_json(const TrainOptions& o, const TrainResult& r, int64
        {{"steps", o.steps}, {"batch", o.batch}, {"context", o.context}, {"warmup", o.warmup}, {"lr", o.lr}, {"min_lr", o.min_lr},
         {"betas", {o.beta1, o.beta2}}, {"weight_decay", o.weight_decay}, {"grad_clip", o.grad_clip},
         {"train_fraction", o.train_fraction}, {"seed", o.seed}, {"mlp_block_active", o.mlp_block_active}, {"mlp_block_sensing", o.mlp_block_sensing}, {"head_active", o.head_active}, {"head_global", o.head_global}, {"head_noise", o.head_noise},
-        {"mlp_block", o.mlp_block}, {"distill", o.distill}, {"distill_temperature", o.distill_temperature},
+        {"mlp_block", o.mlp_block}, {"distill", o.distill}, {"distill_temperature", o.distill_temperature}, {"projections_only", o.projections_only},
         {"teacher", o.distill > 0 ? (o.teacher.empty() ? "<embedded default model>" : o.teacher) : ""}}},
       {"corpus_bytes", corpus_bytes},
       {"seconds", r.seconds},

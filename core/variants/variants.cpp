@@ -1,6 +1,9 @@
 #include "core/defaults.h"
 #include "core/variants/variants.h"
 
+#include <set>
+#include <tuple>
+
 #include <atomic>
 #include <chrono>
 #include <exception>
@@ -189,8 +192,11 @@ VariantReport build_variants(Gpt& model, const VariantNeeds& needs, const std::s
     report(progress, {"variants", 0, int64_t(todo.size())});
   }
 
-  // The cache: every tensor present with the right shape, for this checkpoint and this config.
-  bool cached = false;
+  // The cache: every tensor present with the right shape, for this checkpoint and this config. A
+  // packed file of fine-tuned variants (pack_variants) may hold only some projections: those are
+  // read, the rest converted, and the file is never overwritten.
+  std::vector<bool> filled(todo.size(), false);
+  bool packed = false;
   if (!cache_path.empty() && std::filesystem::exists(cache_path)) {
     try {
       const auto file = SafetensorsFile::read(cache_path);
@@ -201,30 +207,47 @@ VariantReport build_variants(Gpt& model, const VariantNeeds& needs, const std::s
       };
       check(get("format") == kFormat && get("checkpoint_hash") == checkpoint_hash && get("config") == cfg.to_json(),
             "written for another checkpoint");
-      std::vector<std::pair<torch::Tensor, torch::Tensor>> fills;  // (destination, source)
-      for (const auto& t : todo)
+      packed = !get("origin").empty();
+      std::vector<std::tuple<size_t, torch::Tensor, torch::Tensor>> fills;  // (todo, destination, source)
+      for (size_t i = 0; i < todo.size(); ++i) {
+        const auto& t = todo[i];
+        std::vector<std::tuple<size_t, torch::Tensor, torch::Tensor>> mine;
+        bool all = true;
         for (auto& p : t.layer->named_parameters()) {
           const auto* r = file.find(tensor_name(t.name, t.kind, p.key()));
+          if (!r && packed) {
+            all = false;
+            break;
+          }
           check(r && r->dtype == DType::F32 && c10::IntArrayRef(r->shape) == p.value().sizes(),
                 "tensor '" + tensor_name(t.name, t.kind, p.key()) + "' missing or of another shape");
           auto src = torch::empty(r->shape, torch::kFloat32);
           std::memcpy(src.data_ptr(), file.data(*r), r->end - r->begin);
           check(torch::isfinite(src).all().item<bool>(), "non-finite values");
-          fills.emplace_back(p.value(), src);
+          mine.emplace_back(i, p.value(), src);
         }
-      for (auto& [dst, src] : fills) dst.copy_(src);
-      cached = true;
-      rep.from_cache = int64_t(todo.size());
+        if (all) fills.insert(fills.end(), mine.begin(), mine.end());
+      }
+      for (auto& [i, dst, src] : fills) {
+        dst.copy_(src);
+        filled[i] = true;
+      }
+      rep.from_cache = int64_t(std::count(filled.begin(), filled.end(), true));
       touch_cache_file(cache_path);  // recently used: trimming keeps it
     } catch (const Error& e) {
+      std::fill(filled.begin(), filled.end(), false);
+      packed = false;
       rep.cache_note = cache_path + ": not used (" + e.what() + "); rebuilding";
     }
   }
-  if (!cached) {
+  std::vector<size_t> convert;
+  for (size_t i = 0; i < todo.size(); ++i)
+    if (!filled[i]) convert.push_back(i);
+  if (!convert.empty()) {
     // One SVD (or TT-SVD) per projection, the projections shared out over the threads (LAPACK runs
     // each on one core: OpenBLAS is held to one thread), taken from a common counter so that a
     // cancel stops every thread after its current projection. Progress is reported under a lock.
-    const int64_t n = int64_t(todo.size());
+    const int64_t n = int64_t(convert.size());
     std::atomic<int64_t> next{0}, done{0};
     std::atomic<bool> stop{false};
     std::mutex lock;
@@ -233,7 +256,7 @@ VariantReport build_variants(Gpt& model, const VariantNeeds& needs, const std::s
     at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
       for (int64_t i; !stop && (i = next++) < n;) {
         try {
-          auto& t = todo[size_t(i)];
+          auto& t = todo[convert[size_t(i)]];
           t.layer->load_from_dense(t.own->to_dense().to(torch::kCPU),
                                    t.own->bias().defined() ? t.own->bias().to(torch::kCPU) : torch::Tensor());
           std::lock_guard<std::mutex> g(lock);
@@ -248,12 +271,13 @@ VariantReport build_variants(Gpt& model, const VariantNeeds& needs, const std::s
     if (failure) std::rethrow_exception(failure);
     rep.built = n;
   }
+  const bool cached = convert.empty();
   for (auto& t : todo) {
     t.layer->to(device);
     t.layer->eval();
     model->variants().set(t.name, t.kind, t.layer);
   }
-  if (!cached && !cache_path.empty()) {
+  if (!cached && !packed && !cache_path.empty()) {
     try {
       std::filesystem::create_directories(std::filesystem::path(cache_path).parent_path());
       std::vector<torch::Tensor> keep;
@@ -273,6 +297,60 @@ VariantReport build_variants(Gpt& model, const VariantNeeds& needs, const std::s
   }
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return rep;
+}
+
+void pack_variants(const GptImpl& base, const std::string& base_hash, const std::vector<const GptImpl*>& tuned,
+                   const std::string& path, const std::string& origin) {
+  const ModelConfig& cfg = base.config();
+  auto base_params = base.named_parameters();
+  std::vector<torch::Tensor> keep;
+  std::vector<TensorToWrite> out;
+  std::set<std::string> written;
+  for (const GptImpl* m : tuned) {
+    std::set<std::string> in_projection;
+    for (const auto& [name, layer] : m->own_projections())
+      for (const auto& p : layer->named_parameters()) in_projection.insert(name + "." + p.key());
+    for (const auto& p : m->named_parameters()) {
+      if (in_projection.count(p.key())) continue;
+      const auto* b = base_params.find(p.key());
+      check(b && b->sizes() == p.value().sizes() && torch::equal(b->to(torch::kCPU), p.value().to(torch::kCPU)),
+            "variant pack: '" + p.key() + "' differs from the base model: fine-tune with --projections-only");
+    }
+    for (const auto& [name, layer] : m->own_projections()) {
+      const LinearKind kind = m->own_kind(projection_family(name));
+      if (kind == base.own_kind(projection_family(name))) continue;  // not a variant
+      const auto family = projection_family(name);
+      SkipWeightInit no_init;
+      auto shape = make_linear(config_for(cfg, family, kind), family);
+      auto want = shape->named_parameters();
+      for (const auto& p : layer->named_parameters()) {
+        const auto* w = want.find(p.key());
+        check(w && w->sizes() == p.value().sizes(), "variant pack: " + name + "." + p.key() +
+                                                        " is not the shape of its variant of the base model");
+        const std::string t = tensor_name(name, kind, p.key());
+        check(written.insert(t).second, "variant pack: two models give " + t);
+        auto v = p.value().detach().to(torch::kCPU, torch::kFloat32).contiguous();
+        check(torch::isfinite(v).all().item<bool>(), "variant pack: " + t + " has non-finite values");
+        keep.push_back(v);
+        out.push_back({t, DType::F32, v.sizes().vec(), v.data_ptr()});
+      }
+    }
+  }
+  check(!out.empty(), "variant pack: the models have no projections of another kind than the base model's");
+  std::filesystem::create_directories(std::filesystem::absolute(path).parent_path());
+  write_safetensors(path, out,
+                    {{"format", kFormat}, {"checkpoint_hash", base_hash}, {"config", cfg.to_json()}, {"origin", origin}});
+}
+
+std::string variant_file_origin(const std::string& path) {
+  try {
+    if (!std::filesystem::exists(path)) return {};
+    const auto meta = SafetensorsFile::read(path).metadata();
+    auto it = meta.find("origin");
+    return it == meta.end() ? std::string() : it->second;
+  } catch (const std::exception&) {
+    return {};
+  }
 }
 
 }  // namespace nestscope

@@ -41,6 +41,18 @@ VariantReport build_variants(Gpt& model, const VariantNeeds& needs, const std::s
                              const std::string& checkpoint_hash = "", const ProgressFn& progress = {});
 VariantReport build_variants(Gpt& model, const std::vector<LinearKind>& kinds, const std::string& cache_path = "",
                              const std::string& checkpoint_hash = "", const ProgressFn& progress = {});
+// Writes the projections of fine-tuned variants of `base` — models whose non-projection weights
+// equal base's (trained with TrainOptions::projections_only) — as base's variant file at `path`:
+// build_variants then reads them from there instead of converting by SVD / TT-SVD, so a budget of
+// base runs the fine-tuned projections. `origin` (what they were trained with) is stored in the
+// file. Throws Error, writing nothing, when a model differs from base outside its projections, a
+// projection's shape is not the variant's, or two models give the same projection and kind.
+void pack_variants(const GptImpl& base, const std::string& base_hash, const std::vector<const GptImpl*>& tuned,
+                   const std::string& path, const std::string& origin);
+// The `origin` of a variant file written by pack_variants; empty for a plain conversion cache, a
+// missing or an unreadable file.
+std::string variant_file_origin(const std::string& path);
+
 // Frees every variant that is not in `keep`.
 void release_variants(Gpt& model, const VariantNeeds& keep);
 // Memory the system can still give (MemAvailable), in bytes; -1 when unknown.

@@ -5,7 +5,7 @@
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
-#include "core/cpu_allocator.h"
+#include "core/train/cpu_tensor_cache.h"
 #include "core/layers/parallel_linear.h"
 #include "core/model/causal_attention.h"
 

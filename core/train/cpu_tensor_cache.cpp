@@ -1,4 +1,4 @@
-#include "core/cpu_allocator.h"
+#include "core/train/cpu_tensor_cache.h"
 
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
