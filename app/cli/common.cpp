@@ -54,7 +54,7 @@ void add_training_options(CLI::App* cmd, TrainOptions& o) {
       ->capture_default_str();
   cmd->add_option("--temperature", o.distill_temperature, "distillation temperature")->capture_default_str();
   cmd->add_flag("--projections-only", o.projections_only,
-                "train the projections only (embeddings and norms stay): the result is a variant of the model");
+                "train the NSN / MPO projections only (embeddings, norms and dense projections stay): the result is a variant of the model");
   cmd->add_option("--teacher", o.teacher, "teacher checkpoint or HF folder (default: the embedded PicoGPT)");
 }
 

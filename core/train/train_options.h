@@ -53,9 +53,9 @@ struct TrainOptions {
   double distill = 0.0;
   double distill_temperature = 1.0;
   std::string teacher;
-  // Train the projections (the elastic layers) only; embeddings, norms and biases outside them
-  // stay as they are, so the trained projections are variants of the untouched model (the shipped
-  // fine-tuned NSN and MPO variants of the demo model are trained so).
+  // Train the NSN and MPO projections only; embeddings, norms and dense projections stay as they
+  // are, so the trained projections are variants of the untouched model (the shipped fine-tuned
+  // NSN and MPO variants of the demo model are trained so).
   bool projections_only = false;
 
   void validate() const;       // throws Error naming the bad field

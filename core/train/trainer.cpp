@@ -171,8 +171,10 @@ TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o,
   // Decay matrices and embeddings only (nanoGPT's grouping); biases and LayerNorm gains are not.
   std::vector<torch::Tensor> trained;
   if (o.projections_only) {
-    for (const auto& [name, p] : model->projections())
-      for (auto& t : p->parameters()) trained.push_back(t);
+    for (const auto& [name, p] : model->own_projections())
+      if (model->own_kind(projection_family(name)) != LinearKind::Dense)
+        for (auto& t : p->parameters()) trained.push_back(t);
+    check(!trained.empty(), "--projections-only trains the NSN and MPO projections, and this model has none: convert it first");
   } else {
     trained = model->parameters();
   }

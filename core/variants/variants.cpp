@@ -318,7 +318,14 @@ void pack_variants(const GptImpl& base, const std::string& base_hash, const std:
     }
     for (const auto& [name, layer] : m->own_projections()) {
       const LinearKind kind = m->own_kind(projection_family(name));
-      if (kind == base.own_kind(projection_family(name))) continue;  // not a variant
+      if (kind == base.own_kind(projection_family(name))) {  // not a variant: must be base's own
+        for (const auto& p : layer->named_parameters()) {
+          const auto* b = base_params.find(name + "." + p.key());
+          check(b && torch::equal(b->to(torch::kCPU), p.value().to(torch::kCPU)),
+                "variant pack: '" + name + "." + p.key() + "' differs from the base model: fine-tune with --projections-only");
+        }
+        continue;
+      }
       const auto family = projection_family(name);
       SkipWeightInit no_init;
       auto shape = make_linear(config_for(cfg, family, kind), family);
