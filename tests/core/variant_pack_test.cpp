@@ -85,3 +85,39 @@ TEST(VariantPack, FineTunedProjectionsRunUnderTheBaseModelsBudgetsAndTheFileIsKe
   EXPECT_EQ(rep2.from_cache, 0);
   EXPECT_NE(rep2.cache_note.find("another checkpoint"), std::string::npos) << rep2.cache_note;
 }
+
+TEST(SweepReference, AgreementIsAgainstTheGivenModelAndPartOfTheRowKey) {
+  test::TempDir dir;
+  const std::string text = test::hamlet_text();
+  Engine a;
+  a.train(text, test::tiny_config(), few_steps(false));
+  a.save(dir.file("a.safetensors"));
+  Engine b;
+  b.load(dir.file("a.safetensors"));
+  b.train(text, {}, few_steps(false), /*continue_current=*/true);
+  b.save(dir.file("b.safetensors"));
+  b.load(dir.file("b.safetensors"));
+  SweepOptions o;
+  o.text = text;
+  o.measure_latency = false;
+  const std::vector<NamedBudget> dense = {{"dense", "dense", Budget{}}};
+  const auto own = b.sweep(dense, o);
+  o.reference_model = dir.file("b.safetensors");
+  const auto self = b.sweep(dense, o);
+  o.reference_model = dir.file("a.safetensors");
+  const auto other = b.sweep(dense, o);
+  EXPECT_DOUBLE_EQ(own[0].eval.top1_agreement, 1.0);
+  EXPECT_DOUBLE_EQ(self[0].eval.top1_agreement, 1.0);
+  EXPECT_NEAR(self[0].eval.kl, 0.0, 1e-6);
+  EXPECT_LT(other[0].eval.top1_agreement, 1.0) << "b trained three more steps than a";
+  EXPECT_GT(other[0].eval.kl, 0.0);
+  EXPECT_DOUBLE_EQ(other[0].eval.token_accuracy, own[0].eval.token_accuracy) << "the model under test is the same";
+  EXPECT_NE(other[0].key, own[0].key);
+  EXPECT_NE(other[0].key, self[0].key);
+  // A reference with another tokenizer is refused.
+  Engine c;
+  c.train("abcdefghij klmnopqrstuvwxyz\n" + text, test::tiny_config(), few_steps(false));
+  c.save(dir.file("c.safetensors"));
+  o.reference_model = dir.file("c.safetensors");
+  EXPECT_THROW(b.sweep(dense, o), Error);
+}
