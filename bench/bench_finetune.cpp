@@ -3,7 +3,6 @@
 //                                 [--objective ce|nsn|nsn-distill] [--threads N] [--profile TRACE.json]
 // Default: ../shared/models/stories260K, NSN multi-rank with distillation from the dense model,
 // batch 32 x 256 — the fine-tuning the stories260K results use.
-#include <dlfcn.h>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -45,10 +44,6 @@ int main(int argc, char** argv) {
     ss << f.rdbuf();
     std::string text = ss.str().substr(0, 400000);  // enough windows; tokenizing all costs time
     Engine e;
-    if (const char* ob = std::getenv("BLAS_THREADS")) {
-      using SetThreads = void (*)(int);
-      if (auto f = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(std::atoi(ob));
-    }
     e.load(model);
     TrainResult r;
     // --profile FILE: a chrome://tracing file of every ATen op (LibTorch's legacy profiler).

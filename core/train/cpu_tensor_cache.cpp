@@ -74,7 +74,7 @@ class CachingCpuAllocator final : public c10::Allocator {
     const c10::Device cpu(c10::DeviceType::CPU);
     if (nbytes < kMinCached || !caching()) {
       void* p = nbytes ? c10::alloc_cpu(nbytes) : nullptr;
-      return {p, p, &release_small, cpu};
+      return {p, p, &release_small, cpu};  // no lock on the small tensors' free
     }
     const size_t size = rounded(nbytes);
     Cache& c = cache();

@@ -352,7 +352,7 @@ void pack_variants(const GptImpl& base, const std::string& base_hash, const std:
 std::string variant_file_origin(const std::string& path) {
   try {
     if (!std::filesystem::exists(path)) return {};
-    const auto meta = SafetensorsFile::read(path).metadata();
+    const auto meta = SafetensorsFile::map(path).metadata();  // the header only is read
     auto it = meta.find("origin");
     return it == meta.end() ? std::string() : it->second;
   } catch (const std::exception&) {
