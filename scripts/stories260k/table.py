@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Markdown tables from a stories260K frontier file (scripts/stories260k-experiment.sh).
-usage: table.py runs/stories260K/frontier.jsonl"""
+usage: table.py runs/stories260K/frontier.jsonl [file with the dense row, e.g. for frontier-r2.jsonl]"""
 import json, sys
 
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-dense_lin = next(r["linear_macs"] for r in rows if r["method"] == "dense")
+dense_rows = [json.loads(l) for l in open(sys.argv[2 if len(sys.argv) > 2 else 1]) if l.strip()]
+dense_lin = next(r["linear_macs"] for r in dense_rows if r["method"] == "dense")
 print("| series | point | linear MACs (% dense) | MACs/token (% dense) | params | top-1 agreement | KL (nats) | token acc. | support F1 | head F1 |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
