@@ -265,7 +265,8 @@ void EngineWorker::generate(const QString& prompt, const GenerationSettings& s, 
 
 void EngineWorker::loadFrontier(const QString& path) {
   try {
-    const auto rows = read_sweep_rows(path.toStdString());
+    // A file being written by a sweep elsewhere is read as far as it goes, never cut.
+    const auto rows = read_sweep_rows(path.toStdString(), nullptr, TornLine::Skip);
     if (rows.empty()) throw std::runtime_error(path.toStdString() + ": no frontier rows");
     Q_EMIT frontierRows(rows);
   } catch (const std::exception& e) {

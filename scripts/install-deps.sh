@@ -5,7 +5,7 @@ pkgs=(
   build-essential cmake ninja-build pkg-config
   libtorch-dev libopenblas0-pthread libblas-dev
   qt6-base-dev qt6-charts-dev qt6-svg-dev libqt6opengl6-dev libgl-dev
-  libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev
+  libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev libgloo-dev
   xvfb xauth fonts-dejavu-core python3-torch
   xdotool imagemagick
 )

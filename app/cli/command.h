@@ -60,6 +60,13 @@ void add_common(CLI::App* cmd, Common& c, bool with_model = true);
 void add_training_options(CLI::App* cmd, TrainOptions& o);
 void open_model(Engine& engine, const Common& c);
 ProgressFn bar_fn(ProgressBar& bar);
+// Data-parallel training when the environment describes a group (torchrun's RANK, WORLD_SIZE,
+// MASTER_ADDR, MASTER_PORT, or srun's SLURM_PROCID, SLURM_STEP_NUM_TASKS): joins it, so `o`
+// trains as one rank of it. Returns false on every rank but 0: those draw no progress bar and
+// neither save nor print (rank 0 writes the checkpoint, atomically).
+bool join_data_parallel(TrainOptions& o, bool cuda);
+// The bar on rank 0; elsewhere only Ctrl-C is watched.
+ProgressFn rank_bar_fn(ProgressBar& bar, bool root);
 // One JSON object on stdout: a line with --json, indented otherwise; returns exit code 0.
 int print(const Json& j, bool compact);
 // After a conversion or fine-tune: ends the bar, saves the engine's model to `out` and prints

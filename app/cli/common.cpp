@@ -4,6 +4,8 @@
 #include <iostream>
 
 #include "app/cli/command.h"
+
+#include "core/train/data_parallel.h"
 #include "core/defaults.h"
 #include "core/io/atomic_file.h"
 
@@ -69,6 +71,21 @@ void open_model(Engine& engine, const Common& c) {
 
 ProgressFn bar_fn(ProgressBar& bar) {
   return [&bar](const Progress& p) { return bar.update(p); };
+}
+
+bool join_data_parallel(TrainOptions& o, bool cuda) {
+  const auto config = distributed_config_from_env();
+  if (!config.distributed()) return true;
+  o.data_parallel = std::make_shared<DataParallel>(config, cuda);
+  if (config.rank == 0)
+    std::fprintf(stderr, "data-parallel: %lld ranks (%s, %s), %lld sequences each per step\n", (long long)config.world,
+                 config.source.c_str(), o.data_parallel->backend().c_str(), (long long)o.batch);
+  return config.rank == 0;
+}
+
+ProgressFn rank_bar_fn(ProgressBar& bar, bool root) {
+  if (root) return bar_fn(bar);
+  return [](const Progress&) { return !interrupted(); };
 }
 
 int print(const Json& j, bool compact) {

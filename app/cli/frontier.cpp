@@ -25,9 +25,17 @@ struct FrontierArgs {
   int64_t continuations = 8;
   bool latency = true;
   bool gate_details = false;       // support / head F1 against the oracle, measurement overhead
+  std::string shard;               // "i/n": this run's share of the budgets
   std::string out = "frontier.jsonl";
   std::string plot;                // .svg / .png
   std::string title;
+  bool json_out = false;
+};
+
+struct MergeArgs {
+  std::vector<std::string> files;  // shards of one sweep
+  std::string out;
+  std::string plot, title;
   bool json_out = false;
 };
 
@@ -40,65 +48,15 @@ std::string human(double v) {
   return buf;
 }
 
-int run_frontier(const FrontierArgs& a) {
-  check(a.budgets.empty() != a.grid.empty(), "frontier: give exactly one of --budgets FILE and --grid NAME");
-  check(a.with.empty() || !a.grid.empty(), "frontier: --with needs --grid (a budget file names one model's budgets)");
-#ifndef NESTSCOPE_PLOT
-  check(a.plot.empty(), "frontier: --plot needs the Qt libraries; rebuild with -DNESTSCOPE_GUI=ON");
-#endif
-  // Everything that can be wrong with the inputs is checked before the first evaluation.
-  std::vector<NamedBudget> file_budgets;
-  if (!a.budgets.empty()) file_budgets = read_budget_file(a.budgets);
-  const std::string text = a.eval.empty() ? std::string() : read_text_file(a.eval);
-  if (!a.plot.empty()) {
-    const bool svg = a.plot.size() > 4 && a.plot.substr(a.plot.size() - 4) == ".svg";
-    const bool png = a.plot.size() > 4 && a.plot.substr(a.plot.size() - 4) == ".png";
-    check(svg || png, "frontier: --plot must name a .svg or .png file, got '" + a.plot + "'");
-  }
-
-  std::vector<std::string> models = {a.model};
-  models.insert(models.end(), a.with.begin(), a.with.end());
-  std::vector<SweepRow> rows;
-  for (const auto& path : models) {
-    Engine engine;
-    engine.set_device(a.device);
-    if (path.empty()) engine.load_default(); else engine.load(path);
-    const auto budgets = a.grid.empty() ? file_budgets : engine.grid(a.grid);
-    SweepOptions o;
-    o.text = text;
-    o.validation_split = a.split == "val";
-    o.max_windows = a.windows;
-    o.continuations = a.continuations;
-    o.measure_latency = a.latency;
-    o.reference_model = a.reference;
-    o.gate_details = a.gate_details;
-    o.results = a.out;
-    std::fprintf(stderr, "%s: %zu budgets\n", engine.info().source.c_str(), budgets.size());
-    ProgressBar bar;
-    std::string note;
-    std::vector<SweepRow> part;
-    try {
-      part = engine.sweep(budgets, o, [&bar](const Progress& p) { return bar.update(p); }, &note);
-    } catch (const Cancelled&) {
-      bar.finish();
-      std::fprintf(stderr, "cancelled; finished rows are in %s: rerun the same command to resume\n", a.out.c_str());
-      return 130;
-    }
-    bar.finish();
-    if (!note.empty()) std::fprintf(stderr, "%s\n", note.c_str());
-    int64_t resumed = 0;
-    for (const auto& r : part) resumed += r.resumed;
-    if (resumed) std::fprintf(stderr, "  %lld of %zu rows reused from %s\n", (long long)resumed, part.size(), a.out.c_str());
-    report_failed_rows(part);
-    rows.insert(rows.end(), part.begin(), part.end());
-  }
-
+// The table (or JSON), the Pareto front, the fits per method and the chart of a run's rows.
+void print_rows(const std::vector<SweepRow>& rows, const std::string& out, bool json_out, const std::string& plot,
+                const std::string& plot_title) {
   const auto front = pareto_front(rows);
   std::vector<bool> on_front(rows.size());
   for (size_t i : front) on_front[i] = true;
   const auto fits = fit_frontiers(rows);
-  if (a.json_out) {
-    nlohmann::json j = {{"results", a.out}, {"rows", nlohmann::json::array()}, {"fits", nlohmann::json::array()}};
+  if (json_out) {
+    nlohmann::json j = {{"results", out}, {"rows", nlohmann::json::array()}, {"fits", nlohmann::json::array()}};
     for (size_t i = 0; i < rows.size(); ++i) {
       auto r = nlohmann::json::parse(sweep_row_to_json(rows[i]));
       r["pareto"] = bool(on_front[i]);
@@ -129,16 +87,99 @@ int run_frontier(const FrontierArgs& a) {
       std::printf("  %-22s %2lld points  fit rmse %.2f pp  held-out mean |err| %.2f pp  worst %.2f pp\n",
                   f.method.c_str(), (long long)f.points, 100 * f.rmse, 100 * f.loo_mae, 100 * f.loo_max);
     }
-    std::printf("results: %s\n", a.out.c_str());
+    std::printf("results: %s\n", out.c_str());
   }
 #ifdef NESTSCOPE_PLOT
-  if (!a.plot.empty()) {
+  if (!plot.empty()) {
     std::string err;
-    const std::string title = a.title.empty() ? "NestScope compute–accuracy frontier" : a.title;
-    check(render_frontier_plot(rows, a.plot, title, &err), "frontier: " + err);
-    std::fprintf(stderr, "plot: %s\n", a.plot.c_str());
+    const std::string title = plot_title.empty() ? "NestScope compute–accuracy frontier" : plot_title;
+    check(render_frontier_plot(rows, plot, title, &err), "frontier: " + err);
+    std::fprintf(stderr, "plot: %s\n", plot.c_str());
   }
+#else
+  (void)plot;
+  (void)plot_title;
 #endif
+}
+
+void check_plot_path(const std::string& plot) {
+#ifndef NESTSCOPE_PLOT
+  check(plot.empty(), "frontier: --plot needs the Qt libraries; rebuild with -DNESTSCOPE_GUI=ON");
+#endif
+  if (plot.empty()) return;
+  const bool svg = plot.size() > 4 && plot.substr(plot.size() - 4) == ".svg";
+  const bool png = plot.size() > 4 && plot.substr(plot.size() - 4) == ".png";
+  check(svg || png, "frontier: --plot must name a .svg or .png file, got '" + plot + "'");
+}
+
+int run_frontier(const FrontierArgs& a) {
+  check(a.budgets.empty() != a.grid.empty(), "frontier: give exactly one of --budgets FILE and --grid NAME");
+  check(a.with.empty() || !a.grid.empty(), "frontier: --with needs --grid (a budget file names one model's budgets)");
+  // Everything that can be wrong with the inputs is checked before the first evaluation.
+  check_plot_path(a.plot);
+  const Shard shard = a.shard.empty() ? Shard{} : parse_shard(a.shard);
+  std::vector<NamedBudget> file_budgets;
+  if (!a.budgets.empty()) file_budgets = read_budget_file(a.budgets);
+  const std::string text = a.eval.empty() ? std::string() : read_text_file(a.eval);
+
+  std::vector<std::string> models = {a.model};
+  models.insert(models.end(), a.with.begin(), a.with.end());
+  std::vector<SweepRow> rows;
+  for (const auto& path : models) {
+    Engine engine;
+    engine.set_device(a.device);
+    if (path.empty()) engine.load_default(); else engine.load(path);
+    const auto budgets = a.grid.empty() ? file_budgets : engine.grid(a.grid);
+    SweepOptions o;
+    o.text = text;
+    o.validation_split = a.split == "val";
+    o.max_windows = a.windows;
+    o.continuations = a.continuations;
+    o.measure_latency = a.latency;
+    o.reference_model = a.reference;
+    o.gate_details = a.gate_details;
+    o.results = a.out;
+    o.shard = shard;
+    if (shard.all())
+      std::fprintf(stderr, "%s: %zu budgets\n", engine.info().source.c_str(), budgets.size());
+    else
+      std::fprintf(stderr, "%s: shard %lld/%lld of %zu budgets\n", engine.info().source.c_str(),
+                   (long long)shard.index, (long long)shard.count, budgets.size());
+    ProgressBar bar;
+    std::string note;
+    std::vector<SweepRow> part;
+    try {
+      part = engine.sweep(budgets, o, [&bar](const Progress& p) { return bar.update(p); }, &note);
+    } catch (const Cancelled&) {
+      bar.finish();
+      std::fprintf(stderr, "cancelled; finished rows are in %s: rerun the same command to resume\n", a.out.c_str());
+      return 130;
+    }
+    bar.finish();
+    if (!note.empty()) std::fprintf(stderr, "%s\n", note.c_str());
+    int64_t resumed = 0;
+    for (const auto& r : part) resumed += r.resumed;
+    if (resumed) std::fprintf(stderr, "  %lld of %zu rows reused from %s\n", (long long)resumed, part.size(), a.out.c_str());
+    report_failed_rows(part);
+    rows.insert(rows.end(), part.begin(), part.end());
+  }
+
+  print_rows(rows, a.out, a.json_out, a.plot, a.title);
+  return 0;
+}
+
+int run_merge(const MergeArgs& a) {
+  check_plot_path(a.plot);
+  const auto merged = merge_sweep_files(a.files);
+  check(!merged.rows.empty(), "frontier merge: the files hold no rows");
+  std::string text;
+  for (const auto& r : merged.rows) text += sweep_row_to_json(r) + "\n";
+  write_file_atomic(a.out, text);  // an input may be the output: everything was read first
+  std::fprintf(stderr, "merged %zu files: %zu rows", a.files.size(), merged.rows.size());
+  if (merged.duplicates) std::fprintf(stderr, " (%lld duplicates dropped)", (long long)merged.duplicates);
+  std::fprintf(stderr, "\n");
+  report_failed_rows(merged.rows);
+  print_rows(merged.rows, a.out, a.json_out, a.plot, a.title);
   return 0;
 }
 
@@ -170,7 +211,21 @@ void add_frontier(CLI::App& app, Registry& r) {
   cmd->add_option("--plot", a->plot, "write the chart (.svg or .png, via Qt Charts offscreen)");
   cmd->add_option("--title", a->title, "chart title");
   cmd->add_option("--device", a->device, "auto, cpu or cuda")->capture_default_str();
+  cmd->add_option("--shard", a->shard,
+                  "i/n: evaluate the i-th of n shares of the budgets (0 <= i < n; by budget, stable when the grid "
+                  "grows); give each shard its own --out and join them with `frontier merge`");
   cmd->add_flag("--json", a->json_out, "print one JSON object on stdout");
+
+  auto m = std::make_shared<MergeArgs>();
+  auto* merge = cmd->add_subcommand("merge", "join the results files of a sharded sweep and print them as one run");
+  merge->add_option("files", m->files, "results files, one per shard")->required()->check(CLI::ExistingFile);
+  merge->add_option("-o,--out", m->out, "the merged results file (written atomically)")->required();
+  merge->add_option("--plot", m->plot, "write the chart (.svg or .png)");
+  merge->add_option("--title", m->title, "chart title");
+  merge->add_flag("--json", m->json_out, "print one JSON object on stdout");
+  cmd->require_subcommand(0, 1);
+  // Registered first: `frontier merge` parses both commands, and the merge is the one to run.
+  r.add(merge, [m](Engine&, ProgressBar&) { return run_merge(*m); });
   r.add(cmd, [a](Engine&, ProgressBar&) { return run_frontier(*a); });
 }
 

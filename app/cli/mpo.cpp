@@ -20,9 +20,14 @@ struct MpoArgs : MechanismArgs {
 
 int run_finetune(const MpoArgs& a, Engine& engine, ProgressBar& bar) {
   open_model(engine, a.common);
-  if (engine.info().max_bond == 0) engine.convert_mpo({}, a.bond > 0 ? a.bond : kAutoConvertBond, bar_fn(bar));
-  const auto r = engine.finetune_mpo(read_text_file(a.preset.corpus), a.train,
-                                     a.use_nested ? std::optional<NsnTrainOptions>(a.nested) : std::nullopt, bar_fn(bar));
+  TrainOptions t = a.train;
+  const bool root = join_data_parallel(t, engine.info().device == "cuda");
+  if (engine.info().max_bond == 0)
+    engine.convert_mpo({}, a.bond > 0 ? a.bond : kAutoConvertBond, rank_bar_fn(bar, root));
+  const auto r = engine.finetune_mpo(read_text_file(a.preset.corpus), t,
+                                     a.use_nested ? std::optional<NsnTrainOptions>(a.nested) : std::nullopt,
+                                     rank_bar_fn(bar, root));
+  if (!root) return 0;
   Json j = finetune_json(r, a.out);
   j["bond"] = engine.info().max_bond;
   j["parameters"] = engine.info().parameters;

@@ -12,9 +12,11 @@ Json finetune_json(const NsnFinetuneReport& r, const std::string& out) {
   for (const auto& b : r.buckets)
     buckets.push_back({{"lo", b.lo}, {"hi", b.hi}, {"samples", b.samples}, {"mean_loss", b.mean_loss},
                        {"sigma", b.sigma}});
-  return {{"out", out}, {"steps", r.train.steps}, {"seconds", r.train.seconds},
-          {"token_accuracy", r.train.validation.token_accuracy}, {"loss", r.train.validation.loss},
-          {"perplexity", r.train.validation.perplexity}, {"buckets", buckets}};
+  Json j = {{"out", out}, {"steps", r.train.steps}, {"seconds", r.train.seconds},
+            {"tokens_per_s", r.train.tokens_per_s}, {"token_accuracy", r.train.validation.token_accuracy},
+            {"loss", r.train.validation.loss}, {"perplexity", r.train.validation.perplexity}, {"buckets", buckets}};
+  if (r.train.communication_seconds > 0) j["allreduce_seconds"] = r.train.communication_seconds;
+  return j;
 }
 
 namespace {
@@ -31,9 +33,11 @@ struct NsnArgs : MechanismArgs {
 
 int run_finetune(const NsnArgs& a, Engine& engine, ProgressBar& bar) {
   open_model(engine, a.common);
-  if (engine.info().max_rank == 0) engine.convert_nsn({}, a.max_rank, bar_fn(bar));
-  const auto r = engine.finetune_nsn(read_text_file(a.preset.corpus), a.train, a.nested, bar_fn(bar));
-  save_and_print(engine, bar, a.out, finetune_json(r, a.out), a.common.json_out);
+  TrainOptions t = a.train;
+  const bool root = join_data_parallel(t, engine.info().device == "cuda");
+  if (engine.info().max_rank == 0) engine.convert_nsn({}, a.max_rank, rank_bar_fn(bar, root));
+  const auto r = engine.finetune_nsn(read_text_file(a.preset.corpus), t, a.nested, rank_bar_fn(bar, root));
+  if (root) save_and_print(engine, bar, a.out, finetune_json(r, a.out), a.common.json_out);
   return 0;
 }
 

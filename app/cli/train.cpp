@@ -63,8 +63,11 @@ int run(const TrainArgs& a, Engine& engine, ProgressBar& bar) {
   engine.set_device(a.common.device);
   if (!a.init.empty()) engine.load(a.init);
   const std::string text = read_text_file(a.corpus);
-  const auto r = engine.train(text, cfg, a.train, !a.init.empty(), bar_fn(bar));
+  TrainOptions t = a.train;
+  const bool root = join_data_parallel(t, a.init.empty() ? a.common.device == "cuda" : engine.info().device == "cuda");
+  const auto r = engine.train(text, cfg, t, !a.init.empty(), rank_bar_fn(bar, root));
   bar.finish();
+  if (!root) return 0;
   engine.save(a.out);
   const auto i = engine.info();
   if (!a.common.json_out) {
@@ -74,17 +77,18 @@ int run(const TrainArgs& a, Engine& engine, ProgressBar& bar) {
                 100 * r.validation.token_accuracy, a.out.c_str());
     return 0;
   }
-  return print({{"out", a.out},
-         {"steps", r.steps},
-         {"seconds", r.seconds},
-         {"tokens_per_s", r.tokens_per_s},
-         {"final_train_loss", r.final_train_loss},
-         {"parameters", i.parameters},
-         {"validation", eval_json(r.validation)},
-         {"token_accuracy", r.validation.token_accuracy},
-         {"loss", r.validation.loss},
-         {"perplexity", r.validation.perplexity}},
-        true);
+  Json j = {{"out", a.out},
+            {"steps", r.steps},
+            {"seconds", r.seconds},
+            {"tokens_per_s", r.tokens_per_s},
+            {"final_train_loss", r.final_train_loss},
+            {"parameters", i.parameters},
+            {"validation", eval_json(r.validation)},
+            {"token_accuracy", r.validation.token_accuracy},
+            {"loss", r.validation.loss},
+            {"perplexity", r.validation.perplexity}};
+  if (r.communication_seconds > 0) j["allreduce_seconds"] = r.communication_seconds;
+  return print(j, true);
 }
 
 }  // namespace

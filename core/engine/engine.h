@@ -136,6 +136,7 @@ struct SweepOptions {
   // Agreement and KL against this checkpoint or Hugging Face folder (the dense model a variant was
   // fine-tuned from) instead of the swept model at full budget; empty = the latter.
   std::string reference_model;
+  Shard shard;                   // evaluate only this shard's budgets (frontier --shard i/n)
   std::function<void(const SweepRow&)> on_row;  // each row as it finishes (or is reused), in grid order
 };
 

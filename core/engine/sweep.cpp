@@ -2,11 +2,13 @@
 // budgets scored here, one row type, MACs from the model's own count.
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <set>
 
 #include "core/model/macs.h"
 #include "core/engine/engine_impl.h"
 #include "core/eval/metrics.h"
+#include "core/io/atomic_file.h"
 #include "core/io/hf_model.h"
 #include "core/eval/rank_allocation.h"
 #include "core/gate/block_recovery.h"
@@ -206,10 +208,26 @@ void evaluate_row(Gpt& model, SweepRow& row, const NamedBudget& nb, GateCalibrat
 
 }  // namespace
 
-std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, const SweepOptions& o,
+std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& grid, const SweepOptions& o,
                                     const ProgressFn& progress, std::string* note) {
   auto& m = impl_->need();
-  check(!budgets.empty(), "sweep: no budgets to evaluate");
+  check(!grid.empty(), "sweep: no budgets to evaluate");
+  // This run's share of the grid (all of it unless sharded), each budget with its grid position.
+  std::vector<NamedBudget> budgets;
+  std::vector<int64_t> grid_index;
+  for (size_t i = 0; i < grid.size(); ++i)
+    if (in_shard(o.shard, grid[i].method, grid[i].label, budget_to_json(grid[i].budget))) {
+      budgets.push_back(grid[i]);
+      grid_index.push_back(int64_t(i));
+    }
+  if (budgets.empty()) {
+    // An empty results file all the same: a merge can tell this shard from one that never ran.
+    if (!o.results.empty() && !std::filesystem::exists(o.results)) write_file_atomic(o.results, "");
+    if (note)
+      *note = "shard " + std::to_string(o.shard.index) + "/" + std::to_string(o.shard.count) + " holds none of the " +
+              std::to_string(grid.size()) + " budgets";
+    return {};
+  }
   auto& model = m.model;
   const int64_t T = m.config.context;
   ModelScope scope(*impl_);
@@ -257,6 +275,8 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
     const std::string key = content_hash(id.data(), id.size());
     if (auto it = done.find(key); it != done.end()) {
       rows.push_back(it->second);
+      rows.back().evaluation = data.fingerprint;
+      rows.back().grid_index = grid_index[i];
       if (o.on_row) o.on_row(rows.back());
       report(progress, {"sweep", int64_t(i + 1), int64_t(budgets.size())});
       continue;
@@ -268,6 +288,8 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
     row.method = nb.method;
     row.label = nb.label;
     row.budget_json = budget_json;
+    row.evaluation = data.fingerprint;
+    row.grid_index = grid_index[i];
     try {
       const auto slot = within(progress, {"sweep", int64_t(i), int64_t(budgets.size())});
       impl_->prepare_variants(needs[i], slot);
@@ -281,6 +303,8 @@ std::vector<SweepRow> Engine::sweep(const std::vector<NamedBudget>& budgets, con
     } catch (const std::exception& e) {  // Error, or an allocation the machine could not give
       model->set_gate_stats(nullptr);
       row = SweepRow{row.key, row.model, row.model_hash, row.method, row.label, row.budget_json};
+      row.evaluation = data.fingerprint;
+      row.grid_index = grid_index[i];
       row.error = e.what();
     }
     release_after(i);

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <set>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
@@ -17,10 +19,13 @@ namespace nestscope {
 using Json = nlohmann::json;
 
 std::string sweep_row_to_json(const SweepRow& r) {
-  if (!r.error.empty())
-    return Json{{"key", r.key},     {"model", r.model}, {"model_hash", r.model_hash}, {"method", r.method},
-                {"label", r.label}, {"budget", Json::parse(r.budget_json)},           {"error", r.error}}
-        .dump();
+  if (!r.error.empty()) {
+    Json j = {{"key", r.key},     {"model", r.model}, {"model_hash", r.model_hash}, {"method", r.method},
+              {"label", r.label}, {"budget", Json::parse(r.budget_json)},           {"error", r.error}};
+    if (!r.evaluation.empty()) j["evaluation"] = r.evaluation;
+    if (r.grid_index >= 0) j["index"] = r.grid_index;
+    return j.dump();
+  }
   Json j = {{"key", r.key},
             {"model", r.model},
             {"model_hash", r.model_hash},
@@ -45,6 +50,8 @@ std::string sweep_row_to_json(const SweepRow& r) {
             {"mlp_mac_fraction", r.mlp_mac_fraction},
             {"ms_per_token", r.ms_per_token}};
   if (!r.resolved_json.empty()) j["resolved_budget"] = Json::parse(r.resolved_json);
+  if (!r.evaluation.empty()) j["evaluation"] = r.evaluation;
+  if (r.grid_index >= 0) j["index"] = r.grid_index;
   if (r.attn_mac_fraction >= 0) {  // gate details (SweepOptions::gate_details)
     j["support_f1"] = r.support_f1;
     j["overhead_fraction"] = r.overhead_fraction;
@@ -65,6 +72,8 @@ SweepRow sweep_row_from_json(const std::string& line) {
     r.method = j.at("method").get<std::string>();
     r.label = j.at("label").get<std::string>();
     r.budget_json = j.at("budget").dump();
+    if (auto it = j.find("evaluation"); it != j.end()) r.evaluation = it->get<std::string>();
+    if (auto it = j.find("index"); it != j.end()) r.grid_index = it->get<int64_t>();
     if (auto it = j.find("error"); it != j.end()) {
       r.error = it->get<std::string>();
       check(!r.error.empty(), "a row with an empty error");
@@ -100,7 +109,7 @@ SweepRow sweep_row_from_json(const std::string& line) {
   return r;
 }
 
-std::vector<SweepRow> read_sweep_rows(const std::string& path, std::string* note) {
+std::vector<SweepRow> read_sweep_rows(const std::string& path, std::string* note, TornLine torn) {
   std::ifstream probe(path, std::ios::binary);
   if (!probe) return {};
   probe.close();
@@ -112,9 +121,17 @@ std::vector<SweepRow> read_sweep_rows(const std::string& path, std::string* note
     const size_t nl = text.find('\n', pos);
     ++line_no;
     if (nl == std::string::npos) {
-      // A torn tail: the writer died mid-line. Keep every complete line, drop the fragment.
-      write_file_atomic(path, std::string_view(text).substr(0, pos));
-      if (note) *note = path + ": dropped an incomplete last line (" + std::to_string(text.size() - pos) + " bytes)";
+      // A torn tail: the writer died mid-line (or is still writing).
+      const std::string bytes = std::to_string(text.size() - pos) + " bytes";
+      check(torn != TornLine::Refuse, path + ": the last line is incomplete (" + bytes +
+                                          "): the sweep that writes it has not finished or died mid-row; rerun it "
+                                          "to resume");
+      if (torn == TornLine::Cut) {  // keep every complete line, drop the fragment
+        write_file_atomic(path, std::string_view(text).substr(0, pos));
+        if (note) *note = path + ": dropped an incomplete last line (" + bytes + ")";
+      } else if (note) {
+        *note = path + ": an incomplete last line (" + bytes + ") was not read";
+      }
       break;
     }
     const std::string line = text.substr(pos, nl - pos);
@@ -139,6 +156,108 @@ void append_sweep_row(const std::string& path, const SweepRow& row) {
                   ::fsync(fileno(f)) == 0;
   std::fclose(f);
   check(ok, path + ": write failed (disk full?)");
+}
+
+Shard parse_shard(const std::string& text) {
+  const auto slash = text.find('/');
+  Shard s;
+  try {
+    size_t a = 0, b = 0;
+    check(slash != std::string::npos, "");
+    s.index = std::stoll(text.substr(0, slash), &a);
+    s.count = std::stoll(text.substr(slash + 1), &b);
+    check(a == slash && b == text.size() - slash - 1, "");
+  } catch (const std::exception&) {
+    throw Error("--shard: '" + text + "' is not i/n (e.g. 0/3: the first of three shards)");
+  }
+  check(s.count >= 1 && s.index >= 0 && s.index < s.count,
+        "--shard: '" + text + "' needs 0 <= i < n (shards are numbered from 0, as Slurm array tasks are)");
+  return s;
+}
+
+bool in_shard(const Shard& shard, const std::string& method, const std::string& label, const std::string& budget_json) {
+  if (shard.all()) return true;
+  // FNV-1a over the budget's identity: the same on every machine and compiler, unlike std::hash.
+  uint64_t h = 1469598103934665603ull;
+  for (const std::string* part : {&method, &label, &budget_json}) {
+    for (unsigned char c : *part) h = (h ^ c) * 1099511628211ull;
+    h = (h ^ 0xffu) * 1099511628211ull;  // separator
+  }
+  // FNV's low bits are weak (its last bit is the parity of the bytes' last bits): mix every bit
+  // into every other (MurmurHash3's finalizer) before taking the remainder.
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ull;
+  h ^= h >> 33;
+  return int64_t(h % uint64_t(shard.count)) == shard.index;
+}
+
+MergedRows merge_sweep_files(const std::vector<std::string>& paths) {
+  check(!paths.empty(), "merge: no results files given");
+  struct Source {
+    std::string path;
+    std::set<std::string> models;
+  };
+  std::vector<Source> sources;
+  std::vector<SweepRow> all;
+  std::vector<size_t> from;  // all[i] came from sources[from[i]]
+  for (const auto& path : paths) {
+    std::ifstream probe(path, std::ios::binary);
+    check(bool(probe), path + ": cannot be read");
+    auto rows = read_sweep_rows(path, nullptr, TornLine::Refuse);
+    Source src{path, {}};
+    for (auto& r : rows) {
+      check(!r.evaluation.empty(), path + ": row '" + r.method + " " + r.label +
+                                       "' does not record how it was evaluated (written by an older version): "
+                                       "rerun that shard");
+      src.models.insert(r.model_hash.empty() ? r.model : r.model_hash);
+      from.push_back(sources.size());
+      all.push_back(std::move(r));
+    }
+    sources.push_back(std::move(src));
+  }
+  // One sweep: the same scoring everywhere, the same models in every file that has rows.
+  const Source* first = nullptr;
+  for (size_t i = 0; i < all.size(); ++i) {
+    check(all[i].evaluation == all.front().evaluation,
+          sources[from[i]].path + ": row '" + all[i].method + " " + all[i].label + "' was scored on other data (" +
+              all[i].evaluation + ") than " + sources[from.front()].path + "'s (" + all.front().evaluation +
+              "): not shards of one sweep");
+  }
+  for (const auto& s : sources) {
+    if (s.models.empty()) continue;
+    if (!first) first = &s;
+    auto names = [](const std::set<std::string>& m) {
+      std::string out;
+      for (const auto& x : m) out += (out.empty() ? "" : ", ") + x;
+      return out;
+    };
+    check(s.models == first->models, s.path + " holds rows of " + names(s.models) + " but " + first->path +
+                                         " of " + names(first->models) + ": not shards of one sweep");
+  }
+  // A budget seen twice: the first finished row wins; a failed row only when none finished.
+  MergedRows out;
+  std::map<std::string, size_t> at;  // key -> index in out.rows
+  std::map<std::string, size_t> model_order;
+  for (auto& r : all) {
+    model_order.emplace(r.model_hash.empty() ? r.model : r.model_hash, model_order.size());
+    auto [it, fresh] = at.emplace(r.key, out.rows.size());
+    if (fresh) {
+      out.rows.push_back(std::move(r));
+      continue;
+    }
+    ++out.duplicates;
+    if (!out.rows[it->second].error.empty() && r.error.empty()) out.rows[it->second] = std::move(r);
+  }
+  std::stable_sort(out.rows.begin(), out.rows.end(), [&](const SweepRow& a, const SweepRow& b) {
+    const size_t ma = model_order.at(a.model_hash.empty() ? a.model : a.model_hash);
+    const size_t mb = model_order.at(b.model_hash.empty() ? b.model : b.model_hash);
+    if (ma != mb) return ma < mb;
+    return a.grid_index < b.grid_index;
+  });
+  for (auto& r : out.rows) r.resumed = false;
+  return out;
 }
 
 namespace {

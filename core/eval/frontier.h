@@ -18,6 +18,11 @@ struct SweepRow {
   std::string budget_json;    // budget_to_json of the budget
   std::string resolved_json;  // with Budget::mac_target: the budget the joint knob chose (else empty)
   std::string evaluated_on;   // "text" (validation split of a text) or "continuations" (of the full model)
+  // What was scored and against what (the text's hash and split, windows, calibration, the
+  // reference model): rows of one sweep share it, so shards of one sweep can be checked before
+  // they are merged. Empty in files written before it was recorded.
+  std::string evaluation;
+  int64_t grid_index = -1;    // the budget's position in the swept grid (-1: not recorded)
   int64_t macs = 0;           // whole model, one decode step at full context (gate: measured mean)
   int64_t dense_macs = 0;     // the same for the dense model
   double mac_fraction = 1;    // macs / dense_macs
@@ -42,12 +47,40 @@ struct SweepRow {
 std::string sweep_row_to_json(const SweepRow& row);
 SweepRow sweep_row_from_json(const std::string& line);  // throws Error
 
-// Reads a results file: every complete, valid line. A torn last line (a crash mid-write) is cut
-// off the file so appends stay line-aligned; `note` says so. A missing file is empty. Any other
-// bad line throws Error (the file is not ours, or was edited): nothing is overwritten.
-std::vector<SweepRow> read_sweep_rows(const std::string& path, std::string* note = nullptr);
+// What reading a results file does with a torn last line (a writer that died mid-line).
+enum class TornLine {
+  Cut,     // cut it off the file so appends stay line-aligned (resuming a sweep)
+  Skip,    // leave the file as it is and read the complete lines (opening it to look at)
+  Refuse,  // throw Error (merging: a shard that was still being written)
+};
+// Reads a results file: every complete, valid line; `note` says what happened to a torn last line.
+// A missing file is empty. Any other bad line throws Error (the file is not ours, or was edited):
+// nothing is overwritten.
+std::vector<SweepRow> read_sweep_rows(const std::string& path, std::string* note = nullptr,
+                                      TornLine torn = TornLine::Cut);
 // Appends one line and flushes it to disk before returning.
 void append_sweep_row(const std::string& path, const SweepRow& row);
+
+// Sharded sweeps: shard `index` of `count` evaluates the budgets whose identity (method, label and
+// budget JSON: not the model, not the grid's order) hashes to it, so a budget stays in its shard
+// when the grid grows and every model of a run shards its grid the same way.
+struct Shard {
+  int64_t index = 0, count = 1;
+  bool all() const { return count == 1; }
+};
+Shard parse_shard(const std::string& text);  // "i/n", 0 <= i < n; throws Error
+bool in_shard(const Shard& shard, const std::string& method, const std::string& label, const std::string& budget_json);
+
+// Joins the results files of one sharded sweep: every file complete (a torn one is refused), every
+// row scored the same way (SweepRow::evaluation), every non-empty file holding the same models;
+// a budget in several files is kept once (a finished row over a failed one). Rows come back in
+// grid order per model, models in the order the files first name them, as one unsharded run
+// prints them. Throws Error, naming the file, when the files are not shards of one sweep.
+struct MergedRows {
+  std::vector<SweepRow> rows;
+  int64_t duplicates = 0;  // rows dropped because another file had the same budget
+};
+MergedRows merge_sweep_files(const std::vector<std::string>& paths);
 
 // Indices of rows on the Pareto front of (fewer MACs, higher token accuracy), by ascending MACs.
 // With use_agreement, top-1 agreement with the full model replaces token accuracy.

@@ -1,6 +1,7 @@
 // TrainOptions / TrainResult: the trainer's plain settings and report (torch-free).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -8,6 +9,8 @@
 #include "core/eval/eval_result.h"
 
 namespace nestscope {
+
+class DataParallel;
 
 // Defaults are the MPO paper's PicoGPT protocol.
 struct TrainOptions {
@@ -57,6 +60,10 @@ struct TrainOptions {
   // are, so the trained projections are variants of the untouched model (the shipped fine-tuned
   // NSN and MPO variants of the demo model are trained so).
   bool projections_only = false;
+  // Data-parallel training (core/train/data_parallel.h): each of the group's ranks trains on its
+  // own `batch` sequences of every step's world × batch, gradients averaged before each update,
+  // so N ranks of batch b take the steps one process of batch N·b would. Null: one process.
+  std::shared_ptr<DataParallel> data_parallel;
 
   void validate() const;       // throws Error naming the bad field
 };
@@ -73,7 +80,8 @@ struct TrainResult {
   int64_t steps = 0;
   double final_train_loss = 0;  // mean over the last 50 steps
   double seconds = 0;
-  double tokens_per_s = 0;
+  double tokens_per_s = 0;     // every rank's tokens (data-parallel: the group's throughput)
+  double communication_seconds = 0;  // data-parallel: time in gradient and loss all-reduces
   EvalResult validation;
   std::vector<TrainLogRow> log;
 };

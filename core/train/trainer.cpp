@@ -1,6 +1,8 @@
 #include "core/defaults.h"
 #include "core/train/trainer.h"
 
+#include "core/train/data_parallel.h"
+
 #include <chrono>
 #include <deque>
 #include <nlohmann/json.hpp>
@@ -203,6 +205,14 @@ TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o,
   if (!no_decay.empty()) groups.emplace_back(no_decay, opts(0.0));
   torch::optim::AdamW optimizer(groups, torch::optim::AdamWOptions(o.lr));
 
+  // Data-parallel: every rank starts from rank 0's weights and draws the whole step's sequences
+  // from the same seeded generator, then keeps its own share.
+  DataParallel* dp = o.data_parallel.get();
+  const int64_t world = dp ? dp->world() : 1, rank = dp ? dp->rank() : 0;
+  std::vector<torch::Tensor> synced = trained;
+  synced.insert(synced.end(), extra_params.begin(), extra_params.end());
+  if (dp) dp->broadcast_from_root(synced);
+
   const auto device = model->tok_emb->weight.device();
   auto data = torch::from_blob(const_cast<int64_t*>(corpus.train.data()), {n_train}, torch::kInt64);  // [n]
   auto offsets = torch::arange(T, torch::kInt64);                                                     // [T]
@@ -223,8 +233,9 @@ TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o,
     const double lr = learning_rate_at(o, step);
     for (auto& g : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
 
-    std::vector<int64_t> starts(o.batch);
+    std::vector<int64_t> starts(size_t(o.batch * world));
     for (auto& s : starts) s = pick(rng);
+    if (world > 1) starts = std::vector<int64_t>(starts.begin() + rank * o.batch, starts.begin() + (rank + 1) * o.batch);
     auto idx = torch::tensor(starts, torch::kInt64).unsqueeze(1) + offsets;  // [B, T]
     auto x = data.index({idx}).to(device);                                     // [B, T]
     auto y = data.index({idx + 1}).to(device);                                 // [B, T]
@@ -237,7 +248,8 @@ TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o,
         importance = probe_heads(model, window, 2 * c.n_layers * c.n_heads, o.seed + uint64_t(step)).to(torch::kCPU);
         importance = importance.clamp_min(1e-4 * std::max(1e-12, importance.max().item<double>()));
       }
-      *step_heads = head_mask_hook(sample_head_masks(importance, o.head_active, o.head_noise, o.batch).to(device));
+      auto masks = sample_head_masks(importance, o.head_active, o.head_noise, o.batch * world).narrow(0, rank * o.batch, o.batch);
+      *step_heads = head_mask_hook(masks.to(device));
     }
     Batch batch{x, y};
     if (distill) add_teacher(batch, *teacher, o.distill, o.distill_temperature);
@@ -246,10 +258,11 @@ TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o,
     if (heads_global) *step_heads = {};  // validation and the caller run every head
     optimizer.zero_grad();
     loss.backward();
+    if (dp) dp->average_gradients(synced);
     if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(trained, o.grad_clip);
     optimizer.step();
 
-    const double loss_v = loss.item<double>();
+    const double loss_v = dp ? dp->average(loss.item<double>()) : loss.item<double>();
     check(std::isfinite(loss_v), "training diverged at step " + std::to_string(step) + " (loss is not finite)");
     recent.push_back(loss_v);
     if (recent.size() > 50) recent.pop_front();
@@ -261,12 +274,13 @@ TrainResult train_model(Gpt& model, const Corpus& corpus, const TrainOptions& o,
     }
     result.log.push_back(row);
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    Progress p{"train", step + 1, o.steps, loss_v, double((step + 1) * o.batch * T) / elapsed};
+    Progress p{"train", step + 1, o.steps, loss_v, double((step + 1) * o.batch * world * T) / elapsed};
     report(progress, p);
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   result.steps = o.steps;
-  result.tokens_per_s = double(o.steps * o.batch * T) / result.seconds;
+  result.tokens_per_s = double(o.steps * o.batch * world * T) / result.seconds;  // the group's
+  if (dp) result.communication_seconds = dp->communication_seconds();
   result.final_train_loss = std::accumulate(recent.begin(), recent.end(), 0.0) / double(recent.size());
   result.validation = evaluate_tokens(model, corpus.validation, 0, kEvalBatch, progress);
   result.log.back().val_loss = result.validation.loss;

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <nlohmann/json.hpp>
 
 #include "core/eval/calibrate.h"
 #include "core/model/macs.h"
@@ -500,6 +501,153 @@ TEST(Sweep, AFailingBudgetIsRecordedAndTheOthersFinish) {
   write_file_atomic(o.results, "not json\n");
   EXPECT_THROW(e.sweep({{"dense", "", Budget{}}}, o), Error);
   EXPECT_EQ(read_text_file(o.results), "not json\n");
+}
+
+// A grid of twelve budgets of config(): NSN ranks, MPO bonds, a composition and the dense point.
+std::vector<NamedBudget> twelve_budgets() {
+  std::vector<NamedBudget> g = {{"dense", "dense", Budget{}}};
+  for (int64_t r : {2, 4, 6, 8, 12, 16})
+    g.push_back({"svd", "r=" + std::to_string(r), composed({{"attn", LinearKind::Nsn}, {"mlp", LinearKind::Nsn}}, r)});
+  for (int64_t chi : {2, 4, 8})
+    g.push_back({"tt-svd", "χ=" + std::to_string(chi), composed({{"attn", LinearKind::Mpo}, {"mlp", LinearKind::Mpo}}, 0, chi)});
+  g.push_back({"svd-attn", "r=4", composed({{"attn", LinearKind::Nsn}}, 4)});
+  g.push_back({"svd-mlp+tt-attn", "r=4 χ=4", composed({{"attn", LinearKind::Mpo}, {"mlp", LinearKind::Nsn}}, 4, 4)});
+  return g;
+}
+
+TEST(ShardedSweep, ShardsPartitionTheGridAndTheirMergeIsTheUnshardedRun) {
+  test::TempDir dir;
+  Engine e;
+  e.load(checkpoint(dir));
+  const auto grid = twelve_budgets();
+  SweepOptions o;
+  o.text = text();
+  o.max_windows = 2;
+  o.measure_latency = false;
+  o.results = dir.file("all.jsonl");
+  const auto whole = e.sweep(grid, o);
+  ASSERT_EQ(whole.size(), 12u);
+
+  // Three shards, each its own file: every budget in exactly one of them.
+  std::vector<std::string> files;
+  std::multiset<std::string> seen;
+  for (int64_t i = 0; i < 3; ++i) {
+    o.shard = parse_shard(std::to_string(i) + "/3");
+    o.results = dir.file("shard-" + std::to_string(i) + ".jsonl");
+    for (const auto& r : e.sweep(grid, o)) {
+      seen.insert(r.key);
+      EXPECT_TRUE(in_shard(o.shard, r.method, r.label, r.budget_json));
+      EXPECT_EQ(r.evaluation, whole.front().evaluation);
+    }
+    files.push_back(o.results);
+  }
+  EXPECT_EQ(seen.size(), 12u);
+  for (const auto& r : whole) EXPECT_EQ(seen.count(r.key), 1u) << r.method << " " << r.label;
+  // A budget's shard is its own, not its place in the grid: with the grid grown at the front,
+  // shard 1 reuses every row it had and computes at most the new budget.
+  auto grown = grid;
+  grown.insert(grown.begin(), {"svd", "r=3", composed({{"attn", LinearKind::Nsn}, {"mlp", LinearKind::Nsn}}, 3)});
+  o.shard = parse_shard("1/3");
+  o.results = dir.file("grown-1.jsonl");
+  std::filesystem::copy_file(files[1], o.results);
+  int64_t fresh = 0;
+  for (const auto& r : e.sweep(grown, o)) fresh += !r.resumed;
+  EXPECT_LE(fresh, 1);
+  EXPECT_EQ(int64_t(read_sweep_rows(o.results).size()), int64_t(read_sweep_rows(files[1]).size()) + fresh);
+
+  // Merged (in any file order, one file twice): the unsharded run's rows, in its order.
+  const auto merged = merge_sweep_files({files[2], files[0], files[1], files[0]});
+  ASSERT_EQ(merged.rows.size(), whole.size());
+  EXPECT_EQ(merged.duplicates, int64_t(read_sweep_rows(files[0]).size()));
+  for (size_t i = 0; i < whole.size(); ++i) {
+    EXPECT_EQ(merged.rows[i].key, whole[i].key) << i;
+    EXPECT_EQ(merged.rows[i].grid_index, int64_t(i));
+    EXPECT_DOUBLE_EQ(merged.rows[i].eval.token_accuracy, whole[i].eval.token_accuracy) << whole[i].label;
+    EXPECT_DOUBLE_EQ(merged.rows[i].eval.top1_agreement, whole[i].eval.top1_agreement) << whole[i].label;
+    EXPECT_EQ(merged.rows[i].macs, whole[i].macs);
+  }
+  EXPECT_EQ(pareto_front(merged.rows), pareto_front(whole));
+
+  // Not shards of one sweep: refused with the file named, and no file is touched.
+  auto merge_error = [&](const std::vector<std::string>& f) {
+    try {
+      merge_sweep_files(f);
+    } catch (const Error& err) {
+      return std::string(err.what());
+    }
+    return std::string("no error");
+  };
+  const std::string shard0 = read_text_file(files[0]);
+  o.shard = parse_shard("0/3");
+  o.text = text() + text();  // other evaluation data
+  o.results = dir.file("other-text.jsonl");
+  e.sweep(grid, o);
+  EXPECT_NE(merge_error({files[1], o.results}).find("other-text.jsonl"), std::string::npos);
+  EXPECT_NE(merge_error({files[1], o.results}).find("scored on other data"), std::string::npos);
+  Engine other;  // another model on the same data
+  TrainOptions t;
+  t.steps = 2;
+  t.batch = 4;
+  t.warmup = 1;
+  t.seed = 7;
+  other.train(text(), config(), t);
+  other.save(dir.file("other.safetensors"));
+  other.load(dir.file("other.safetensors"));
+  o.text = text();
+  o.results = dir.file("other-model.jsonl");
+  other.sweep(grid, o);
+  EXPECT_NE(merge_error({files[1], o.results}).find("not shards of one sweep"), std::string::npos);
+  write_file_atomic(dir.file("torn.jsonl"), shard0 + R"({"key":"abc","model":)");
+  EXPECT_NE(merge_error({files[1], dir.file("torn.jsonl")}).find("incomplete"), std::string::npos);
+  EXPECT_EQ(read_text_file(dir.file("torn.jsonl")), shard0 + R"({"key":"abc","model":)");
+  // Opening a torn file to look at it reads the complete rows and leaves it as it was.
+  std::string note;
+  EXPECT_EQ(read_sweep_rows(dir.file("torn.jsonl"), &note, TornLine::Skip).size(), read_sweep_rows(files[0]).size());
+  EXPECT_NE(note.find("not read"), std::string::npos);
+  EXPECT_EQ(read_text_file(dir.file("torn.jsonl")), shard0 + R"({"key":"abc","model":)");
+  EXPECT_EQ(read_text_file(files[0]), shard0);
+
+  for (const char* bad : {"3/3", "-1/2", "1/0", "a/b", "1", "1/2/3", ""})
+    EXPECT_THROW(parse_shard(bad), Error) << bad;
+  EXPECT_TRUE(parse_shard("0/1").all());
+}
+
+TEST(ShardedSweep, TheCliShardsAndMergesIntoOneTable) {
+  test::TempDir dir;
+  const std::string model = checkpoint(dir);
+  std::string budgets = "[";
+  for (const auto& b : twelve_budgets())
+    budgets += std::string(budgets.size() > 1 ? "," : "") + R"({"method":")" + b.method + R"(","label":")" + b.label +
+               R"(","budget":)" + budget_to_json(b.budget) + "}";
+  write_file_atomic(dir.file("budgets.json"), budgets + "]");
+  write_file_atomic(dir.file("eval.txt"), text());
+  const std::string cli = std::string(NESTSCOPE_CLI) + " frontier -m " + model + " --budgets " +
+                          dir.file("budgets.json") + " --eval " + dir.file("eval.txt") + " --windows 2 --no-latency";
+  std::string log;
+  ASSERT_EQ(test::run_command(cli + " -o " + dir.file("all.jsonl") + " --json 2>/dev/null", &log), 0);
+  const auto whole = nlohmann::json::parse(log);
+  std::string merge = std::string(NESTSCOPE_CLI) + " frontier merge --json -o " + dir.file("merged.jsonl");
+  for (int i = 0; i < 2; ++i) {
+    const std::string f = dir.file("s" + std::to_string(i) + ".jsonl");
+    log.clear();
+    ASSERT_EQ(test::run_command(cli + " --shard " + std::to_string(i) + "/2 -o " + f + " 2>&1", &log), 0) << log;
+    EXPECT_NE(log.find("shard " + std::to_string(i) + "/2 of 12 budgets"), std::string::npos) << log;
+    merge += " " + f;
+  }
+  log.clear();
+  ASSERT_EQ(test::run_command(merge + " 2>/dev/null", &log), 0) << log;
+  const auto merged = nlohmann::json::parse(log);
+  ASSERT_EQ(merged["rows"].size(), 12u);
+  for (size_t i = 0; i < 12; ++i) {
+    EXPECT_EQ(merged["rows"][i]["key"], whole["rows"][i]["key"]);
+    EXPECT_EQ(merged["rows"][i]["token_accuracy"], whole["rows"][i]["token_accuracy"]);
+    EXPECT_EQ(merged["rows"][i]["pareto"], whole["rows"][i]["pareto"]);
+  }
+  EXPECT_EQ(merged["fits"], whole["fits"]);
+  EXPECT_EQ(read_sweep_rows(dir.file("merged.jsonl")).size(), 12u);  // what the explorer opens
+  log.clear();
+  EXPECT_NE(test::run_command(std::string(NESTSCOPE_CLI) + " frontier -m " + model + " --grid default --shard 2/2 2>&1", &log), 0);
+  EXPECT_NE(log.find("0 <= i < n"), std::string::npos) << log;
 }
 
 TEST(Frontier, ParetoFrontAndLeaveOneOutFit) {
