@@ -16,6 +16,7 @@ for p in slurm-wlm munge; do
 done
 if [ ${#need[@]} -gt 0 ]; then
   echo "slurm-test: installing ${need[*]}"
+  $SUDO apt-get update -q >/dev/null
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
 fi
 
