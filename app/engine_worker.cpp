@@ -235,10 +235,11 @@ void EngineWorker::generate(const QString& prompt, const GenerationSettings& s, 
     o.top_k = s.top_k;
     o.seed = s.seed;
     o.trace_oracle = true;  // the activation map can show what the oracle would have run
-    double macs = 0;
+    double macs = 0, dense_macs = 0;
     int64_t counted = 0;
-    const auto r = engine_->generate(prompt.toStdString(), o, [this, id, &macs, &counted](const GeneratedToken& t) {
+    const auto r = engine_->generate(prompt.toStdString(), o, [this, id, &macs, &dense_macs, &counted](const GeneratedToken& t) {
       macs += double(t.macs);
+      dense_macs += double(t.dense_macs);
       ++counted;
       TokenActivity a;
       a.text = QString::fromStdString(t.text);
@@ -256,10 +257,11 @@ void EngineWorker::generate(const QString& prompt, const GenerationSettings& s, 
       return id == generation_.load();
     });
     const double ms = r.generated_tokens > 0 ? r.decode_ms / double(r.generated_tokens) : 0;
-    Q_EMIT generationFinished(r.generated_tokens, r.tokens_per_s, ms, counted > 0 ? macs / double(counted) : -1, r.stopped);
+    Q_EMIT generationFinished(r.generated_tokens, r.tokens_per_s, ms, counted > 0 ? macs / double(counted) : -1,
+                              counted > 0 ? dense_macs / double(counted) : -1, r.stopped);
   } catch (const std::exception& e) {
     Q_EMIT failed(QString::fromStdString(e.what()));
-    Q_EMIT generationFinished(0, 0, 0, -1, true);
+    Q_EMIT generationFinished(0, 0, 0, -1, -1, true);
   }
 }
 

@@ -88,7 +88,10 @@ class EngineWorker : public QObject {
   void generationStarted();
   void tokenGenerated(const nestscope::TokenActivity& token);
   // macsPerToken: the mean MACs the generated tokens actually spent (measured, not the estimate).
-  void generationFinished(qint64 tokens, double tokensPerSecond, double msPerToken, double macsPerToken, bool stopped);
+  // macsPerToken: the mean MACs of the generated tokens' steps; denseMacsPerToken: the dense
+  // model's on the same steps (the same context lengths), so the two compare like for like.
+  void generationFinished(qint64 tokens, double tokensPerSecond, double msPerToken, double macsPerToken,
+                          double denseMacsPerToken, bool stopped);
   void sweepProgress(int done, int total);
   void frontierRows(const std::vector<nestscope::SweepRow>& rows);
   void layerViewReady(const nestscope::LayerView& view);

@@ -330,7 +330,7 @@ void MainWindow::connectWorker() {
   connect(budget_, &BudgetPanel::budgetChanged, this, [this] { debounce_->start(); });
   connect(debounce_, &QTimer::timeout, this, [this] {
     if (!model_ready_) return;
-    measured_macs_ = -1;  // the last generation ran another budget
+    measured_macs_ = measured_dense_macs_ = -1;  // the last generation ran another budget
     worker_->requestStop();
     Q_EMIT budgetRequested(budget_->budget(), panel_->prompt());
     if (!panel_->prompt().isEmpty()) startGeneration();
@@ -566,7 +566,7 @@ void MainWindow::openModel() {
 void MainWindow::onModelLoaded(const ModelView& m) {
   model_ = m;
   model_ready_ = true;
-  measured_macs_ = -1;
+  measured_macs_ = measured_dense_macs_ = -1;
   ms_per_token_ = -1;
   rows_.clear();
   chart_->setRows({});
@@ -627,6 +627,7 @@ void MainWindow::updateReadout() {
   r.macs = macs_;
   r.dense_macs = double(model_.dense_macs);
   r.measured_macs = measured_macs_;
+  r.measured_dense_macs = measured_dense_macs_;
   r.params = params_;
   r.ms_per_token = ms_per_token_;
   // The chart's marker: the swept row of exactly this budget (measured), else placed by the fit.
@@ -656,12 +657,14 @@ void MainWindow::updateReadout() {
   else chart_->clearOperatingPoint();
 }
 
-void MainWindow::onFinished(qint64 tokens, double tokensPerSecond, double msPerToken, double macsPerToken, bool stopped) {
+void MainWindow::onFinished(qint64 tokens, double tokensPerSecond, double msPerToken, double macsPerToken,
+                            double denseMacsPerToken, bool stopped) {
   generating_ = false;
   panel_->setBusy(!model_ready_);
   if (tokens > 0) {
     ms_per_token_ = msPerToken;
     measured_macs_ = macsPerToken;
+    measured_dense_macs_ = denseMacsPerToken;
   }
   speed_label_->setText(tr("%1 tokens · %2 tokens/s%3")
                             .arg(tokens)

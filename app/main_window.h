@@ -89,7 +89,8 @@ class MainWindow : public QMainWindow {
   void openModel();
   void onModelLoaded(const nestscope::ModelView& model);
   void onBudgetApplied(const nestscope::Budget& budget, double macs, double params);
-  void onFinished(qint64 tokens, double tokensPerSecond, double msPerToken, double macsPerToken, bool stopped);
+  void onFinished(qint64 tokens, double tokensPerSecond, double msPerToken, double macsPerToken, double denseMacsPerToken,
+                  bool stopped);
   void onFrontier(const std::vector<nestscope::SweepRow>& rows);
   void onFailed(const QString& message);
 
@@ -143,6 +144,7 @@ class MainWindow : public QMainWindow {
   bool restored_state_ = false;  // a saved dock layout was restored (no default split)
   double macs_ = 0, params_ = 0, ms_per_token_ = -1;
   double measured_macs_ = -1;  // mean MACs per token of the last generation under the current budget
+  double measured_dense_macs_ = -1;  // the dense model's on the same steps
   std::string budget_json_;
   std::vector<SweepRow> rows_;
   QString last_error_;

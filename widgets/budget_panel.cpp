@@ -434,10 +434,14 @@ void BudgetPanel::setReadout(const BudgetReadout& r) {
   // Every number says where it comes from: measured on the last generation, or an estimate.
   const auto share = [&](double m) { return r.dense_macs > 0 ? 100.0 * m / r.dense_macs : 100.0; };
   QString t;
-  if (r.measured_macs > 0)
-    t = tr("<b>%1</b> MACs/token measured on the last generation (%2% of dense)")
+  // A generation's tokens see a shorter context than the full one the estimate assumes: its MACs
+  // are compared with the dense model's on the same tokens.
+  if (r.measured_macs > 0 && r.measured_dense_macs > 0)
+    t = tr("<b>%1</b> MACs/token measured on the last generation (%2% of dense on the same tokens)")
             .arg(theme::count(r.measured_macs))
-            .arg(share(r.measured_macs), 0, 'f', 1);
+            .arg(100.0 * r.measured_macs / r.measured_dense_macs, 0, 'f', 1);
+  else if (r.measured_macs > 0)
+    t = tr("<b>%1</b> MACs/token measured on the last generation").arg(theme::count(r.measured_macs));
   else
     t = tr("<b>%1</b> MACs/token, estimate at full context (%2% of dense)")
             .arg(theme::count(r.macs))

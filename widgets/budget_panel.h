@@ -35,6 +35,7 @@ struct BudgetLimits {
 struct BudgetReadout {
   double macs = 0, dense_macs = 0;   // the budget's MACs per token at full context (an estimate)
   double measured_macs = -1;         // mean MACs per token of the last generation under this budget
+  double measured_dense_macs = -1;   // the dense model's on the same tokens (same context lengths)
   double params = 0;
   double accuracy = -1;              // token accuracy from the frontier
   bool accuracy_measured = false;    // a swept row of exactly this budget (else: the fit's estimate)

@@ -97,6 +97,7 @@ struct GeneratedToken {
   bool heads_reprobed = false;  // the head support was re-estimated just before this step (high entropy)
   int64_t probe_macs = 0;       // MACs those knockout probes spent (included in `macs`)
   std::string bytes;  // this token's own raw bytes (all tokens' bytes concatenated = the decoded ids)
+  int64_t dense_macs = 0;  // what the dense model spends on the same step (same tokens in context)
 };
 
 struct GenerateResult {

@@ -7,6 +7,7 @@
 #include "core/model/macs.h"
 #include "core/engine/engine_impl.h"
 #include "core/eval/head_probe.h"
+#include "core/eval/rank_allocation.h"
 #include "core/gate/mlp_gate.h"
 #include "core/text/utf8.h"
 
@@ -135,6 +136,12 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
     for (const auto& t : last_trace) macs += t.macs;
     return macs;
   };
+  // The dense model on the same step: its linear MACs, and scores over every token in context
+  // (the prompt's dropped tokens included: the dense model would have kept them).
+  const int64_t dense_linear = dense_linear_macs(model);
+  auto dense_step_macs_at = [&](int64_t positions) {
+    return dense_linear + m.config.n_layers * 2 * positions * m.config.d_model;
+  };
   auto run = [&](const std::vector<int64_t>& chunk) {  // -> last position's logits as floats
     auto x = torch::tensor(chunk, torch::kInt64).view({1, -1}).to(dev);  // [1, T]
     for (auto& l : sink) l.clear();
@@ -175,6 +182,7 @@ GenerateResult Engine::generate(const std::string& prompt, const GenerateOptions
     GeneratedToken tok{i, s.id, utf8_take_text(pending), s.prob, s.entropy, step_macs + pending_probe_macs,
                        last_trace, heads, top_alternatives(logits, *m.tokenizer)};
     tok.bytes = bytes;
+    tok.dense_macs = dense_step_macs_at(cache.position);
     tok.probe_macs = pending_probe_macs;
     tok.heads_reprobed = pending_probe_macs > 0;
     pending_probe_macs = 0;

@@ -733,14 +733,25 @@ TEST(PromptCompression, BudgetGenerateAndSweep) {
   EXPECT_EQ(e.budget(), Budget{});
   const std::string prompt = "To be, or not to be:";  // 20 characters
   std::vector<int64_t> first_macs;
+  std::vector<std::vector<int64_t>> dense_macs;
   for (double keep : {1.0, 0.4}) {
     Budget b;
     b.prompt_keep = keep;
     e.set_budget(b);
     std::vector<int64_t> macs;
-    auto r = e.generate(prompt, {5, 0.0, 0, 0}, [&](const GeneratedToken& t) { return macs.push_back(t.macs), true; });
+    dense_macs.emplace_back();
+    auto r = e.generate(prompt, {5, 0.0, 0, 0}, [&](const GeneratedToken& t) {
+      dense_macs.back().push_back(t.dense_macs);
+      return macs.push_back(t.macs), true;
+    });
     EXPECT_EQ(r.generated_tokens, 5);
     first_macs.push_back(macs[1]);
+    // The dense model on the same steps: equal to the full budget's, and above a dropped prompt's.
+    for (size_t i = 0; i < macs.size(); ++i) {
+      if (keep == 1.0) EXPECT_EQ(macs[i], dense_macs.back()[i]) << i;
+      else EXPECT_LT(macs[i], dense_macs.back()[i]) << i;
+      if (i > 0) EXPECT_GT(dense_macs.back()[i], dense_macs.back()[i - 1]) << "one more key each step";
+    }
     if (keep < 1) {
       ASSERT_EQ(r.kept_prompt_tokens.size(), 8u);  // ceil(0.4 · 20)
       EXPECT_EQ(r.kept_prompt_tokens.front(), 0);
@@ -750,6 +761,7 @@ TEST(PromptCompression, BudgetGenerateAndSweep) {
     }
   }
   EXPECT_LT(first_macs[1], first_macs[0]);
+  EXPECT_EQ(dense_macs[0], dense_macs[1]);  // the dense model keeps every prompt token
   e.set_budget(Budget{});
   SweepOptions o;
   o.text = text();

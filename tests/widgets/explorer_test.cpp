@@ -77,9 +77,10 @@ TEST(BudgetPanel, SlidersComposeABudgetAndTakeKeyboardSteps) {
   EXPECT_TRUE(p.readoutText().contains("≈ 52.0%, estimate from the frontier"));
   EXPECT_TRUE(p.readoutText().contains("0.21 ms/token measured"));
   r.measured_macs = 350e3;  // after a generation: what the tokens spent, said to be measured
+  r.measured_dense_macs = 700e3;  // the dense model on the same (shorter than full) contexts
   r.accuracy_measured = true;
   p.setReadout(r);
-  EXPECT_TRUE(p.readoutText().contains("350k</b> MACs/token measured on the last generation (35.0% of dense)"))
+  EXPECT_TRUE(p.readoutText().contains("350k</b> MACs/token measured on the last generation (50.0% of dense on the same tokens)"))
       << p.readoutText().toStdString();
   EXPECT_TRUE(p.readoutText().contains("52.0%, measured by the sweep"));
 }
