@@ -48,6 +48,7 @@ int run_gate(const GateRunArgs& a, Engine& engine) {
     Json layers = Json::array();
     for (const auto& l : t.gate) layers.push_back({{"blocks", l.blocks}, {"measurements", l.measurements}, {"macs", l.macs}});
     tokens.push_back({{"id", t.id}, {"text", t.text}, {"prob", t.prob}, {"entropy", t.entropy}, {"macs", t.macs},
+                      {"dense_macs", t.dense_macs},
                       {"layers", layers}, {"heads", t.heads}, {"heads_reprobed", t.heads_reprobed},
                       {"probe_macs", t.probe_macs}});
     if (!a.common.json_out) {
