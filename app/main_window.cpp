@@ -644,9 +644,11 @@ void MainWindow::updateReadout() {
       at.ms_per_token = ms_per_token_;
       const std::string hash = model_.hash.toStdString();
       at.eval.token_accuracy = estimate_accuracy(rows_, hash, budget_json_, macs_);
-      if (at.eval.token_accuracy < 0) {  // no series of its kind: the front bounds it from above
-        at.eval.token_accuracy = pareto_accuracy(rows_, hash, macs_);
+      if (at.eval.token_accuracy < 0) {  // no series of its kind: the front and its parts bound it from above
+        const AccuracyBound bound = accuracy_bound(rows_, hash, budget_json_, macs_);
+        at.eval.token_accuracy = bound.accuracy;
         r.accuracy_bound = true;
+        r.bound_from = QString::fromStdString(bound.from);
       }
       at.eval.perplexity = at.eval.top1_agreement = -1;  // the fit gives token accuracy only
     }

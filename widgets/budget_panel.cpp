@@ -450,7 +450,9 @@ void BudgetPanel::setReadout(const BudgetReadout& r) {
   if (r.accuracy < 0) t += tr("<br>accuracy: not swept yet (Sweep frontier)");
   else if (r.accuracy_measured) t += tr("<br>token accuracy %1%, measured by the sweep").arg(100 * r.accuracy, 0, 'f', 1);
   else if (r.accuracy_bound)
-    t += tr("<br>token accuracy at most ≈ %1%, estimate: the best swept budget at these MACs").arg(100 * r.accuracy, 0, 'f', 1);
+    t += tr("<br>token accuracy at most ≈ %1%, estimate: %2")
+             .arg(100 * r.accuracy, 0, 'f', 1)
+             .arg(r.bound_from.isEmpty() ? tr("the best swept budget at these MACs") : r.bound_from.toHtmlEscaped());
   else t += tr("<br>token accuracy ≈ %1%, estimate from the frontier").arg(100 * r.accuracy, 0, 'f', 1);
   if (r.ms_per_token > 0) t += tr(" · %1 ms/token measured").arg(r.ms_per_token, 0, 'f', 2);
   readout_->setText(t);

@@ -39,7 +39,8 @@ struct BudgetReadout {
   double params = 0;
   double accuracy = -1;              // token accuracy from the frontier
   bool accuracy_measured = false;    // a swept row of exactly this budget (else: the fit's estimate)
-  bool accuracy_bound = false;       // no series of this budget's kind: the Pareto front's value (an upper bound)
+  bool accuracy_bound = false;       // no series of this budget's kind: an upper bound (accuracy_bound())
+  QString bound_from;                // what bounds it ("the best swept budget at these MACs", "χ = 4 alone")
   double ms_per_token = -1;          // measured by the last generation
 };
 

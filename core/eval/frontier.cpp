@@ -419,6 +419,88 @@ double estimate_accuracy(const std::vector<SweepRow>& rows, const std::string& m
   return interpolate_log_macs(pts, macs);
 }
 
+namespace {
+// The accuracy of one part of a budget alone, read off the rows of its own series (those whose
+// budget has the part's structure and passes `same`) by linear interpolation in `knob`. Below the
+// swept range the lowest point bounds it; above it nothing does (-1).
+template <class Same, class Knob>
+double part_accuracy(const std::vector<SweepRow>& rows, const std::string& model_hash, const Budget& part, Same&& same,
+                     Knob&& knob) {
+  const std::string want = structure(part);
+  std::vector<std::pair<double, double>> pts;  // (knob, accuracy)
+  for (const auto& r : rows) {
+    if (r.model_hash != model_hash || !r.error.empty()) continue;
+    Budget b;
+    try {
+      b = budget_from_json(r.budget_json);
+    } catch (const Error&) {
+      continue;
+    }
+    if (structure(b) == want && same(b)) pts.emplace_back(knob(b), r.eval.token_accuracy);
+  }
+  if (pts.empty()) return -1;
+  std::sort(pts.begin(), pts.end());
+  const double k = knob(part);
+  if (k > pts.back().first + 1e-12) return -1;
+  if (k <= pts.front().first) return pts.front().second;
+  for (size_t i = 1; i < pts.size(); ++i)
+    if (k <= pts[i].first) {
+      const double t = (k - pts[i - 1].first) / std::max(1e-12, pts[i].first - pts[i - 1].first);
+      return pts[i - 1].second + t * (pts[i].second - pts[i - 1].second);
+    }
+  return pts.back().second;
+}
+
+std::string percent(double f) {
+  char s[32];
+  std::snprintf(s, sizeof s, "%.0f%%", 100 * f);
+  return s;
+}
+}  // namespace
+
+AccuracyBound accuracy_bound(const std::vector<SweepRow>& rows, const std::string& model_hash,
+                             const std::string& budget_json, double macs) {
+  AccuracyBound out{pareto_accuracy(rows, model_hash, macs), "the best swept budget at these MACs"};
+  if (out.accuracy < 0) return out;
+  const Budget b = budget_from_json(budget_json);
+  auto consider = [&](double acc, const std::string& from) {
+    if (acc >= 0 && acc < out.accuracy) out = {acc, from};
+  };
+  // The parameterization alone: the same kinds at the same rank or χ, nothing gated or dropped.
+  if (b.layer_rank.empty() && (b.rank > 0 || b.bond > 0)) {
+    Budget p;
+    p.kind = b.kind;
+    p.rank = b.rank;
+    p.bond = b.bond;
+    const bool by_rank = b.rank > 0;
+    const auto knob = [&](const Budget& x) { return std::log(double(std::max<int64_t>(1, by_rank ? x.rank : x.bond))); };
+    // With both set, the other knob must match: the series varies one of them.
+    const auto same = [&](const Budget& x) { return by_rank ? (b.bond == 0 || x.bond == b.bond) : true; };
+    consider(part_accuracy(rows, model_hash, p, same, knob),
+             by_rank ? "rank " + std::to_string(b.rank) + " alone" : "χ = " + std::to_string(b.bond) + " alone");
+  }
+  // The gate alone: the same policy and heads kept, by its fraction of blocks.
+  if (b.gate.policy != GatePolicy::Off || b.gate.head_active < 1) {
+    Budget g;
+    g.gate = b.gate;
+    const auto same = [&](const Budget& x) { return std::abs(x.gate.head_active - b.gate.head_active) < 1e-9; };
+    const auto knob = [](const Budget& x) { return x.gate.active; };
+    std::string what = "the gate at " + percent(b.gate.active) + " of the blocks";
+    if (b.gate.policy == GatePolicy::Off) what = "keeping " + percent(b.gate.head_active) + " of the heads";
+    else if (b.gate.head_active < 1) what += " and " + percent(b.gate.head_active) + " of the heads";
+    consider(part_accuracy(rows, model_hash, g, same, knob), what + " alone");
+  }
+  // The prompt compression alone, by its keep fraction.
+  if (b.prompt_keep < 1) {
+    Budget k;
+    k.prompt_keep = b.prompt_keep;
+    consider(part_accuracy(rows, model_hash, k, [](const Budget&) { return true; },
+                           [](const Budget& x) { return x.prompt_keep; }),
+             "keeping " + percent(b.prompt_keep) + " of the prompt alone");
+  }
+  return out;
+}
+
 double pareto_accuracy(const std::vector<SweepRow>& rows, const std::string& model_hash, double macs) {
   std::vector<std::pair<double, double>> pts;  // (log macs, accuracy)
   for (const auto& r : rows)

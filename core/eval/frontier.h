@@ -109,4 +109,17 @@ double estimate_accuracy(const std::vector<SweepRow>& rows, const std::string& m
 // `macs` (the Pareto front, interpolated the same way), an upper bound. -1 when there are no rows.
 double pareto_accuracy(const std::vector<SweepRow>& rows, const std::string& model_hash, double macs);
 
+// An upper bound on the accuracy of a composed budget no series holds (say MPO at χ = 4 with the
+// gate at 50%): the least of the Pareto front at `macs` and of each of the budget's parts swept
+// alone — its parameterization (kinds with rank or χ), its gate, its prompt compression — read off
+// that part's own series by the part's knob (rank, χ, active fraction, keep fraction). Cutting
+// compute in one part is taken not to raise the accuracy another part allows. `from` names what
+// bounds it ("the best swept budget at these MACs", "χ = 4 alone", …); accuracy -1 when no rows.
+struct AccuracyBound {
+  double accuracy = -1;
+  std::string from;
+};
+AccuracyBound accuracy_bound(const std::vector<SweepRow>& rows, const std::string& model_hash,
+                             const std::string& budget_json, double macs);
+
 }  // namespace nestscope

@@ -199,6 +199,46 @@ TEST(FrontierChart, PlotsSeriesMovesTheMarkerAndExports) {
   EXPECT_EQ(pareto_accuracy(c.rows(), "another model", 600000), -1);
 }
 
+TEST(FrontierEstimate, AComposedBudgetIsBoundedByItsPartsSweptAlone) {
+  const std::string mpo = R"("kind": {"attn": "mpo", "mlp": "mpo"})";
+  auto gate = [](double active, double heads = 1.0) {
+    return R"("gate": {"policy": "sensing", "active": )" + std::to_string(active) + R"(, "head_active": )" +
+           std::to_string(heads) + "}";
+  };
+  const std::vector<SweepRow> rows = {
+      row("dense", 1000000, 0.55),
+      row("mpo", 300000, 0.05, "{" + mpo + R"(, "bond": 4})"),
+      row("mpo", 600000, 0.30, "{" + mpo + R"(, "bond": 8})"),
+      row("mpo", 900000, 0.50, "{" + mpo + R"(, "bond": 16})"),
+      row("gate", 500000, 0.20, "{" + gate(0.25) + "}"),
+      row("gate", 700000, 0.40, "{" + gate(0.5) + "}"),
+      row("gate", 850000, 0.50, "{" + gate(0.75) + "}"),
+      row("prompt", 800000, 0.45, R"({"prompt_keep": 0.5})"),
+  };
+  auto bound = [&](const std::string& body, double macs) {
+    return accuracy_bound(rows, "h", budget_to_json(budget_from_json("{" + body + "}")), macs);
+  };
+  // The front alone would say ≈ 0.35 at 650k MACs (between the 600k and 700k points); χ = 4 by
+  // itself reaches 0.05, so χ = 4 with the gate at 50% can do no better.
+  EXPECT_NEAR(pareto_accuracy(rows, "h", 650000), 0.30 + 0.10 * std::log(650.0 / 600) / std::log(700.0 / 600), 1e-9);
+  auto b = bound(mpo + R"(, "bond": 4, )" + gate(0.5), 650000);
+  EXPECT_NEAR(b.accuracy, 0.05, 1e-9);
+  EXPECT_EQ(b.from, "χ = 4 alone");
+  // Between swept χ: interpolated in log χ.
+  b = bound(mpo + R"(, "bond": 6, )" + gate(0.5), 650000);
+  EXPECT_NEAR(b.accuracy, 0.05 + 0.25 * std::log(6.0 / 4) / std::log(8.0 / 4), 1e-9);
+  // Above every swept χ the parameterization bounds nothing; the gate at 25% does.
+  b = bound(mpo + R"(, "bond": 32, )" + gate(0.25), 650000);
+  EXPECT_NEAR(b.accuracy, 0.20, 1e-9);
+  EXPECT_EQ(b.from, "the gate at 25% of the blocks alone");
+  // No series gates half the heads, and keeping half the prompt allows more than the front: the
+  // front's value stays.
+  b = bound(gate(0.5, 0.5) + R"(, "prompt_keep": 0.5)", 650000);
+  EXPECT_NEAR(b.accuracy, pareto_accuracy(rows, "h", 650000), 1e-9);
+  EXPECT_EQ(b.from, "the best swept budget at these MACs");
+  EXPECT_EQ(accuracy_bound(rows, "another model", budget_to_json(Budget{}), 650000).accuracy, -1);
+}
+
 TEST(Explorer, SlidersReachTheEngineAndAGenerationFillsTheMap) {
   if (!has_default_model()) GTEST_SKIP() << "this build embedded no default model";
   StartupOptions o;
