@@ -110,10 +110,13 @@ TEST(DataParallel, TwoRanksOfBatchBTakeTheStepsOfOneProcessOfBatch2B) {
   const std::string finetune = std::string(NESTSCOPE_CLI) + " nsn finetune --corpus " + dir.file("corpus.txt") +
                                " --seq-len 32 --warmup 1 --max-rank 32 --json";
   std::string log;
-  // Batch 4 in one process and 2 + 2 over two ranks sum the same gradients in another order; AdamW
-  // turns that round-off into weight differences proportional to the learning rate (3.8e-5 at
-  // 1e-3, 3.8e-6 at 1e-4, measured), so the steps are small enough for the 1e-5 bound to mean "equal".
-  const std::string steps = " --steps 4 --lr 1e-4";
+  // Batch 4 in one process and 2 + 2 over two ranks sum the same gradients in another order. Where
+  // a weight's true gradient is zero (a key projection's direction that shifts every score of a
+  // query alike), AdamW scales that round-off up to a step of the order of the learning rate, so
+  // the largest difference is proportional to it: 1.3e-5 at lr 1e-4 in the sanitizer build, 1.3e-6
+  // at 1e-5 (1.8e-7 in the release build), measured, while the weights move 3.0e-5 at 1e-5. The
+  // steps are small enough for the 1e-5 bound to mean "equal".
+  const std::string steps = " --steps 4 --lr 1e-5";
   ASSERT_EQ(test::run_command("NESTSCOPE_THREADS=1 " + finetune + steps + " --batch 4 -o " + dir.file("one.safetensors") + " 2>&1", &log), 0)
       << log;
   const int port = free_port();
@@ -128,12 +131,15 @@ TEST(DataParallel, TwoRanksOfBatchBTakeTheStepsOfOneProcessOfBatch2B) {
   const double diff = max_difference(dir.file("one.safetensors"), dir.file("dp.safetensors"));
   EXPECT_LT(diff, 1e-5);
   std::printf("largest weight difference, one process of batch 4 vs 2 ranks of batch 2: %.3g\n", diff);
-  // The steps did something: the fine-tuned factors moved from the conversion's.
+  // The steps did something: the weights moved from the conversion's.
   ASSERT_EQ(test::run_command(std::string(NESTSCOPE_CLI) + " nsn convert --max-rank 32 -o " + dir.file("conv.safetensors") +
                                   " 2>&1", &log),
             0)
       << log;
-  EXPECT_GT(max_difference(dir.file("conv.safetensors"), dir.file("dp.safetensors")), 1e-4);
+  const double moved = max_difference(dir.file("conv.safetensors"), dir.file("dp.safetensors"));
+  EXPECT_GT(moved, 1e-5);
+  EXPECT_LT(diff, moved / 10);  // the two runs differ far less than either moved
+  std::printf("largest move from the conversion: %.3g\n", moved);
 }
 
 TEST(DataParallel, ARankThatDiesStopsTheOtherWithAnError) {
