@@ -111,11 +111,12 @@ TEST(DataParallel, TwoRanksOfBatchBTakeTheStepsOfOneProcessOfBatch2B) {
                                " --seq-len 32 --warmup 1 --max-rank 32 --json";
   std::string log;
   // Batch 4 in one process and 2 + 2 over two ranks sum the same gradients in another order. Where
-  // a weight's true gradient is zero (a key projection's direction that shifts every score of a
-  // query alike), AdamW scales that round-off up to a step of the order of the learning rate, so
-  // the largest difference is proportional to it: 1.3e-5 at lr 1e-4 in the sanitizer build, 1.3e-6
-  // at 1e-5 (1.8e-7 in the release build), measured, while the weights move 3.0e-5 at 1e-5. The
-  // steps are small enough for the 1e-5 bound to mean "equal".
+  // a weight's gradient is a sum of terms that nearly cancel (the largest differences are in key
+  // projections: a query's score gradients sum to zero over its keys), that round-off is large
+  // beside the gradient, and AdamW, which divides each step by the gradient's size, carries it into
+  // the step. So the largest difference is proportional to the learning rate: 1.3e-5 at lr 1e-4 in
+  // the sanitizer build, 1.3e-6 at 1e-5 (1.8e-7 in the release build), measured, while the weights
+  // move 3.0e-5 at 1e-5. The steps are small enough for the 1e-5 bound to mean "equal".
   const std::string steps = " --steps 4 --lr 1e-5";
   ASSERT_EQ(test::run_command("NESTSCOPE_THREADS=1 " + finetune + steps + " --batch 4 -o " + dir.file("one.safetensors") + " 2>&1", &log), 0)
       << log;
